@@ -1,0 +1,1 @@
+"""Site data: NIfTI I/O, subjects, layouts, manifests and splits."""

@@ -1,0 +1,144 @@
+"""Every key neurofed uses, with a name.
+
+Modalities, label values, clinical fields, layouts, problem kinds and file names are defined once
+here so that no bare string travels between modules.
+
+Examples
+--------
+>>> Modality("T1CE") is Modality.T1CE
+True
+>>> int(TumorLabel.ET)
+3
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+__all__ = [
+    "ClinicalField",
+    "LabelConvention",
+    "Layout",
+    "LesionLabel",
+    "Modality",
+    "ProblemKind",
+    "Severity",
+    "Sex",
+    "SiteFile",
+    "Split",
+    "TumorLabel",
+    "TumorRegion",
+]
+
+
+class Modality(StrEnum):
+    """The one vocabulary of MRI contrasts inside neurofed."""
+
+    T1 = "T1"
+    T1CE = "T1CE"
+    T2 = "T2"
+    FLAIR = "FLAIR"
+
+
+class TumorLabel(IntEnum):
+    """Internal glioma label convention (the BraTS 2023 numbering)."""
+
+    BACKGROUND = 0
+    NCR = 1  # necrotic and non-enhancing tumour core
+    ED = 2  # peritumoral oedema / invaded tissue
+    ET = 3  # enhancing tumour
+
+
+class TumorRegion(StrEnum):
+    """Nested glioma sub-regions evaluated by FeTS and BraTS."""
+
+    ET = "ET"  # enhancing tumour
+    TC = "TC"  # tumour core = ET ∪ NCR
+    WT = "WT"  # whole tumour = TC ∪ ED
+
+
+class LesionLabel(IntEnum):
+    """Internal binary lesion convention (MS lesions)."""
+
+    BACKGROUND = 0
+    LESION = 1
+
+
+class LabelConvention(StrEnum):
+    """How label values are numbered in a source dataset (see :mod:`neurofed.data.labels`)."""
+
+    BRATS_2021 = "brats-2021"  # {0, 1 NCR, 2 ED, 4 ET}
+    BRATS_2023 = "brats-2023"  # {0, 1 NCR, 2 ED, 3 ET}
+    MSD_BRAIN_TUMOUR = "msd-brain-tumour"  # {0, 1 oedema, 2 non-enhancing, 3 enhancing}
+    BINARY_LESION = "binary-lesion"  # {0, 1 lesion}
+
+
+class ClinicalField(StrEnum):
+    """Clinical targets joined to subjects; every one of them may be unknown."""
+
+    IDH = "idh"  # True = IDH-mutant
+    CODEL_1P19Q = "codel_1p19q"  # True = 1p/19q co-deleted
+    MGMT = "mgmt"  # True = MGMT promoter methylated
+    GRADE = "grade"  # WHO CNS grade 1-4
+    AGE = "age"  # years
+    SEX = "sex"
+    SDMT = "sdmt"  # Symbol Digit Modalities Test, 0-110
+
+
+class Sex(StrEnum):
+    FEMALE = "F"
+    MALE = "M"
+    OTHER = "O"
+
+
+class Layout(StrEnum):
+    """Community folder layouts a site's raw data may come in."""
+
+    BRATS_2021 = "brats-2021"
+    BRATS_2023 = "brats-2023"
+    MSD = "msd"
+    NNUNET_V2 = "nnunet-v2"
+    BIDS = "bids"
+    TABLE = "table"
+
+
+class Severity(StrEnum):
+    ERROR = "error"  # the case is excluded
+    WARNING = "warning"  # the case is kept; the value named is dropped or noted
+
+
+class ProblemKind(StrEnum):
+    """Every problem `neurofed site check` can report."""
+
+    UNREADABLE = "unreadable"  # truncated / corrupt gzip, I/O error
+    NOT_NIFTI = "not-nifti"
+    EMPTY_FILE = "empty-file"
+    WRONG_DIMENSIONS = "wrong-dimensions"  # e.g. 4-D where 3-D is expected
+    NON_FINITE = "non-finite"  # NaN / Inf voxels
+    ALL_ZERO = "all-zero"
+    GRID_MISMATCH = "grid-mismatch"  # modalities of one subject differ in shape or affine
+    LABEL_VALUES = "label-values"  # values outside the label convention
+    LABEL_GRID = "label-grid"  # label map not on the image grid
+    MISSING_MODALITY = "missing-modality"
+    MISSING_FILE = "missing-file"
+    DUPLICATE_SUBJECT = "duplicate-subject"
+    CLINICAL_RANGE = "clinical-range"
+    CLINICAL_UNPARSEABLE = "clinical-unparseable"
+    PATH_ESCAPE = "path-escape"  # symlink or `..` leaving the site root
+    UNKNOWN_FILE = "unknown-file"  # a file the layout reader could not place
+    LAYOUT = "layout"  # the folder matches no known layout, or its metadata is broken
+
+
+class Split(StrEnum):
+    TRAIN = "train"
+    VALIDATION = "validation"
+    TEST = "test"
+
+
+class SiteFile(StrEnum):
+    """Files neurofed writes inside ``<site>/neurofed/``."""
+
+    FOLDER = "neurofed"
+    MANIFEST = "manifest.json"
+    SPLITS = "splits.json"
+    CHECK_REPORT = "check-report.json"

@@ -1,0 +1,1 @@
+"""neurofed.tasks."""
