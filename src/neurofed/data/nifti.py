@@ -6,8 +6,8 @@ Examples
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "t1.nii.gz"
 >>> write_image(path, np.zeros((4, 5, 6)), np.diag([2.0, 2.0, 2.0, 1.0]))
 >>> volume = read_image(path)
->>> volume.spatial_shape, volume.spacing, volume.array.dtype
-((4, 5, 6), (2.0, 2.0, 2.0), dtype('float32'))
+>>> volume.spatial_shape, volume.spacing, volume.array.dtype == np.float32
+((4, 5, 6), (2.0, 2.0, 2.0), True)
 """
 
 from __future__ import annotations
