@@ -20,12 +20,15 @@ __all__ = [
     "LabelConvention",
     "Layout",
     "LesionLabel",
+    "Marker",
+    "MetricName",
     "Modality",
     "ProblemKind",
     "Severity",
     "Sex",
     "SiteFile",
     "Split",
+    "TaskId",
     "TumorLabel",
     "TumorRegion",
 ]
@@ -83,6 +86,42 @@ class ClinicalField(StrEnum):
     AGE = "age"  # years
     SEX = "sex"
     SDMT = "sdmt"  # Symbol Digit Modalities Test, 0-110
+
+
+class Marker(StrEnum):
+    """Markers and grade predicted by ``glioma-multitask`` (values equal ClinicalField values)."""
+
+    IDH = "idh"
+    CODEL_1P19Q = "codel_1p19q"
+    MGMT = "mgmt"
+    GRADE = "grade"
+
+
+class TaskId(StrEnum):
+    """The installed tasks (see DESIGN.md)."""
+
+    TUMOR_REGIONS = "tumor-regions"
+    GLIOMA_MULTITASK = "glioma-multitask"
+    MS_LESION = "ms-lesion"
+    BRAIN_AGE = "brain-age"
+
+
+class MetricName(StrEnum):
+    """Names of reported metrics (per region / marker they are prefixed, e.g. ``WT/dice``)."""
+
+    DICE = "dice"
+    HD95 = "hd95"
+    SENSITIVITY = "sensitivity"
+    PRECISION = "precision"
+    SPECIFICITY = "specificity"
+    ACCURACY = "accuracy"
+    RECALL = "recall"
+    F1 = "f1"
+    AUC = "auc"
+    LESION_F1 = "lesion_f1"
+    MAE = "mae"
+    PEARSON_R = "pearson_r"
+    LOSS = "loss"
 
 
 class Sex(StrEnum):
