@@ -110,6 +110,9 @@ class MetricName(StrEnum):
     """Names of reported metrics (per region / marker they are prefixed, e.g. ``WT/dice``)."""
 
     DICE = "dice"
+    DICE_POOLED = "dice_pooled"  # 2·ΣTP / (2·ΣTP + ΣFP + ΣFN) over all cases (vs per-case mean)
+    NUM_EXAMPLES = "num_examples"  # cases that entered a metric (known label / mask)
+    NUM_POSITIVE = "num_positive"  # of those, positive cases (explains an undefined AUC)
     HD95 = "hd95"
     SENSITIVITY = "sensitivity"
     PRECISION = "precision"
@@ -166,6 +169,7 @@ class ProblemKind(StrEnum):
     PATH_ESCAPE = "path-escape"  # symlink or `..` leaving the site root
     UNKNOWN_FILE = "unknown-file"  # a file the layout reader could not place
     LAYOUT = "layout"  # the folder matches no known layout, or its metadata is broken
+    SPLIT = "split"  # splits.json and the site's cases disagree (new or vanished cases)
 
 
 class Split(StrEnum):
