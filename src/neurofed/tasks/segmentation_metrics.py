@@ -1,0 +1,147 @@
+"""Segmentation metrics as pure functions on numpy masks: counts, Dice, HD95, lesion detection.
+
+Conventions (used by every segmentation task):
+
+- **Dice** of a case is ``2·TP / (2·TP + FP + FN)``; when prediction and reference are both
+  empty it is 1 (as MONAI's ``DiceMetric(ignore_empty=False)`` and BraTS). The pooled Dice uses the
+  counts summed over cases.
+- **Sensitivity** ``TP / (TP + FN)`` and **precision** ``TP / (TP + FP)`` are NaN when undefined.
+- **HD95** of a case is MONAI's ``compute_hausdorff_distance(percentile=95)`` in mm (``spacing``);
+  0 when both masks are empty, and ``empty_value`` when exactly one is (BraTS uses 373.13 mm,
+  the diagonal of its 240 × 240 × 155 mm volume).
+- **Lesion detection** labels connected components with ``scipy.ndimage.label`` and the
+  structuring element ``generate_binary_structure(3, connectivity)``: connectivity 1 joins face
+  neighbours (6-neighbourhood), 2 also edges (18), 3 also corners (26, the default). A true lesion
+  is detected when any predicted voxel overlaps it; a predicted component overlapping no true
+  lesion is a false positive. Lesion F1 is ``2·TP / (2·TP + FP + FN)`` (1 when there are neither
+  true nor predicted lesions).
+
+Examples
+--------
+>>> import numpy as np
+>>> pred = np.zeros((1, 4, 4, 4), bool); pred[0, 0, 0, :2] = True
+>>> target = np.zeros((1, 4, 4, 4), bool); target[0, 0, 0, 1:3] = True
+>>> counts = confusion_counts(pred, target)
+>>> counts.tolist(), dice_per_case(counts).tolist()
+([[1, 1, 1]], [0.5])
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from monai.metrics.hausdorff_distance import compute_hausdorff_distance
+from scipy import ndimage
+
+__all__ = [
+    "confusion_counts",
+    "dice_from_counts",
+    "dice_per_case",
+    "fmean",
+    "hd95_per_case",
+    "lesion_counts",
+    "ratio",
+]
+
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+def _check_masks(pred: BoolArray, target: BoolArray) -> None:
+    if pred.shape != target.shape or pred.ndim != 4:
+        raise ValueError(f"masks must both be (N, X, Y, Z); got {pred.shape} and {target.shape}")
+
+
+def confusion_counts(pred: BoolArray, target: BoolArray) -> IntArray:
+    """Per-case ``[TP, FP, FN]`` voxel counts of ``(N, X, Y, Z)`` boolean masks → ``(N, 3)``."""
+    _check_masks(pred, target)
+    axes = (1, 2, 3)
+    tp = np.count_nonzero(pred & target, axis=axes)
+    fp = np.count_nonzero(pred & ~target, axis=axes)
+    fn = np.count_nonzero(~pred & target, axis=axes)
+    return np.stack([tp, fp, fn], axis=1).astype(np.int64)  # (N, 3)
+
+
+def dice_from_counts(tp: int, fp: int, fn: int) -> float:
+    """``2·TP / (2·TP + FP + FN)``, 1 when both masks are empty.
+
+    >>> dice_from_counts(0, 0, 0), dice_from_counts(1, 2, 0)
+    (1.0, 0.5)
+    """
+    denominator = 2 * tp + fp + fn
+    return 1.0 if denominator == 0 else 2 * tp / denominator
+
+
+def dice_per_case(counts: IntArray) -> FloatArray:
+    """Dice of each row of ``(N, 3)`` ``[TP, FP, FN]`` counts → ``(N,)``."""
+    return np.array([dice_from_counts(int(t), int(p), int(n)) for t, p, n in counts], np.float64)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, NaN when the denominator is 0."""
+    return math.nan if denominator == 0 else float(numerator) / float(denominator)
+
+
+def fmean(values: npt.ArrayLike) -> float:
+    """Exactly rounded mean (``math.fsum``), independent of the order; NaN when empty.
+
+    >>> fmean([0.1] * 10), fmean([])
+    (0.1, nan)
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    return math.nan if flat.size == 0 else math.fsum(flat.tolist()) / flat.size
+
+
+def hd95_per_case(
+    pred: BoolArray,
+    target: BoolArray,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    empty_value: float = 373.13,
+) -> FloatArray:
+    """95% Hausdorff distance per case of ``(N, X, Y, Z)`` masks → ``(N,)`` (module conventions)."""
+    _check_masks(pred, target)
+    pred_any = pred.reshape(len(pred), -1).any(axis=1)
+    target_any = target.reshape(len(target), -1).any(axis=1)
+    out = np.where(pred_any == target_any, 0.0, float(empty_value)).astype(np.float64)
+    both = np.flatnonzero(pred_any & target_any)
+    if both.size:
+        y_pred = torch.from_numpy(pred[both, None].astype(np.float32))  # (n, 1, X, Y, Z)
+        y = torch.from_numpy(target[both, None].astype(np.float32))  # (n, 1, X, Y, Z)
+        with warnings.catch_warnings():
+            # MONAI 1.6 warns about an argument it passes to itself internally.
+            warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*")
+            distances = compute_hausdorff_distance(
+                y_pred, y, include_background=True, percentile=95, spacing=list(spacing)
+            )  # (n, 1)
+        out[both] = distances[:, 0].double().cpu().numpy()
+    return out
+
+
+def lesion_counts(pred: BoolArray, target: BoolArray, *, connectivity: int = 3) -> IntArray:
+    """Per-case ``[detected, missed, false positive]`` lesion counts → ``(N, 3)``.
+
+    >>> import numpy as np
+    >>> target = np.zeros((1, 8, 8, 8), bool); target[0, 1, 1, 1] = target[0, 5, 5, 5] = True
+    >>> pred = np.zeros_like(target); pred[0, 1, 1, 1:3] = True; pred[0, 3, 0, 0] = True
+    >>> lesion_counts(pred, target).tolist()
+    [[1, 1, 1]]
+    """
+    _check_masks(pred, target)
+    if connectivity not in (1, 2, 3):
+        raise ValueError(f"connectivity = {connectivity!r} is invalid: use 1, 2 or 3")
+    structure = ndimage.generate_binary_structure(3, connectivity)
+    rows = []
+    for p, t in zip(pred, target, strict=True):
+        true_components, n_true = ndimage.label(t, structure=structure)
+        pred_components, n_pred = ndimage.label(p, structure=structure)
+        detected = np.unique(true_components[p & t]).size
+        touching = np.unique(pred_components[p & t]).size
+        rows.append((detected, n_true - detected, n_pred - touching))
+    return np.array(rows, dtype=np.int64).reshape(len(pred), 3)
