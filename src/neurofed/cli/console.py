@@ -1,0 +1,54 @@
+"""Console output shared by the commands: one rich console, progress bars quiet under CI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from neurofed.types import ProgressCallback
+
+__all__ = ["console", "err_console", "progress_bar", "quiet"]
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def quiet() -> bool:
+    """No animated progress under CI or when stdout is not a terminal."""
+    return bool(os.environ.get("CI")) or not sys.stdout.isatty()
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[ProgressCallback]:
+    """Yield a :data:`ProgressCallback` that draws a bar (or prints every ~10% when quiet)."""
+    if quiet():
+        last = [-1]
+
+        def report(done: int, total: int, label: str) -> None:
+            step = done * 10 // max(total, 1)
+            if step != last[0] or done == total:
+                last[0] = step
+                console.print(f"{description}: {done}/{total} {label}")
+
+        yield report
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[label]}"),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=None, label="")
+
+        def update(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, label=label)
+
+        yield update

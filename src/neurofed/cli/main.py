@@ -1,0 +1,33 @@
+"""The ``neurofed`` command: thin typer commands that call the library."""
+
+from __future__ import annotations
+
+import typer
+
+from neurofed import __version__
+from neurofed.cli.demo import demo
+from neurofed.cli.phantom import phantom
+from neurofed.cli.site import site_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="neurofed",
+    help="Federated deep learning on brain MRI: every scan stays inside its hospital.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(site_app, name="site")
+app.command()(phantom)
+app.command()(demo)
+
+
+@app.command()
+def version() -> None:
+    """Print the installed neurofed version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,165 @@
+"""``neurofed site …``: the data custodian's commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from neurofed.cli.console import console, err_console, progress_bar
+from neurofed.data.checks import CheckSettings
+from neurofed.data.layouts.detect import LayoutError
+from neurofed.data.manifest import SiteCheckReport, check_site, site_file
+from neurofed.data.modalities import normalise_modality
+from neurofed.data.splits import Splits, load_or_create_splits, load_splits
+from neurofed.data.subject import Problem
+from neurofed.keys import ClinicalField, Layout, Modality, Severity, SiteFile, Split
+
+__all__ = ["render_report", "site_app"]
+
+site_app = typer.Typer(help="Data custodian: check a site's data and fix its splits.")
+
+_MARK = {Severity.ERROR: "[red]✗[/red]", Severity.WARNING: "[yellow]![/yellow]"}
+
+
+def _parse_modalities(value: str | None) -> tuple[Modality, ...] | None:
+    if not value:
+        return None
+    modalities = [normalise_modality(v) for v in value.split(",") if v.strip()]
+    if any(m is None for m in modalities):
+        names = ",".join(m.value for m in Modality)
+        raise typer.BadParameter(f"{value!r}: give modalities from {names}")
+    return tuple(m for m in modalities if m is not None)
+
+
+def _print_problem(problem: Problem) -> None:
+    console.print(f"  {_MARK[problem.severity]} {problem.line()}", soft_wrap=True)
+
+
+def render_report(site: Path, report: SiteCheckReport) -> None:
+    """Print one line per problem and a summary a custodian can act on."""
+    cases = report.cases
+    excluded = report.excluded_ids
+    n_warn = sum(1 for c in cases for p in c.problems if p.severity is Severity.WARNING)
+    per_case = report.seconds / max(len(cases), 1)
+    console.print(
+        f"[bold]{site}[/bold] ({report.manifest.layout.value}): {len(cases)} cases, "
+        f"{len(cases) - len(excluded)} usable, {len(excluded)} excluded, {n_warn} warnings "
+        f"[dim]({report.seconds:.1f} s, {per_case:.2f} s/case)[/dim]",
+        soft_wrap=True,
+    )
+    for problem in report.site_problems:
+        _print_problem(problem)
+    for case in cases:
+        for problem in case.problems:
+            _print_problem(problem)
+
+
+def _splits_line(splits: Splits, available: list[str]) -> str:
+    counts = [f"{len(splits.subject_ids(s, available))} {s.value}" for s in Split]
+    strat = f", stratified on {splits.stratify_on.value}" if splits.stratify_on else ""
+    return f"splits: {' / '.join(counts)} (seed {splits.seed}{strat})"
+
+
+def _split_arguments(
+    site: Path,
+    seed: int | None,
+    validation: float | None,
+    test: float | None,
+    stratify: ClinicalField | None,
+    reshuffle: bool,
+) -> dict[str, Any]:
+    """Split parameters: the ones given, else the existing split's, else the defaults."""
+    given = (seed, validation, test, stratify)
+    if (
+        not reshuffle
+        and all(v is None for v in given)
+        and site_file(site, SiteFile.SPLITS).exists()
+    ):
+        existing = load_splits(site)
+        return {
+            "seed": existing.seed,
+            "validation_fraction": existing.validation_fraction,
+            "test_fraction": existing.test_fraction,
+            "stratify_on": existing.stratify_on,
+        }
+    return {
+        "seed": 0 if seed is None else seed,
+        "validation_fraction": 0.2 if validation is None else validation,
+        "test_fraction": 0.0 if test is None else test,
+        "stratify_on": stratify,
+    }
+
+
+@site_app.command("check")
+def check(
+    site: Annotated[Path, typer.Argument(help="The site's data folder.")],
+    layout: Annotated[Layout | None, typer.Option(help="Skip auto-detection.")] = None,
+    clinical: Annotated[
+        Path | None, typer.Option(help="Clinical table (CSV/TSV/XLSX) to join on subject id.")
+    ] = None,
+    require: Annotated[
+        str | None, typer.Option(help="Required modalities, e.g. T1,T1CE,T2,FLAIR.")
+    ] = None,
+    tolerance_mm: Annotated[
+        float, typer.Option(help="How far (mm) two modalities' grids may differ.")
+    ] = 0.1,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the split [default: 0, or the existing split's].")
+    ] = None,
+    validation: Annotated[
+        float | None, typer.Option(help="Validation fraction [default: 0.2].")
+    ] = None,
+    test: Annotated[float | None, typer.Option(help="Test fraction [default: 0].")] = None,
+    stratify: Annotated[
+        ClinicalField | None, typer.Option(help="Stratify the split on this label.")
+    ] = None,
+    reshuffle: Annotated[bool, typer.Option(help="Recompute an existing split.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Processes to use.")] = 1,
+    force: Annotated[bool, typer.Option(help="Re-check cases already checked.")] = False,
+    strict: Annotated[bool, typer.Option(help="Exit 1 on warnings too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check every case, write the site manifest and fixed splits.
+
+    Exit status: 0 all cases usable, 1 some cases excluded (or warnings with --strict),
+    2 the folder could not be read at all.
+    """
+    settings = CheckSettings(
+        required_modalities=_parse_modalities(require), affine_tolerance_mm=tolerance_mm
+    )
+    try:
+        with progress_bar(f"checking {site.name}") as progress:
+            report = check_site(
+                site,
+                layout=layout,
+                clinical_table=clinical,
+                settings=settings,
+                workers=workers,
+                progress=None if as_json else progress,
+                force=force,
+            )
+        split_args = _split_arguments(site, seed, validation, test, stratify, reshuffle)
+        splits, split_problems = load_or_create_splits(
+            site, report.manifest.subjects, reshuffle=reshuffle, **split_args
+        )
+    except (LayoutError, FileNotFoundError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    available = [s.subject_id for s in report.manifest.subjects]
+    if as_json:
+        payload = report.to_json() | {
+            "splits": splits.to_json(),
+            "split_problems": [p.to_json() for p in split_problems],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        render_report(site, report)
+        for problem in split_problems:
+            _print_problem(problem)
+        console.print(_splits_line(splits, available))
+    has_warnings = any(p.severity is Severity.WARNING for c in report.cases for p in c.problems)
+    code = report.exit_code or int(strict and has_warnings)
+    raise typer.Exit(code)

@@ -1,0 +1,212 @@
+"""What a phantom federation looks like: the validated configuration and the run summary.
+
+Examples
+--------
+>>> config = PhantomConfig(preset="glioma", sites=2, cases=3, seed=7, spacing=4.0)
+>>> config.preset is PhantomPreset.GLIOMA, [m.value for m in config.modalities]
+(True, ['T1', 'T1CE', 'T2', 'FLAIR'])
+>>> PhantomConfig(preset="glioma", sites=2, cases=3, seed=7, unlabelled_sites=(3,))
+Traceback (most recent call last):
+...
+ValueError: PhantomConfig.unlabelled_sites = (3,): site 3 does not exist; ...
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from neurofed.keys import ClinicalField, Modality
+
+__all__ = [
+    "MAX_CASES",
+    "MAX_SITES",
+    "PRESET_FIELDS",
+    "PRESET_MODALITIES",
+    "PhantomConfig",
+    "PhantomPreset",
+    "PhantomSummary",
+]
+
+MAX_SITES = 99  # BraTS ids are site * 1000 + case in five digits
+MAX_CASES = 999
+
+
+class PhantomPreset(StrEnum):
+    """Which study the phantom sites look like."""
+
+    GLIOMA = "glioma"  # BraTS 2021 layout, four contrasts, tumour labels, markers
+    MS = "ms"  # BIDS, T1w/T2w/FLAIR, MS lesion masks, age and SDMT
+    BRAIN_AGE = "brain-age"  # BIDS, T1w/FLAIR, ages 20-90 with atrophy, some MS lesions
+
+    @property
+    def is_bids(self) -> bool:
+        return self is not PhantomPreset.GLIOMA
+
+
+_M, _F = Modality, ClinicalField
+PRESET_MODALITIES: Mapping[PhantomPreset, tuple[Modality, ...]] = MappingProxyType(
+    {
+        PhantomPreset.GLIOMA: (_M.T1, _M.T1CE, _M.T2, _M.FLAIR),
+        PhantomPreset.MS: (_M.T1, _M.T2, _M.FLAIR),
+        PhantomPreset.BRAIN_AGE: (_M.T1, _M.FLAIR),
+    }
+)
+#: Clinical fields each preset writes (and may therefore leave unknown at a site).
+PRESET_FIELDS: Mapping[PhantomPreset, tuple[ClinicalField, ...]] = MappingProxyType(
+    {
+        PhantomPreset.GLIOMA: (_F.AGE, _F.SEX, _F.GRADE, _F.IDH, _F.CODEL_1P19Q, _F.MGMT),
+        PhantomPreset.MS: (_F.AGE, _F.SEX, _F.SDMT),
+        PhantomPreset.BRAIN_AGE: (_F.AGE, _F.SEX, _F.SDMT),
+    }
+)
+
+
+def _bad(name: str, value: object, why: str) -> ValueError:
+    return ValueError(f"PhantomConfig.{name} = {value!r}: {why}")
+
+
+def _preset(value: object) -> PhantomPreset:
+    try:
+        return PhantomPreset(str(value))
+    except ValueError:
+        names = [p.value for p in PhantomPreset]
+        close = difflib.get_close_matches(str(value), names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise _bad("preset", value, f"{hint}choose one of {', '.join(names)}") from None
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """A phantom federation, validated on construction.
+
+    Attributes
+    ----------
+    preset:
+        Study the sites imitate (:class:`PhantomPreset`).
+    sites, cases:
+        Number of sites (1..99) and cases per site (1..999).
+    seed:
+        Same seed, same bytes.
+    spacing:
+        Output grid in mm: 1 = full MNI 1 mm, 2 = quick; tests use 4.
+    unlabelled_sites:
+        Sites (1-based, as in ``site-<k>``) written without segmentations.
+    missing_markers:
+        Site (1-based) -> clinical fields left unknown at that site.
+    broken_per_site:
+        Cases per site deliberately broken for ``neurofed site check`` (see ``phantom.json``).
+    """
+
+    preset: PhantomPreset
+    sites: int
+    cases: int
+    seed: int
+    spacing: float = 1.0
+    unlabelled_sites: tuple[int, ...] = ()
+    missing_markers: Mapping[int, tuple[ClinicalField, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    broken_per_site: int = 0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "preset", _preset(self.preset))
+        for name, top in (("sites", MAX_SITES), ("cases", MAX_CASES)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise _bad(name, value, f"must be a whole number in 1..{top}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise _bad("seed", self.seed, "must be a whole number >= 0, e.g. seed=0")
+        if not isinstance(self.spacing, int | float) or not 1.0 <= float(self.spacing) <= 8.0:
+            raise _bad("spacing", self.spacing, "must lie in 1..8 mm (1 full, 2 quick, 4 tests)")
+        set_(self, "spacing", float(self.spacing))
+        set_(self, "unlabelled_sites", tuple(sorted({int(s) for s in self.unlabelled_sites})))
+        for site in self.unlabelled_sites:
+            self._check_site("unlabelled_sites", self.unlabelled_sites, site)
+        missing: dict[int, tuple[ClinicalField, ...]] = {}
+        allowed = PRESET_FIELDS[self.preset]
+        for site, names in dict(self.missing_markers).items():
+            self._check_site("missing_markers", dict(self.missing_markers), int(site))
+            fields_: list[ClinicalField] = []
+            for name in (names,) if isinstance(names, str) else names:
+                try:
+                    marker = ClinicalField(name)
+                except ValueError:
+                    marker = None
+                if marker is None or marker not in allowed:
+                    raise _bad(
+                        "missing_markers",
+                        dict(self.missing_markers),
+                        f"{name!r} is not written by the {self.preset.value} preset; "
+                        f"choose from {', '.join(f.value for f in allowed)}",
+                    )
+                fields_.append(marker)
+            missing[int(site)] = tuple(f for f in allowed if f in fields_)
+        set_(self, "missing_markers", MappingProxyType(dict(sorted(missing.items()))))
+        b = self.broken_per_site
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= self.cases:
+            raise _bad("broken_per_site", b, f"must be a whole number in 0..cases ({self.cases})")
+
+    def _check_site(self, name: str, value: object, site: int) -> None:
+        if not 1 <= site <= self.sites:
+            raise _bad(
+                name,
+                value,
+                f"site {site} does not exist; sites are numbered 1..{self.sites} "
+                f"(site-1 … site-{self.sites})",
+            )
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        return PRESET_MODALITIES[self.preset]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset.value,
+            "sites": self.sites,
+            "cases": self.cases,
+            "seed": self.seed,
+            "spacing": self.spacing,
+            "unlabelled_sites": list(self.unlabelled_sites),
+            "missing_markers": {
+                str(k): [f.value for f in v] for k, v in self.missing_markers.items()
+            },
+            "broken_per_site": self.broken_per_site,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PhantomConfig:
+        return cls(
+            preset=PhantomPreset(data["preset"]),
+            sites=int(data["sites"]),
+            cases=int(data["cases"]),
+            seed=int(data["seed"]),
+            spacing=float(data.get("spacing", 1.0)),
+            unlabelled_sites=tuple(int(s) for s in data.get("unlabelled_sites", ())),
+            missing_markers={
+                int(k): tuple(ClinicalField(f) for f in v)
+                for k, v in data.get("missing_markers", {}).items()
+            },
+            broken_per_site=int(data.get("broken_per_site", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class PhantomSummary:
+    """What :func:`~neurofed.phantom.generate_federation` wrote and how long it took."""
+
+    root: Path
+    site_dirs: tuple[Path, ...]
+    num_cases: int
+    seconds: float
+    manifest: Path  # phantom.json: config, site and case parameters, broken cases
+
+    @property
+    def seconds_per_case(self) -> float:
+        return self.seconds / max(self.num_cases, 1)

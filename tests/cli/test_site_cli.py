@@ -1,0 +1,92 @@
+"""The custodian's commands as a person runs them: phantom → site check (→ demo)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from neurofed.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli-phantom")
+    result = runner.invoke(
+        app,
+        [
+            "phantom",
+            "--preset",
+            "glioma",
+            "--sites",
+            "2",
+            "--cases",
+            "5",
+            "--seed",
+            "4",
+            "--spacing",
+            "8",
+            "--broken",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "neurofed site check" in result.output
+    return out
+
+
+def test_site_check_reports_excluded_case_and_exits_1(sites: Path) -> None:
+    result = runner.invoke(app, ["site", "check", str(sites / "site-1")])
+    assert result.exit_code == 1, result.output
+    assert "4 usable, 1 excluded" in result.output
+    assert "fix:" in result.output
+    assert (sites / "site-1" / "neurofed" / "manifest.json").is_file()
+    assert (sites / "site-1" / "neurofed" / "splits.json").is_file()
+
+
+def test_site_check_json_is_machine_readable(sites: Path) -> None:
+    result = runner.invoke(app, ["site", "check", str(sites / "site-2"), "--json"])
+    payload = json.loads(result.output)
+    assert result.exit_code == 1
+    assert len(payload["splits"]["assignment"]) == 4
+    excluded = [c for c in payload["cases"] if c["status"] == "excluded"]
+    assert len(excluded) == 1 and excluded[0]["problems"][0]["fix"]
+
+
+def test_existing_split_is_kept_and_never_silently_reshuffled(sites: Path) -> None:
+    site = str(sites / "site-1")
+    first = json.loads((sites / "site-1" / "neurofed" / "splits.json").read_text())
+    again = runner.invoke(app, ["site", "check", site])
+    assert again.exit_code == 1
+    assert json.loads((sites / "site-1" / "neurofed" / "splits.json").read_text()) == first
+    changed = runner.invoke(app, ["site", "check", site, "--seed", "5"])
+    assert changed.exit_code == 2
+    assert "reshuffle" in changed.output
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["site", "check", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert "nowhere" in result.output
+
+
+def test_bad_missing_marker_names_the_format(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["phantom", "--out", str(tmp_path), "--missing-marker", "mgmt"])
+    assert result.exit_code == 2
+    assert "SITE:MARKER" in result.output
+
+
+def test_demo_quick_writes_a_readable_summary(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["role"] for row in summary["sites"]] == ["training"] * 3 + ["held-out"]
+    assert all(len(row["excluded"]) == 1 for row in summary["sites"])
+    assert "| site-4 | held-out |" in (out / "summary.md").read_text()
