@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markdown import Markdown
 
 from neurofed.cli.console import console, progress_bar
 from neurofed.demo import SUMMARY_MD, DemoConfig, run_demo
@@ -21,5 +22,5 @@ def demo(
     """Run the whole path on the embedded phantom, offline."""
     with progress_bar("generating phantom sites") as progress:
         result = run_demo(DemoConfig(out=out, quick=quick, seed=seed), progress=progress)
-    console.print((out / SUMMARY_MD).read_text())
+    console.print(Markdown((out / SUMMARY_MD).read_text()))
     console.print(f"run folder: {out} ({result.seconds:.1f} s)")
