@@ -6,8 +6,10 @@ import typer
 
 from neurofed import __version__
 from neurofed.cli.demo import demo
+from neurofed.cli.evaluate import evaluate
 from neurofed.cli.phantom import phantom
 from neurofed.cli.site import site_app
+from neurofed.cli.train import train_app
 
 __all__ = ["app", "main"]
 
@@ -19,8 +21,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(site_app, name="site")
+app.add_typer(train_app, name="train")
 app.command()(phantom)
 app.command()(demo)
+app.command()(evaluate)
 
 
 @app.command()

@@ -1,1 +1,103 @@
-"""neurofed.engine."""
+"""The site-local training and evaluation engine (imports nothing from an FL engine).
+
+:class:`LocalTrainer` trains and evaluates one task's model on one site's data — or on several
+sites' data pooled — and exposes what a federation needs: named parameters in and out
+(:meth:`~LocalTrainer.get_parameters`, :meth:`~LocalTrainer.set_parameters`, parameters that stay
+local, FedProx), ``num_examples`` and metrics as mergeable :class:`~neurofed.tasks.MetricState`.
+:func:`train_local` and :func:`train_pooled` are the baselines, written as run folders;
+:func:`load_model` rebuilds a saved model from its folder alone.
+
+Examples
+--------
+>>> from neurofed.engine import default_train_config
+>>> config = default_train_config("tumor-regions", epochs=1)
+>>> config.patch_shape, config.preprocess.spacing
+((48, 48, 48), (2.0, 2.0, 2.0))
+"""
+
+from neurofed.engine.baselines import (
+    MODEL_FOLDER,
+    RUN_CONFIG,
+    RUN_METRICS,
+    RunFolderError,
+    RunKind,
+    RunResult,
+    evaluate_model,
+    fit_target_normalisation,
+    train_local,
+    train_pooled,
+)
+from neurofed.engine.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from neurofed.engine.config import LRSchedule, Optimizer, TrainConfig, resolve_device
+from neurofed.engine.dataset import CaseDataset, SkippedCase, TrainingCase, collate
+from neurofed.engine.defaults import DEFAULT_SPACING, FIELD_OF_VIEW, default_train_config
+from neurofed.engine.inference import evaluate_dataset, predict
+from neurofed.engine.model_folder import (
+    MODEL_JSON,
+    MODEL_WEIGHTS,
+    ModelFolderError,
+    TrainedModel,
+    load_model,
+    save_model,
+)
+from neurofed.engine.parameters import ParameterError, is_local
+from neurofed.engine.records import HEADLINE_METRICS, EpochRecord, finalize_metrics
+from neurofed.engine.sampling import epoch_batches, steps_per_epoch
+from neurofed.engine.site_data import SiteData, SiteDataError, source_stamp, usable_cases
+from neurofed.engine.trainer import CHECKPOINTS, LocalTrainer
+
+__all__ = [
+    "CHECKPOINTS",
+    "DEFAULT_SPACING",
+    "FIELD_OF_VIEW",
+    "HEADLINE_METRICS",
+    "MODEL_FOLDER",
+    "MODEL_JSON",
+    "MODEL_WEIGHTS",
+    "RUN_CONFIG",
+    "RUN_METRICS",
+    "CaseDataset",
+    "Checkpoint",
+    "CheckpointError",
+    "EpochRecord",
+    "LRSchedule",
+    "LocalTrainer",
+    "ModelFolderError",
+    "Optimizer",
+    "ParameterError",
+    "RunFolderError",
+    "RunKind",
+    "RunResult",
+    "SiteData",
+    "SiteDataError",
+    "SkippedCase",
+    "TrainConfig",
+    "TrainedModel",
+    "TrainingCase",
+    "collate",
+    "default_train_config",
+    "epoch_batches",
+    "evaluate_dataset",
+    "evaluate_model",
+    "finalize_metrics",
+    "fit_target_normalisation",
+    "is_local",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "predict",
+    "resolve_device",
+    "save_checkpoint",
+    "save_model",
+    "source_stamp",
+    "steps_per_epoch",
+    "train_local",
+    "train_pooled",
+    "usable_cases",
+]

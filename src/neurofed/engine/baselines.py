@@ -1,0 +1,325 @@
+"""The two baselines every federated study compares against, as run folders.
+
+- :func:`train_local`: a model trained on one site only;
+- :func:`train_pooled`: a model trained on the union of several sites' training cases (the
+  centralised upper bound that federated training tries to match);
+- :func:`evaluate_model`: a saved model scored on a split of any site.
+
+Both training functions call :class:`~neurofed.engine.LocalTrainer` directly and write::
+
+    <run>/config.json      kind of run, sites, the TrainConfig, versions
+    <run>/metrics.json     one record per epoch (epoch 0 = the untrained model)
+    <run>/checkpoints/     one checkpoint per epoch (safetensors + JSON)
+    <run>/model/           weights.safetensors + model.json (:mod:`~neurofed.engine.model_folder`)
+
+Running again with the same run folder resumes from the newest checkpoint (an interrupted run
+ends as if never interrupted) and a finished run is not trained again; other settings in the
+same folder are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurofed.engine.checkpoint import latest_checkpoint, versions, write_json_atomically
+from neurofed.engine.config import TrainConfig
+from neurofed.engine.dataset import CaseDataset, SkippedCase
+from neurofed.engine.model_folder import TrainedModel, load_model, save_model
+from neurofed.engine.records import EpochRecord
+from neurofed.engine.site_data import SiteData
+from neurofed.engine.trainer import CHECKPOINTS, LocalTrainer
+from neurofed.keys import Split
+from neurofed.tasks import MetricState
+from neurofed.types import ProgressCallback
+
+__all__ = [
+    "MODEL_FOLDER",
+    "RUN_CONFIG",
+    "RUN_METRICS",
+    "RunFolderError",
+    "RunKind",
+    "RunResult",
+    "evaluate_model",
+    "fit_target_normalisation",
+    "train_local",
+    "train_pooled",
+]
+
+RUN_CONFIG = "config.json"
+RUN_METRICS = "metrics.json"
+MODEL_FOLDER = "model"
+_MAY_CHANGE = frozenset({"epochs", "device", "validate_every"})
+
+
+class RunKind(StrEnum):
+    """Which baseline a run folder holds."""
+
+    LOCAL = "local"  # one site
+    POOLED = "pooled"  # several sites' cases together
+
+
+class RunFolderError(ValueError):
+    """A run folder holds another run; the message names the differences and the fix."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished baseline run."""
+
+    run_dir: Path
+    kind: RunKind
+    history: tuple[EpochRecord, ...]
+    num_examples: int
+    skipped: tuple[SkippedCase, ...]
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / MODEL_FOLDER
+
+    @property
+    def untrained(self) -> Mapping[str, float]:
+        """Validation metrics of the untrained model (epoch 0), if recorded."""
+        return next((r.validation for r in self.history if r.epoch == 0), {})
+
+    @property
+    def final(self) -> Mapping[str, float]:
+        """Validation metrics of the last validated epoch."""
+        validated = [r for r in self.history if r.epoch > 0 and r.validation]
+        return validated[-1].validation if validated else {}
+
+
+def _check_run_config(run_dir: Path, record: Mapping[str, Any]) -> None:
+    path = run_dir / RUN_CONFIG
+    if not path.is_file():
+        return
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path}: unreadable ({exc}); use another --out") from exc
+    differ = [k for k in ("kind", "sites") if stored.get(k) != record[k]]
+    theirs, mine = stored.get("train_config", {}), record["train_config"]
+    differ += sorted(
+        k
+        for k in theirs.keys() | mine.keys()
+        if k not in _MAY_CHANGE and theirs.get(k) != mine.get(k)
+    )
+    if differ:
+        raise RunFolderError(
+            f"{run_dir} holds a run with other settings ({', '.join(differ)} differ); re-run with "
+            "the same settings to resume it, or choose another --out"
+        )
+
+
+def _write_metrics(
+    run_dir: Path, kind: RunKind, config: TrainConfig, trainer: LocalTrainer
+) -> None:
+    write_json_atomically(
+        run_dir / RUN_METRICS,
+        {
+            "task": config.task.value,
+            "kind": kind.value,
+            "num_examples": trainer.num_examples,
+            "records": [r.to_json() for r in trainer.history],
+        },
+    )
+
+
+def fit_target_normalisation(config: TrainConfig, dataset: CaseDataset) -> TrainConfig:
+    """``config`` with a regression task's ``target_mean`` / ``target_std`` set from the known
+    targets of ``dataset`` (rounded to 3 decimals); any other config is returned unchanged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from neurofed.data.subject import Clinical
+    >>> from neurofed.engine.dataset import TrainingCase
+    >>> image = np.zeros((1, 2, 2, 2), np.float32)
+    >>> cases = CaseDataset(
+    ...     TrainingCase(f"c{i}", "s", image, None, Clinical(age=a)) for i, a in enumerate([30, 50])
+    ... )
+    >>> config = fit_target_normalisation(TrainConfig(task="brain-age"), cases)
+    >>> config.task_config.target_mean, config.task_config.target_std
+    (40.0, 10.0)
+    """
+    task_config = config.task_config
+    if not {"target", "target_mean", "target_std"} <= {f.name for f in fields(task_config)}:
+        return config
+    values = [v for case in dataset if (v := case.clinical.get(task_config.target)) is not None]
+    numbers = np.asarray(values, dtype=np.float64)
+    if numbers.size < 2 or float(numbers.std()) <= 0:
+        return config
+    mean, std = round(float(numbers.mean()), 3), round(float(numbers.std()), 3)
+    return config.with_changes(
+        task_config=task_config.to_json() | {"target_mean": mean, "target_std": std}
+    )
+
+
+def _run(
+    kind: RunKind,
+    config: TrainConfig,
+    sites: Sequence[Path],
+    run_dir: Path,
+    *,
+    progress: ProgressCallback | None,
+    load_progress: ProgressCallback | None,
+    on_epoch: Callable[[EpochRecord], None] | None,
+    keep_checkpoints: int | None,
+    normalise_target: bool,
+) -> RunResult:
+    run_dir = Path(run_dir)
+    source = SiteData(sites, config.build_task(), config.preprocess, progress=load_progress)
+    if normalise_target:
+        config = fit_target_normalisation(config, source.split(Split.TRAIN))
+    record = {
+        "kind": kind.value,
+        "sites": [Path(s).name for s in sites],
+        "train_config": config.to_json(),
+    }
+    _check_run_config(run_dir, record)
+    trainer = LocalTrainer.from_source(
+        config, source, run_dir=run_dir, keep_checkpoints=keep_checkpoints
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(
+        run_dir / RUN_CONFIG,
+        record
+        | {
+            "site_paths": [str(Path(s).resolve()) for s in sites],
+            "num_examples": trainer.num_examples,
+            "skipped": [s.line() for s in trainer.train_data.skipped],
+            "versions": versions(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+    if latest_checkpoint(run_dir / CHECKPOINTS, max_epoch=config.epochs) is None:
+        trainer.record_untrained()
+        _write_metrics(run_dir, kind, config, trainer)
+
+    def epoch_done(epoch_record: EpochRecord) -> None:
+        _write_metrics(run_dir, kind, config, trainer)
+        if on_epoch is not None:
+            on_epoch(epoch_record)
+
+    trainer.fit(config.epochs, progress=progress, on_epoch=epoch_done)
+    _write_metrics(run_dir, kind, config, trainer)
+    validated = [r for r in trainer.history if r.epoch > 0 and r.validation]
+    save_model(
+        run_dir / MODEL_FOLDER,
+        trainer.model,
+        config,
+        metrics=validated[-1].validation if validated else {},
+        epoch=trainer.epoch,
+        provenance={
+            "run": kind.value,
+            "sites": record["sites"],
+            "num_examples": trainer.num_examples,
+        },
+    )
+    return RunResult(
+        run_dir=run_dir,
+        kind=kind,
+        history=tuple(trainer.history),
+        num_examples=trainer.num_examples,
+        skipped=trainer.train_data.skipped,
+    )
+
+
+def train_local(
+    config: TrainConfig,
+    site: Path,
+    run_dir: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    load_progress: ProgressCallback | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    keep_checkpoints: int | None = 3,
+    normalise_target: bool = True,
+) -> RunResult:
+    """Train on one site's training split, validate on its validation split.
+
+    ``progress`` reports training steps, ``load_progress`` the loading of cases, ``on_epoch``
+    each finished epoch. With ``normalise_target``, a regression task's target mean and
+    standard deviation come from the training cases (:func:`fit_target_normalisation`).
+
+    Raises
+    ------
+    SiteDataError
+        The site cannot serve the task (no manifest, missing modality, no usable case).
+    RunFolderError
+        ``run_dir`` holds a run made with other settings.
+    """
+    return _run(
+        RunKind.LOCAL,
+        config,
+        [Path(site)],
+        run_dir,
+        progress=progress,
+        load_progress=load_progress,
+        on_epoch=on_epoch,
+        keep_checkpoints=keep_checkpoints,
+        normalise_target=normalise_target,
+    )
+
+
+def train_pooled(
+    config: TrainConfig,
+    sites: Sequence[Path],
+    run_dir: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    load_progress: ProgressCallback | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    keep_checkpoints: int | None = 3,
+    normalise_target: bool = True,
+) -> RunResult:
+    """Train on the union of the sites' training splits, validate on their validation splits.
+
+    Raises as :func:`train_local`.
+    """
+    if len(sites) < 1:
+        raise ValueError("train_pooled needs at least one site")
+    return _run(
+        RunKind.POOLED,
+        config,
+        [Path(s) for s in sites],
+        run_dir,
+        progress=progress,
+        load_progress=load_progress,
+        on_epoch=on_epoch,
+        keep_checkpoints=keep_checkpoints,
+        normalise_target=normalise_target,
+    )
+
+
+def evaluate_model(
+    model: Path | TrainedModel,
+    site: Path,
+    split: Split | None = Split.VALIDATION,
+    *,
+    progress: ProgressCallback | None = None,
+    load_progress: ProgressCallback | None = None,
+) -> tuple[MetricState, CaseDataset, TrainedModel]:
+    """Score a saved model on ``split`` of ``site`` (``None``: every case).
+
+    Cases are preprocessed as the model was trained (and cached at the site). Returns the metric
+    state, the cases scored and the loaded model.
+
+    Raises
+    ------
+    SiteDataError
+        The site cannot serve the model's task.
+    ModelFolderError
+        The model folder is unusable.
+    """
+    trained = model if isinstance(model, TrainedModel) else load_model(Path(model))
+    source = SiteData(site, trained.task, trained.preprocess, progress=load_progress)
+    dataset = source.split(split)
+    return trained.evaluate(dataset, progress=progress), dataset, trained

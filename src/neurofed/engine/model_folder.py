@@ -1,0 +1,207 @@
+"""The model folder: ``weights.safetensors`` + ``model.json``, enough to rebuild and run a model.
+
+``model.json`` names the task and its config, the model and its config, the input channels, the
+preprocessing, how to infer (patch / sliding-window settings), the metrics the model reached, the
+training settings and the versions that made it. :func:`load_model` needs nothing else.
+
+Examples
+--------
+>>> import tempfile
+>>> from pathlib import Path
+>>> from neurofed.engine.config import TrainConfig
+>>> config = TrainConfig(task="brain-age", model_config={"width": 0.0625}, device="cpu")
+>>> model = config.build_task().build_model(config.model_config)
+>>> folder = save_model(Path(tempfile.mkdtemp()) / "model", model, config, metrics={"mae": 9.5})
+>>> loaded = load_model(folder)
+>>> loaded.task.task_id.value, loaded.metrics, loaded.predict(np.zeros((1, 40, 40, 40))).shape
+('brain-age', {'mae': 9.5}, torch.Size([1]))
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from neurofed.engine.checkpoint import (
+    sha256_file,
+    versions,
+    write_json_atomically,
+    write_tensors_atomically,
+)
+from neurofed.engine.config import TrainConfig, resolve_device
+from neurofed.engine.dataset import CaseDataset
+from neurofed.engine.inference import evaluate_dataset, predict
+from neurofed.engine.parameters import check_arrays, load_arrays
+from neurofed.engine.records import json_number, number
+from neurofed.preprocess import PreprocessParams
+from neurofed.tasks import MetricState, ModelOutput, Task
+from neurofed.types import ProgressCallback
+
+__all__ = [
+    "MODEL_FORMAT",
+    "MODEL_JSON",
+    "MODEL_WEIGHTS",
+    "ModelFolderError",
+    "TrainedModel",
+    "load_model",
+    "save_model",
+]
+
+MODEL_FORMAT = 1
+MODEL_JSON = "model.json"
+MODEL_WEIGHTS = "weights.safetensors"
+
+
+class ModelFolderError(ValueError):
+    """A model folder cannot be used; the message names the file and the fix."""
+
+
+def save_model(
+    folder: Path,
+    model: nn.Module,
+    config: TrainConfig,
+    *,
+    metrics: Mapping[str, float] | None = None,
+    epoch: int | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` and what is needed to run it into ``folder``; returns the folder.
+
+    ``provenance`` adds JSON fields describing how the model was made (e.g. the kind of run and
+    the number of sites); it must hold no patient data.
+    """
+    folder = Path(folder)
+    task = config.build_task()
+    digest = write_tensors_atomically(folder / MODEL_WEIGHTS, model.state_dict())
+    record = {
+        "format": MODEL_FORMAT,
+        "task": config.task.value,
+        "task_config": task.config.to_json(),
+        "model_name": str(task.model_name),
+        "model_config": config.model_config.to_json(),
+        "modalities": [m.value for m in task.modalities],
+        "preprocess": config.preprocess.to_json(),
+        "inference": {
+            "patch_shape": None if config.patch_shape is None else list(config.patch_shape),
+            "sliding_window_overlap": config.sliding_window_overlap,
+            "spatial_divisor": list(config.spatial_divisor()),
+        },
+        "metrics": {k: json_number(v) for k, v in (metrics or {}).items()},
+        "epoch": epoch,
+        "train_config": config.to_json(),
+        "provenance": dict(provenance or {}),
+        "weights": {"file": MODEL_WEIGHTS, "sha256": digest},
+        "versions": versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_json_atomically(folder / MODEL_JSON, record)
+    return folder
+
+
+@dataclass
+class TrainedModel:
+    """A model loaded from its folder, ready to predict on preprocessed arrays.
+
+    ``predict`` takes an image preprocessed with :attr:`preprocess` (channels in the task's
+    ``modalities`` order) and returns the task's post-processed outputs.
+    """
+
+    task: Task
+    model: nn.Module
+    config: TrainConfig
+    preprocess: PreprocessParams
+    metrics: dict[str, float] = field(default_factory=dict)
+    epoch: int | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def raw_outputs(self, image: npt.ArrayLike | torch.Tensor) -> ModelOutput:
+        """Raw model outputs for one image ``(C, X, Y, Z)`` (or a batch ``(B, C, X, Y, Z)``)."""
+        tensor = torch.as_tensor(np.asarray(image, dtype=np.float32))
+        if tensor.dim() == 4:
+            tensor = tensor[None]
+        self.model.eval()
+        with torch.no_grad():
+            return predict(
+                self.model,
+                tensor.to(self.device),
+                patch_shape=self.config.patch_shape,
+                divisor=self.config.spatial_divisor(),
+                overlap=self.config.sliding_window_overlap,
+                sw_batch_size=self.config.batch_size,
+            )
+
+    def predict(self, image: npt.ArrayLike | torch.Tensor) -> ModelOutput:
+        """Post-processed predictions (masks, probabilities, values in original units)."""
+        return self.task.postprocess(self.raw_outputs(image))
+
+    def evaluate(
+        self, dataset: CaseDataset, *, progress: ProgressCallback | None = None
+    ) -> MetricState:
+        """Metric state of the model on ``dataset`` (full volumes)."""
+        return evaluate_dataset(
+            self.model,
+            self.task,
+            dataset,
+            patch_shape=self.config.patch_shape,
+            divisor=self.config.spatial_divisor(),
+            overlap=self.config.sliding_window_overlap,
+            sw_batch_size=self.config.batch_size,
+            device=self.device,
+            progress=progress,
+        )
+
+
+def load_model(folder: Path, *, device: str = "cpu") -> TrainedModel:
+    """Rebuild the model saved in ``folder`` by :func:`save_model`.
+
+    Raises
+    ------
+    ModelFolderError
+        When ``model.json`` or the weights are missing, damaged or do not fit each other.
+    """
+    folder = Path(folder)
+    path = folder / MODEL_JSON
+    if not path.is_file():
+        hint = " (pass RUN/model, not the run folder)" if (folder / "model").is_dir() else ""
+        raise ModelFolderError(f"{path}: not found; give a model folder written by training{hint}")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("format") != MODEL_FORMAT:
+            raise ValueError(f"format {record.get('format')!r} is not {MODEL_FORMAT}")
+        config = TrainConfig.from_json(record["train_config"]).with_changes(device=device)
+        weights_path = folder / record["weights"]["file"]
+        if sha256_file(weights_path) != record["weights"]["sha256"]:
+            raise ValueError(f"{weights_path.name}: its SHA-256 differs from model.json's")
+        weights = load_file(str(weights_path))
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        raise ModelFolderError(
+            f"{folder}: unusable model folder ({type(exc).__name__}: {exc}); copy it again "
+            "from the run that made it"
+        ) from exc
+    task = config.build_task()
+    target = torch.device(resolve_device(device))
+    model = task.build_model(config.model_config)
+    try:
+        load_arrays(model, check_arrays(model, {k: v.numpy() for k, v in weights.items()}))
+    except ValueError as exc:
+        raise ModelFolderError(f"{folder}: weights do not fit model.json: {exc}") from exc
+    return TrainedModel(
+        task=task,
+        model=model.to(target).eval(),
+        config=config,
+        preprocess=config.preprocess,
+        metrics={k: number(v) for k, v in record.get("metrics", {}).items()},
+        epoch=record.get("epoch"),
+        device=target,
+    )

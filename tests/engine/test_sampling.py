@@ -1,0 +1,71 @@
+"""Training batches: fixed by (seed, epoch), padded to what the model accepts, unknowns masked."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from neurofed.data.subject import Clinical
+from neurofed.engine import CaseDataset, TrainingCase, collate, epoch_batches, steps_per_epoch
+from neurofed.tasks import get_task
+from tests.engine.tiny import tiny_config
+
+
+def _cases(n: int = 3, shape: tuple[int, int, int] = (20, 20, 20)) -> CaseDataset:
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(n):
+        label = np.zeros(shape, np.uint8)
+        label[5:9, 5:9, 5:9] = i % 4
+        image = rng.standard_normal((4, *shape)).astype(np.float32)
+        cases.append(TrainingCase(f"c{i}", "site", image, label, Clinical()))
+    return CaseDataset(cases)
+
+
+def _arrays(batches: list[object]) -> list[np.ndarray]:
+    return [b.image.numpy() for b in batches]  # type: ignore[attr-defined]
+
+
+def test_batches_are_fixed_by_seed_and_epoch() -> None:
+    # Prepare
+    dataset = _cases()
+    config = tiny_config("tumor-regions", augment={}, samples_per_epoch=5, batch_size=2)
+    # Execute
+    first = _arrays(list(epoch_batches(dataset, config, epoch=1)))
+    again = _arrays(list(epoch_batches(dataset, config, epoch=1)))
+    later = _arrays(list(epoch_batches(dataset, config, epoch=2)))
+    other_seed = _arrays(list(epoch_batches(dataset, config.with_changes(seed=9), epoch=1)))
+    # Assert
+    assert [a.shape for a in first] == [(2, 4, 16, 16, 16)] * 2 + [(1, 4, 16, 16, 16)]
+    assert steps_per_epoch(config, dataset) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, later, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other_seed, strict=True))
+
+
+def test_cases_smaller_than_the_patch_are_padded() -> None:
+    dataset = _cases(1, shape=(10, 20, 12))
+    config = tiny_config("tumor-regions", samples_per_epoch=2, batch_size=2)
+    (batch,) = epoch_batches(dataset, config, epoch=1)
+    assert tuple(batch.image.shape) == (2, 4, 16, 16, 16)
+    assert batch.label is not None and tuple(batch.label.shape) == (2, 16, 16, 16)
+
+
+def test_collate_pads_whole_volumes_and_masks_what_is_unknown() -> None:
+    # Prepare: two volumes of different shapes, one without a mask, one with unknown markers
+    task = get_task("glioma-multitask")
+    a = (np.ones((4, 5, 9, 10), np.float32), np.ones((5, 9, 10), np.uint8), Clinical(idh=True))
+    b = (np.ones((4, 6, 7, 8), np.float32), None, Clinical(grade=3))
+    # Execute
+    batch = collate([a, b], task, (1, 8, 8))
+    # Assert
+    assert tuple(batch.image.shape) == (2, 4, 6, 16, 16)
+    assert float(batch.image[0, :, 5:].abs().sum()) == 0.0  # zero padding at the end
+    assert batch.labelled.tolist() == [True, False]
+    idh, grade = batch.clinical["idh"], batch.clinical["grade"]
+    assert idh.known.tolist() == [True, False] and idh.values[0] == 1.0
+    assert grade.known.tolist() == [False, True] and grade.values[1] == 3.0
+    assert math.isnan(float(idh.values[1]))
+    assert batch.label is not None and batch.label.dtype == torch.long
