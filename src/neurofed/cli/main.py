@@ -8,6 +8,7 @@ from neurofed import __version__
 from neurofed.cli.demo import demo
 from neurofed.cli.evaluate import evaluate
 from neurofed.cli.phantom import phantom
+from neurofed.cli.simulate import simulate
 from neurofed.cli.site import site_app
 from neurofed.cli.train import train_app
 
@@ -25,6 +26,7 @@ app.add_typer(train_app, name="train")
 app.command()(phantom)
 app.command()(demo)
 app.command()(evaluate)
+app.command()(simulate)
 
 
 @app.command()

@@ -1,0 +1,60 @@
+"""``neurofed simulate``: a federated study on one machine through NVFlare's simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neurofed.cli.console import console, err_console
+
+__all__ = ["simulate"]
+
+
+def simulate(
+    study_file: Annotated[Path, typer.Argument(help="The study (study.toml).")],
+    site: Annotated[
+        list[Path],
+        typer.Option("--site", help="A site folder checked with `neurofed site check` (repeat)."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Run folder (an existing one of the same study resumes).")
+    ],
+    device: Annotated[str, typer.Option(help="Device of every simulated site.")] = "cpu",
+) -> None:
+    """Run a study over several site folders, each as one simulated NVFlare site."""
+    from neurofed.federated import StudyError, load_study
+    from neurofed.federated.engine import RunFolderError, SimulationError, run_simulation
+
+    try:
+        study = load_study(study_file)
+    except StudyError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(
+        f"study {study.name!r} sha256:{study.content_hash[:12]}: {study.rounds} round(s) of "
+        f"{study.strategy.value} over {len(site)} site(s) → {out}"
+    )
+
+    def progress(done: int, total: int, label: str) -> None:
+        console.print(f"[{done}/{total}] {label}")
+
+    try:
+        result = run_simulation(study, site, out, progress=progress, device=device)
+    except (SimulationError, RunFolderError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    selected = result.summary.get("selected")
+    if selected:
+        console.print(
+            f"best round {selected['round']}: {selected['metric']} = {selected['value']} "
+            f"({selected['direction']}); model → {result.model_dir}"
+        )
+    else:
+        console.print(f"no round was validated; the last model → {result.model_dir}")
+    if result.summary.get("dropped"):
+        console.print(f"dropped sites (no answer in time): {result.summary['dropped']}")
+    console.print(
+        f"done in {result.seconds:.1f} s; per-round metrics in {result.run_dir / 'rounds'}"
+    )

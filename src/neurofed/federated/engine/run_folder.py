@@ -1,0 +1,228 @@
+"""A federated run folder on disk: per-round metrics, per-round checkpoints, the final models.
+
+::
+
+    <run>/study.toml                 the study (with its content hash in the header)
+    <run>/run.json                   study hash, sites, versions
+    <run>/rounds/<k>/metrics.json    round k: accepted / rejected / failed / dropped sites,
+                                     training numbers and the federated validation (merged and
+                                     per site)
+    <run>/checkpoints/round-<k>/     global.safetensors, strategy.safetensors, history.json
+    <run>/model/                     the selected (best-round) model, loadable by
+                                     :func:`neurofed.engine.load_model`
+    <run>/last_model/                the model after the last round
+    <run>/summary.json               rounds done, the selection, where the models are
+
+A checkpoint folder is written under a temporary name and renamed, so the newest complete one is
+always usable after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurofed.engine.checkpoint import write_json_atomically
+from neurofed.engine.records import json_number, number
+from neurofed.federated.state import StrategyState
+from neurofed.federated.update import Parameters
+
+__all__ = [
+    "CHECKPOINTS",
+    "LAST_MODEL",
+    "MODEL",
+    "ROUNDS",
+    "RUN_JSON",
+    "SUMMARY",
+    "RoundCheckpoint",
+    "RoundRecord",
+    "latest_round_checkpoint",
+    "load_round_checkpoint",
+    "round_metrics_path",
+    "save_round_checkpoint",
+]
+
+ROUNDS = "rounds"
+CHECKPOINTS = "checkpoints"
+MODEL = "model"
+LAST_MODEL = "last_model"
+RUN_JSON = "run.json"
+SUMMARY = "summary.json"
+_GLOBAL = "global.safetensors"
+_STRATEGY = "strategy.safetensors"
+_HISTORY = "history.json"
+_ROUND_DIR = re.compile(r"^round-(\d+)$")
+
+
+def _metrics_json(values: Mapping[str, float]) -> dict[str, float | None]:
+    return {k: json_number(float(v)) for k, v in values.items()}
+
+
+def _metrics_read(values: Mapping[str, Any]) -> dict[str, float]:
+    return {k: number(v) for k, v in values.items()}
+
+
+@dataclass
+class RoundRecord:
+    """What happened in one round (written to ``rounds/<k>/metrics.json``).
+
+    Attributes
+    ----------
+    round
+        1-based round number.
+    targets
+        Sites the round's training task was sent to.
+    accepted
+        Sites whose updates were aggregated.
+    rejected
+        Site → why its update was refused by validation.
+    failed
+        Site → the error reason it reported (its training raised).
+    dropped
+        Sites that did not answer in time (left out of later rounds).
+    aggregated
+        Whether the global model changed (``False`` when the quorum was not met).
+    quorum_error
+        Why the round was not aggregated.
+    train
+        Site → its training numbers (``num_examples``, ``train_loss``, ``steps``, ``seconds``).
+    validation
+        The federated validation of the new global model (merged over sites).
+    validation_per_site
+        The same, per site.
+    seconds
+        Wall time of the round on the server.
+    """
+
+    round: int
+    targets: list[str] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    aggregated: bool = False
+    quorum_error: str | None = None
+    train: dict[str, dict[str, float]] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)
+    validation_per_site: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "targets": list(self.targets),
+            "accepted": list(self.accepted),
+            "rejected": dict(self.rejected),
+            "failed": dict(self.failed),
+            "dropped": list(self.dropped),
+            "aggregated": self.aggregated,
+            "quorum_error": self.quorum_error,
+            "train": {s: _metrics_json(v) for s, v in self.train.items()},
+            "validation": _metrics_json(self.validation),
+            "validation_per_site": {
+                s: _metrics_json(v) for s, v in self.validation_per_site.items()
+            },
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RoundRecord:
+        return cls(
+            round=int(data["round"]),
+            targets=list(data.get("targets", [])),
+            accepted=list(data.get("accepted", [])),
+            rejected=dict(data.get("rejected", {})),
+            failed=dict(data.get("failed", {})),
+            dropped=list(data.get("dropped", [])),
+            aggregated=bool(data.get("aggregated", False)),
+            quorum_error=data.get("quorum_error"),
+            train={s: _metrics_read(v) for s, v in data.get("train", {}).items()},
+            validation=_metrics_read(data.get("validation", {})),
+            validation_per_site={
+                s: _metrics_read(v) for s, v in data.get("validation_per_site", {}).items()
+            },
+            seconds=float(data.get("seconds", math.nan)),
+        )
+
+
+def round_metrics_path(run_dir: Path, round_number: int) -> Path:
+    """``<run>/rounds/<k>/metrics.json``."""
+    return Path(run_dir) / ROUNDS / str(round_number) / "metrics.json"
+
+
+@dataclass(frozen=True)
+class RoundCheckpoint:
+    """The server's state after a round: global parameters, strategy state, history."""
+
+    round: int
+    params: Parameters
+    state: StrategyState
+    history: tuple[RoundRecord, ...]
+    dropped: tuple[str, ...]
+    study_hash: str
+
+
+def save_round_checkpoint(run_dir: Path, checkpoint: RoundCheckpoint) -> Path:
+    """Write ``checkpoints/round-<k>/`` (atomically: a temporary folder renamed)."""
+    from safetensors.numpy import save_file
+
+    root = Path(run_dir) / CHECKPOINTS
+    final = root / f"round-{checkpoint.round}"
+    tmp = root / f".round-{checkpoint.round}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    # np.ascontiguousarray would turn 0-d buffers (num_batches_tracked) into shape (1,)
+    save_file({k: np.array(v, order="C") for k, v in checkpoint.params.items()}, str(tmp / _GLOBAL))
+    checkpoint.state.save(tmp / _STRATEGY)
+    write_json_atomically(
+        tmp / _HISTORY,
+        {
+            "round": checkpoint.round,
+            "study_hash": checkpoint.study_hash,
+            "dropped": list(checkpoint.dropped),
+            "history": [r.to_json() for r in checkpoint.history],
+        },
+    )
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def latest_round_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete ``checkpoints/round-<k>`` folder, or ``None``."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    found = []
+    for path in root.iterdir():
+        match = _ROUND_DIR.match(path.name)
+        if match and (path / _HISTORY).is_file() and (path / _GLOBAL).is_file():
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def load_round_checkpoint(path: Path) -> RoundCheckpoint:
+    """Read a folder written by :func:`save_round_checkpoint`."""
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    record = json.loads((path / _HISTORY).read_text(encoding="utf-8"))
+    return RoundCheckpoint(
+        round=int(record["round"]),
+        params=dict(load_file(str(path / _GLOBAL))),
+        state=StrategyState.load(path / _STRATEGY),
+        history=tuple(RoundRecord.from_json(r) for r in record["history"]),
+        dropped=tuple(record.get("dropped", [])),
+        study_hash=str(record["study_hash"]),
+    )

@@ -1,0 +1,230 @@
+"""A study on one machine: NVFlare's simulator with the same controller and executor as a
+deployed federation.
+
+:func:`run_simulation` writes one site config per site folder (``<out>/sites/site-<k>.json``,
+outside the job: the job only names that file), builds a config-only ``FedJob``
+(``set_app_packages(["neurofed"])``: no ``custom/`` code) with
+:class:`~neurofed.federated.engine.controller.StudyController` on the server and
+:class:`~neurofed.federated.engine.site_executor.SiteExecutor` on clients ``site-1`` … ``site-N``,
+sets the server's task request interval to 0.2 s (the 2 s default is pure overhead per round)
+and runs the simulator with its workspace in ``<out>/simulator``. The run folder is ``<out>``
+(see :mod:`~neurofed.federated.engine.run_folder`); running again resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from neurofed.data.manifest import site_file
+from neurofed.engine.checkpoint import write_json_atomically
+from neurofed.federated.engine.coordinator import RunFolderError
+from neurofed.federated.engine.run_folder import ROUNDS, RUN_JSON, SUMMARY
+from neurofed.federated.engine.site_config import SiteConfig
+from neurofed.federated.study import Study
+from neurofed.keys import SiteFile
+from neurofed.types import ProgressCallback
+
+__all__ = [
+    "ALLOWED_CLASSES",
+    "SERVER_CONFIG",
+    "SIMULATOR_FOLDER",
+    "SITES_FOLDER",
+    "SimulationError",
+    "SimulationResult",
+    "run_simulation",
+    "site_names",
+]
+
+#: Server settings of every simulated job (ENGINE.md: 0.2 s keeps round overhead ~1 s).
+SERVER_CONFIG: dict[str, Any] = {"server": {"task_request_interval": 0.2}}
+#: The only neurofed classes a job may build (each site's ``local/resources.json`` allow-list).
+ALLOWED_CLASSES: tuple[str, ...] = (
+    "neurofed.federated.engine.controller.StudyController",
+    "neurofed.federated.engine.site_executor.SiteExecutor",
+)
+SIMULATOR_FOLDER = "simulator"
+SITES_FOLDER = "sites"
+
+
+class SimulationError(RuntimeError):
+    """A simulation cannot start or did not finish; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """A finished simulated run."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    seconds: float
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / str(self.summary["model"])
+
+
+def site_names(count: int) -> list[str]:
+    """Client names of ``count`` simulated sites.
+
+    >>> site_names(2)
+    ['site-1', 'site-2']
+    """
+    return [f"site-{k}" for k in range(1, count + 1)]
+
+
+def _check_sites(site_dirs: Sequence[Path]) -> list[Path]:
+    if not site_dirs:
+        raise SimulationError("no site given; pass --site DIR for each site folder")
+    roots = [Path(s).resolve() for s in site_dirs]
+    if len(set(roots)) != len(roots):
+        raise SimulationError("a site folder is given twice; give each site once")
+    for root in roots:
+        if not root.is_dir():
+            raise SimulationError(f"{root}: no such site folder")
+        if not site_file(root, SiteFile.MANIFEST).is_file():
+            raise SimulationError(
+                f"{root} has not been checked: run `neurofed site check {root}` first"
+            )
+    return roots
+
+
+def _check_run_folder(run_dir: Path, study: Study) -> None:
+    """Refuse a run folder of another study before any process starts."""
+    run_json = run_dir / RUN_JSON
+    if not run_json.is_file():
+        return
+    stored = json.loads(run_json.read_text(encoding="utf-8")).get("study_hash")
+    if stored != study.content_hash:
+        raise RunFolderError(
+            f"{run_dir} holds a run of study sha256:{stored}, not of this study "
+            f"(sha256:{study.content_hash}); re-run the same study to resume it, or choose "
+            "another --out"
+        )
+
+
+def _write_allow_list(workspace: Path) -> Path:
+    """``<workspace>/local/resources.json``: NVFlare's default classes plus ours, enforced.
+
+    The simulator copies ``<workspace>/local`` into every participant's ``local/`` folder, as a
+    custodian would configure a deployed site.
+    """
+    from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
+
+    return write_json_atomically(
+        workspace / "local" / "resources.json",
+        {
+            "class_allow_list": [*DEFAULT_CLASS_ALLOW_LIST, *ALLOWED_CLASSES],
+            "class_list_enforcement_mode": "enforce",
+        },
+    )
+
+
+def _watch(run_dir: Path, total: int, progress: ProgressCallback, stop: threading.Event) -> None:
+    seen = 0
+    while not stop.wait(0.5):
+        done = sorted(
+            int(p.parent.name)
+            for p in (run_dir / ROUNDS).glob("*/metrics.json")
+            if p.parent.name.isdigit()
+        )
+        if done and done[-1] > seen:
+            seen = done[-1]
+            record = json.loads((run_dir / ROUNDS / str(seen) / "metrics.json").read_text())
+            shown = ", ".join(
+                f"{k}={v:.4g}" for k, v in record.get("validation", {}).items() if v is not None
+            )
+            progress(seen, total, f"round {seen}: {shown or 'not aggregated'}")
+
+
+def run_simulation(
+    study: Study,
+    site_dirs: Sequence[Path],
+    out: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    device: str = "cpu",
+    audit_dir: Path | None = None,
+) -> SimulationResult:
+    """Run ``study`` over ``site_dirs`` in NVFlare's simulator; the run folder is ``out``.
+
+    Parameters
+    ----------
+    study
+        The validated study.
+    site_dirs
+        Site folders checked with ``neurofed site check`` (simulated as ``site-1`` …).
+    out
+        The run folder (resumed when it already holds checkpoints of the same study).
+    progress
+        Called as ``progress(round, rounds, label)`` after each round.
+    device
+        Device of every simulated site.
+    audit_dir
+        If set, each site records every payload it sends under ``audit_dir/<site>/``
+        (:attr:`~neurofed.federated.engine.site_config.SiteConfig.audit_dir`).
+
+    Raises
+    ------
+    SimulationError
+        An unchecked site folder, or a run that ended without its summary.
+    RunFolderError
+        ``out`` holds a run of another study.
+    """
+    from nvflare.job_config.api import FedJob
+
+    from neurofed.federated.engine.controller import StudyController
+    from neurofed.federated.engine.site_executor import SiteExecutor
+
+    roots = _check_sites(site_dirs)
+    run_dir = Path(out).resolve()
+    _check_run_folder(run_dir, study)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    names = site_names(len(roots))
+    configs = []
+    for name, root in zip(names, roots, strict=True):
+        path = SiteConfig(
+            data_root=root,
+            device=device,
+            audit_dir=None if audit_dir is None else Path(audit_dir).resolve() / name,
+        ).write(run_dir / SITES_FOLDER / f"{name}.json")
+        configs.append(path)
+    summary_path = run_dir / SUMMARY
+    summary_path.unlink(missing_ok=True)
+
+    job = FedJob(name=f"neurofed-{study.name}", min_clients=min(study.min_sites, len(roots)))
+    job.set_app_packages(["neurofed"])
+    job.to_server(StudyController(study=study.to_dict(), run_dir=str(run_dir)))
+    job.to_server(dict(SERVER_CONFIG))
+    for name, path in zip(names, configs, strict=True):
+        job.to(SiteExecutor(site_config=str(path)), name)
+
+    _write_allow_list(run_dir / SIMULATOR_FOLDER)
+    stop = threading.Event()
+    watcher = None
+    if progress is not None:
+        watcher = threading.Thread(
+            target=_watch, args=(run_dir, study.rounds, progress, stop), daemon=True
+        )
+        watcher.start()
+    began = time.perf_counter()
+    try:
+        job.simulator_run(str(run_dir / SIMULATOR_FOLDER), threads=len(roots))
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
+    seconds = time.perf_counter() - began
+    if not summary_path.is_file():
+        raise SimulationError(
+            f"the simulation ended without {summary_path}; see the server log under "
+            f"{run_dir / SIMULATOR_FOLDER} for why. Running the same command again resumes "
+            "from the last finished round"
+        )
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    return SimulationResult(run_dir=run_dir, summary=summary, seconds=seconds)

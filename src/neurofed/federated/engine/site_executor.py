@@ -1,0 +1,85 @@
+"""The NVFlare executor every site installs: moves weights and metrics in and out of a site.
+
+:class:`SiteExecutor` is installed code (``neurofed`` is a package the custodian installs; jobs
+ship no ``custom/`` folder). It only converts NVFlare messages to and from the pure
+:class:`~neurofed.federated.engine.site_worker.SiteWorker`, which does the work and never raises:
+a failing site answers with an error reason instead of crashing the job (a crashed site process
+fails the whole NVFlare job).
+
+Where the site's data is: the executor's one argument, ``site_config``, is the path of the
+site's config JSON (:class:`~neurofed.federated.engine.site_config.SiteConfig`) — written by
+``neurofed simulate`` for each simulated site outside the job. Left empty (a deployed site), the
+executor reads :data:`~neurofed.federated.engine.site_config.SITE_CONFIG_FILE` from the site's
+kit ``local/`` folder. The data root itself never appears in a job.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from nvflare.apis.executor import Executor
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import Shareable
+from nvflare.apis.signal import Signal
+from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+from nvflare.app_common.utils.fl_model_utils import FLModelUtils
+
+from neurofed.federated.engine.messages import MetaField
+from neurofed.federated.engine.site_config import SITE_CONFIG_FILE, SiteConfig
+from neurofed.federated.engine.site_worker import SiteAnswer, SiteWorker
+
+__all__ = ["SiteExecutor"]
+
+logger = logging.getLogger(__name__)
+
+
+class SiteExecutor(Executor):  # type: ignore[misc]
+    """Runs ``train`` and ``validate`` tasks of a neurofed study at one site.
+
+    Parameters
+    ----------
+    site_config
+        Path of the site's config JSON; empty: ``<kit>/local/neurofed_site.json``.
+    """
+
+    def __init__(self, site_config: str = "") -> None:
+        super().__init__()
+        self.site_config = site_config
+        self._worker: SiteWorker | None = None
+
+    def _config_path(self, fl_ctx: FLContext) -> Path:
+        if self.site_config:
+            return Path(self.site_config)
+        workspace = fl_ctx.get_engine().get_workspace()
+        return Path(workspace.get_site_config_dir()) / SITE_CONFIG_FILE
+
+    def worker(self, fl_ctx: FLContext) -> SiteWorker:
+        """This site's worker (its config is read on the first task)."""
+        if self._worker is None:
+            site_id = fl_ctx.get_identity_name()
+            self._worker = SiteWorker(site_id, SiteConfig.load(self._config_path(fl_ctx)))
+        return self._worker
+
+    def answer(self, task_name: str, model: FLModel, fl_ctx: FLContext) -> SiteAnswer:
+        """The site's answer (never raises)."""
+        try:
+            worker = self.worker(fl_ctx)
+        except Exception as exc:  # answer, never crash the job
+            logger.exception("site config unusable")
+            return SiteAnswer(meta={MetaField.ERROR.value: f"site config: {type(exc).__name__}"})
+        return worker.handle(task_name, model.params or {}, model.meta or {})
+
+    def execute(
+        self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal
+    ) -> Shareable:
+        try:
+            model = FLModelUtils.from_shareable(shareable)
+        except Exception as exc:
+            logger.exception("unreadable task %s", task_name)
+            answer = SiteAnswer(meta={MetaField.ERROR.value: f"unreadable task: {exc}"})
+        else:
+            answer = self.answer(task_name, model, fl_ctx)
+        return FLModelUtils.to_shareable(
+            FLModel(params_type=ParamsType.FULL, params=dict(answer.params), meta=dict(answer.meta))
+        )

@@ -1,0 +1,387 @@
+"""Study files: a declarative ``study.toml`` validated once into a frozen :class:`Study`.
+
+A study only *configures* code installed at every site — a task, its model and a strategy are
+named, never shipped. Its identity is :attr:`Study.content_hash`, the SHA-256 of the canonical
+JSON of the validated study (defaults filled, keys sorted, numbers normalised): comments,
+whitespace and key order do not change it, any value does. Custodians approve studies by it.
+
+.. code-block:: toml
+
+    name = "fets-phantom"             # letters, digits, . _ -
+    rounds = 20
+    local_epochs = 1                  # default 1
+    min_sites = 2                     # quorum per round, default 2
+    round_timeout_s = 1800            # default 3600
+    seed = 0                          # default 0
+    max_update_norm = 1000.0          # optional L2 bound on a site's change; absent = off
+    dataset = "phantom-fets"          # optional name sites can allow-list
+
+    [task]                            # id + the task's config fields
+    id = "tumor-regions"
+
+    [model]                           # overrides of the task model's default config
+    base_filters = 8
+
+    [strategy]                        # name + the strategy's parameters
+    name = "fedavg"
+
+    [selection]                       # both required: no default direction
+    metric = "WT/dice"
+    direction = "max"
+
+    [train]                           # fields of the engine's TrainConfig a study may set
+    batch_size = 2
+    patch_shape = [48, 48, 48]
+    [train.preprocess]
+    spacing = [2.0, 2.0, 2.0]
+
+Frozen dataclasses (not pydantic) because every config this one nests — task, model, strategy
+and the engine's ``TrainConfig`` — is a frozen dataclass validated in ``__post_init__`` with
+errors that name the field, the value and the fix; one mechanism keeps one error style.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from neurofed.engine.config import TrainConfig
+from neurofed.federated.heads import heads_for_model
+from neurofed.federated.selection import Direction, Selection
+from neurofed.federated.strategies import (
+    ClientSettings,
+    Strategy,
+    StrategyName,
+    StrategyParams,
+    get_strategy,
+    get_strategy_type,
+)
+from neurofed.federated.study_parse import (
+    REQUIRED_KEYS,
+    SETTABLE_TRAIN_FIELDS,
+    StudyError,
+    parse_study,
+)
+from neurofed.federated.toml_text import dumps
+from neurofed.keys import TaskId
+from neurofed.models import ConfigBase
+from neurofed.tasks import Task, get_task
+
+__all__ = [
+    "REQUIRED_KEYS",
+    "SETTABLE_TRAIN_FIELDS",
+    "STUDY_FILE",
+    "Study",
+    "StudyError",
+    "canonical_json",
+    "load_study",
+]
+
+#: The study's file name in a run folder.
+STUDY_FILE = "study.toml"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _canonical(value: Any, where: str) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v, where) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} = {value!r}: a study holds finite numbers only")
+        if value.is_integer() and abs(value) < 2**53:
+            return int(value)  # 600 and 600.0 mean the same; -0.0 becomes 0
+        return value
+    raise TypeError(f"{where} = {value!r}: not a JSON value")
+
+
+def canonical_json(data: Mapping[str, Any]) -> str:
+    """Compact JSON with sorted keys and normalised numbers (integral floats as integers).
+
+    >>> canonical_json({"b": 1.0, "a": [0.5, -0.0]})
+    '{"a":[0.5,0],"b":1}'
+    """
+    return json.dumps(
+        _canonical(data, "study"), sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
+
+
+def _whole(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study (build one with :func:`load_study` or :meth:`Study.from_toml`).
+
+    Attributes
+    ----------
+    name
+        Letters, digits, ``.``, ``_``, ``-`` (used in run folders and job names).
+    task, task_config
+        The installed task and its validated config.
+    model
+        The task model's full config (its defaults with the study's overrides).
+    strategy, strategy_params
+        The installed strategy and its validated parameters.
+    rounds, local_epochs, min_sites, round_timeout_s, seed
+        Rounds, epochs per round at each site, the quorum of valid updates per round, how long
+        a round waits for sites, and the seed of the run.
+    selection
+        The metric and direction that pick the best round.
+    train
+        The engine config each site trains with (task, model, ``epochs = local_epochs``, seed
+        and the strategy's client settings filled in; ``device`` is the site's choice).
+    max_update_norm
+        L2 bound on a site's change per round (``None`` = off).
+    dataset
+        A dataset name sites can allow-list (``None`` = any).
+
+    Examples
+    --------
+    >>> study = Study.from_toml('''
+    ... name = "age"
+    ... rounds = 3
+    ... [task]
+    ... id = "brain-age"
+    ... [strategy]
+    ... name = "fedprox"
+    ... mu = 0.1
+    ... [selection]
+    ... metric = "mae"
+    ... direction = "min"
+    ... ''')
+    >>> study.train.epochs, study.train.fedprox_mu, study.min_sites
+    (1, 0.1, 2)
+    >>> Study.from_toml(study.to_toml()).content_hash == study.content_hash
+    True
+    """
+
+    name: str
+    task: TaskId
+    task_config: ConfigBase
+    model: ConfigBase
+    strategy: StrategyName
+    strategy_params: StrategyParams
+    rounds: int
+    selection: Selection
+    train: TrainConfig
+    local_epochs: int = 1
+    min_sites: int = 2
+    round_timeout_s: float = 3600.0
+    seed: int = 0
+    max_update_norm: float | None = None
+    dataset: str | None = None
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, field: str, fix: str) -> None:
+            if not ok:
+                raise ValueError(f"{field} = {getattr(self, field)!r} is invalid: {fix}")
+
+        letters = (
+            "use letters, digits, '.', '_' or '-' (at most 100, starting with a letter or digit)"
+        )
+        check(isinstance(self.name, str) and bool(_NAME.match(self.name)), "name", letters)
+        check(_whole(self.rounds, 1), "rounds", "use a whole number >= 1")
+        check(_whole(self.local_epochs, 1), "local_epochs", "use a whole number >= 1")
+        check(_whole(self.min_sites, 1), "min_sites", "use a whole number of sites >= 1")
+        check(_whole(self.seed, 0), "seed", "use a whole number >= 0")
+        timeout = self.round_timeout_s
+        check(
+            isinstance(timeout, int | float)
+            and not isinstance(timeout, bool)
+            and 0 < timeout < math.inf,
+            "round_timeout_s",
+            "use a number of seconds > 0, e.g. 3600",
+        )
+        object.__setattr__(self, "round_timeout_s", float(timeout))
+        if self.max_update_norm is not None:
+            bound = self.max_update_norm
+            check(
+                isinstance(bound, int | float) and not isinstance(bound, bool) and bound > 0,
+                "max_update_norm",
+                "use a number > 0, or leave it out to switch the check off",
+            )
+            check(math.isfinite(bound), "max_update_norm", "use a finite number > 0")
+            object.__setattr__(self, "max_update_norm", float(bound))
+        if self.dataset is not None:
+            check(
+                isinstance(self.dataset, str) and bool(_NAME.match(self.dataset)),
+                "dataset",
+                letters,
+            )
+        check(self.train.task is self.task, "train", "build the study with Study.from_dict")
+        check(self.train.epochs == self.local_epochs, "train", "epochs must equal local_epochs")
+        check(self.train.seed == self.seed, "train", "its seed must equal the study's seed")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = STUDY_FILE) -> Study:
+        """Validate parsed TOML; errors are :class:`StudyError` naming ``source`` and the key."""
+        kwargs = parse_study(data, source)
+        try:
+            return cls(**kwargs)
+        except ValueError as error:
+            raise StudyError(f"{source}: {error}") from None
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = STUDY_FILE) -> Study:
+        """Parse and validate TOML text."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise StudyError(f"{source}: not valid TOML ({error}); fix the syntax") from None
+        return cls.from_dict(data, source)
+
+    # -- derived -----------------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        """The registered model the task uses."""
+        return str(self.build_task().model_name)
+
+    def build_task(self) -> Task:
+        """The task, configured."""
+        return get_task(self.task, self.task_config)
+
+    def build_strategy(self) -> Strategy:
+        """The strategy, configured (with the model's head map for ``mask_heads``)."""
+        return get_strategy(
+            self.strategy, self.strategy_params, heads=heads_for_model(self.model_name)
+        )
+
+    def client_settings(self) -> ClientSettings:
+        """What each site's engine must do for the strategy."""
+        return self.build_strategy().client_settings()
+
+    def train_config(self, *, device: str = "auto") -> TrainConfig:
+        """The engine config a site trains with; ``device`` is the site's own choice."""
+        return self.train if device == self.train.device else self.train.with_changes(device=device)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The validated study as TOML-ready data: every default filled, ``None`` left out."""
+        train_json = self.train.to_json()
+        train = {k: train_json[k] for k in SETTABLE_TRAIN_FIELDS if train_json[k] is not None}
+        if self.train.augment is None:
+            train["augment"] = False
+        out: dict[str, Any] = {
+            "name": self.name,
+            "rounds": self.rounds,
+            "local_epochs": self.local_epochs,
+            "min_sites": self.min_sites,
+            "round_timeout_s": self.round_timeout_s,
+            "seed": self.seed,
+        }
+        if self.max_update_norm is not None:
+            out["max_update_norm"] = self.max_update_norm
+        if self.dataset is not None:
+            out["dataset"] = self.dataset
+        out["task"] = {"id": self.task.value, **_drop_none(self.task_config.to_json())}
+        out["model"] = _drop_none(self.model.to_json())
+        out["strategy"] = {"name": self.strategy.value, **self.strategy_params.to_json()}
+        out["selection"] = {
+            "metric": self.selection.metric,
+            "direction": self.selection.direction.value,
+        }
+        out["train"] = _drop_none(train)
+        return out
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 (hex) of :func:`canonical_json` of :meth:`to_dict`: the study's identity."""
+        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()
+
+    def to_toml(self) -> str:
+        """The study as TOML with every default filled (reads back to the same hash)."""
+        header = f"# neurofed study {self.name!r}, content hash sha256:{self.content_hash}\n"
+        return header + dumps(self.to_dict())
+
+    def describe(self) -> str:
+        """A readable summary for a data custodian deciding whether to approve the study."""
+        settings = self.client_settings()
+        direction = "higher" if self.selection.direction is Direction.MAX else "lower"
+        strategy_line = get_strategy_type(self.strategy).description
+        params = _pairs(self.strategy_params.to_json())
+        t = self.train
+        training = [
+            f"batch_size={t.batch_size}",
+            f"learning_rate={t.learning_rate:g} ({t.optimizer.value})",
+            f"patch_shape={t.patch_shape}",
+            f"spacing={t.preprocess.spacing}",
+            f"spatial_shape={t.preprocess.spatial_shape}",
+            f"augment={'on' if t.augment is not None else 'off'}",
+        ]
+        site = []
+        if settings.local_parameters:
+            site.append(f"keep parameters matching {list(settings.local_parameters)} local")
+        if settings.fedprox_mu:
+            site.append(f"add a FedProx proximal term (mu={settings.fedprox_mu:g})")
+        if settings.ditto_lambda is not None:
+            site.append(f"train a personalised model (Ditto lambda={settings.ditto_lambda:g})")
+        norm = (
+            f"rejected above an L2 norm of {self.max_update_norm:g}"
+            if self.max_update_norm is not None
+            else "checked for names, shapes, dtypes and NaN/Inf (no norm bound)"
+        )
+        lines = [
+            f"Study {self.name!r}  sha256:{self.content_hash}",
+            f"  task       {self.task.value} ({_pairs(self.task_config.to_json())})",
+            f"  model      {self.model_name} ({_pairs(self.model.to_json())})",
+            f"  strategy   {self.strategy.value}: {strategy_line} ({params})",
+            f"  rounds     {self.rounds} × {self.local_epochs} local epoch(s); a round needs "
+            f"{self.min_sites} valid site update(s) and waits at most {self.round_timeout_s:g} s",
+            f"  selection  best round by {self.selection.metric} ({direction} is better)",
+            f"  training   {', '.join(training)}; seed {self.seed}",
+            f"  dataset    {self.dataset or 'any (no dataset name given)'}",
+            f"  sites      {'; '.join(site) if site else 'train the shared model only'}",
+            f"  updates    {norm}",
+            "  leaves a site: model parameters and aggregate metrics (sums and counts) only",
+            "  code       none travels: task, model and strategy are names of installed code",
+        ]
+        return "\n".join(lines)
+
+
+def _drop_none(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: _drop_none(v) if isinstance(v, Mapping) else v for k, v in data.items() if v is not None
+    }
+
+
+def _pairs(data: Mapping[str, Any], prefix: str = "") -> str:
+    return ", ".join(
+        _pairs(v, f"{prefix}{k}.") if isinstance(v, Mapping) else f"{prefix}{k}={v}"
+        for k, v in data.items()
+    )
+
+
+def load_study(path: Path | str) -> Study:
+    """Read and validate a ``study.toml``.
+
+    Raises
+    ------
+    StudyError
+        The file is missing or not TOML, or a key is unknown, missing or invalid — the message
+        names the file, the key and the fix.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StudyError(f"{path}: no such study file; check the path") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise StudyError(f"{path}: cannot read the study ({error})") from None
+    return Study.from_toml(text, str(path))

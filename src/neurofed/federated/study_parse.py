@@ -1,0 +1,260 @@
+"""Parse a study's TOML tables into validated objects, with errors naming file, key and fix.
+
+Used by :meth:`neurofed.federated.study.Study.from_dict`. Every table is checked for unknown keys
+("did you mean"); task, model, strategy and training settings are validated by the installed
+code's own config classes, and checked against each other (the model's parameter names must
+match the strategy's local patterns; ``mask_heads`` needs a model with labelled heads).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
+from typing import Any
+
+from neurofed.engine.config import TrainConfig
+from neurofed.federated.heads import heads_for_model
+from neurofed.federated.selection import Selection
+from neurofed.federated.strategies import Strategy, get_strategy, get_strategy_type, is_local
+from neurofed.keys import TaskId
+from neurofed.models import ConfigBase, look_up, parse_model_config
+from neurofed.tasks import Task, get_task, task_ids
+
+__all__ = ["OPTIONAL_KEYS", "REQUIRED_KEYS", "SETTABLE_TRAIN_FIELDS", "StudyError", "parse_study"]
+
+
+class StudyError(ValueError):
+    """A study file cannot be used; the message names the file, the key and the fix."""
+
+
+#: Top-level keys every study must give.
+REQUIRED_KEYS: tuple[str, ...] = ("name", "rounds", "task", "strategy", "selection")
+#: Top-level keys with defaults (see :class:`~neurofed.federated.study.Study`).
+OPTIONAL_KEYS: tuple[str, ...] = (
+    "local_epochs",
+    "min_sites",
+    "round_timeout_s",
+    "seed",
+    "max_update_norm",
+    "dataset",
+    "model",
+    "train",
+)
+
+#: TrainConfig fields the study sets elsewhere, or that each site chooses (``device``).
+_TRAIN_OWNED = frozenset(
+    {
+        "task",
+        "task_config",
+        "model_config",
+        "epochs",
+        "seed",
+        "fedprox_mu",
+        "local_parameters",
+        "device",
+    }
+)
+
+#: Fields of the engine's ``TrainConfig`` a study's ``[train]`` table may set.
+SETTABLE_TRAIN_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(TrainConfig) if f.name not in _TRAIN_OWNED
+)
+
+_SELECTION_KEYS = ("metric", "direction")
+
+
+def _unknown(where: str, keys: Iterable[str], allowed: Iterable[str]) -> None:
+    allowed = list(allowed)
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise StudyError(
+                f"{where}: unknown key {key!r}{hint}; allowed keys: {', '.join(allowed)}"
+            )
+
+
+def _table(where: str, data: Mapping[str, Any], key: str, *, required: bool) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise StudyError(f"{where}: the [{key}] table is required")
+        return {}
+    if not isinstance(value, Mapping):
+        raise StudyError(f"{where}: {key} = {value!r} must be a table; write it as [{key}]")
+    return dict(value)
+
+
+def _deep_merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_task(source: str, data: Mapping[str, Any]) -> tuple[TaskId, Task, tuple[str, ...]]:
+    table = _table(source, data, "task", required=True)
+    where = f"{source}: [task]"
+    if "id" not in table:
+        ids = ", ".join(t.value for t in task_ids())
+        raise StudyError(f"{where}: the key 'id' is required (one of: {ids})")
+    try:
+        task_id = TaskId(look_up("task", str(table.pop("id")), [t.value for t in task_ids()]))
+    except ValueError as error:
+        raise StudyError(f"{where} id: {error}") from None
+    config_type = get_task(task_id).config_type
+    _unknown(where, table, ["id", *(f.name for f in fields(config_type))])
+    try:
+        return task_id, get_task(task_id, table), tuple(table)
+    except (ValueError, TypeError) as error:
+        raise StudyError(f"{where}: {error}") from None
+
+
+def _parse_model(source: str, data: Mapping[str, Any], task: Task) -> ConfigBase:
+    table = _table(source, data, "model", required=False)
+    where = f"{source}: [model] ({task.model_name})"
+    default = task.default_model_config()
+    _unknown(where, table, [f.name for f in fields(default)])
+    try:
+        return parse_model_config(task.model_name, _deep_merge(default.to_json(), table))
+    except (ValueError, TypeError) as error:
+        raise StudyError(f"{where}: {error}") from None
+
+
+def _state_names(task: Task, model: ConfigBase) -> tuple[str, ...]:
+    """State-dict names of the study's model, built without memory on the meta device."""
+    import torch
+
+    with torch.device("meta"):
+        network = task.build_model(model)
+    return tuple(network.state_dict())
+
+
+def _parse_strategy(
+    source: str, data: Mapping[str, Any], task: Task, model: ConfigBase
+) -> Strategy:
+    table = _table(source, data, "strategy", required=True)
+    where = f"{source}: [strategy]"
+    if "name" not in table:
+        raise StudyError(f"{where}: the key 'name' is required, e.g. name = \"fedavg\"")
+    try:
+        strategy_type = get_strategy_type(str(table.pop("name")))
+    except ValueError as error:
+        raise StudyError(f"{where} name: {error}") from None
+    _unknown(where, table, ["name", *(f.name for f in fields(strategy_type.params_type))])
+    try:
+        strategy = get_strategy(strategy_type.name, table, heads=heads_for_model(task.model_name))
+    except (ValueError, TypeError) as error:
+        raise StudyError(f"{where}: {error}") from None
+    patterns = strategy.client_settings().local_parameters
+    if patterns:
+        names = _state_names(task, model)
+        if not any(is_local(n, patterns) for n in names):
+            raise StudyError(
+                f"{where}: local_parameters {list(patterns)} match no parameter of "
+                f"{task.model_name} with this [model] config (a model with norm = 'instance' "
+                'may have no normalisation parameters); use norm = "batch" in [model], fix '
+                "the patterns, or choose another strategy"
+            )
+    return strategy
+
+
+def _parse_selection(source: str, data: Mapping[str, Any]) -> Selection:
+    table = _table(source, data, "selection", required=True)
+    where = f"{source}: [selection]"
+    _unknown(where, table, _SELECTION_KEYS)
+    for key, example in zip(_SELECTION_KEYS, ('"WT/dice"', '"max" or "min"'), strict=True):
+        if key not in table:
+            raise StudyError(f"{where}: the key {key!r} is required, e.g. {key} = {example}")
+    try:
+        return Selection(table["metric"], table["direction"])
+    except ValueError as error:
+        raise StudyError(f"{where}: {error}") from None
+
+
+def _parse_train(
+    source: str,
+    data: Mapping[str, Any],
+    task_id: TaskId,
+    task: Task,
+    model: ConfigBase,
+    owned: Mapping[str, Any],
+) -> TrainConfig:
+    table = _table(source, data, "train", required=False)
+    where = f"{source}: [train]"
+    _unknown(where, table, SETTABLE_TRAIN_FIELDS)
+    if table.get("augment") is False:
+        table["augment"] = None  # TOML has no null: `augment = false` switches it off
+    elif table.get("augment") is True:
+        raise StudyError(
+            f"{where}: augment = true is ambiguous; give an [train.augment] table (or leave "
+            "it out for the defaults), or augment = false to switch augmentation off"
+        )
+    for key in ("patch_shape",):
+        if isinstance(table.get(key), list):
+            table[key] = tuple(table[key])
+    try:
+        return TrainConfig(
+            task=task_id, task_config=task.config, model_config=model, **owned, **table
+        )
+    except (ValueError, TypeError) as error:
+        raise StudyError(f"{where}: {error}") from None
+
+
+def parse_study(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Keyword arguments of :class:`~neurofed.federated.study.Study` from parsed TOML.
+
+    Raises
+    ------
+    StudyError
+        Naming ``source``, the table and key, and the fix.
+    """
+    if not isinstance(data, Mapping):
+        raise StudyError(f"{source}: expected a TOML document of tables, got {type(data).__name__}")
+    _unknown(source, data, (*REQUIRED_KEYS, *OPTIONAL_KEYS))
+    for key in REQUIRED_KEYS:
+        if key not in data:
+            raise StudyError(f"{source}: the key {key!r} is required (see the study docs)")
+    task_id, task, task_keys = _parse_task(source, data)
+    model = _parse_model(source, data, task)
+    strategy = _parse_strategy(source, data, task, model)
+    selection = _parse_selection(source, data)
+    scalars = {k: data[k] for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if k in data}
+    for key in ("task", "model", "strategy", "selection", "train"):
+        scalars.pop(key, None)
+    client = strategy.client_settings()
+    owned = {
+        "epochs": scalars.get("local_epochs", 1),
+        "seed": scalars.get("seed", 0),
+        "fedprox_mu": client.fedprox_mu,
+        "local_parameters": client.local_parameters,
+    }
+    for key, minimum in (("local_epochs", 1), ("seed", 0)):
+        value = scalars.get(key, minimum)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise StudyError(
+                f"{source}: {key} = {value!r} is invalid: use a whole number >= {minimum}"
+            )
+    train = _parse_train(source, data, task_id, task, model, owned)
+    given, effective = task.config.to_json(), train.task_config.to_json()
+    for key in task_keys:
+        if given[key] != effective[key]:
+            raise StudyError(
+                f"{source}: [task] {key} = {given[key]!r} conflicts with [train], which makes it "
+                f"{effective[key]!r} (e.g. distances are measured on the preprocessed grid); "
+                f"leave {key} out of [task] or make the two agree"
+            )
+    return {
+        "task": task_id,
+        "task_config": train.task_config,
+        "model": model,
+        "strategy": strategy.name,
+        "strategy_params": strategy.params,
+        "selection": selection,
+        "train": train,
+        **scalars,
+    }

@@ -1,0 +1,112 @@
+"""The server's bookkeeping without NVFlare: rounds, failures, dropped sites, selection, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neurofed.federated.engine import (
+    FederatedRun,
+    MetaField,
+    RoundRecord,
+    RunFolderError,
+    SiteReply,
+    latest_round_checkpoint,
+    load_round_checkpoint,
+)
+from tests.federated.engine.conftest import tiny_study
+
+
+def _reply(run: FederatedRun, site: str, shift: float, num_examples: int = 2) -> SiteReply:
+    params = {
+        k: (v + shift).astype(v.dtype) if v.dtype.kind == "f" else v.copy()
+        for k, v in run.params.items()
+    }
+    meta = {MetaField.NUM_EXAMPLES.value: num_examples, MetaField.LABEL_COUNTS.value: {}}
+    return SiteReply(site, params, meta)
+
+
+def test_a_round_averages_answers_and_records_failures_and_silent_sites(tmp_path: Path) -> None:
+    # Prepare
+    run = FederatedRun(tiny_study(min_sites=2), tmp_path / "run")
+    assert run.start(["site-3", "site-1", "site-2", "site-4"]) == 1
+    name = next(k for k, v in run.params.items() if v.dtype.kind == "f")
+    before = run.params[name].copy()
+    replies = [
+        _reply(run, "site-2", 3.0, num_examples=3),
+        _reply(run, "site-1", 1.0, num_examples=1),
+        SiteReply("site-3", {}, {MetaField.ERROR.value: "SiteDataError: no manifest"}),
+    ]
+    record = RoundRecord(round=1)
+    # Execute
+    changed = run.record_training(record, ["site-1", "site-2", "site-3", "site-4"], replies)
+    # Assert
+    assert changed and record.aggregated
+    assert record.accepted == ["site-1", "site-2"]
+    assert record.failed == {"site-3": "SiteDataError: no manifest"}
+    assert record.dropped == ["site-4"] and run.live == ["site-1", "site-2", "site-3"]
+    np.testing.assert_allclose(run.params[name], before + 2.5, rtol=1e-6)  # (1·1 + 3·3) / 4
+
+
+def test_a_missed_quorum_keeps_the_global_model(tmp_path: Path) -> None:
+    run = FederatedRun(tiny_study(min_sites=2), tmp_path / "run")
+    run.start(["site-1", "site-2"])
+    before = {k: v.copy() for k, v in run.params.items()}
+    record = RoundRecord(round=1)
+    replies = [_reply(run, "site-1", 1.0), SiteReply("site-2", {}, {"error": "OSError: x"})]
+
+    assert not run.record_training(record, ["site-1", "site-2"], replies)
+
+    assert record.quorum_error is not None and "min_sites = 2" in record.quorum_error
+    assert not record.aggregated
+    assert all(np.array_equal(before[k], run.params[k]) for k in before)
+
+
+@pytest.mark.parametrize(
+    ("metric", "direction", "expected"), [("mae", "min", 2), ("pearson_r", "max", 3)]
+)
+def test_selection_uses_the_metric_and_its_direction(
+    tmp_path: Path, metric: str, direction: str, expected: int
+) -> None:
+    run = FederatedRun(tiny_study(metric=metric, direction=direction), tmp_path / "run")
+    run.start(["site-1"])
+    values = {1: (5.0, 0.2), 2: (3.0, 0.1), 3: (4.0, 0.5), 4: (1.0, 0.9)}
+    for k, (mae, r) in values.items():
+        # round 4 was not aggregated (its quorum failed): never selected
+        record = RoundRecord(round=k, aggregated=k != 4, validation={"mae": mae, "pearson_r": r})
+        run.history.append(record)
+
+    assert run.selection() == (expected, values[expected][0 if metric == "mae" else 1])
+
+
+def test_checkpoints_resume_the_round_and_keep_zero_d_buffers(tmp_path: Path) -> None:
+    # Prepare: one round done
+    study = tiny_study()
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1", "site-2"])
+    record = RoundRecord(round=1)
+    run.record_training(record, ["site-1", "site-2"], [_reply(run, "site-1", 0.5)])
+    run.end_round(record)
+    # Execute
+    again = FederatedRun(study, tmp_path / "run")
+    first = again.start(["site-1", "site-2"])
+    # Assert
+    assert first == 2
+    assert [r.round for r in again.history] == [1] and again.history[0].dropped == ["site-2"]
+    assert again.params.keys() == run.params.keys()
+    for k, v in run.params.items():
+        assert again.params[k].shape == v.shape and again.params[k].dtype == v.dtype
+        np.testing.assert_array_equal(again.params[k], v)
+    assert any(v.ndim == 0 for v in again.params.values())  # num_batches_tracked stayed 0-d
+    path = latest_round_checkpoint(tmp_path / "run")
+    assert path is not None and load_round_checkpoint(path).round == 1
+    assert (tmp_path / "run" / "rounds" / "1" / "metrics.json").is_file()
+
+
+def test_a_run_folder_of_another_study_is_refused(tmp_path: Path) -> None:
+    FederatedRun(tiny_study(rounds=2), tmp_path / "run").start(["site-1"])
+
+    with pytest.raises(RunFolderError, match="holds a run of study sha256:"):
+        FederatedRun(tiny_study(rounds=3), tmp_path / "run").start(["site-1"])

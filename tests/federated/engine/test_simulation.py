@@ -1,0 +1,256 @@
+"""Studies in NVFlare's simulator: a full run, a failing site, resume, and what leaves a site.
+
+Each simulation takes ~20-30 s (process start-up of one server and one worker per site); the
+2-site, 2-round run is made once per module and read by several tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
+from neurofed.cli.main import app
+from neurofed.data.manifest import load_manifest
+from neurofed.engine import load_model
+from neurofed.federated.engine import (
+    FederatedRun,
+    RunFolderError,
+    SimulationError,
+    SimulationResult,
+    run_simulation,
+)
+from tests.federated.engine.conftest import tiny_study, write_site
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished(
+    tmp_path_factory: pytest.TempPathFactory, age_sites: list[Path]
+) -> Iterator[tuple[SimulationResult, Path]]:
+    """A 2-site, 2-round FedAvg run, every site payload recorded under ``audit/``."""
+    base = tmp_path_factory.mktemp("simulated")
+    seen: list[tuple[int, int, str]] = []
+    result = run_simulation(
+        tiny_study(rounds=2, min_sites=2),
+        age_sites,
+        base / "run",
+        progress=lambda done, total, label: seen.append((done, total, label)),
+        audit_dir=base / "audit",
+    )
+    assert [(d, t) for d, t, _ in seen] == [(1, 2), (2, 2)]
+    yield result, base / "audit"
+
+
+def test_a_simulated_study_writes_rounds_checkpoints_and_models(
+    finished: tuple[SimulationResult, Path],
+) -> None:
+    result, _ = finished
+    run = result.run_dir
+    assert result.summary["rounds_done"] == 2 and result.summary["dropped"] == []
+    for k in (1, 2):
+        record = json.loads((run / "rounds" / str(k) / "metrics.json").read_text())
+        assert record["accepted"] == ["site-1", "site-2"] and record["aggregated"]
+        assert record["failed"] == {} and record["dropped"] == []
+        per_site = record["validation_per_site"]
+        assert per_site and set(per_site) <= {"site-1", "site-2"}
+        merged = sum(v["num_examples"] for v in per_site.values())
+        assert record["validation"]["num_examples"] == merged >= 1  # summed, not averaged
+        assert {"global.safetensors", "strategy.safetensors", "history.json"} <= {
+            p.name for p in (run / "checkpoints" / f"round-{k}").iterdir()
+        }
+    selected = result.summary["selected"]
+    maes = {
+        k: json.loads((run / "rounds" / str(k) / "metrics.json").read_text())["validation"]["mae"]
+        for k in (1, 2)
+    }
+    assert selected["direction"] == "min" and selected["round"] == min(maes, key=maes.__getitem__)
+    model = load_model(result.model_dir)
+    assert model.epoch == selected["round"] and model.task.task_id.value == "brain-age"
+    best = load_file(str(run / "checkpoints" / f"round-{selected['round']}" / "global.safetensors"))
+    state = model.model.state_dict()
+    assert all(np.array_equal(state[k].numpy(), v.reshape(state[k].shape)) for k, v in best.items())
+    assert load_model(run / "last_model").epoch == 2
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def _arrays(value: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(value, dict):
+        if set(value) == {"array"}:
+            yield value["array"]
+            return
+        for v in value.values():
+            yield from _arrays(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _arrays(v)
+
+
+def test_sites_send_only_parameters_metric_sums_and_counts(
+    finished: tuple[SimulationResult, Path], age_sites: list[Path]
+) -> None:
+    result, audit = finished
+    shapes = {
+        k: list(v.shape)
+        for k, v in load_file(
+            str(result.run_dir / "checkpoints/round-1/global.safetensors")
+        ).items()
+    }
+    subject_ids = {s.subject_id for site in age_sites for s in load_manifest(site).subjects}
+    for site in ("site-1", "site-2"):
+        payloads = sorted((audit / site).glob("*.json"))
+        names = [p.name.split("-", 1)[1] for p in payloads]
+        rounds = [f"{task}-round-{k}.json" for k in (1, 2) for task in ("train", "validate")]
+        assert names == rounds
+        for path in payloads:
+            sent = json.loads(path.read_text())
+            # parameters: exactly the model's entries and shapes
+            assert set(sent["params"]) <= set(shapes)
+            for name, described in sent["params"].items():
+                assert described["array"]["shape"] == shapes[name]
+            # metadata: small numeric arrays (sums, counts, per-case values) — no volume
+            for array in _arrays(sent["meta"]):
+                assert len(array["shape"]) <= 2 and array["dtype"] in {"int64", "float64"}
+            for text in _strings(sent):
+                assert text not in subject_ids and not any(s in text for s in subject_ids)
+                assert not text.startswith(("/", "~")) and "hospital" not in text  # no path
+                assert not any(str(site.parent) in text for site in age_sites)
+
+
+def test_resume_after_round_one_ends_as_an_uninterrupted_run(
+    finished: tuple[SimulationResult, Path], age_sites: list[Path], tmp_path: Path
+) -> None:
+    # Prepare: the finished run, cut back to "stopped after round 1"
+    result, _ = finished
+    run = tmp_path / "run"
+    shutil.copytree(result.run_dir, run, ignore=shutil.ignore_patterns("simulator"))
+    for stale in ("checkpoints/round-2", "rounds/2", "model", "last_model"):
+        shutil.rmtree(run / stale)
+    (run / "summary.json").unlink()
+    round_one = (run / "rounds/1/metrics.json").read_text()
+    # Execute
+    resumed = run_simulation(tiny_study(rounds=2, min_sites=2), age_sites, run)
+    # Assert
+    assert resumed.summary["rounds_done"] == 2
+    assert (run / "rounds/1/metrics.json").read_text() == round_one  # round 1 not run again
+    expected = load_file(str(result.run_dir / "checkpoints/round-2/global.safetensors"))
+    got = load_file(str(run / "checkpoints/round-2/global.safetensors"))
+    assert expected.keys() == got.keys()
+    assert all(np.array_equal(expected[k], got[k]) for k in expected)
+
+
+def test_a_failing_site_is_reported_and_the_round_completes(
+    age_sites: list[Path], tmp_path: Path
+) -> None:
+    # Prepare: a site checked, then its manifest damaged
+    broken = write_site(tmp_path / "broken-hospital", seed=5)
+    (broken / "neurofed" / "manifest.json").write_text("{ not json", encoding="utf-8")
+    # Execute
+    result = run_simulation(
+        tiny_study(rounds=1, min_sites=1), [age_sites[0], broken], tmp_path / "run"
+    )
+    # Assert
+    record = json.loads((result.run_dir / "rounds/1/metrics.json").read_text())
+    assert record["accepted"] == ["site-1"] and record["aggregated"]
+    assert set(record["failed"]) == {"site-2"}
+    reason = record["failed"]["site-2"]
+    assert "SiteDataError" in reason and str(broken) not in reason
+    assert result.summary["rounds_done"] == 1 and (result.model_dir / "model.json").is_file()
+
+
+def test_an_unchecked_site_is_refused_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "raw-site").mkdir()
+    with pytest.raises(SimulationError, match=r"run `neurofed site check .*raw-site` first"):
+        run_simulation(tiny_study(), [tmp_path / "raw-site"], tmp_path / "run")
+
+
+def test_the_cli_names_the_fix_for_an_unchecked_site(tmp_path: Path) -> None:
+    study = tmp_path / "study.toml"
+    study.write_text(tiny_study().to_toml(), encoding="utf-8")
+    (tmp_path / "raw-site").mkdir()
+
+    outcome = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            str(study),
+            "--site",
+            str(tmp_path / "raw-site"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
+
+    assert outcome.exit_code == 1
+    assert "neurofed site check" in outcome.output and "first" in outcome.output
+
+
+def test_a_run_folder_of_another_study_is_refused_before_starting(
+    age_sites: list[Path], tmp_path: Path
+) -> None:
+    FederatedRun(tiny_study(rounds=3), tmp_path / "run").start(["site-1"])
+
+    with pytest.raises(RunFolderError, match="holds a run of study"):
+        run_simulation(tiny_study(rounds=2), age_sites, tmp_path / "run")
+
+    assert not (tmp_path / "run" / "simulator").exists()
+
+
+def test_a_silent_site_is_dropped_after_the_timeout_and_not_waited_for_again(
+    age_sites: list[Path], tmp_path: Path
+) -> None:
+    # Prepare: once the simulation starts, site-2's config file becomes a FIFO with no writer,
+    # so its executor blocks on reading it (a site that never answers)
+    run = tmp_path / "run"
+    config = run / "sites" / "site-2.json"
+    started = run / "simulator" / "local" / "resources.json"
+    stop = threading.Event()
+
+    def silence_then_release() -> None:
+        while not stop.wait(0.02) and not started.is_file():
+            pass
+        text = config.read_text(encoding="utf-8")
+        config.unlink()
+        os.mkfifo(config)
+        while not stop.wait(0.5) and not (run / "summary.json").is_file():
+            pass
+        with open(config, "w", encoding="utf-8") as fifo:  # let the site finish and exit
+            fifo.write(text)
+
+    helper = threading.Thread(target=silence_then_release, daemon=True)
+    helper.start()
+    timeout = 25  # site-1 loads its cases in round 1: ~10 s on a busy 2-core machine
+    # Execute
+    try:
+        result = run_simulation(tiny_study(rounds=2, min_sites=1, timeout=timeout), age_sites, run)
+    finally:
+        stop.set()
+        helper.join(timeout=30)
+    # Assert
+    first = json.loads((run / "rounds/1/metrics.json").read_text())
+    second = json.loads((run / "rounds/2/metrics.json").read_text())
+    assert first["dropped"] == ["site-2"] and first["accepted"] == ["site-1"]
+    assert first["seconds"] >= timeout
+    assert second["targets"] == ["site-1"] and second["seconds"] < timeout
+    assert result.summary["dropped"] == ["site-2"] and result.summary["rounds_done"] == 2
