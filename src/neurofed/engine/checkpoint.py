@@ -58,6 +58,7 @@ __all__ = [
     "checkpoint_epoch",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_verified_tensors",
     "save_checkpoint",
     "versions",
     "write_json_atomically",
@@ -115,6 +116,19 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def load_verified_tensors(path: Path, sha256: str) -> dict[str, torch.Tensor]:
+    """Load a safetensors file after checking it against its recorded SHA-256.
+
+    Raises
+    ------
+    ValueError
+        The file's SHA-256 differs from ``sha256`` (OSError / SafetensorError pass through).
+    """
+    if sha256_file(Path(path)) != sha256:
+        raise ValueError(f"{Path(path).name}: its SHA-256 differs from the recorded one")
+    return load_file(str(path))
 
 
 def _plain(value: Any) -> Any:
@@ -267,9 +281,7 @@ def load_checkpoint(
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         tensor_path = path.with_name(record["tensors"]["file"])
-        if sha256_file(tensor_path) != record["tensors"]["sha256"]:
-            raise CheckpointError(f"{tensor_path}: its SHA-256 differs from {path.name}'s record")
-        tensors = load_file(str(tensor_path))
+        tensors = load_verified_tensors(tensor_path, record["tensors"]["sha256"])
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         raise CheckpointError(
             f"{path}: unusable checkpoint ({type(exc).__name__}: {exc}); delete it to restart "

@@ -30,11 +30,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from neurofed.engine.checkpoint import (
-    sha256_file,
+    load_verified_tensors,
     versions,
     write_json_atomically,
     write_tensors_atomically,
@@ -181,9 +180,7 @@ def load_model(folder: Path, *, device: str = "cpu") -> TrainedModel:
             raise ValueError(f"format {record.get('format')!r} is not {MODEL_FORMAT}")
         config = TrainConfig.from_json(record["train_config"]).with_changes(device=device)
         weights_path = folder / record["weights"]["file"]
-        if sha256_file(weights_path) != record["weights"]["sha256"]:
-            raise ValueError(f"{weights_path.name}: its SHA-256 differs from model.json's")
-        weights = load_file(str(weights_path))
+        weights = load_verified_tensors(weights_path, record["weights"]["sha256"])
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         raise ModelFolderError(
             f"{folder}: unusable model folder ({type(exc).__name__}: {exc}); copy it again "
