@@ -31,11 +31,11 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from neurofed import __version__
 from neurofed.data.check_runner import read_cache, run_checks
@@ -46,6 +46,8 @@ from neurofed.data.subject import Problem, Subject
 from neurofed.keys import Layout, Modality, ProblemKind, Severity, SiteFile
 from neurofed.types import ProgressCallback
 
+T = TypeVar("T")
+
 __all__ = [
     "FORMAT_VERSION",
     "Manifest",
@@ -53,6 +55,7 @@ __all__ = [
     "SiteCheckReport",
     "check_site",
     "load_manifest",
+    "read_site_file",
     "site_file",
     "write_site_file",
 ]
@@ -80,6 +83,26 @@ def write_site_file(root: Path, name: SiteFile, data: Mapping[str, Any]) -> Path
     partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(partial, path)
     return path
+
+
+def read_site_file(
+    root: Path,
+    name: SiteFile,
+    parse: Callable[[Any], T],
+    error: type[ValueError],
+    fix: str,
+) -> T:
+    """Parse the JSON of :func:`site_file`, raising ``error`` that names the file and the fix.
+
+    A missing file says to run the check first; an unusable one gives ``fix``.
+    """
+    path = site_file(root, name)
+    if not path.is_file():
+        raise error(f"{path}: not found; run `neurofed site check {root}` first")
+    try:
+        return parse(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise error(f"{path}: unusable ({type(exc).__name__}: {exc}); {fix}") from exc
 
 
 @dataclass(frozen=True)
@@ -294,16 +317,13 @@ def load_manifest(root: Path) -> Manifest:
     ...
     neurofed.data.manifest.ManifestError: ...manifest.json: not found; run `neurofed site check ...
     """
-    path = site_file(root, SiteFile.MANIFEST)
-    if not path.is_file():
-        raise ManifestError(f"{path}: not found; run `neurofed site check {root}` first")
-    try:
-        return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ManifestError(
-            f"{path}: unusable ({type(exc).__name__}: {exc}); re-create it with "
-            f"`neurofed site check {root} --force`"
-        ) from exc
+    return read_site_file(
+        root,
+        SiteFile.MANIFEST,
+        Manifest.from_json,
+        ManifestError,
+        f"re-create it with `neurofed site check {root} --force`",
+    )
 
 
 # --- internals --------------------------------------------------------------------------------

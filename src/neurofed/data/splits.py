@@ -24,7 +24,6 @@ True
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from neurofed import __version__
-from neurofed.data.manifest import site_file, write_site_file
+from neurofed.data.manifest import read_site_file, site_file, write_site_file
 from neurofed.data.subject import Problem, Subject
 from neurofed.keys import ClinicalField, ProblemKind, Severity, SiteFile, Split
 
@@ -288,16 +287,14 @@ def load_splits(root: Path) -> Splits:
     SplitsError
         When the file is missing or unusable, naming it and the fix.
     """
-    path = site_file(root, SiteFile.SPLITS)
-    if not path.is_file():
-        raise SplitsError(f"{path}: not found; run `neurofed site check {root}` first")
-    try:
-        return Splits.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise SplitsError(
-            f"{path}: unusable ({type(exc).__name__}: {exc}); restore it from a backup, or "
-            f"re-create it with `neurofed site check {root} --reshuffle` (cases may change split)"
-        ) from exc
+    return read_site_file(
+        root,
+        SiteFile.SPLITS,
+        Splits.from_json,
+        SplitsError,
+        f"restore it from a backup, or re-create it with "
+        f"`neurofed site check {root} --reshuffle` (cases may change split)",
+    )
 
 
 def _warning(subject_id: str | None, message: str, fix: str) -> Problem:
