@@ -88,3 +88,17 @@ def test_preprocessed_case_rejects_mismatched_label() -> None:
             original_shape=(2, 2, 2),
             original_affine=np.eye(4),
         )
+
+
+@pytest.mark.parametrize("flag", ["bias_correction", "registration"])
+def test_harmonisation_flags_change_the_id_but_leave_old_ids_alone(flag: str) -> None:
+    # Prepare
+    base = PreprocessParams(spacing=(1.0, 1.0, 1.0), spatial_shape=(128, 128, 128))
+    on = dataclasses.replace(base, **{flag: True})  # type: ignore[arg-type]
+    # Assert: off (the default) is not written, so ids made before the flags existed stay valid
+    assert flag not in base.to_json() and on.to_json()[flag] is True
+    assert on.params_id != base.params_id
+    assert PreprocessParams.from_json(base.to_json() | {flag: False}).params_id == "ef1e3cf5899c"
+    assert PreprocessParams.from_json(on.to_json()) == on
+    with pytest.raises(PreprocessError, match=rf"{flag}: got 'yes'; give true or false"):
+        PreprocessParams(**{flag: "yes"})  # type: ignore[arg-type]

@@ -48,6 +48,14 @@ def phantom(
         list[str] | None, typer.Option(help="SITE:MARKER left unknown at a site, e.g. 2:mgmt.")
     ] = None,
     broken: Annotated[int, typer.Option(min=0, help="Broken cases per site (for site check).")] = 0,
+    qc_problems: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Cases per site with a planted quality problem (for site qc): low SNR, "
+            "misregistered FLAIR, cropped field of view, thick slices, in turn.",
+        ),
+    ] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Processes to use.")] = 1,
 ) -> None:
     """Generate a realistic multi-site brain-MRI phantom (offline, deterministic)."""
@@ -61,6 +69,7 @@ def phantom(
             unlabelled_sites=tuple(unlabelled_site or ()),
             missing_markers=parse_missing_markers(missing_marker or []),
             broken_per_site=broken,
+            qc_problems_per_site=qc_problems,
         )
     except ValueError as exc:
         err_console.print(f"[red]error:[/red] {exc}")

@@ -15,13 +15,27 @@ from neurofed.data.manifest import SiteCheckReport, check_site, site_file
 from neurofed.data.modalities import normalise_modality
 from neurofed.data.splits import Splits, load_or_create_splits, load_splits
 from neurofed.data.subject import Problem
-from neurofed.keys import ClinicalField, Layout, Modality, Severity, SiteFile, Split
+from neurofed.keys import ClinicalField, Layout, Modality, Severity, SiteFile, Split, TaskId
+from neurofed.preprocess.params import PreprocessParams
+from neurofed.preprocess.pipeline import (
+    OutcomeStatus,
+    PipelineError,
+    PipelineFile,
+    PreprocessReport,
+    default_workers,
+    preprocess_site,
+    run_qc,
+)
+from neurofed.preprocess.qc import QCStatus, QCTable
 
-__all__ = ["render_report", "site_app"]
+__all__ = ["render_preprocess", "render_qc", "render_report", "site_app"]
 
-site_app = typer.Typer(help="Data custodian: check a site's data and fix its splits.")
+site_app = typer.Typer(
+    help="Data custodian: check a site's data, fix its splits, preprocess it and judge its quality."
+)
 
 _MARK = {Severity.ERROR: "[red]✗[/red]", Severity.WARNING: "[yellow]![/yellow]"}
+_QC_MARK = {QCStatus.FAIL: "[red]✗[/red]", QCStatus.WARN: "[yellow]![/yellow]"}
 
 
 def _parse_modalities(value: str | None) -> tuple[Modality, ...] | None:
@@ -163,3 +177,135 @@ def check(
     has_warnings = any(p.severity is Severity.WARNING for c in report.cases for p in c.problems)
     code = report.exit_code or int(strict and has_warnings)
     raise typer.Exit(code)
+
+
+def render_qc(table: QCTable) -> None:
+    """One line per warning or failure, then the count of cases per status."""
+    for row in table.rows:
+        if row.status is QCStatus.PASS:
+            continue
+        modality = f" {row.modality.value}" if row.modality else ""
+        console.print(
+            f"  {_QC_MARK[row.status]} {row.subject_id}{modality} {row.check.value}: {row.reason} "
+            f"[dim]({row.threshold})[/dim]",
+            soft_wrap=True,
+        )
+    status = table.case_status()
+    counts = ", ".join(f"{sum(1 for v in status.values() if v is s)} {s.value}" for s in QCStatus)
+    console.print(f"QC: {len(status)} cases: {counts}")
+
+
+def render_preprocess(site: Path, report: PreprocessReport) -> None:
+    """The run's counts, every failed case (files, reason, fix), then the QC findings."""
+    counts = ", ".join(f"{report.count(s)} {s.value}" for s in OutcomeStatus)
+    ran = max(report.count(OutcomeStatus.DONE) + report.count(OutcomeStatus.FAILED), 1)
+    console.print(
+        f"[bold]{site}[/bold]: {len(report.outcomes)} cases: {counts} "
+        f"[dim]({report.seconds:.1f} s, {report.seconds / ran:.1f} s per case run)[/dim]",
+        soft_wrap=True,
+    )
+    for outcome in report.outcomes:
+        if outcome.status is OutcomeStatus.FAILED:
+            files = ", ".join(outcome.files) or "?"
+            console.print(
+                f"  [red]✗[/red] {outcome.subject_id} ({files}): {outcome.reason}\n"
+                f"      fix: {outcome.fix}",
+                soft_wrap=True,
+            )
+        elif outcome.status is OutcomeStatus.SKIPPED:
+            console.print(f"  [dim]- {outcome.subject_id}: skipped, {outcome.reason}[/dim]")
+    render_qc(report.table)
+    console.print(f"arrays, provenance.json, qc.json and qc.csv in {report.folder}", soft_wrap=True)
+
+
+@site_app.command("preprocess")
+def preprocess(
+    site: Annotated[Path, typer.Argument(help="The site's data folder (checked).")],
+    task: Annotated[TaskId, typer.Option(help="The task whose modalities to preprocess.")],
+    spacing: Annotated[float, typer.Option(min=0.1, help="Isotropic voxel size in mm.")] = 1.0,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes [default: min(cores, 4)].")
+    ] = None,
+    bias_correction: Annotated[bool, typer.Option(help="N4 bias-field correction.")] = True,
+    registration: Annotated[
+        bool, typer.Option(help="Rigid co-registration to the task's first modality.")
+    ] = True,
+) -> None:
+    """Harmonise every case (RAS, N4, co-registration, brain mask, resampling, z-score, crop)
+    and run quality control; cases already done are skipped.
+
+    Exit status: 0 every case preprocessed and no QC failure, 1 some case failed (to preprocess
+    or QC), 2 the site could not be read at all.
+    """
+    from neurofed.tasks import get_task
+
+    chosen = get_task(task)
+    params = PreprocessParams(
+        spacing=(spacing, spacing, spacing),
+        bias_correction=bias_correction,
+        registration=registration,
+    )
+    try:
+        with progress_bar(f"preprocessing {site.name}") as progress:
+            report = preprocess_site(
+                site,
+                chosen.modalities,
+                params,
+                with_label=chosen.needs_label_map,
+                workers=workers or default_workers(),
+                progress=progress,
+            )
+    except PipelineError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    render_preprocess(site, report)
+    raise typer.Exit(report.exit_code)
+
+
+@site_app.command("qc")
+def qc(
+    site: Annotated[Path, typer.Argument(help="The site's data folder (preprocessed).")],
+    exclude_failures: Annotated[
+        bool,
+        typer.Option(
+            help="Record every case that fails QC in neurofed/qc-exclusions.json: training skips "
+            "them (delete the file to undo)."
+        ),
+    ] = False,
+    params_id: Annotated[
+        str | None, typer.Option(help="Which preprocessing, when there are several.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Judge the preprocessed cases again and rewrite the QC table (qc.json, qc.csv).
+
+    Exit status: 0 no case fails QC, 1 some case fails, 2 nothing to judge.
+    """
+    try:
+        report = run_qc(site, params_id=params_id, exclude_failures=exclude_failures)
+    except PipelineError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        status = report.table.case_status()
+        payload = {
+            "folder": str(report.folder),
+            "cases": {sid: s.value for sid, s in status.items()},
+            "rows": [row.to_json() for row in report.table.rows],
+            "excluded": None
+            if report.exclusions is None
+            else [e.to_json() for e in report.exclusions],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        raise typer.Exit(report.exit_code)
+    console.print(f"[bold]{site}[/bold]: {report.folder.name}", soft_wrap=True)
+    render_qc(report.table)
+    if report.exclusions is not None:
+        names = ", ".join(e.subject_id for e in report.exclusions) or "none"
+        recorded = site / SiteFile.FOLDER.value / PipelineFile.QC_EXCLUSIONS.value
+        console.print(
+            f"excluded from training: {names} (recorded in {recorded}; delete it to undo)",
+            soft_wrap=True,
+        )
+    console.print(f"QC table: {report.folder / PipelineFile.QC_CSV.value}", soft_wrap=True)
+    raise typer.Exit(report.exit_code)

@@ -7,7 +7,10 @@ and loads them through :func:`~neurofed.data.loading.load_subject` →
 :func:`~neurofed.preprocess.preprocess_case`, cached by
 :class:`~neurofed.preprocess.PreprocessedCache` under ``<site>/neurofed/preprocessed/<params_id>/``.
 A cached case is reused only while its files' sizes and modification times (and the neurofed
-version) are unchanged.
+version) are unchanged; ``neurofed site preprocess`` fills the same folder with the same keys, so
+what it made is reused here. Cases the custodian excluded after quality control
+(``<site>/neurofed/qc-exclusions.json``, written by ``neurofed site qc --exclude-failures``) are
+skipped for tasks reading a failed modality.
 
 Cases that cannot be used are skipped with a logged reason, never a crash; a site that cannot
 serve the task at all (no manifest, a modality no case has) raises :class:`SiteDataError`
@@ -18,13 +21,11 @@ Several sites in one :class:`SiteData` give the union of their cases (the pooled
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from neurofed import __version__
 from neurofed.data.labels import is_tumor
 from neurofed.data.loading import load_subject
 from neurofed.data.manifest import Manifest, ManifestError, load_manifest, site_file
@@ -40,6 +41,14 @@ from neurofed.preprocess import (
     PreprocessParams,
     preprocess_case,
 )
+from neurofed.preprocess.pipeline import (
+    PREPROCESSED_FOLDER,
+    PipelineError,
+    QCExclusion,
+    cache_key,
+    load_qc_exclusions,
+    source_stamp,
+)
 from neurofed.tasks import Task
 from neurofed.types import ProgressCallback
 
@@ -53,24 +62,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Where preprocessed arrays are cached, inside ``<site>/neurofed/``.
-PREPROCESSED_FOLDER = "preprocessed"
-
 
 class SiteDataError(ValueError):
     """A site cannot serve a task; the message names the site, what is missing and the fix."""
-
-
-def source_stamp(root: Path, subject: Subject) -> str:
-    """A hash of the subject's files (path, size, modification time) and the neurofed version.
-
-    A cached preprocessed case is valid while this stamp is unchanged.
-    """
-    digest = hashlib.sha256(__version__.encode())
-    for rel in subject.files():
-        stat = (Path(root) / rel).stat()
-        digest.update(f"\0{rel}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:32]
 
 
 def _needs_tumor_labels(task: Task) -> bool:
@@ -238,6 +232,8 @@ class SiteData:
             except SplitsError as exc:
                 raise SiteDataError(str(exc)) from exc
         subjects, skipped = usable_cases(manifest, self.task, ids, root.name)
+        subjects, excluded = self._without_qc_exclusions(root, subjects)
+        skipped += excluded
         cache = PreprocessedCache(root / SiteFile.FOLDER.value / PREPROCESSED_FOLDER, self.params)
         cases, skipped_list = [], list(skipped)
         for done, subject in enumerate(subjects, start=1):
@@ -251,12 +247,31 @@ class SiteData:
                 self.progress(done, len(subjects), subject.subject_id)
         return CaseDataset(cases, skipped_list)
 
+    def _without_qc_exclusions(
+        self, root: Path, subjects: tuple[Subject, ...]
+    ) -> tuple[tuple[Subject, ...], tuple[SkippedCase, ...]]:
+        """Drop the cases the custodian excluded after QC (``neurofed site qc
+        --exclude-failures``) for a modality this task reads."""
+        try:
+            exclusions: dict[str, QCExclusion] = load_qc_exclusions(root)
+        except PipelineError as exc:
+            raise SiteDataError(str(exc)) from exc
+        keep, skipped = [], []
+        for subject in subjects:
+            exclusion = exclusions.get(subject.subject_id)
+            if exclusion is None or not exclusion.applies_to(self.task.modalities):
+                keep.append(subject)
+                continue
+            reason = f"excluded by the custodian after QC: {'; '.join(exclusion.reasons)}"
+            skipped.append(SkippedCase(root.name, subject.subject_id, reason))
+            logger.info("%s: skipping %s: %s", root.name, subject.subject_id, reason)
+        return tuple(keep), tuple(skipped)
+
     def _case(self, root: Path, subject: Subject, cache: PreprocessedCache) -> TrainingCase:
         task = self.task
         if not task.needs_label_map and subject.label is not None:
             subject = replace(subject, label=None, label_convention=None)  # not read, not cached
-        channels = "+".join(m.value for m in task.modalities)
-        key = f"{subject.subject_id}[{channels}]"  # arrays depend on the channels loaded
+        key = cache_key(subject.subject_id, task.modalities)  # arrays depend on the channels
 
         def compute() -> PreprocessedCase:
             loaded = load_subject(root, subject, task.modalities)

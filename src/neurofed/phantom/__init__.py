@@ -17,16 +17,18 @@ from neurofed.phantom.case import CaseParams, sample_case, subject_id
 from neurofed.phantom.config import PhantomConfig, PhantomPreset, PhantomSummary
 from neurofed.phantom.federation import MANIFEST, CaseRecord, generate_case, generate_federation
 from neurofed.phantom.render import RenderedCase, render_case
-from neurofed.phantom.site import BROKEN_KINDS, SiteParams, sample_site
+from neurofed.phantom.site import BROKEN_KINDS, QC_PROBLEMS, QCProblem, SiteParams, sample_site
 
 __all__ = [
     "BROKEN_KINDS",
     "MANIFEST",
+    "QC_PROBLEMS",
     "CaseParams",
     "CaseRecord",
     "PhantomConfig",
     "PhantomPreset",
     "PhantomSummary",
+    "QCProblem",
     "RenderedCase",
     "SiteParams",
     "generate_case",

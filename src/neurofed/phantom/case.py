@@ -39,7 +39,7 @@ from neurofed.phantom.population import (
     sample_lesions,
     sdmt_score,
 )
-from neurofed.phantom.site import SiteParams
+from neurofed.phantom.site import QCProblem, SiteParams
 
 __all__ = ["CaseParams", "HeadParams", "case_rng", "sample_case", "subject_id"]
 
@@ -71,6 +71,7 @@ class CaseParams:
     ageing: Ageing | None = None
     head: HeadParams | None = None
     broken: ProblemKind | None = None
+    qc_problem: QCProblem | None = None
 
 
 def subject_id(preset: PhantomPreset, site: int, case: int) -> str:
@@ -156,4 +157,5 @@ def sample_case(config: PhantomConfig, site: SiteParams, case: int) -> CaseParam
         ageing=ageing,
         head=head,
         broken=site.broken.get(case),
+        qc_problem=site.qc_problems.get(case),
     )

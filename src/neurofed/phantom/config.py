@@ -101,6 +101,9 @@ class PhantomConfig:
         Site (1-based) -> clinical fields left unknown at that site.
     broken_per_site:
         Cases per site deliberately broken for ``neurofed site check`` (see ``phantom.json``).
+    qc_problems_per_site:
+        Readable cases per site given a quality problem for ``neurofed site qc`` (low SNR, a
+        misregistered modality, a cropped field of view, thick slices; see ``phantom.json``).
     """
 
     preset: PhantomPreset
@@ -113,6 +116,7 @@ class PhantomConfig:
         default_factory=lambda: MappingProxyType({})
     )
     broken_per_site: int = 0
+    qc_problems_per_site: int = 0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -152,6 +156,14 @@ class PhantomConfig:
         b = self.broken_per_site
         if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= self.cases:
             raise _bad("broken_per_site", b, f"must be a whole number in 0..cases ({self.cases})")
+        q, room = self.qc_problems_per_site, self.cases - b
+        if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q <= room:
+            raise _bad(
+                "qc_problems_per_site",
+                q,
+                f"must be a whole number in 0..{room} (cases minus broken cases: problems are "
+                "planted in readable cases)",
+            )
 
     def _check_site(self, name: str, value: object, site: int) -> None:
         if not 1 <= site <= self.sites:
@@ -178,6 +190,7 @@ class PhantomConfig:
                 str(k): [f.value for f in v] for k, v in self.missing_markers.items()
             },
             "broken_per_site": self.broken_per_site,
+            "qc_problems_per_site": self.qc_problems_per_site,
         }
 
     @classmethod
@@ -194,6 +207,7 @@ class PhantomConfig:
                 for k, v in data.get("missing_markers", {}).items()
             },
             broken_per_site=int(data.get("broken_per_site", 0)),
+            qc_problems_per_site=int(data.get("qc_problems_per_site", 0)),
         )
 
 

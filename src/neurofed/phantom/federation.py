@@ -1,9 +1,9 @@
 """Generate a whole phantom federation: ``site-1 … site-N`` plus ``phantom.json``.
 
 ``phantom.json`` records the configuration, every site's and every case's sampled parameters,
-ground-truth measures, the files written and which cases are broken and how: everything tests and
-benchmarks need. Its bytes (like every image's) depend only on the configuration, never on
-``workers`` or timing.
+ground-truth measures, the files written, which cases are broken and which carry a planted
+quality problem, and how: everything tests and benchmarks need. Its bytes (like every image's)
+depend only on the configuration, never on ``workers`` or timing.
 """
 
 from __future__ import annotations
@@ -209,5 +209,8 @@ def _manifest(config: PhantomConfig, sites: list[SiteParams], records: list[Case
         "sites": [{"dir": site.name, **to_json(site)} for site in sites],
         "cases": [record.to_json() for record in records],
         "broken": {r.params.subject_id: r.params.broken.value for r in records if r.params.broken},
+        "qc_problems": {
+            r.params.subject_id: r.params.qc_problem.value for r in records if r.params.qc_problem
+        },
     }
     return json.dumps(data, indent=1) + "\n"

@@ -43,6 +43,7 @@ from neurofed.phantom.fields import Inclusion
 from neurofed.phantom.glioma import draw_glioma
 from neurofed.phantom.physics import Tissue, signal
 from neurofed.phantom.population import draw_lesions
+from neurofed.phantom.qc_problems import label_measures, plant
 from neurofed.phantom.site import SiteParams
 from neurofed.phantom.sources import FAR_MM, head_layers, source, support_mask, thinned_source
 
@@ -289,7 +290,30 @@ def _finish_brats(
 
 
 def render_case(site: SiteParams, case: CaseParams, spacing: float) -> RenderedCase:
-    """Render ``case`` at ``spacing`` mm (deterministic)."""
+    """Render ``case`` at ``spacing`` mm (deterministic), with its QC problem if it has one."""
+    rendered = _render(site, case, spacing)
+    if case.qc_problem is None:
+        return rendered
+    glioma = case.glioma is not None
+    planted = plant(
+        case.qc_problem,
+        rendered.images,
+        rendered.label,
+        rendered.affine,
+        spacing=spacing,
+        noise_seed=case.noise_seed,
+        label_follows_last=not glioma,
+    )
+    measures = dict(rendered.measures) | label_measures(planted.label, planted.affine, glioma)
+    return RenderedCase(
+        MappingProxyType(planted.images),
+        planted.label,
+        planted.affine,
+        MappingProxyType(measures),
+    )
+
+
+def _render(site: SiteParams, case: CaseParams, spacing: float) -> RenderedCase:
     deformation = Deformation(case.spatial)
     params = case.glioma
     if params is None:

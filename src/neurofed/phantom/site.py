@@ -18,7 +18,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -30,12 +30,15 @@ from neurofed.phantom.physics import Sequence, Tissue, flair_null_ti, relaxation
 
 __all__ = [
     "BROKEN_KINDS",
+    "QC_PROBLEMS",
     "Acquisition",
     "Cohort",
     "Orientation",
+    "QCProblem",
     "SiteParams",
     "bias_terms",
     "broken_schedule",
+    "qc_schedule",
     "sample_site",
     "site_rng",
 ]
@@ -55,6 +58,19 @@ BROKEN_KINDS: tuple[ProblemKind, ...] = (
     ProblemKind.CLINICAL_RANGE,  # grade V, age -3
 )
 _LABEL_KINDS = (ProblemKind.LABEL_VALUES, ProblemKind.LABEL_GRID)
+
+
+class QCProblem(StrEnum):
+    """Quality problems planted in readable cases, for ``neurofed site qc`` to find."""
+
+    LOW_SNR = "low-snr"  # heavy Rician noise in every modality
+    MISREGISTERED = "misregistered"  # the last modality rotated 8° and shifted 9 mm
+    CROPPED_FOV = "cropped-fov"  # the top 30 % of the slices removed
+    THICK_SLICES = "thick-slices"  # slabs at least 8x the grid spacing thick
+
+
+#: The order in which QC problems cycle (across the whole federation).
+QC_PROBLEMS: tuple[QCProblem, ...] = tuple(QCProblem)
 
 
 class Orientation(StrEnum):
@@ -104,6 +120,7 @@ class SiteParams:
     labelled: bool
     missing: tuple[ClinicalField, ...]
     broken: Mapping[int, ProblemKind]  # case number -> what is broken
+    qc_problems: Mapping[int, QCProblem] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def name(self) -> str:
@@ -111,8 +128,9 @@ class SiteParams:
 
 
 def site_rng(seed: int, site: int) -> tuple[np.random.Generator, ...]:
-    """Independent generators for acquisition, cohort and broken-case choice of one site."""
-    children = np.random.SeedSequence([seed, site]).spawn(3)
+    """Independent generators for acquisition, cohort, broken-case and QC-problem choice of one
+    site (the first three are those of earlier versions: a child depends only on its index)."""
+    children = np.random.SeedSequence([seed, site]).spawn(4)
     return tuple(np.random.Generator(np.random.PCG64(c)) for c in children)
 
 
@@ -244,10 +262,31 @@ def _broken(config: PhantomConfig, site: int, rng: np.random.Generator) -> dict[
     return dict(zip(cases, broken_schedule(config)[site], strict=True))
 
 
+def qc_schedule(config: PhantomConfig) -> dict[int, list[QCProblem]]:
+    """QC problems of every site: one cycle through :data:`QC_PROBLEMS` over the federation."""
+    count = config.qc_problems_per_site
+    return {
+        site: [QC_PROBLEMS[((site - 1) * count + k) % len(QC_PROBLEMS)] for k in range(count)]
+        for site in range(1, config.sites + 1)
+    }
+
+
+def _qc_problems(
+    config: PhantomConfig, site: int, rng: np.random.Generator, broken: Mapping[int, ProblemKind]
+) -> dict[int, QCProblem]:
+    count = config.qc_problems_per_site
+    if count == 0:
+        return {}
+    readable = np.array([c for c in range(1, config.cases + 1) if c not in broken])
+    cases = sorted(int(c) for c in rng.choice(readable, count, False))
+    return dict(zip(cases, qc_schedule(config)[site], strict=True))
+
+
 def sample_site(config: PhantomConfig, site: int) -> SiteParams:
     """Sample site ``site`` (1-based) of ``config``; independent of the other sites."""
-    acquisition_rng, cohort_rng, broken_rng = site_rng(config.seed, site)
+    acquisition_rng, cohort_rng, broken_rng, qc_rng = site_rng(config.seed, site)
     labelled = site not in config.unlabelled_sites
+    broken = _broken(config, site, broken_rng)
     return SiteParams(
         site=site,
         preset=config.preset,
@@ -255,5 +294,6 @@ def sample_site(config: PhantomConfig, site: int) -> SiteParams:
         cohort=_cohort(cohort_rng, config.preset),
         labelled=labelled,
         missing=tuple(config.missing_markers.get(site, ())),
-        broken=MappingProxyType(_broken(config, site, broken_rng)),
+        broken=MappingProxyType(broken),
+        qc_problems=MappingProxyType(_qc_problems(config, site, qc_rng, broken)),
     )

@@ -3,7 +3,10 @@
 Every step takes ``image`` float32 ``(C, X, Y, Z)``, an optional ``label`` uint8 ``(X, Y, Z)`` on
 the same grid and the 4x4 voxel-to-world ``affine`` (RAS+ mm, as nibabel gives it), and returns a
 :class:`CaseArrays` whose affine still maps every voxel to the same place in the world.
-:func:`preprocess_case` chains them; the harmonisation pipeline adds further steps here.
+:func:`preprocess_case` chains them in two stages: :func:`harmonise_case` (RAS, N4 bias-field
+correction and rigid co-registration on the scan's own grid, see
+:mod:`neurofed.preprocess.harmonise`) and :func:`finish_case` (resampling, brain mask, z-score,
+crops).
 
 Examples
 --------
@@ -19,6 +22,11 @@ Examples
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import NamedTuple, TypeVar
 
 import numpy as np
@@ -27,6 +35,14 @@ from nibabel import orientations
 from scipy import ndimage
 
 from neurofed.data.nifti import voxel_spacing
+from neurofed.preprocess.harmonise import (
+    BiasCorrection,
+    N4Settings,
+    Registration,
+    RegistrationSettings,
+    correct_bias,
+    register_rigid,
+)
 from neurofed.preprocess.params import (
     BrainMaskMethod,
     PreprocessedCase,
@@ -36,9 +52,12 @@ from neurofed.preprocess.params import (
 
 __all__ = [
     "CaseArrays",
+    "HarmonisedCase",
     "brain_mask",
     "crop_or_pad",
     "crop_to_mask",
+    "finish_case",
+    "harmonise_case",
     "preprocess_case",
     "reorient_to_ras",
     "resample_to_spacing",
@@ -335,6 +354,158 @@ def crop_or_pad(
     return _box(image, label, matrix, start.astype(np.int64), (shape[0], shape[1], shape[2]))
 
 
+@dataclass(frozen=True, eq=False)
+class HarmonisedCase:
+    """A case in RAS, bias-corrected and co-registered as ``params`` asked, on its native grid.
+
+    ``image`` float32 ``(C, X, Y, Z)`` (channel 0 is the reference modality), ``label`` on the
+    same grid, ``affine`` its voxel-to-world map. ``unregistered`` is the image before
+    registration when some channel was resampled (quality control measures noise there), else
+    ``None``. ``bias`` and ``registration`` hold one record per channel (``None`` where the step
+    was off, and for the reference channel's registration); ``seconds`` the time of each step.
+    """
+
+    image: FloatImage
+    label: LabelMap | None
+    affine: Affine
+    original_affine: Affine
+    original_spacing: tuple[float, float, float]
+    original_shape: tuple[int, int, int]
+    unregistered: FloatImage | None = None
+    bias: tuple[BiasCorrection | None, ...] = ()
+    registration: tuple[Registration | None, ...] = ()
+    seconds: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def arrays(self) -> CaseArrays:
+        return CaseArrays(self.image, self.label, self.affine)
+
+
+@contextmanager
+def _named(subject_id: str | None) -> Iterator[None]:
+    """Prefix a :class:`PreprocessError` raised inside with the subject id."""
+    try:
+        yield
+    except PreprocessError as exc:
+        if subject_id is None:
+            raise
+        raise PreprocessError(f"{subject_id}: {exc}") from exc
+
+
+def harmonise_case(
+    image: FloatImage,
+    label: LabelMap | None,
+    affine: npt.ArrayLike,
+    params: PreprocessParams,
+    *,
+    subject_id: str | None = None,
+    n4: N4Settings | None = None,
+    registration: RegistrationSettings | None = None,
+) -> HarmonisedCase:
+    """RAS → N4 per channel (``params.bias_correction``) → rigid co-registration of every
+    channel to channel 0 (``params.registration``), all on the scan's own grid.
+
+    N4 is fitted inside each channel's own :func:`brain_mask` (the head, or the brain of
+    skull-stripped data); registration rotates about the centre of channel 0's mask.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.zeros((2, 8, 8, 8), np.float32)
+    >>> image[:, 2:6, 2:6, 2:6] = 1.0
+    >>> case = harmonise_case(image, None, np.diag([-1.0, 1.0, 1.0, 1.0]), PreprocessParams())
+    >>> float(case.affine[0, 0]), case.bias, case.unregistered is None
+    (1.0, (None, None), True)
+    """
+    seconds: dict[str, float] = {}
+    with _named(subject_id):
+        start = time.perf_counter()
+        matrix = _check(image, label, affine)
+        if not np.all(np.isfinite(image)):
+            raise PreprocessError("image has NaN or infinite voxels; run `neurofed site check`")
+        x, y, z = (int(n) for n in image.shape[1:])
+        arrays = reorient_to_ras(image.astype(np.float32, copy=False), label, matrix)
+        seconds["reorient"] = time.perf_counter() - start
+        channels = list(arrays.image)
+        bias: list[BiasCorrection | None] = [None] * len(channels)
+        if params.bias_correction:
+            start = time.perf_counter()
+            for index, channel in enumerate(channels):
+                mask, _ = brain_mask(channel[None])
+                channels[index], bias[index] = correct_bias(channel, arrays.affine, mask, n4)
+            seconds["bias_correction"] = time.perf_counter() - start
+        moved: list[Registration | None] = [None] * len(channels)
+        unregistered = None
+        if params.registration and len(channels) > 1:
+            start = time.perf_counter()
+            reference, _ = brain_mask(channels[0][None])
+            before = list(channels)
+            for index in range(1, len(channels)):
+                channels[index], moved[index] = register_rigid(
+                    channels[0], channels[index], arrays.affine, reference, registration
+                )
+            if any(r is not None and r.applied for r in moved):
+                unregistered = np.stack(before)
+            seconds["registration"] = time.perf_counter() - start
+        harmonised = (
+            np.stack(channels)
+            if params.bias_correction or unregistered is not None
+            else arrays.image
+        )
+    return HarmonisedCase(
+        image=harmonised,
+        label=arrays.label,
+        affine=arrays.affine,
+        original_affine=matrix.copy(),
+        original_spacing=voxel_spacing(matrix),
+        original_shape=(x, y, z),
+        unregistered=unregistered,
+        bias=tuple(bias),
+        registration=tuple(moved),
+        seconds=MappingProxyType(seconds),
+    )
+
+
+def finish_case(
+    case: HarmonisedCase,
+    params: PreprocessParams,
+    *,
+    subject_id: str | None = None,
+    timings: MutableMapping[str, float] | None = None,
+) -> PreprocessedCase:
+    """Resample → brain mask → z-score → crop to brain → crop/pad, as ``params`` asks.
+
+    ``timings``, if given, receives the seconds of ``resample`` and of the ``rest``.
+    """
+    with _named(subject_id):
+        start = time.perf_counter()
+        arrays = case.arrays
+        if params.spacing is not None:
+            arrays = resample_to_spacing(*arrays, params.spacing)
+        resampled = time.perf_counter()
+        mask, method = brain_mask(arrays.image)
+        if params.zscore:
+            arrays = arrays._replace(image=zscore_in_mask(arrays.image, mask))
+        if params.crop_to_brain:
+            arrays = crop_to_mask(*arrays, mask, params.margin)
+        if params.spatial_shape is not None:
+            arrays = crop_or_pad(*arrays, params.spatial_shape)
+        if timings is not None:
+            timings["resample"] = resampled - start
+            timings["rest"] = time.perf_counter() - resampled
+    return PreprocessedCase(
+        image=np.ascontiguousarray(arrays.image, dtype=np.float32),
+        label=np.ascontiguousarray(arrays.label, dtype=np.uint8)
+        if arrays.label is not None
+        else None,
+        affine=np.asarray(arrays.affine, dtype=np.float64),
+        brain_mask_method=method,
+        original_spacing=case.original_spacing,
+        original_shape=case.original_shape,
+        original_affine=case.original_affine.copy(),
+    )
+
+
 def preprocess_case(
     image: FloatImage,
     label: LabelMap | None,
@@ -343,41 +514,15 @@ def preprocess_case(
     *,
     subject_id: str | None = None,
 ) -> PreprocessedCase:
-    """RAS → resample → brain mask → z-score → crop to brain → crop/pad, as ``params`` asks.
+    """:func:`harmonise_case` then :func:`finish_case`: the whole pipeline of ``params``.
 
     ``subject_id`` only prefixes error messages. The result never shares memory with the input.
     """
-    try:
-        matrix = _check(image, label, affine)
-        if not np.all(np.isfinite(image)):
-            raise PreprocessError("image has NaN or infinite voxels; run `neurofed site check`")
-        original = (matrix, voxel_spacing(matrix), image.shape[1:])
-        arrays = reorient_to_ras(image.astype(np.float32, copy=False), label, matrix)
-        if params.spacing is not None:
-            arrays = resample_to_spacing(*arrays, params.spacing)
-        mask, method = brain_mask(arrays.image)
-        if params.zscore:
-            arrays = arrays._replace(image=zscore_in_mask(arrays.image, mask))
-        if params.crop_to_brain:
-            arrays = crop_to_mask(*arrays, mask, params.margin)
-        if params.spatial_shape is not None:
-            arrays = crop_or_pad(*arrays, params.spatial_shape)
-    except PreprocessError as exc:
-        if subject_id is None:
-            raise
-        raise PreprocessError(f"{subject_id}: {exc}") from exc
-    out_image, out_label = arrays.image, arrays.label
-    if np.may_share_memory(out_image, image):
-        out_image = out_image.copy()
-    if out_label is not None and label is not None and np.may_share_memory(out_label, label):
-        out_label = out_label.copy()
-    x, y, z = (int(n) for n in original[2])
-    return PreprocessedCase(
-        image=np.ascontiguousarray(out_image, dtype=np.float32),
-        label=np.ascontiguousarray(out_label, dtype=np.uint8) if out_label is not None else None,
-        affine=np.asarray(arrays.affine, dtype=np.float64),
-        brain_mask_method=method,
-        original_spacing=original[1],
-        original_shape=(x, y, z),
-        original_affine=original[0].copy(),
-    )
+    harmonised = harmonise_case(image, label, affine, params, subject_id=subject_id)
+    case = finish_case(harmonised, params, subject_id=subject_id)
+    if np.may_share_memory(case.image, image) or (
+        case.label is not None and label is not None and np.may_share_memory(case.label, label)
+    ):
+        label_copy = case.label.copy() if case.label is not None else None
+        case = replace(case, image=case.image.copy(), label=label_copy)
+    return case

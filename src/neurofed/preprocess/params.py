@@ -34,6 +34,8 @@ import numpy.typing as npt
 __all__ = ["BrainMaskMethod", "PreprocessError", "PreprocessParams", "PreprocessedCase"]
 
 PARAMS_ID_LENGTH = 12
+#: Flags added after the first release, written to JSON only when true (see PreprocessParams).
+_LATER_FLAGS = ("bias_correction", "registration")
 
 
 class PreprocessError(ValueError):
@@ -77,6 +79,18 @@ class PreprocessParams:
         Voxels kept around the brain's bounding box when cropping.
     zscore
         Normalise each channel to mean 0, std 1 inside the brain mask, 0 outside.
+    bias_correction
+        N4 bias-field correction of every channel on its native grid (SimpleITK; see
+        :mod:`neurofed.preprocess.harmonise` for the settings).
+    registration
+        Rigid co-registration (mutual information) of every channel to the first one, the
+        task's reference modality, before resampling.
+
+    Notes
+    -----
+    ``bias_correction`` and ``registration`` came after the first release: :meth:`to_json`
+    (and so :attr:`params_id`) leaves them out while they are false, so the ids of settings
+    made before them, and the cache folders named by those ids, stay valid.
 
     Examples
     --------
@@ -89,6 +103,8 @@ class PreprocessParams:
     crop_to_brain: bool = True
     margin: int = 0
     zscore: bool = True
+    bias_correction: bool = False
+    registration: bool = False
 
     def __post_init__(self) -> None:
         if self.spacing is not None:
@@ -96,7 +112,7 @@ class PreprocessParams:
         if self.spatial_shape is not None:
             shape = _positive_triple("spatial_shape", self.spatial_shape, int)
             object.__setattr__(self, "spatial_shape", shape)
-        for name in ("crop_to_brain", "zscore"):
+        for name in ("crop_to_brain", "zscore", *_LATER_FLAGS):
             value = getattr(self, name)
             if not isinstance(value, bool | np.bool_):
                 raise PreprocessError(f"PreprocessParams.{name}: got {value!r}; give true or false")
@@ -109,14 +125,24 @@ class PreprocessParams:
         object.__setattr__(self, "margin", int(margin))
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON types: lists for tuples, ``None`` kept."""
-        return {
+        """Plain JSON types: lists for tuples, ``None`` kept; later flags only when true.
+
+        Examples
+        --------
+        >>> sorted(PreprocessParams(bias_correction=True).to_json())
+        ['bias_correction', 'crop_to_brain', 'margin', 'spacing', 'spatial_shape', 'zscore']
+        """
+        data: dict[str, Any] = {
             "spacing": list(self.spacing) if self.spacing is not None else None,
             "spatial_shape": list(self.spatial_shape) if self.spatial_shape is not None else None,
             "crop_to_brain": self.crop_to_brain,
             "margin": self.margin,
             "zscore": self.zscore,
         }
+        for name in _LATER_FLAGS:
+            if getattr(self, name):
+                data[name] = True
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PreprocessParams:
