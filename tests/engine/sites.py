@@ -3,7 +3,8 @@
 Images are a bright ellipsoidal "brain" on an exact-zero background (so the NONZERO brain mask
 applies). Glioma cases carry a spherical tumour (NCR core, ET ring, ED shell) that is bright on
 T1CE / T2 / FLAIR, so a tiny network learns it in a few steps; BIDS cases carry small FLAIR-bright
-lesions and a dark "ventricle" whose size grows with age.
+lesions and a dark "ventricle" whose size grows with age, and an SDMT score that falls with age
+and lesion count (so a brain-age model transfers to it).
 """
 
 from __future__ import annotations
@@ -100,13 +101,13 @@ def write_bids_site(
     seed: int = 0,
     lesions: bool = True,
 ) -> Path:
-    """A BIDS site with T1w + FLAIR, lesion masks and ``participants.tsv`` (age, sex)."""
+    """A BIDS site with T1w + FLAIR, lesion masks and ``participants.tsv`` (age, sex, sdmt)."""
     rng = np.random.default_rng(seed)
     brain = _brain(shape)
     x, y, z = _grid(shape)
     centre = [(n - 1) / 2 for n in shape]
     centred = np.sqrt(sum((g - c) ** 2 for g, c in zip((x, y, z), centre, strict=True)))
-    rows = ["participant_id\tage\tsex"]
+    rows = ["participant_id\tage\tsex\tsdmt"]
     (root / "dataset_description.json").parent.mkdir(parents=True, exist_ok=True)
     (root / "dataset_description.json").write_text(
         json.dumps({"Name": "tiny", "BIDSVersion": "1.9.0", "DatasetType": "raw"})
@@ -116,7 +117,8 @@ def write_bids_site(
         age = float(rng.uniform(20, 80))
         ventricle = centred <= 2.0 + 6.0 * (age - 20) / 60  # grows with age
         lesion = np.zeros(shape, np.uint8)
-        for _ in range(int(rng.integers(1, 4))):
+        count = int(rng.integers(1, 4))
+        for _ in range(count):
             c = [rng.uniform(0.3 * n, 0.7 * n) for n in shape]
             d = np.sqrt(sum((g - v) ** 2 for g, v in zip((x, y, z), c, strict=True)))
             lesion[(d <= 2.0) & brain & ~ventricle] = 1
@@ -129,7 +131,8 @@ def write_bids_site(
         if lesions:
             masks = root / "derivatives" / "lesions" / subject / "anat"
             write_label(masks / f"{subject}_label-lesion_mask.nii.gz", lesion, AFFINE)
-        rows.append(f"{subject}\t{age:.1f}\t{'FM'[index % 2]}")
+        sdmt = 65.0 - 0.4 * (age - 20.0) - 3.0 * count  # no draw: the random stream is unchanged
+        rows.append(f"{subject}\t{age:.1f}\t{'FM'[index % 2]}\t{sdmt:.0f}")
     (root / "participants.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
 

@@ -97,7 +97,8 @@ def test_valid_study_parses_into_frozen_validated_objects() -> None:
     assert study.model.base_filters == 4  # type: ignore[attr-defined]
     assert study.strategy is StrategyName.FEDAVG and study.strategy_params.mask_heads
     assert study.selection.direction is Direction.MAX
-    assert study.train.batch_size == 1 and study.train.seed == 7 and study.train.epochs == 1
+    assert study.train.batch_size == 1 and study.train.seed == 7
+    assert study.train.epochs == 3  # rounds × local_epochs: the lr schedule spans the run
     assert study.train.preprocess.spacing == (2.0, 2.0, 2.0)
     assert study.build_strategy().heads  # the multitask-unet head map
     with pytest.raises(AttributeError):

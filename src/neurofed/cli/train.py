@@ -1,12 +1,14 @@
-"""``neurofed train local|pooled``: the local-only and pooled (centralised) baselines."""
+"""``neurofed train local|pooled|transfer``: the local-only and pooled (centralised) baselines,
+and the transfer of a trained brain-age model to a new target."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import torch
 import typer
@@ -17,22 +19,29 @@ from neurofed.engine import (
     RUN_CONFIG,
     CheckpointError,
     EpochRecord,
+    ModelFolderError,
     Optimizer,
     RunFolderError,
+    RunKind,
     RunResult,
     SiteDataError,
     TrainConfig,
     default_train_config,
+    load_model,
     train_local,
     train_pooled,
+    train_transfer,
+    transfer_config,
 )
-from neurofed.keys import TaskId
+from neurofed.keys import ClinicalField, TaskId
+from neurofed.models import TransferMode
 from neurofed.types import ProgressCallback
 
 __all__ = ["build_train_config", "format_metrics", "parse_triple", "train_app"]
 
 train_app = typer.Typer(
-    help="Train the baselines: a model on one site only, or on several sites pooled.",
+    help="Train the baselines (a model on one site only, or on several sites pooled), or "
+    "transfer a brain-age model to a new target.",
     no_args_is_help=True,
 )
 
@@ -93,6 +102,11 @@ def build_train_config(
         given["augment"] = None
     if config_file is not None:
         config = _config_file(config_file)
+        if config.transfer is not None:
+            raise ValueError(
+                f"{config_file} holds a {config.transfer.value} transfer's config, which starts "
+                "from a trained model: use `neurofed train transfer --from MODEL`"
+            )
         if task is not None and task is not config.task:
             raise ValueError(
                 f"--task {task.value} differs from {config_file}'s {config.task.value}"
@@ -142,6 +156,9 @@ def _epoch_printer(task: TaskId, epochs: int) -> Callable[[EpochRecord], None]:
 
 def _summary(result: RunResult, task: TaskId) -> None:
     before, after = result.untrained, result.final
+    was, now = (
+        ("source", "transferred") if result.kind is RunKind.TRANSFER else ("untrained", "trained")
+    )
     console.print(
         f"[bold]{result.kind.value} run[/bold]: {result.num_examples} training cases, "
         f"{len(result.history) - 1 if result.untrained else len(result.history)} epochs"
@@ -151,42 +168,37 @@ def _summary(result: RunResult, task: TaskId) -> None:
     names = [n for n in after if not n.endswith(("num_examples", "num_positive"))]
     headline = [n for n in HEADLINE_METRICS[task] if n in after]
     for name in headline + [n for n in names if n not in headline][: max(0, 8 - len(headline))]:
-        was = before.get(name, math.nan)
-        console.print(f"  {name:<24} untrained {was:8.4f}  →  trained {after[name]:8.4f}")
+        value = before.get(name, math.nan)
+        console.print(f"  {name:<24} {was} {value:8.4f}  →  {now} {after[name]:8.4f}")
     console.print(f"model: {result.model_dir}")
 
 
 def _run(
-    kind: str,
-    train: Callable[..., RunResult],
-    sites: Sequence[Path] | Path,
+    kind: RunKind,
+    detail: str,
     out: Path,
     config: TrainConfig,
     threads: int | None,
-    task_config: str | None,
+    train: Callable[..., RunResult],
 ) -> None:
+    """Run ``train(progress=…, load_progress=…, on_epoch=…)``, showing progress and a summary;
+    errors a user can fix exit 2 with their message."""
     if threads is not None:
         torch.set_num_threads(threads)
-    label = sites.name if isinstance(sites, Path) else f"{len(sites)} sites"
-    given_task_config = _json_option(task_config, "--task-config") or {}
     console.print(
-        f"training {config.task.value} ({kind}, {label}) for {config.epochs} epochs → {out}"
+        f"training {config.task.value} ({kind.value}, {detail}) for {config.epochs} epochs → {out}"
     )
     try:
-        with progress_bar(f"{config.task.value} {kind}") as bar:
+        with progress_bar(f"{config.task.value} {kind.value}") as bar:
 
             def loading(done: int, total: int, subject_id: str) -> None:
                 bar(done, total, f"preprocessing {subject_id}")
 
             steps: ProgressCallback = bar
             result = train(
-                config,
-                sites,
-                out,
                 progress=steps,
                 load_progress=loading,
                 on_epoch=_epoch_printer(config.task, config.epochs),
-                normalise_target=not {"target_mean", "target_std"} & set(given_task_config),
             )
     except KeyboardInterrupt:
         err_console.print(
@@ -194,13 +206,23 @@ def _run(
             "from the last finished epoch"
         )
         raise typer.Exit(_EXIT_INTERRUPTED) from None
-    except (SiteDataError, RunFolderError, CheckpointError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+    except (SiteDataError, RunFolderError, CheckpointError, ModelFolderError) as exc:
+        _fail(exc)
     _summary(result, config.task)
 
 
+def _fail(exc: Exception) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+    raise typer.Exit(2) from exc
+
+
+def _sites_label(sites: Sequence[Path]) -> str:
+    return sites[0].name if len(sites) == 1 else f"{len(sites)} sites"
+
+
 _Task = Annotated[TaskId | None, typer.Option(help="Task to train.")]
+_Site = Annotated[Path, typer.Option(help="The site's data folder (after `site check`).")]
+_Sites = Annotated[list[Path], typer.Option(help="A site's data folder; repeat for every site.")]
 _Out = Annotated[Path, typer.Option(help="Run folder (re-run with the same one to resume).")]
 _Epochs = Annotated[int | None, typer.Option(min=1, help="Epochs (default: per task).")]
 _Batch = Annotated[int | None, typer.Option(min=1, help="Batch size (default: per task).")]
@@ -223,6 +245,21 @@ _TaskConfig = Annotated[str | None, typer.Option(help="Task config fields as JSO
 _ConfigFile = Annotated[
     Path | None, typer.Option("--config", help="A saved TrainConfig JSON or a run folder.")
 ]
+_From = Annotated[
+    Path, typer.Option("--from", help="Model folder of a trained brain-age run (RUN/model).")
+]
+_Mode = Annotated[
+    TransferMode, typer.Option(help="head: train only the last layer; full: every layer.")
+]
+_Target = Annotated[str, typer.Option(help="The new target to regress (sdmt or age).")]
+_SourceEpochs = Annotated[int | None, typer.Option(min=1, help="Epochs (default: the source's).")]
+_SourceBatch = Annotated[
+    int | None, typer.Option(min=1, help="Batch size (default: the source's).")
+]
+_SourceLr = Annotated[
+    float | None, typer.Option("--lr", help="Learning rate (default: the source's).")
+]
+_SourceSeed = Annotated[int | None, typer.Option(help="Seed of data order and augmentation.")]
 
 
 def _config_from_options(options: Mapping[str, Any]) -> TrainConfig:
@@ -249,63 +286,90 @@ def _config_from_options(options: Mapping[str, Any]) -> TrainConfig:
             options["augment"],
         )
     except (ValueError, TypeError, OSError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        _fail(exc)
 
 
-@train_app.command("local")
-def local(
-    site: Annotated[Path, typer.Option(help="The site's data folder (after `site check`).")],
+def _baseline(
+    kind: RunKind, train: Callable[..., RunResult], site_option: Any
+) -> Callable[..., None]:
+    """The ``train local`` / ``train pooled`` command: the same options but ``--site``, which
+    ``site_option`` annotates (one folder, or a list of them)."""
+
+    def command(
+        site: Any,
+        out: _Out,
+        task: _Task = None,
+        epochs: _Epochs = None,
+        batch_size: _Batch = None,
+        lr: _Lr = None,
+        seed: _Seed = None,
+        patch: _Patch = None,
+        spacing: _Spacing = None,
+        base_filters: _Filters = None,
+        samples_per_epoch: _Samples = None,
+        optimizer: _Opt = None,
+        device: _Device = None,
+        threads: _Threads = None,
+        augment: _Augment = True,
+        model_config: _Model = None,
+        task_config: _TaskConfig = None,
+        config: _ConfigFile = None,
+    ) -> None:
+        train_config = _config_from_options(locals())
+        given_task_config = _json_option(task_config, "--task-config") or {}
+        run = partial(
+            train,
+            train_config,
+            site,
+            out,
+            normalise_target=not {"target_mean", "target_std"} & set(given_task_config),
+        )
+        sites = [site] if isinstance(site, Path) else list(site)
+        _run(kind, _sites_label(sites), out, train_config, threads, run)
+
+    command.__annotations__["site"] = site_option  # typer reads the option from here
+    return command
+
+
+train_app.command(
+    "local",
+    help="Train on one site's training split; validate on its validation split.\n\n"
+    "Writes OUT/config.json, OUT/metrics.json, OUT/checkpoints/ and OUT/model/.",
+)(_baseline(RunKind.LOCAL, train_local, _Site))
+train_app.command(
+    "pooled",
+    help="Train on all sites' training cases together (the centralised upper bound).\n\n"
+    "Writes OUT/config.json, OUT/metrics.json, OUT/checkpoints/ and OUT/model/.",
+)(_baseline(RunKind.POOLED, train_pooled, _Sites))
+
+
+@train_app.command("transfer")
+def transfer(
+    from_: _From,
+    site: _Sites,
     out: _Out,
-    task: _Task = None,
-    epochs: _Epochs = None,
-    batch_size: _Batch = None,
-    lr: _Lr = None,
-    seed: _Seed = None,
-    patch: _Patch = None,
-    spacing: _Spacing = None,
-    base_filters: _Filters = None,
-    samples_per_epoch: _Samples = None,
-    optimizer: _Opt = None,
+    mode: _Mode,
+    target: _Target = ClinicalField.SDMT.value,
+    epochs: _SourceEpochs = None,
+    batch_size: _SourceBatch = None,
+    lr: _SourceLr = None,
+    seed: _SourceSeed = None,
     device: _Device = None,
     threads: _Threads = None,
-    augment: _Augment = True,
-    model_config: _Model = None,
-    task_config: _TaskConfig = None,
-    config: _ConfigFile = None,
 ) -> None:
-    """Train on one site's training split; validate on its validation split.
+    """Move a trained brain-age model to a new target (SDMT), on one site or several pooled.
+
+    Epoch 0 scores the source model on the new target (before transfer).
 
     Writes OUT/config.json, OUT/metrics.json, OUT/checkpoints/ and OUT/model/.
     """
-    train_config = _config_from_options(locals())
-    _run("local", train_local, site, out, train_config, threads, task_config)
-
-
-@train_app.command("pooled")
-def pooled(
-    site: Annotated[list[Path], typer.Option(help="A site's data folder; repeat for every site.")],
-    out: _Out,
-    task: _Task = None,
-    epochs: _Epochs = None,
-    batch_size: _Batch = None,
-    lr: _Lr = None,
-    seed: _Seed = None,
-    patch: _Patch = None,
-    spacing: _Spacing = None,
-    base_filters: _Filters = None,
-    samples_per_epoch: _Samples = None,
-    optimizer: _Opt = None,
-    device: _Device = None,
-    threads: _Threads = None,
-    augment: _Augment = True,
-    model_config: _Model = None,
-    task_config: _TaskConfig = None,
-    config: _ConfigFile = None,
-) -> None:
-    """Train on all sites' training cases together (the centralised upper bound).
-
-    Writes OUT/config.json, OUT/metrics.json, OUT/checkpoints/ and OUT/model/.
-    """
-    train_config = _config_from_options(locals())
-    _run("pooled", train_pooled, list(site), out, train_config, threads, task_config)
+    given = {"epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "seed": seed}
+    changes = {k: v for k, v in (given | {"device": device}).items() if v is not None}
+    try:
+        source = load_model(from_)
+        config = transfer_config(source.config, mode, target=target, changes=changes)
+    except ValueError as exc:
+        _fail(exc)
+    run = partial(train_transfer, from_, site, out, mode=mode, target=target, changes=changes)
+    detail = f"{mode.value} from {from_} to {config.task_config.target.value}, {_sites_label(site)}"
+    _run(RunKind.TRANSFER, detail, out, config, threads, run)

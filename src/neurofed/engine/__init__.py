@@ -4,7 +4,8 @@
 sites' data pooled — and exposes what a federation needs: named parameters in and out
 (:meth:`~LocalTrainer.get_parameters`, :meth:`~LocalTrainer.set_parameters`, parameters that stay
 local, FedProx), ``num_examples`` and metrics as mergeable :class:`~neurofed.tasks.MetricState`.
-:func:`train_local` and :func:`train_pooled` are the baselines, written as run folders;
+:func:`train_local` and :func:`train_pooled` are the baselines, and :func:`train_transfer` moves a
+trained brain-age model to a new target, all written as run folders;
 :func:`load_model` rebuilds a saved model from its folder alone.
 
 Examples
@@ -26,6 +27,8 @@ from neurofed.engine.baselines import (
     fit_target_normalisation,
     train_local,
     train_pooled,
+    train_transfer,
+    transfer_config,
 )
 from neurofed.engine.checkpoint import (
     Checkpoint,
@@ -99,5 +102,7 @@ __all__ = [
     "steps_per_epoch",
     "train_local",
     "train_pooled",
+    "train_transfer",
+    "transfer_config",
     "usable_cases",
 ]

@@ -1,14 +1,16 @@
-"""The two baselines every federated study compares against, as run folders.
+"""The two baselines every federated study compares against, and transfer, as run folders.
 
 - :func:`train_local`: a model trained on one site only;
 - :func:`train_pooled`: a model trained on the union of several sites' training cases (the
   centralised upper bound that federated training tries to match);
+- :func:`train_transfer`: a trained brain-age model moved to a new target (SDMT) on one site or
+  several pooled, fine-tuning everything (``full``) or only its last layer (``head``);
 - :func:`evaluate_model`: a saved model scored on a split of any site.
 
-Both training functions call :class:`~neurofed.engine.LocalTrainer` directly and write::
+The training functions call :class:`~neurofed.engine.LocalTrainer` directly and write::
 
-    <run>/config.json      kind of run, sites, the TrainConfig, versions
-    <run>/metrics.json     one record per epoch (epoch 0 = the untrained model)
+    <run>/config.json      kind of run, sites, the TrainConfig, versions (and the initial model)
+    <run>/metrics.json     one record per epoch (epoch 0 = the untrained or the source model)
     <run>/checkpoints/     one checkpoint per epoch (safetensors + JSON)
     <run>/model/           weights.safetensors + model.json (:mod:`~neurofed.engine.model_folder`)
 
@@ -29,15 +31,27 @@ from typing import Any
 
 import numpy as np
 
-from neurofed.engine.checkpoint import latest_checkpoint, versions, write_json_atomically
+from neurofed.engine.checkpoint import (
+    latest_checkpoint,
+    sha256_file,
+    versions,
+    write_json_atomically,
+)
 from neurofed.engine.config import TrainConfig
 from neurofed.engine.dataset import CaseDataset, SkippedCase
-from neurofed.engine.model_folder import TrainedModel, load_model, save_model
+from neurofed.engine.model_folder import (
+    MODEL_WEIGHTS,
+    ModelFolderError,
+    TrainedModel,
+    load_model,
+    save_model,
+)
 from neurofed.engine.records import EpochRecord
 from neurofed.engine.site_data import SiteData
 from neurofed.engine.trainer import CHECKPOINTS, LocalTrainer
-from neurofed.keys import Split
-from neurofed.tasks import MetricState
+from neurofed.keys import ClinicalField, Split, TaskId
+from neurofed.models import TransferMode
+from neurofed.tasks import REGRESSION_TARGETS, MetricState
 from neurofed.types import ProgressCallback
 
 __all__ = [
@@ -51,12 +65,22 @@ __all__ = [
     "fit_target_normalisation",
     "train_local",
     "train_pooled",
+    "train_transfer",
+    "transfer_config",
 ]
 
 RUN_CONFIG = "config.json"
 RUN_METRICS = "metrics.json"
 MODEL_FOLDER = "model"
 _MAY_CHANGE = frozenset({"epochs", "device", "validate_every"})
+#: TrainConfig fields a transfer keeps from its source model (its weights must fit them); the
+#: task config's target and normalisation are set by the transfer itself.
+_TRANSFER_KEEPS = frozenset(
+    {"task", "task_config", "model_config", "preprocess", "patch_shape", "transfer"}
+)
+_TRANSFER_IS_FOR = (
+    "transfer is for brain-age models (an age regression moved to another target such as sdmt)"
+)
 
 
 class RunKind(StrEnum):
@@ -64,6 +88,7 @@ class RunKind(StrEnum):
 
     LOCAL = "local"  # one site
     POOLED = "pooled"  # several sites' cases together
+    TRANSFER = "transfer"  # a trained model moved to a new target, on one site or several
 
 
 class RunFolderError(ValueError):
@@ -86,7 +111,8 @@ class RunResult:
 
     @property
     def untrained(self) -> Mapping[str, float]:
-        """Validation metrics of the untrained model (epoch 0), if recorded."""
+        """Validation metrics before training (epoch 0), if recorded: of the untrained model,
+        or of the source model on the new target for a transfer."""
         return next((r.validation for r in self.history if r.epoch == 0), {})
 
     @property
@@ -94,6 +120,18 @@ class RunResult:
         """Validation metrics of the last validated epoch."""
         validated = [r for r in self.history if r.epoch > 0 and r.validation]
         return validated[-1].validation if validated else {}
+
+
+@dataclass(frozen=True)
+class _InitialModel:
+    """The model a transfer starts from, and how ``config.json`` names it."""
+
+    trained: TrainedModel
+    path: Path
+    sha256: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": str(self.path), "sha256": self.sha256}
 
 
 def _check_run_config(run_dir: Path, record: Mapping[str, Any]) -> None:
@@ -104,6 +142,18 @@ def _check_run_config(run_dir: Path, record: Mapping[str, Any]) -> None:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RunFolderError(f"{path}: unreadable ({exc}); use another --out") from exc
+    theirs_from, mine_from = stored.get("initial_model"), record.get("initial_model")
+    if (
+        isinstance(theirs_from, Mapping)
+        and isinstance(mine_from, Mapping)
+        and theirs_from.get("sha256") != mine_from["sha256"]
+    ):
+        source = theirs_from.get("path")
+        raise RunFolderError(
+            f"{run_dir} holds a transfer from another model ({source}, weights sha256 "
+            f"{str(theirs_from.get('sha256'))[:12]}…, not {mine_from['path']}); re-run with "
+            f"--from {source} to resume it, or choose another --out"
+        )
     differ = [k for k in ("kind", "sites") if stored.get(k) != record[k]]
     theirs, mine = stored.get("train_config", {}), record["train_config"]
     differ += sorted(
@@ -173,16 +223,21 @@ def _run(
     on_epoch: Callable[[EpochRecord], None] | None,
     keep_checkpoints: int | None,
     normalise_target: bool,
+    initial: _InitialModel | None = None,
 ) -> RunResult:
     run_dir = Path(run_dir)
     source = SiteData(sites, config.build_task(), config.preprocess, progress=load_progress)
     if normalise_target:
         config = fit_target_normalisation(config, source.split(Split.TRAIN))
-    record = {
+    record: dict[str, Any] = {
         "kind": kind.value,
         "sites": [Path(s).name for s in sites],
         "train_config": config.to_json(),
     }
+    provenance = {"run": kind.value, "sites": record["sites"]}
+    if initial is not None:
+        record["initial_model"] = initial.to_json()
+        provenance["initial_model_sha256"] = initial.sha256
     _check_run_config(run_dir, record)
     trainer = LocalTrainer.from_source(
         config, source, run_dir=run_dir, keep_checkpoints=keep_checkpoints
@@ -200,6 +255,8 @@ def _run(
         },
     )
     if latest_checkpoint(run_dir / CHECKPOINTS, max_epoch=config.epochs) is None:
+        if initial is not None:  # on resume, the checkpoint's weights win
+            trainer.load_initial_weights(initial.trained)
         trainer.record_untrained()
         _write_metrics(run_dir, kind, config, trainer)
 
@@ -217,11 +274,7 @@ def _run(
         config,
         metrics=validated[-1].validation if validated else {},
         epoch=trainer.epoch,
-        provenance={
-            "run": kind.value,
-            "sites": record["sites"],
-            "num_examples": trainer.num_examples,
-        },
+        provenance=provenance | {"num_examples": trainer.num_examples},
     )
     return RunResult(
         run_dir=run_dir,
@@ -296,6 +349,131 @@ def train_pooled(
         on_epoch=on_epoch,
         keep_checkpoints=keep_checkpoints,
         normalise_target=normalise_target,
+    )
+
+
+def transfer_config(
+    source: TrainConfig,
+    mode: TransferMode | str,
+    *,
+    target: ClinicalField | str = ClinicalField.SDMT,
+    changes: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """The TrainConfig of a transfer from a model trained with ``source`` to ``target``.
+
+    It is ``source`` with the task config's target switched, ``transfer = mode`` and
+    ``changes`` (epochs, learning rate, batch size, seed, device, …) applied; the model config,
+    preprocessing and patch shape stay the source's, so that its weights fit. ``device`` is
+    ``"auto"`` unless ``changes`` says otherwise. ``target_mean`` / ``target_std`` stay the
+    source's until :func:`fit_target_normalisation` sets them from the new training cases (as
+    :func:`train_transfer` does).
+
+    Raises
+    ------
+    ValueError
+        ``source`` is not a brain-age model, ``mode`` is unknown, ``target`` cannot be
+        regressed, ``changes`` names a field the transfer keeps, or a value is invalid.
+
+    Examples
+    --------
+    >>> source = TrainConfig(task="brain-age", model_config={"width": 0.0625}, epochs=20)
+    >>> config = transfer_config(source, "head", changes={"epochs": 5})
+    >>> config.task_config.target.value, config.transfer.value, config.epochs
+    ('sdmt', 'head', 5)
+    >>> config.model_config == source.model_config
+    True
+    """
+    if source.task is not TaskId.BRAIN_AGE:
+        raise ValueError(
+            f"the source model was trained for {source.task.value!r}; {_TRANSFER_IS_FOR}"
+        )
+    modes = [m.value for m in TransferMode]
+    if str(mode) not in modes:
+        raise ValueError(f"transfer mode {mode!r} is unknown; use one of {', '.join(modes)}")
+    targets = [t.value for t in REGRESSION_TARGETS]
+    if str(target) not in targets:
+        raise ValueError(
+            f"target {str(target)!r} cannot be regressed; use one of {', '.join(targets)}"
+        )
+    kept = sorted(set(changes or {}) & _TRANSFER_KEEPS)
+    if kept:
+        raise ValueError(
+            f"a transfer keeps the source model's {', '.join(kept)} (its weights must fit them); "
+            "leave them out of the changes"
+        )
+    task_config = source.task_config.to_json() | {"target": str(target)}
+    settings: dict[str, Any] = {"device": "auto"} | dict(changes or {})
+    return source.with_changes(task_config=task_config, transfer=TransferMode(mode), **settings)
+
+
+def train_transfer(
+    source_model: Path,
+    sites: Sequence[Path],
+    run_dir: Path,
+    *,
+    mode: TransferMode | str,
+    target: ClinicalField | str = ClinicalField.SDMT,
+    changes: Mapping[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+    load_progress: ProgressCallback | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    keep_checkpoints: int | None = 3,
+) -> RunResult:
+    """Move a trained brain-age model to ``target`` on one site, or several sites pooled.
+
+    The run's config is :func:`transfer_config` with the target's mean and standard deviation
+    fitted on the new training cases. A fresh run starts from the source model's weights, and
+    its epoch-0 record scores the source model on the new target (before transfer); a resumed
+    run continues from its newest checkpoint. ``config.json`` names the source model (its path
+    and weights' SHA-256), and a run folder made from another source model is refused.
+
+    Parameters
+    ----------
+    source_model
+        A model folder (``RUN/model``) of a brain-age run.
+    sites
+        The sites whose training splits the model is fine-tuned on (validation on theirs).
+    run_dir
+        The run folder (re-use it to resume).
+    mode
+        ``head`` trains only the last layer, ``full`` every parameter.
+    target
+        The new regression target.
+    changes
+        TrainConfig fields to change (``epochs``, ``learning_rate``, ``batch_size``, ``seed``,
+        ``device``, …); the model config, preprocessing and patch shape are the source's.
+
+    Raises
+    ------
+    ModelFolderError
+        ``source_model`` is unusable or not a brain-age model.
+    ValueError
+        Invalid ``mode``, ``target`` or ``changes``.
+    SiteDataError, RunFolderError
+        As :func:`train_local`.
+    """
+    if len(sites) < 1:
+        raise ValueError("train_transfer needs at least one site")
+    folder = Path(source_model)
+    trained = load_model(folder)
+    if trained.config.task is not TaskId.BRAIN_AGE:
+        raise ModelFolderError(
+            f"{folder} holds a {trained.config.task.value!r} model; {_TRANSFER_IS_FOR}: give "
+            "--from the model folder of a brain-age run"
+        )
+    config = transfer_config(trained.config, mode, target=target, changes=changes)
+    initial = _InitialModel(trained, folder.resolve(), sha256_file(folder / MODEL_WEIGHTS))
+    return _run(
+        RunKind.TRANSFER,
+        config,
+        [Path(s) for s in sites],
+        run_dir,
+        progress=progress,
+        load_progress=load_progress,
+        on_epoch=on_epoch,
+        keep_checkpoints=keep_checkpoints,
+        normalise_target=True,
+        initial=initial,
     )
 
 

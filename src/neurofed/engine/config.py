@@ -33,6 +33,7 @@ from typing import Any
 from neurofed.keys import TaskId
 from neurofed.models import (
     ConfigBase,
+    TransferMode,
     get_model_spec,
     is_positive_int,
     look_up,
@@ -152,6 +153,10 @@ class TrainConfig:
         when the trainer has validation data and this is not 0).
     device
         ``"auto"`` (GPU if available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:<n>"``.
+    transfer
+        ``None`` for ordinary training; a :class:`~neurofed.models.TransferMode` when the model
+        is moved to a new target from given initial weights: ``head`` trains only its last layer
+        (the rest frozen, batch norm in evaluation behaviour), ``full`` trains everything.
     """
 
     task: TaskId
@@ -175,6 +180,7 @@ class TrainConfig:
     sliding_window_overlap: float = 0.25
     validate_every: int = 1
     device: str = "auto"
+    transfer: TransferMode | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -254,6 +260,11 @@ class TrainConfig:
             "device",
             "use auto, cpu, cuda or cuda:<n>",
         )
+        if self.transfer is not None and not isinstance(self.transfer, TransferMode):
+            names = [m.value for m in TransferMode]
+            fix = f"use one of {names}, or null for ordinary training"
+            require(str(self.transfer) in names, self, "transfer", fix)
+            set_(self, "transfer", TransferMode(str(self.transfer)))
         self._check_patch(task)
 
     def _check_patch(self, task: Task) -> None:

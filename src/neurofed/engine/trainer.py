@@ -51,6 +51,7 @@ from neurofed.engine.checkpoint import (
 from neurofed.engine.config import Optimizer, TrainConfig, resolve_device
 from neurofed.engine.dataset import CaseDataset
 from neurofed.engine.inference import evaluate_dataset
+from neurofed.engine.model_folder import TrainedModel
 from neurofed.engine.parameters import (
     check_arrays,
     is_local,
@@ -62,6 +63,7 @@ from neurofed.engine.records import EpochRecord, finalize_metrics
 from neurofed.engine.sampling import epoch_batches, steps_per_epoch
 from neurofed.engine.site_data import SiteData, SiteDataError
 from neurofed.keys import Split
+from neurofed.models import prepare_transfer
 from neurofed.tasks import MetricState
 from neurofed.types import ProgressCallback
 
@@ -127,6 +129,9 @@ class LocalTrainer:
         with _own_rng(self.device):
             torch.manual_seed(config.seed)
             self.model = self.task.build_model(config.model_config).to(self.device)
+        if config.transfer is not None:
+            # derived from the config, so a resumed run freezes the same layers again
+            prepare_transfer(self.model, config.transfer)
         self.optimizer = self._new_optimizer()
         self.epoch = 0
         self.step = 0
@@ -251,6 +256,21 @@ class LocalTrainer:
         """FedProx's ``mu/2·||w - w_global||²`` now (0 without a global reference or ``mu``)."""
         term = proximal_term(self._proximal_pairs, self.config.fedprox_mu)
         return torch.zeros((), device=self.device) if term is None else term
+
+    def set_proximal_reference(self, params: Mapping[str, npt.ArrayLike]) -> None:
+        """Make ``params`` FedProx's ``w_global`` without loading them into the model.
+
+        Ditto's personalised model trains against the round's global weights this way. Entries
+        matching ``local_parameters`` are ignored; the others are checked as by
+        :meth:`set_parameters`, and on error the reference is unchanged.
+
+        Raises
+        ------
+        ParameterError
+            Unknown or missing names, wrong shapes or dtypes, NaN or Inf values.
+        """
+        tensors = check_arrays(self.model, params, local_parameters=self.config.local_parameters)
+        self._set_reference({k: v.to(self.device) for k, v in tensors.items()})
 
     # -- training --------------------------------------------------------------------------------
 
@@ -435,3 +455,59 @@ class LocalTrainer:
         """State-dict names that stay local (match ``config.local_parameters``)."""
         patterns = self.config.local_parameters
         return tuple(n for n in self.model.state_dict() if is_local(n, patterns))
+
+    # -- initial weights -------------------------------------------------------------------------
+
+    def load_initial_weights(self, initial: TrainedModel | Mapping[str, npt.ArrayLike]) -> None:
+        """Start training from given weights, e.g. a trained model transferred to a new target.
+
+        Every state-dict entry is loaded, local ones included (a transfer starts from the whole
+        source model). Call it before training: the optimiser starts afresh. Everything is
+        checked before anything is written: on error the model is unchanged.
+
+        Parameters
+        ----------
+        initial
+            A model loaded with :func:`~neurofed.engine.load_model` (it must be the same network:
+            model name and model config), or arrays named as in the model's state dict.
+
+        Raises
+        ------
+        ValueError
+            ``initial`` is another network, or the trainer has trained already.
+        ParameterError
+            The arrays do not fit the model (names, shapes, dtypes, NaN or Inf).
+        """
+        if self.epoch != 0:
+            raise ValueError(
+                f"the model has trained {self.epoch} epochs already; load initial weights first"
+            )
+        if isinstance(initial, TrainedModel):
+            _check_same_network(initial.config, self.config)
+            arrays: Mapping[str, npt.ArrayLike] = model_arrays(initial.model, include_local=True)
+        else:
+            arrays = initial
+        load_arrays(self.model, check_arrays(self.model, arrays))
+        self.reset_optimizer()
+
+
+def _check_same_network(source: TrainConfig, config: TrainConfig) -> None:
+    """Raise ``ValueError`` unless ``source`` and ``config`` build the same network."""
+    theirs, mine = source.model_name, config.model_name
+    if theirs != mine:
+        raise ValueError(
+            f"the initial model is a {theirs!r} network (task {source.task.value!r}) but this "
+            f"trainer builds a {mine!r} network (task {config.task.value!r}); start from a "
+            f"model trained with {mine!r}"
+        )
+    a, b = source.model_config.to_json(), config.model_config.to_json()
+    differ = [
+        f"{k}: {a.get(k)!r} vs {b.get(k)!r}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
+    if differ:
+        raise ValueError(
+            f"the initial model's {theirs!r} config differs from this trainer's "
+            f"({'; '.join(differ)}, initial vs trainer); use the initial model's model_config"
+        )

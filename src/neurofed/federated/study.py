@@ -163,7 +163,7 @@ class Study:
     ... direction = "min"
     ... ''')
     >>> study.train.epochs, study.train.fedprox_mu, study.min_sites
-    (1, 0.1, 2)
+    (3, 0.1, 2)
     >>> Study.from_toml(study.to_toml()).content_hash == study.content_hash
     True
     """
@@ -222,7 +222,11 @@ class Study:
                 letters,
             )
         check(self.train.task is self.task, "train", "build the study with Study.from_dict")
-        check(self.train.epochs == self.local_epochs, "train", "epochs must equal local_epochs")
+        check(
+            self.train.epochs == self.rounds * self.local_epochs,
+            "train",
+            "epochs must equal rounds × local_epochs (the learning-rate schedule's length)",
+        )
         check(self.train.seed == self.seed, "train", "its seed must equal the study's seed")
 
     # -- reading -----------------------------------------------------------------------------

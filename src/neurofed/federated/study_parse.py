@@ -53,6 +53,9 @@ _TRAIN_OWNED = frozenset(
         "fedprox_mu",
         "local_parameters",
         "device",
+        # transfer starts from given initial weights, and a study cannot name initial weights
+        # yet: federated training always starts from the seed's weights
+        "transfer",
     }
 )
 
@@ -227,18 +230,20 @@ def parse_study(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     for key in ("task", "model", "strategy", "selection", "train"):
         scalars.pop(key, None)
     client = strategy.client_settings()
-    owned = {
-        "epochs": scalars.get("local_epochs", 1),
-        "seed": scalars.get("seed", 0),
-        "fedprox_mu": client.fedprox_mu,
-        "local_parameters": client.local_parameters,
-    }
-    for key, minimum in (("local_epochs", 1), ("seed", 0)):
+    for key, minimum in (("rounds", 1), ("local_epochs", 1), ("seed", 0)):
         value = scalars.get(key, minimum)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise StudyError(
                 f"{source}: {key} = {value!r} is invalid: use a whole number >= {minimum}"
             )
+    owned = {
+        # the whole run is the learning-rate schedule's length; a site trains local_epochs
+        # of it per round (its epoch counter continues from round to round)
+        "epochs": scalars["rounds"] * scalars.get("local_epochs", 1),
+        "seed": scalars.get("seed", 0),
+        "fedprox_mu": client.fedprox_mu,
+        "local_parameters": client.local_parameters,
+    }
     train = _parse_train(source, data, task_id, task, model, owned)
     given, effective = task.config.to_json(), train.task_config.to_json()
     for key in task_keys:
