@@ -5,11 +5,18 @@ from __future__ import annotations
 import typer
 
 from neurofed import __version__
+from neurofed.cli import (
+    custodian,  # noqa: F401  (registers `neurofed site init/approve/…`)
+    site_service,  # noqa: F401  (registers `neurofed site start/stop/status`)
+)
 from neurofed.cli.demo import demo
 from neurofed.cli.evaluate import evaluate
+from neurofed.cli.federation import federation_app
 from neurofed.cli.phantom import phantom
+from neurofed.cli.server import server_app
 from neurofed.cli.simulate import simulate
 from neurofed.cli.site import site_app
+from neurofed.cli.study import study_app
 from neurofed.cli.train import train_app
 
 __all__ = ["app", "main"]
@@ -23,6 +30,9 @@ app = typer.Typer(
 )
 app.add_typer(site_app, name="site")
 app.add_typer(train_app, name="train")
+app.add_typer(federation_app, name="federation")
+app.add_typer(server_app, name="server")
+app.add_typer(study_app, name="study")
 app.command()(phantom)
 app.command()(demo)
 app.command()(evaluate)

@@ -45,6 +45,13 @@ def simulate(
     except (SimulationError, RunFolderError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+    plan = result.summary.get("plan")
+    if plan:
+        console.print(
+            f"plan {plan['plan_id']} from the fingerprints of {', '.join(plan['sites'])} "
+            f"({plan['num_cases']} training cases): spacing {plan['spacing']} mm, patch "
+            f"{plan['patch_size']}, batch {plan['batch_size']} → {result.run_dir / 'plan.json'}"
+        )
     selected = result.summary.get("selected")
     if selected:
         console.print(

@@ -35,6 +35,17 @@ whitespace and key order do not change it, any value does. Custodians approve st
     [train.preprocess]
     spacing = [2.0, 2.0, 2.0]
 
+    [plan]                            # optional: plan from a federated fingerprint round
+    source = "fingerprint"
+    memory_budget_gb = 8.0            # and the other planner settings (all optional)
+
+With ``[plan]`` (:mod:`~neurofed.federated.study_plan`) the server runs a fingerprint round
+before round 1 (sites send aggregate histograms and counts of their training split), merges the
+fingerprints and plans with nnU-Net v2's rules; the plan sets the target spacing (and the
+whole-volume shape, or for ``ms-lesion`` the whole network, patch and batch size), so a planned
+study must leave those keys out — e.g. the example above, planned, drops
+``[train.preprocess] spacing``. Without ``[plan]`` a study is what it always was (same hash).
+
 Frozen dataclasses (not pydantic) because every config this one nests — task, model, strategy
 and the engine's ``TrainConfig`` — is a frozen dataclass validated in ``__post_init__`` with
 errors that name the field, the value and the fix; one mechanism keeps one error style.
@@ -69,9 +80,11 @@ from neurofed.federated.study_parse import (
     StudyError,
     parse_study,
 )
+from neurofed.federated.study_plan import StudyPlan, apply_plan, planned_keys, strip_planned
 from neurofed.federated.toml_text import dumps
 from neurofed.keys import TaskId
 from neurofed.models import ConfigBase
+from neurofed.preprocess.plan import Plan
 from neurofed.tasks import Task, get_task
 
 __all__ = [
@@ -147,6 +160,10 @@ class Study:
         L2 bound on a site's change per round (``None`` = off).
     dataset
         A dataset name sites can allow-list (``None`` = any).
+    plan
+        The ``[plan]`` table (``None``: the study fixes its own spacing and network). A planned
+        study's :attr:`train` holds placeholders for what the plan decides; train with
+        :meth:`train_config` and the run's plan.
 
     Examples
     --------
@@ -183,6 +200,7 @@ class Study:
     seed: int = 0
     max_update_norm: float | None = None
     dataset: str | None = None
+    plan: StudyPlan | None = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, field: str, fix: str) -> None:
@@ -270,9 +288,26 @@ class Study:
         """What each site's engine must do for the strategy."""
         return self.build_strategy().client_settings()
 
-    def train_config(self, *, device: str = "auto") -> TrainConfig:
-        """The engine config a site trains with; ``device`` is the site's own choice."""
-        return self.train if device == self.train.device else self.train.with_changes(device=device)
+    def train_config(self, *, device: str = "auto", plan: Plan | None = None) -> TrainConfig:
+        """The engine config a site trains with; ``device`` is the site's own choice.
+
+        A study with ``[plan]`` needs the run's ``plan`` (its ``plan.json``), whose settings
+        replace what the plan decides (:func:`~neurofed.federated.study_plan.apply_plan`).
+
+        Raises
+        ------
+        ValueError
+            A planned study without a plan, or a plan for a study without ``[plan]``.
+        """
+        if (plan is None) != (self.plan is None):
+            fix = (
+                "pass the run's plan (plan.json, made by the fingerprint round)"
+                if plan is None
+                else "this study has no [plan]; train it without one"
+            )
+            raise ValueError(f"study {self.name!r}: {fix}")
+        train = self.train if plan is None else apply_plan(self.train, plan)
+        return train if device == train.device else train.with_changes(device=device)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -302,6 +337,8 @@ class Study:
             "direction": self.selection.direction.value,
         }
         out["train"] = _drop_none(train)
+        if self.plan is not None:  # what the plan decides is not the study's
+            out = strip_planned(out, self.task) | {"plan": self.plan.to_dict()}
         return out
 
     @property
@@ -313,6 +350,32 @@ class Study:
         """The study as TOML with every default filled (reads back to the same hash)."""
         header = f"# neurofed study {self.name!r}, content hash sha256:{self.content_hash}\n"
         return header + dumps(self.to_dict())
+
+    def _describe_plan(self) -> list[str]:
+        """The custodian's lines about ``[plan]`` (none without one)."""
+        if self.plan is None:
+            return []
+        decided = ", ".join(".".join(k) for k in planned_keys(self.task))
+        s = self.plan.settings
+        return [
+            f"  plan       from a federated {self.plan.source.value} round before round 1: it "
+            f"decides {decided} (memory budget {s.memory_budget_gb:g} GB, filters "
+            f"{s.base_filters}…{s.max_filters})",
+            "             for it a site sends its training split's fingerprint: fixed-bin "
+            "histograms of spacings, brain sizes and intensities, case counts and integer sums",
+        ]
+
+    def _planned_item(self, item: str) -> str:
+        """``name=value`` as ``name=(plan)`` when the plan decides ``name``."""
+        name = item.split("=", 1)[0]
+        planned = self.plan is not None and any(k[-1] == name for k in planned_keys(self.task))
+        return f"{name}=(plan)" if planned else item
+
+    def _model_described(self) -> dict[str, Any]:
+        model = self.model.to_json()
+        if self.plan is not None and ("model", "plan") in planned_keys(self.task):
+            model["plan"] = "(plan)"
+        return model
 
     def describe(self) -> str:
         """A readable summary for a data custodian deciding whether to approve the study."""
@@ -329,6 +392,7 @@ class Study:
             f"spatial_shape={t.preprocess.spatial_shape}",
             f"augment={'on' if t.augment is not None else 'off'}",
         ]
+        training = [self._planned_item(item) for item in training]
         site = []
         if settings.local_parameters:
             site.append(f"keep parameters matching {list(settings.local_parameters)} local")
@@ -344,7 +408,7 @@ class Study:
         lines = [
             f"Study {self.name!r}  sha256:{self.content_hash}",
             f"  task       {self.task.value} ({_pairs(self.task_config.to_json())})",
-            f"  model      {self.model_name} ({_pairs(self.model.to_json())})",
+            f"  model      {self.model_name} ({_pairs(self._model_described())})",
             f"  strategy   {self.strategy.value}: {strategy_line} ({params})",
             f"  rounds     {self.rounds} × {self.local_epochs} local epoch(s); a round needs "
             f"{self.min_sites} valid site update(s) and waits at most {self.round_timeout_s:g} s",
@@ -353,6 +417,7 @@ class Study:
             f"  dataset    {self.dataset or 'any (no dataset name given)'}",
             f"  sites      {'; '.join(site) if site else 'train the shared model only'}",
             f"  updates    {norm}",
+            *self._describe_plan(),
             "  leaves a site: model parameters and aggregate metrics (sums and counts) only",
             "  code       none travels: task, model and strategy are names of installed code",
         ]

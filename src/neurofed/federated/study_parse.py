@@ -17,6 +17,7 @@ from neurofed.engine.config import TrainConfig
 from neurofed.federated.heads import heads_for_model
 from neurofed.federated.selection import Selection
 from neurofed.federated.strategies import Strategy, get_strategy, get_strategy_type, is_local
+from neurofed.federated.study_plan import PlanTableError, StudyPlan, parse_plan_table
 from neurofed.keys import TaskId
 from neurofed.models import ConfigBase, look_up, parse_model_config
 from neurofed.tasks import Task, get_task, task_ids
@@ -40,6 +41,7 @@ OPTIONAL_KEYS: tuple[str, ...] = (
     "dataset",
     "model",
     "train",
+    "plan",
 )
 
 #: TrainConfig fields the study sets elsewhere, or that each site chooses (``device``).
@@ -208,6 +210,16 @@ def _parse_train(
         raise StudyError(f"{where}: {error}") from None
 
 
+def _parse_plan(source: str, data: Mapping[str, Any], task_id: TaskId) -> dict[str, StudyPlan]:
+    """``{"plan": StudyPlan}`` for a study with ``[plan]``; ``{}`` without one."""
+    if data.get("plan") is None:
+        return {}
+    try:
+        return {"plan": parse_plan_table(data, task_id)}
+    except PlanTableError as error:
+        raise StudyError(f"{source}: {error}") from None
+
+
 def parse_study(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Keyword arguments of :class:`~neurofed.federated.study.Study` from parsed TOML.
 
@@ -223,11 +235,12 @@ def parse_study(data: Mapping[str, Any], source: str) -> dict[str, Any]:
         if key not in data:
             raise StudyError(f"{source}: the key {key!r} is required (see the study docs)")
     task_id, task, task_keys = _parse_task(source, data)
+    planned = _parse_plan(source, data, task_id)  # before [model]/[train]: it names conflicts
     model = _parse_model(source, data, task)
     strategy = _parse_strategy(source, data, task, model)
     selection = _parse_selection(source, data)
     scalars = {k: data[k] for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if k in data}
-    for key in ("task", "model", "strategy", "selection", "train"):
+    for key in ("task", "model", "strategy", "selection", "train", "plan"):
         scalars.pop(key, None)
     client = strategy.client_settings()
     for key, minimum in (("rounds", 1), ("local_epochs", 1), ("seed", 0)):
@@ -261,5 +274,6 @@ def parse_study(data: Mapping[str, Any], source: str) -> dict[str, Any]:
         "strategy_params": strategy.params,
         "selection": selection,
         "train": train,
+        **planned,
         **scalars,
     }

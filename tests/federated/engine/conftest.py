@@ -1,8 +1,10 @@
-"""Tiny brain-age sites (4 BIDS cases of 16³ voxels, 8 mm preprocessing) and tiny studies."""
+"""Tiny brain-age sites (4 BIDS cases of 16³ voxels, 8 mm preprocessing), tiny studies, and
+tiny planned studies (`[plan]`: configured by the fingerprint round)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from tests.engine.sites import prepare_site, write_bids_site
 STUDY = """\
 name = "tiny-age"
 rounds = {rounds}
+local_epochs = {local_epochs}
 min_sites = {min_sites}
 round_timeout_s = {timeout}
 seed = 3
@@ -25,7 +28,7 @@ id = "brain-age"
 width = 0.0625
 
 [strategy]
-name = "fedavg"
+{strategy}
 
 [selection]
 metric = "{metric}"
@@ -35,6 +38,7 @@ direction = "{direction}"
 batch_size = 2
 samples_per_epoch = 4
 augment = false
+{train}
 
 [train.preprocess]
 spacing = [8.0, 8.0, 8.0]
@@ -48,11 +52,32 @@ def tiny_study(
     timeout: float = 120,
     metric: str = "mae",
     direction: str = "min",
+    strategy: str = "fedavg",
+    ditto_lambda: float | None = None,
+    local_parameters: Sequence[str] | None = None,
+    local_epochs: int = 1,
+    train: Mapping[str, str | float] | None = None,
 ) -> Study:
-    """A 1-epoch-per-round FedAvg brain-age study of a ~1k-parameter SFCN."""
+    """A brain-age study of a ~1k-parameter SFCN (FedAvg, 1 epoch per round by default).
+
+    ``ditto_lambda`` and ``local_parameters`` go into the ``[strategy]`` table when given,
+    ``train`` into ``[train]``.
+    """
+    table = f'name = "{strategy}"'
+    if ditto_lambda is not None:
+        table += f"\nditto_lambda = {ditto_lambda!r}"
+    if local_parameters is not None:
+        table += f"\nlocal_parameters = {json.dumps(list(local_parameters))}"
     return Study.from_toml(
         STUDY.format(
-            rounds=rounds, min_sites=min_sites, timeout=timeout, metric=metric, direction=direction
+            rounds=rounds,
+            local_epochs=local_epochs,
+            min_sites=min_sites,
+            timeout=timeout,
+            metric=metric,
+            direction=direction,
+            strategy=table,
+            train="".join(f"{k} = {json.dumps(v)}\n" for k, v in (train or {}).items()),
         )
     )
 
@@ -75,3 +100,48 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+PLANNED_STUDY = """\
+name = "tiny-planned-{task}"
+rounds = {rounds}
+min_sites = {min_sites}
+round_timeout_s = 120
+seed = 3
+
+[task]
+id = "{task}"
+{model}
+[strategy]
+name = "fedavg"
+
+[selection]
+metric = "{metric}"
+direction = "{direction}"
+
+[train]
+samples_per_epoch = 4
+augment = false
+
+[plan]
+memory_budget_gb = 0.05
+base_filters = 4
+max_filters = 16
+min_feature_size = 3
+"""
+
+
+def planned_study(task: str = "ms-lesion", *, rounds: int = 1, min_sites: int = 2) -> Study:
+    """A study planned from the fingerprint round: ``ms-lesion`` (a 3-level dynunet of 4…16
+    filters on the 16³ sites) or ``brain-age`` (the tiny SFCN at the planned spacing)."""
+    lesion = task == "ms-lesion"
+    return Study.from_toml(
+        PLANNED_STUDY.format(
+            task=task,
+            rounds=rounds,
+            min_sites=min_sites,
+            model="" if lesion else "[model]\nwidth = 0.0625\n",
+            metric="dice" if lesion else "mae",
+            direction="max" if lesion else "min",
+        )
+    )

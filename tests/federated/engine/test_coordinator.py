@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from neurofed.federated.engine import (
     latest_round_checkpoint,
     load_round_checkpoint,
 )
+from neurofed.tasks import MetricState
 from tests.federated.engine.conftest import tiny_study
 
 
@@ -110,3 +112,68 @@ def test_a_run_folder_of_another_study_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(RunFolderError, match="holds a run of study sha256:"):
         FederatedRun(tiny_study(rounds=3), tmp_path / "run").start(["site-1"])
+
+
+def _metric_arrays(num_examples: int, abs_error: float) -> dict[str, np.ndarray]:
+    """A brain-age metric state (sums only) as a site sends it."""
+    sums = {"num_examples": num_examples, "sum_abs_error": abs_error, "sum_x": 1.0}
+    sums |= {"sum_y": 2.0, "sum_xx": 3.0, "sum_yy": 5.0, "sum_xy": 3.5}
+    return MetricState(sums=sums, cases={}).to_arrays()
+
+
+def test_personalised_validations_are_merged_next_to_the_global_one(tmp_path: Path) -> None:
+    # Prepare: two Ditto sites and one that sends no personalised state
+    run = FederatedRun(tiny_study(strategy="ditto", ditto_lambda=0.1), tmp_path / "run")
+    run.start(["site-1", "site-2", "site-3"])
+    own = MetaField.PERSONALISED_METRIC_STATE.value
+    replies = [
+        SiteReply(
+            "site-1",
+            meta={
+                MetaField.METRIC_STATE.value: _metric_arrays(1, 9.0),
+                own: _metric_arrays(1, 3.0),
+            },
+        ),
+        SiteReply(
+            "site-2",
+            meta={
+                MetaField.METRIC_STATE.value: _metric_arrays(2, 8.0),
+                own: _metric_arrays(2, 6.0),
+            },
+        ),
+        SiteReply("site-3", meta={MetaField.METRIC_STATE.value: _metric_arrays(1, 3.0)}),
+    ]
+    record = RoundRecord(round=1, aggregated=True)
+    # Execute
+    run.record_validation(record, ["site-1", "site-2", "site-3"], replies)
+    run.end_round(record)
+    summary = run.finish()
+    # Assert
+    assert (
+        record.validation["mae"] == pytest.approx(20.0 / 4)
+        and record.validation["num_examples"] == 4
+    )
+    assert record.personalised["mae"] == pytest.approx(9.0 / 3)  # summed, then divided
+    assert set(record.personalised_per_site) == {"site-1", "site-2"}
+    assert record.personalised_per_site["site-2"]["mae"] == pytest.approx(3.0)
+    written = json.loads((tmp_path / "run" / "rounds" / "1" / "metrics.json").read_text())
+    assert written["personalised"]["num_examples"] == 3
+    assert RoundRecord.from_json(written).personalised == record.personalised
+    assert summary["personalised"]["round"] == 1
+    assert summary["personalised"]["validation"]["mae"] == pytest.approx(3.0)
+    assert set(summary["personalised"]["validation_per_site"]) == {"site-1", "site-2"}
+
+
+def test_without_personalised_states_the_round_record_is_unchanged(tmp_path: Path) -> None:
+    run = FederatedRun(tiny_study(), tmp_path / "run")
+    run.start(["site-1"])
+    record = RoundRecord(round=1, aggregated=True)
+    reply = SiteReply("site-1", meta={MetaField.METRIC_STATE.value: _metric_arrays(1, 2.0)})
+
+    run.record_validation(record, ["site-1"], [reply])
+    run.end_round(record)
+    summary = run.finish()
+
+    assert record.personalised == {} and record.personalised_per_site == {}
+    assert not {"personalised", "personalised_per_site"} & record.to_json().keys()
+    assert "personalised" not in summary

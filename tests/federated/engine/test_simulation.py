@@ -254,3 +254,39 @@ def test_a_silent_site_is_dropped_after_the_timeout_and_not_waited_for_again(
     assert first["seconds"] >= timeout
     assert second["targets"] == ["site-1"] and second["seconds"] < timeout
     assert result.summary["dropped"] == ["site-2"] and result.summary["rounds_done"] == 2
+
+
+def test_a_ditto_study_validates_and_keeps_a_personalised_model_at_each_site(
+    tmp_path: Path,
+) -> None:
+    # Prepare: fresh sites, so their state folders (inside the site folders) start empty
+    sites = [write_site(tmp_path / f"hospital-{k}", seed=k) for k in (1, 2)]
+    study = tiny_study(rounds=2, min_sites=2, strategy="ditto", ditto_lambda=0.5)
+    # Execute
+    result = run_simulation(study, sites, tmp_path / "run", audit_dir=tmp_path / "audit")
+    # Assert: a personalised validation next to the global one in every round and the summary
+    assert result.summary["rounds_done"] == 2
+    for k in (1, 2):
+        record = json.loads((result.run_dir / "rounds" / str(k) / "metrics.json").read_text())
+        assert record["accepted"] == ["site-1", "site-2"]
+        # sites whose validation split has a usable case (site-2's may have none)
+        assert set(record["personalised_per_site"]) == set(record["validation_per_site"]) != set()
+        assert record["personalised"]["num_examples"] == record["validation"]["num_examples"] >= 1
+    assert result.summary["personalised"]["round"] == 2
+    # each site's final personalised model is a usable model folder in its state folder
+    for name, site in zip(("site-1", "site-2"), sites, strict=True):
+        folder = site / "neurofed" / "federated" / study.content_hash[:16] / "personalised-model"
+        model = load_model(folder)
+        assert model.epoch == 2 and model.task.task_id.value == "brain-age"
+        # what the site sent when validating: the two metric states only
+        validations = sorted((tmp_path / "audit" / name).glob("*-validate-*.json"))
+        assert len(validations) == 2
+        for path in validations:
+            sent = json.loads(path.read_text())
+            assert sent["params"] == {}
+            assert set(sent["meta"]) == {
+                "metric_state",
+                "personalised_metric_state",
+                "validate_seconds",
+            }
+            assert not any("hospital" in text for text in _strings(sent))

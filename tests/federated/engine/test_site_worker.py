@@ -1,14 +1,26 @@
-"""The site side without NVFlare: study check, training answer, validation answer, failures."""
+"""The site side without NVFlare: study check, training and validation answers, failures, Ditto."""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
-from neurofed.engine import LocalTrainer
-from neurofed.federated.engine import MetaField, SiteConfig, SiteWorker, site_seed
+from neurofed.data.manifest import load_manifest
+from neurofed.engine import LocalTrainer, load_model
+from neurofed.federated.engine import (
+    MetaField,
+    SiteConfig,
+    SiteWorker,
+    describe_payload,
+    site_seed,
+)
 from neurofed.federated.engine.coordinator import FederatedRun
 from neurofed.tasks import MetricState
 from tests.federated.engine.conftest import tiny_study
@@ -88,3 +100,133 @@ def test_each_site_trains_with_its_own_seed() -> None:
     assert len(seeds) == 5
     trainer = LocalTrainer(study.train_config(device="cpu").with_changes(seed=site_seed(3, "a")))
     assert trainer.config.seed == site_seed(3, "a")
+
+
+# -- Ditto: the personalised model ---------------------------------------------------------------
+
+
+def _trainable(worker: SiteWorker) -> list[str]:
+    """Names of the trained weights (not the running statistics, which no penalty moves)."""
+    assert worker._trainer is not None
+    return [n for n, p in worker._trainer.model.named_parameters() if p.requires_grad]
+
+
+def _distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], names: list[str]) -> float:
+    return math.sqrt(sum(float(np.sum((a[k].astype(float) - b[k]) ** 2)) for k in names))
+
+
+def test_ditto_personalised_model_differs_from_the_global_one_and_follows_lambda(
+    tmp_path: Path, age_sites: list[Path]
+) -> None:
+    # Prepare: one round (4 steps) from the same global model, a weak and a strong pull
+    distances = {}
+    for ditto_lambda in (0.01, 10.0):
+        study = tiny_study(strategy="ditto", ditto_lambda=ditto_lambda, local_epochs=2)
+        run = FederatedRun(study, tmp_path / f"run-{ditto_lambda}")
+        run.start(["site-1"])
+        config = SiteConfig(age_sites[0], device="cpu", state_dir=tmp_path / "state")
+        worker = SiteWorker("site-1", config)
+        # Execute
+        answer = worker.handle("train", run.params, _meta(run))
+        # Assert
+        assert answer.error is None
+        personalised = worker.personalised_parameters()
+        assert personalised is not None and personalised.keys() == run.params.keys()
+        names = _trainable(worker)
+        assert _distance(personalised, answer.params, names) > 1e-4  # not the global model
+        distances[ditto_lambda] = _distance(personalised, run.params, names)
+        loss = answer.meta[MetaField.TRAIN_METRICS.value]["personalised_train_loss"]
+        assert math.isfinite(loss)
+    assert distances[10.0] < 0.5 * distances[0.01]  # a larger lambda keeps v closer to w_global
+
+
+def _strings(value: Any) -> list[str]:
+    described = describe_payload(value)
+    found: list[str] = []
+
+    def walk(item: Any) -> None:
+        if isinstance(item, dict):
+            for k, v in item.items():
+                found.append(str(k))
+                walk(v)
+        elif isinstance(item, list):
+            for v in item:
+                walk(v)
+        elif isinstance(item, str):
+            found.append(item)
+
+    walk(described)
+    return found
+
+
+def test_a_ditto_validation_answer_carries_both_metric_states_and_nothing_else(
+    tmp_path: Path, age_sites: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: a one-round study, so training also saves the final personalised model
+    study = tiny_study(strategy="ditto", ditto_lambda=0.5, rounds=1)
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1"])
+    state_root = tmp_path / "state"
+    worker = SiteWorker("site-1", SiteConfig(age_sites[0], device="cpu", state_dir=state_root))
+    # Execute
+    with caplog.at_level(logging.INFO, logger="neurofed.federated.engine.site_worker"):
+        trained = worker.handle("train", run.params, _meta(run))
+        validated = worker.handle("validate", run.params, _meta(run))
+    # Assert: two metric states of sums and counts, no parameter, no other field
+    assert trained.error is None and validated.error is None
+    assert validated.params == {}
+    assert set(validated.meta) == {
+        MetaField.METRIC_STATE.value,
+        MetaField.PERSONALISED_METRIC_STATE.value,
+        MetaField.VALIDATE_SECONDS.value,
+    }
+    assert isinstance(validated.meta.pop(MetaField.VALIDATE_SECONDS.value), float)
+    states = {}
+    for key, arrays in validated.meta.items():
+        assert all(name.startswith(("sum/", "case/")) for name in arrays)
+        for value in arrays.values():
+            assert isinstance(value, np.ndarray) and value.dtype.kind in "iuf"
+            assert value.ndim <= 2 and value.size <= 16
+        states[key] = MetricState.from_arrays(arrays)
+    shared = states[MetaField.METRIC_STATE.value]
+    own = states[MetaField.PERSONALISED_METRIC_STATE.value]
+    assert int(own.sums["num_examples"]) == int(shared.sums["num_examples"]) == 1
+    assert own != shared  # the trained personalised model, not the (untrained) global one
+    # no subject id, no path in anything the site sent
+    subjects = {s.subject_id for s in load_manifest(age_sites[0]).subjects}
+    for text in _strings(trained.meta) + _strings(validated.meta) + list(trained.params):
+        assert not any(s in text for s in subjects)
+        assert "/" not in text.replace("sum/", "").replace("case/", "")
+    # the final personalised model is a model folder at the site; its path is only logged
+    folder = state_root / study.content_hash[:16] / "personalised-model"
+    loaded = load_model(folder)
+    personalised = worker.personalised_parameters()
+    assert personalised is not None
+    state = loaded.model.state_dict()
+    assert all(np.array_equal(state[k].numpy(), v) for k, v in personalised.items())
+    assert loaded.epoch == 1 and str(folder) in caplog.text
+
+
+def test_answers_of_other_strategies_are_unchanged_and_keep_no_state(
+    tmp_path: Path, age_sites: list[Path]
+) -> None:
+    study = tiny_study(rounds=1)
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1"])
+    state_root = tmp_path / "state"
+    worker = SiteWorker("site-1", SiteConfig(age_sites[0], device="cpu", state_dir=state_root))
+
+    trained = worker.handle("train", run.params, _meta(run))
+    validated = worker.handle("validate", run.params, _meta(run))
+
+    assert set(trained.meta) == {
+        MetaField.NUM_EXAMPLES.value,
+        MetaField.LABEL_COUNTS.value,
+        MetaField.TRAIN_METRICS.value,
+    }
+    assert set(trained.meta[MetaField.TRAIN_METRICS.value]) == {"train_loss", "steps", "seconds"}
+    assert validated.params == {}
+    assert set(validated.meta) == {MetaField.METRIC_STATE.value, MetaField.VALIDATE_SECONDS.value}
+    assert worker.personalised_trainer(study) is None
+    assert worker.personalised_parameters() is None
+    assert not state_root.exists()  # FedAvg keeps nothing at the site

@@ -8,7 +8,11 @@
   engine-free :class:`~neurofed.federated.engine.site_worker.SiteWorker` around
   :class:`neurofed.engine.LocalTrainer`; it never crashes a job;
 - :func:`~neurofed.federated.engine.simulation.run_simulation` — a study on one machine through
-  NVFlare's simulator.
+  NVFlare's simulator;
+- a deployed federation: :mod:`~neurofed.federated.engine.provision` (kits and bundles),
+  :mod:`~neurofed.federated.engine.services` (participants as background processes),
+  :mod:`~neurofed.federated.engine.submit` (submit, follow, download through the FLARE API) and
+  :mod:`~neurofed.federated.engine.job` (the config-only job both share).
 
 ``nvflare`` is imported only by the modules that need it (``controller``, ``site_executor`` and
 inside :func:`run_simulation`), so the bookkeeping here works without it.
@@ -17,7 +21,7 @@ Examples
 --------
 >>> from neurofed.federated.engine import TaskName, site_names
 >>> [t.value for t in TaskName], site_names(2)
-(['train', 'validate'], ['site-1', 'site-2'])
+(['train', 'validate', 'fingerprint'], ['site-1', 'site-2'])
 """
 
 from neurofed.federated.engine.coordinator import FederatedRun, RunFolderError, SiteReply

@@ -10,11 +10,22 @@ study's dict) and the run folder; everything else is decided by
    :func:`~neurofed.federated.round.aggregate_round` instead);
 2. error answers are logged with the site's reason, the others validated and aggregated (a
    missed quorum leaves the global model unchanged);
-3. ``validate`` sends the new global model to the live sites; their metric states are merged;
+3. ``validate`` sends the new global model to the live sites; their metric states are merged
+   (and, for Ditto, those of the sites' personalised models);
 4. sites that did not answer in time are dropped from later rounds; the round's metrics and
    checkpoint are written.
 
+A study with ``[plan]`` first runs the fingerprint round when the run folder has no
+``plan.json`` (:mod:`~neurofed.federated.engine.planning_round`): ``fingerprint`` goes to the
+live sites, at least ``min_sites`` fingerprints are merged into the plan, and the initial global
+model is built under it; without a plan the run stops with the reason logged.
+
 At the end the best round (by the study's metric and direction) is written as ``model/``.
+
+Deployed (``run_dir`` empty), the run folder is ``<server workspace>/neurofed/runs/<run_name>/``
+so that resubmitting the study resumes it, the run answers the FLARE API app commands
+``neurofed.progress`` and ``neurofed.pause``, and when the job ends the run folder is copied into
+the job's workspace for ``download_job_result`` (:mod:`~neurofed.federated.engine.run_progress`).
 """
 
 from __future__ import annotations
@@ -29,7 +40,20 @@ from nvflare.app_common.workflows.model_controller import ModelController
 
 from neurofed.federated.engine.coordinator import FederatedRun, SiteReply
 from neurofed.federated.engine.messages import MetaField, TaskName
+from neurofed.federated.engine.planning_round import PlanningError
 from neurofed.federated.engine.run_folder import RoundRecord
+from neurofed.federated.engine.run_progress import (
+    PAUSE_TOPIC,
+    PROGRESS_TOPIC,
+    RESULT_FOLDER,
+    RunProgress,
+    RunState,
+    check_run_name,
+    default_run_name,
+    deployed_run_dir,
+    publish_run,
+    run_lock,
+)
 from neurofed.federated.study import Study
 
 __all__ = ["StudyController"]
@@ -43,13 +67,50 @@ class StudyController(ModelController):  # type: ignore[misc]
     study
         ``Study.to_dict()`` of the validated study (re-validated here).
     run_dir
-        The run folder on the server (created; resumed when it holds checkpoints).
+        The run folder on the server (created; resumed when it holds checkpoints); empty: a
+        deployed server's ``<workspace>/neurofed/runs/<run_name>``.
+    run_name
+        The run folder's name on a deployed server (empty: ``<study name>-<hash[:12]>``).
     """
 
-    def __init__(self, study: dict[str, Any], run_dir: str) -> None:
+    def __init__(self, study: dict[str, Any], run_dir: str = "", run_name: str = "") -> None:
         super().__init__(persistor_id="", ignore_result_error=True)
         self.study = study
         self.run_dir = run_dir
+        self.run_name = check_run_name(run_name) if run_name else ""
+        self.progress: RunProgress | None = None
+
+    def _run_folder(self, study: Study) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
+        root = Path(self.engine.get_workspace().get_root_dir())
+        return deployed_run_dir(root, self.run_name or default_run_name(study))
+
+    def _answer(self, topic: str, data: Any, fl_ctx: Any) -> dict[str, Any]:
+        """The FLARE API app commands of a deployed run (progress; pause after this round)."""
+        if self.progress is None:
+            return {"state": RunState.STARTING.value}
+        if topic == PAUSE_TOPIC:
+            self.progress.request_pause()
+            self.warning("pause requested: the run stops after the current round")
+        return self.progress.to_json()
+
+    def _register_commands(self) -> None:
+        register = getattr(self.engine, "register_app_command", None)
+        if register is None:  # the simulator's engine
+            return
+        for topic in (PROGRESS_TOPIC, PAUSE_TOPIC):
+            try:
+                register(topic, self._answer)
+            except RuntimeError as error:  # registered by an earlier job of this process
+                self.warning(f"app command {topic}: {error}")
+
+    def _publish(self, run_dir: Path) -> None:
+        """Copy the run folder into the job's workspace (what a download holds)."""
+        try:
+            publish_run(run_dir, Path(self.get_run_dir()) / RESULT_FOLDER)
+        except OSError as error:
+            self.error(f"could not copy {run_dir} into the job's workspace: {error}")
 
     def _send(
         self, task: TaskName, run: FederatedRun, targets: list[str], round_number: int
@@ -78,19 +139,68 @@ class StudyController(ModelController):  # type: ignore[misc]
             replies.append(SiteReply(site, dict(result.params or {}), meta))
         return replies
 
+    def _fingerprint_round(self, run: FederatedRun) -> bool:
+        """A planned study's round 0: fingerprints → plan.json; ``False``: no plan, stop."""
+        targets = list(run.live)
+        self.info(f"fingerprint round: asking {targets} for their training splits' fingerprints")
+        replies = self._send(TaskName.FINGERPRINT, run, targets, 0)
+        try:
+            plan = run.record_fingerprints(targets, replies)
+        except PlanningError as error:
+            self.error(f"no plan, so the run stops: {error}")
+            return False
+        for site, reason in run.planning.get("failed", {}).items():
+            self.warning(f"fingerprint round: site {site} sent no fingerprint: {reason}")
+        self.info(
+            f"plan {plan.plan_id} from {run.planning.get('sites')}: spacing {plan.spacing}, "
+            f"patch {plan.patch_size}, batch {plan.batch_size}"
+        )
+        return True
+
     def run(self) -> None:
         study = Study.from_dict(self.study, source="the job's study")
-        run = FederatedRun(study, Path(self.run_dir))
+        run_dir = self._run_folder(study)
+        deployed = not self.run_dir
+        self.progress = RunProgress(study, run_dir.name)
+        if not deployed:
+            self._run(study, run_dir, self.progress)
+            return
+        self._register_commands()
+        with run_lock(run_dir) as locked:
+            if not locked:
+                self.error(
+                    f"another job is running the run folder {run_dir}; wait for it to end, or "
+                    "submit with another run name"
+                )
+                self.progress.finish(RunState.STOPPED)
+                return
+            try:
+                self._run(study, run_dir, self.progress)
+            finally:
+                self._publish(run_dir)
+
+    def _run(self, study: Study, run_dir: Path, progress: RunProgress) -> None:
+        run = FederatedRun(study, run_dir)
         first = run.start(self.sample_clients())
+        progress.start(first, run.live, run.history)
         if first > 1:
-            self.info(f"resuming {self.run_dir} at round {first}")
+            self.info(f"resuming {run_dir} at round {first}")
+        if run.needs_fingerprint() and not self._fingerprint_round(run):
+            progress.finish(RunState.STOPPED)
+            return
         for round_number in range(first, study.rounds + 1):
             if self.abort_signal is not None and self.abort_signal.triggered:
                 self.warning("aborted")
+                progress.finish(RunState.STOPPED)
+                return
+            if progress.pause_requested:
+                self.warning(f"paused before round {round_number}; submit the study to resume")
+                progress.finish(RunState.PAUSED)
                 return
             if not run.live:
                 self.error("no live site is left; the run stops")
                 break
+            progress.begin_round(round_number, run.live)
             began = time.perf_counter()
             record = RoundRecord(round=round_number)
             self.info(f"round {round_number}/{study.rounds}: training at {run.live}")
@@ -108,6 +218,9 @@ class StudyController(ModelController):  # type: ignore[misc]
                 self.warning(f"round {round_number} not aggregated: {record.quorum_error}")
             record.seconds = time.perf_counter() - began
             run.end_round(record)
-            self.info(f"round {round_number} done: {record.validation}")
+            progress.end_round(record, run.live)
+            personalised = f"; personalised: {record.personalised}" if record.personalised else ""
+            self.info(f"round {round_number} done: {record.validation}{personalised}")
         summary = run.finish()
+        progress.finish(RunState.FINISHED, summary)
         self.info(f"run finished: {summary}")

@@ -7,7 +7,13 @@ resumes from the newest round checkpoint), turns the sites' replies of a round i
 aggregation (:func:`~neurofed.federated.round.aggregate_round`) and a federated validation
 (merged :class:`~neurofed.tasks.MetricState`), drops sites that did not answer, writes each
 round's metrics and checkpoint, and at the end writes the best round's model (selected by the
-study's metric and explicit direction) and the last round's.
+study's metric and explicit direction) and the last round's. A site whose custodian refused the
+study (its reply carries ``refused``) is recorded under ``refused`` — in the round's metrics and
+in the summary (every site refused in some round, with its latest reason) — not as a failure;
+it stays targeted, so a site that approves the study mid-run joins the next round. Ditto sites
+also send the metric state of their personalised models; it is merged the same way into the
+round's ``personalised`` validation and the summary's ``personalised`` entry (the last round
+that has one) — both absent for other strategies.
 
 Examples
 --------
@@ -31,9 +37,18 @@ import numpy as np
 
 from neurofed.engine import LocalTrainer, save_model
 from neurofed.engine.checkpoint import versions, write_json_atomically
+from neurofed.engine.config import TrainConfig
 from neurofed.engine.parameters import check_arrays, load_arrays
 from neurofed.engine.records import finalize_metrics, json_number
 from neurofed.federated.engine.messages import MetaField
+from neurofed.federated.engine.planning_round import (
+    PlanningError,
+    copy_plan_files,
+    plan_from_replies,
+    plan_meta,
+    read_run_plan,
+    write_run_plan,
+)
 from neurofed.federated.engine.run_folder import (
     LAST_MODEL,
     MODEL,
@@ -51,6 +66,7 @@ from neurofed.federated.selection import best_round
 from neurofed.federated.state import StrategyState
 from neurofed.federated.study import STUDY_FILE, Study
 from neurofed.federated.update import Parameters, SiteUpdate
+from neurofed.preprocess.plan import Plan
 from neurofed.tasks import MetricState, merge_states
 
 __all__ = ["FederatedRun", "RunFolderError", "SiteReply"]
@@ -74,6 +90,11 @@ class SiteReply:
     def error(self) -> str | None:
         value = self.meta.get(MetaField.ERROR.value)
         return None if value is None else str(value)
+
+    @property
+    def refused(self) -> bool:
+        """Whether the site's custodian refused the study (the reason is :attr:`error`)."""
+        return bool(self.meta.get(MetaField.REFUSED.value, False))
 
 
 def _update(reply: SiteReply) -> SiteUpdate:
@@ -112,6 +133,8 @@ class FederatedRun:
         self.live: list[str] = []
         self.dropped: list[str] = []
         self.next_round = 1
+        self.plan: Plan | None = None  # a study with [plan]: the run's plan.json
+        self.planning: dict[str, Any] = {}  # who contributed to it (run.json's "plan")
 
     # -- start / resume ------------------------------------------------------------------------
 
@@ -151,9 +174,9 @@ class FederatedRun:
             )
         self.live = sorted(sites)
         latest = latest_round_checkpoint(self.run_dir)
+        self._read_plan(resuming=latest is not None)
         if latest is None:
-            trainer = LocalTrainer(self.study.train_config(device="cpu"))  # seeded by the study
-            self.params = trainer.get_parameters(include_local=True)
+            self.params = self.initial_parameters()  # seeded by the study
             self.next_round = 1
         else:
             checkpoint = load_round_checkpoint(latest)
@@ -170,6 +193,84 @@ class FederatedRun:
             MetaField.STUDY.value: self.study.to_dict(),
             MetaField.STUDY_HASH.value: self.study.content_hash,
             MetaField.ROUND.value: round_number,
+        } | plan_meta(self.plan)
+
+    # -- the plan of a study with [plan] (see planning_round) ----------------------------------
+
+    def train_config(self) -> TrainConfig:
+        """The study's engine config on the server (CPU), under the run's plan if planned."""
+        return self.study.train_config(device="cpu", plan=self.plan)
+
+    def initial_parameters(self) -> Parameters:
+        """The seeded initial global model; ``{}`` while a planned study waits for its plan."""
+        if self.needs_fingerprint():
+            return {}
+        return LocalTrainer(self.train_config()).get_parameters(include_local=True)
+
+    def needs_fingerprint(self) -> bool:
+        """Whether the fingerprint round must run before round 1 (planned, no plan.json)."""
+        return self.study.plan is not None and self.plan is None
+
+    def _read_plan(self, *, resuming: bool) -> None:
+        try:
+            self.plan = read_run_plan(self.run_dir, self.study)
+        except PlanningError as error:
+            raise RunFolderError(str(error)) from None
+        if self.needs_fingerprint() and resuming:
+            raise RunFolderError(
+                f"{self.run_dir} holds round checkpoints of a planned study but no plan.json; "
+                "copy the run's plan.json back, or choose another --out"
+            )
+        if self.plan is not None:
+            stored = json.loads((self.run_dir / RUN_JSON).read_text(encoding="utf-8"))
+            self.planning = dict(stored.get("plan") or {})
+            logger.info("%s: read plan %s back", self.run_dir, self.plan.plan_id)
+
+    def record_fingerprints(self, targets: Sequence[str], replies: Sequence[SiteReply]) -> Plan:
+        """Merge the fingerprint round's replies into the run's plan and build the initial
+        global model under it; sites that did not answer are dropped from the rounds.
+
+        Raises
+        ------
+        PlanningError
+            Fewer than ``min_sites`` sites sent a fingerprint, or no plan fits it.
+        """
+        answers = [(r.site_id, r.meta) for r in replies]
+        plan, merged, record = plan_from_replies(self.study, targets, answers)
+        write_run_plan(self.run_dir, plan, merged, record)
+        self.plan, self.planning = plan, record.to_json()
+        for site in record.dropped:
+            if site in self.live:
+                logger.warning("fingerprint round: %s did not answer in time; dropped", site)
+                self.live.remove(site)
+                self.dropped.append(site)
+        self.params = self.initial_parameters()
+        logger.info(
+            "plan %s from %d case(s) of %s: spacing %s, patch %s",
+            plan.plan_id,
+            merged.num_cases,
+            record.contributed,
+            plan.spacing,
+            plan.patch_size,
+        )
+        return plan
+
+    def _plan_summary(self) -> dict[str, Any]:
+        """The summary's ``plan`` entry (none for a study without [plan])."""
+        if self.plan is None:
+            return {}
+        return {
+            "plan": {
+                "plan_id": self.plan.plan_id,
+                "spacing": list(self.plan.spacing),
+                "patch_size": list(self.plan.patch_size),
+                "volume_shape": list(self.plan.volume_shape),
+                "batch_size": self.plan.batch_size,
+                "num_cases": self.plan.num_cases,
+                "fingerprint_id": self.plan.fingerprint_id,
+                "sites": list(self.planning.get("sites", [])),
+                "failed": dict(self.planning.get("failed", {})),
+            }
         }
 
     # -- one round -----------------------------------------------------------------------------
@@ -198,6 +299,10 @@ class FederatedRun:
         self._drop(record, targets, replies)
         updates = []
         for reply in sorted(replies, key=lambda r: r.site_id):  # order-independent result
+            if reply.error is not None and reply.refused:
+                logger.warning("round %d: %s %s", record.round, reply.site_id, reply.error)
+                record.refused[reply.site_id] = reply.error
+                continue
             if reply.error is not None:
                 logger.warning("round %d: %s failed: %s", record.round, reply.site_id, reply.error)
                 record.failed[reply.site_id] = reply.error
@@ -232,10 +337,15 @@ class FederatedRun:
     def record_validation(
         self, record: RoundRecord, targets: Sequence[str], replies: Sequence[SiteReply]
     ) -> None:
-        """Merge the sites' validation metric states of the new global model."""
+        """Merge the sites' validation metric states of the new global model (and, from Ditto
+        sites, of their personalised models)."""
         self._drop(record, targets, replies)
         states = []
+        personalised = []
         for reply in sorted(replies, key=lambda r: r.site_id):
+            if reply.error is not None and reply.refused:
+                record.refused.setdefault(reply.site_id, reply.error)
+                continue
             if reply.error is not None:
                 logger.warning(
                     "round %d: validation at %s failed: %s",
@@ -245,6 +355,15 @@ class FederatedRun:
                 )
                 record.failed.setdefault(reply.site_id, f"validation: {reply.error}")
                 continue
+            own = MetricState.from_arrays(
+                reply.meta.get(MetaField.PERSONALISED_METRIC_STATE.value) or {}
+            )
+            if not own.is_empty:
+                personalised.append(own)
+                record.personalised_per_site[reply.site_id] = finalize_metrics(self.task, own)
+            seconds = reply.meta.get(MetaField.VALIDATE_SECONDS.value)
+            if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+                record.validation_seconds[reply.site_id] = float(seconds)
             arrays = reply.meta.get(MetaField.METRIC_STATE.value) or {}
             state = MetricState.from_arrays(arrays)
             if state.is_empty:
@@ -252,6 +371,8 @@ class FederatedRun:
             states.append(state)
             record.validation_per_site[reply.site_id] = finalize_metrics(self.task, state)
         record.validation = finalize_metrics(self.task, merge_states(states))
+        if personalised:
+            record.personalised = finalize_metrics(self.task, merge_states(personalised))
 
     def end_round(self, record: RoundRecord) -> None:
         """Write the round's metrics and checkpoint; the next round follows."""
@@ -282,10 +403,10 @@ class FederatedRun:
             return None
 
     def _save(self, folder: Path, params: Parameters, record: RoundRecord | None) -> Path:
-        config = self.study.train
+        config = self.train_config().with_changes(device=self.study.train.device)
         model = self.task.build_model(config.model_config)
         load_arrays(model, check_arrays(model, params))
-        return save_model(
+        saved = save_model(
             folder,
             model,
             config,
@@ -298,8 +419,11 @@ class FederatedRun:
                 "strategy": self.study.strategy.value,
                 "round": None if record is None else record.round,
                 "sites": sorted({s for r in self.history for s in r.targets}),
-            },
+            }
+            | ({} if self.plan is None else {"plan_id": self.plan.plan_id}),
         )
+        copy_plan_files(self.run_dir, saved)  # model/ = weights + study + plan + fingerprint
+        return saved
 
     def finish(self) -> dict[str, Any]:
         """Write ``model/`` (the selected round), ``last_model/`` and ``summary.json``."""
@@ -329,8 +453,18 @@ class FederatedRun:
             "rounds": self.study.rounds,
             "selected": selected,
             "dropped": list(self.dropped),
+            "refused": {site: reason for r in self.history for site, reason in r.refused.items()},
             "model": MODEL,
             "last_model": LAST_MODEL,
         }
+        personalised = [r for r in self.history if r.personalised_per_site]
+        if personalised:  # Ditto: the sites' own models after the last round that validated
+            written = personalised[-1].to_json()
+            summary["personalised"] = {
+                "round": written["round"],
+                "validation": written["personalised"],
+                "validation_per_site": written["personalised_per_site"],
+            }
+        summary |= self._plan_summary()
         write_json_atomically(self.run_dir / SUMMARY, summary)
         return summary

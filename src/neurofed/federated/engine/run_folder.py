@@ -3,13 +3,20 @@
 ::
 
     <run>/study.toml                 the study (with its content hash in the header)
-    <run>/run.json                   study hash, sites, versions
-    <run>/rounds/<k>/metrics.json    round k: accepted / rejected / failed / dropped sites,
-                                     training numbers and the federated validation (merged and
-                                     per site)
+    <run>/run.json                   study hash, sites, versions (a planned study adds ``plan``:
+                                     which sites' fingerprints the plan was made from)
+    <run>/plan.json, fingerprint.json  a study with ``[plan]``: the plan and the merged
+                                     fingerprint of the fingerprint round
+                                     (:mod:`~neurofed.federated.engine.planning_round`)
+    <run>/rounds/<k>/metrics.json    round k: accepted / rejected / failed / refused /
+                                     dropped sites, training numbers and the federated
+                                     validation (merged and per site); Ditto adds
+                                     ``personalised`` (and
+                                     ``personalised_per_site``): the sites' own models
     <run>/checkpoints/round-<k>/     global.safetensors, strategy.safetensors, history.json
     <run>/model/                     the selected (best-round) model, loadable by
-                                     :func:`neurofed.engine.load_model`
+                                     :func:`neurofed.engine.load_model` (with ``plan.json`` and
+                                     ``fingerprint.json`` beside ``model.json`` when planned)
     <run>/last_model/                the model after the last round
     <run>/summary.json               rounds done, the selection, where the models are
 
@@ -87,6 +94,9 @@ class RoundRecord:
         Site → why its update was refused by validation.
     failed
         Site → the error reason it reported (its training raised).
+    refused
+        Site → why its custodian refused the study (not approved there, dataset not allowed);
+        such a site is asked again next round, so approving it mid-run lets it join.
     dropped
         Sites that did not answer in time (left out of later rounds).
     aggregated
@@ -99,6 +109,13 @@ class RoundRecord:
         The federated validation of the new global model (merged over sites).
     validation_per_site
         The same, per site.
+    personalised
+        Ditto: the validation of the sites' personalised models, each on its own site's
+        validation split (merged over sites); empty (and left out of the JSON) otherwise.
+    personalised_per_site
+        The same, per site.
+    validation_seconds
+        Site → wall time of its validation task (training times are in ``train``).
     seconds
         Wall time of the round on the server.
     """
@@ -108,21 +125,26 @@ class RoundRecord:
     accepted: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     aggregated: bool = False
     quorum_error: str | None = None
     train: dict[str, dict[str, float]] = field(default_factory=dict)
     validation: dict[str, float] = field(default_factory=dict)
     validation_per_site: dict[str, dict[str, float]] = field(default_factory=dict)
+    personalised: dict[str, float] = field(default_factory=dict)
+    personalised_per_site: dict[str, dict[str, float]] = field(default_factory=dict)
+    validation_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "round": self.round,
             "targets": list(self.targets),
             "accepted": list(self.accepted),
             "rejected": dict(self.rejected),
             "failed": dict(self.failed),
+            "refused": dict(self.refused),
             "dropped": list(self.dropped),
             "aggregated": self.aggregated,
             "quorum_error": self.quorum_error,
@@ -131,8 +153,15 @@ class RoundRecord:
             "validation_per_site": {
                 s: _metrics_json(v) for s, v in self.validation_per_site.items()
             },
+            "validation_seconds": dict(self.validation_seconds),
             "seconds": self.seconds,
         }
+        if self.personalised_per_site:
+            out["personalised"] = _metrics_json(self.personalised)
+            out["personalised_per_site"] = {
+                s: _metrics_json(v) for s, v in self.personalised_per_site.items()
+            }
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RoundRecord:
@@ -142,6 +171,7 @@ class RoundRecord:
             accepted=list(data.get("accepted", [])),
             rejected=dict(data.get("rejected", {})),
             failed=dict(data.get("failed", {})),
+            refused=dict(data.get("refused", {})),
             dropped=list(data.get("dropped", [])),
             aggregated=bool(data.get("aggregated", False)),
             quorum_error=data.get("quorum_error"),
@@ -149,6 +179,13 @@ class RoundRecord:
             validation=_metrics_read(data.get("validation", {})),
             validation_per_site={
                 s: _metrics_read(v) for s, v in data.get("validation_per_site", {}).items()
+            },
+            personalised=_metrics_read(data.get("personalised", {})),
+            personalised_per_site={
+                s: _metrics_read(v) for s, v in data.get("personalised_per_site", {}).items()
+            },
+            validation_seconds={
+                str(s): float(v) for s, v in data.get("validation_seconds", {}).items()
             },
             seconds=float(data.get("seconds", math.nan)),
         )

@@ -3,20 +3,26 @@ deployed federation.
 
 :func:`run_simulation` writes one site config per site folder (``<out>/sites/site-<k>.json``,
 outside the job: the job only names that file), builds a config-only ``FedJob``
-(``set_app_packages(["neurofed"])``: no ``custom/`` code) with
+(:func:`~neurofed.federated.engine.job.build_job`, shared with a deployed federation;
+``set_app_packages(["neurofed"])``: no ``custom/`` code) with
 :class:`~neurofed.federated.engine.controller.StudyController` on the server and
 :class:`~neurofed.federated.engine.site_executor.SiteExecutor` on clients ``site-1`` … ``site-N``,
 sets the server's task request interval to 0.2 s (the 2 s default is pure overhead per round)
 and runs the simulator with its workspace in ``<out>/simulator``. The run folder is ``<out>``
-(see :mod:`~neurofed.federated.engine.run_folder`); running again resumes it.
+(see :mod:`~neurofed.federated.engine.run_folder`); running again resumes it. What a simulated
+site keeps for itself (FedBN's local layers, Ditto's personalised model) goes to its state folder
+inside its site folder, as at a deployed site (``<site>/neurofed/federated/<study hash[:16]>/``,
+:mod:`~neurofed.federated.engine.site_state`).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,8 +131,28 @@ def _write_allow_list(workspace: Path) -> Path:
     )
 
 
-def _watch(run_dir: Path, total: int, progress: ProgressCallback, stop: threading.Event) -> None:
+def _write_log_config(workspace: Path) -> Path:
+    """``<workspace>/local/log_config.json``: NVFlare's logging with the console at WARNING.
+
+    Every INFO line still goes to the log files under the simulator workspace (``server/``,
+    ``site-<k>/``); only warnings and errors reach the user's terminal.
+    """
+    from nvflare.fuel.utils.log_utils import default_log_dict
+
+    config = copy.deepcopy(default_log_dict)
+    config["handlers"]["consoleHandler"]["level"] = "WARNING"
+    return write_json_atomically(workspace / "local" / "log_config.json", config)
+
+
+def _watch(
+    run_dir: Path,
+    study: Study,
+    progress: ProgressCallback,
+    stop: threading.Event,
+) -> None:
+    """Report each finished round with the study's selection metric."""
     seen = 0
+    metric = study.selection.metric
     while not stop.wait(0.5):
         done = sorted(
             int(p.parent.name)
@@ -136,10 +162,9 @@ def _watch(run_dir: Path, total: int, progress: ProgressCallback, stop: threadin
         if done and done[-1] > seen:
             seen = done[-1]
             record = json.loads((run_dir / ROUNDS / str(seen) / "metrics.json").read_text())
-            shown = ", ".join(
-                f"{k}={v:.4g}" for k, v in record.get("validation", {}).items() if v is not None
-            )
-            progress(seen, total, f"round {seen}: {shown or 'not aggregated'}")
+            value = record.get("validation", {}).get(metric)
+            shown = "not aggregated" if value is None else f"{metric} {value:.4g}"
+            progress(seen, study.rounds, f"round {seen}: {shown}")
 
 
 def run_simulation(
@@ -150,6 +175,7 @@ def run_simulation(
     progress: ProgressCallback | None = None,
     device: str = "cpu",
     audit_dir: Path | None = None,
+    site_settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> SimulationResult:
     """Run ``study`` over ``site_dirs`` in NVFlare's simulator; the run folder is ``out``.
 
@@ -168,6 +194,10 @@ def run_simulation(
     audit_dir
         If set, each site records every payload it sends under ``audit_dir/<site>/``
         (:attr:`~neurofed.federated.engine.site_config.SiteConfig.audit_dir`).
+    site_settings
+        Per simulated site name (``site-1`` …), fields of its
+        :class:`~neurofed.federated.engine.site_config.SiteConfig` to set, e.g.
+        ``{"site-2": {"require_approval": True, "audit_log": path}}``.
 
     Raises
     ------
@@ -176,10 +206,7 @@ def run_simulation(
     RunFolderError
         ``out`` holds a run of another study.
     """
-    from nvflare.job_config.api import FedJob
-
-    from neurofed.federated.engine.controller import StudyController
-    from neurofed.federated.engine.site_executor import SiteExecutor
+    from neurofed.federated.engine.job import build_job
 
     roots = _check_sites(site_dirs)
     run_dir = Path(out).resolve()
@@ -187,29 +214,35 @@ def run_simulation(
     run_dir.mkdir(parents=True, exist_ok=True)
     names = site_names(len(roots))
     configs = []
+    unknown = sorted(set(site_settings or {}) - set(names))
+    if unknown:
+        raise SimulationError(f"site_settings names {unknown}; the sites are {names}")
     for name, root in zip(names, roots, strict=True):
-        path = SiteConfig(
+        config = SiteConfig(
             data_root=root,
             device=device,
             audit_dir=None if audit_dir is None else Path(audit_dir).resolve() / name,
-        ).write(run_dir / SITES_FOLDER / f"{name}.json")
+        )
+        config = dataclasses.replace(config, **dict((site_settings or {}).get(name, {})))
+        path = config.write(run_dir / SITES_FOLDER / f"{name}.json")
         configs.append(path)
     summary_path = run_dir / SUMMARY
     summary_path.unlink(missing_ok=True)
 
-    job = FedJob(name=f"neurofed-{study.name}", min_clients=min(study.min_sites, len(roots)))
-    job.set_app_packages(["neurofed"])
-    job.to_server(StudyController(study=study.to_dict(), run_dir=str(run_dir)))
-    job.to_server(dict(SERVER_CONFIG))
-    for name, path in zip(names, configs, strict=True):
-        job.to(SiteExecutor(site_config=str(path)), name)
+    job = build_job(
+        study,
+        run_dir=str(run_dir),
+        site_configs={name: str(path) for name, path in zip(names, configs, strict=True)},
+        min_clients=min(study.min_sites, len(roots)),
+    )
 
     _write_allow_list(run_dir / SIMULATOR_FOLDER)
+    _write_log_config(run_dir / SIMULATOR_FOLDER)
     stop = threading.Event()
     watcher = None
     if progress is not None:
         watcher = threading.Thread(
-            target=_watch, args=(run_dir, study.rounds, progress, stop), daemon=True
+            target=_watch, args=(run_dir, study, progress, stop), daemon=True
         )
         watcher.start()
     began = time.perf_counter()

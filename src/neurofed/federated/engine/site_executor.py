@@ -10,7 +10,14 @@ Where the site's data is: the executor's one argument, ``site_config``, is the p
 site's config JSON (:class:`~neurofed.federated.engine.site_config.SiteConfig`) — written by
 ``neurofed simulate`` for each simulated site outside the job. Left empty (a deployed site), the
 executor reads :data:`~neurofed.federated.engine.site_config.SITE_CONFIG_FILE` from the site's
-kit ``local/`` folder. The data root itself never appears in a job.
+kit ``local/`` folder. The data root itself never appears in a job, nor does the site's state
+folder (``state_dir``: local layers and personalised models kept between rounds, read back when
+the site process restarts).
+
+The worker is given the config's path, so the custodian's approvals (``neurofed site approve`` /
+``revoke``) take effect without restarting the site; a study the site refuses is answered with
+the reason and ``refused: true`` (see :mod:`~neurofed.federated.engine.site_worker`), never by
+crashing the job.
 """
 
 from __future__ import annotations
@@ -58,7 +65,8 @@ class SiteExecutor(Executor):  # type: ignore[misc]
         """This site's worker (its config is read on the first task)."""
         if self._worker is None:
             site_id = fl_ctx.get_identity_name()
-            self._worker = SiteWorker(site_id, SiteConfig.load(self._config_path(fl_ctx)))
+            path = self._config_path(fl_ctx)
+            self._worker = SiteWorker(site_id, SiteConfig.load(path), config_path=path)
         return self._worker
 
     def answer(self, task_name: str, model: FLModel, fl_ctx: FLContext) -> SiteAnswer:

@@ -1,0 +1,315 @@
+"""``neurofed site init / doctor / approve / revoke / list / allow-dataset / audit``.
+
+The data custodian's control over a deployed site (registered on ``neurofed site``; the library
+side is :mod:`neurofed.federated.engine.kit`, the site config and :mod:`neurofed.federated.audit`).
+Every command but ``init`` works on an installed kit, found as ``--kit KIT``, else the
+``NEUROFED_SITE_KIT`` environment variable, else the current folder when it is a kit
+(:func:`resolve_kit`, for other ``neurofed site`` commands too).
+
+Exit status: 0 done, 1 refused or a check failed (the message says why and what to do),
+2 the input could not be read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neurofed.cli.console import console, err_console
+from neurofed.cli.site import site_app
+
+__all__ = ["KIT_ENV", "KitOption", "resolve_kit"]
+
+#: The environment variable naming the site's kit folder (read by the CLI only).
+KIT_ENV = "NEUROFED_SITE_KIT"
+
+KitOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--kit",
+        envvar=KIT_ENV,
+        help=f"The site's kit folder [default: ${KIT_ENV}, or the current folder].",
+    ),
+]
+
+_MARK = {"ok": "[green]✓[/green]", "warning": "[yellow]![/yellow]", "error": "[red]✗[/red]"}
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def resolve_kit(kit: Path | None) -> Path:
+    """``kit``, or the current folder when it holds ``local/neurofed_site.json``."""
+    from neurofed.federated.engine.kit import site_config_path
+
+    if kit is not None:
+        return Path(kit)
+    if site_config_path(Path.cwd()).is_file():
+        return Path.cwd()
+    raise _fail(
+        f"which site? give --kit KIT (the folder `neurofed site init` made) or set {KIT_ENV}"
+    )
+
+
+def _print_checks(checks: list[object]) -> bool:
+    """Print one line per check; returns whether none is an error."""
+    from neurofed.federated.engine.kit import CheckStatus, KitCheck
+
+    ok = True
+    for check in checks:
+        assert isinstance(check, KitCheck)
+        console.print(f"  {_MARK[check.status.value]} {check.line()}", soft_wrap=True)
+        ok = ok and check.status is not CheckStatus.ERROR
+    return ok
+
+
+@site_app.command("init")
+def init(
+    bundle: Annotated[
+        Path, typer.Argument(help="The enrolment bundle (the site's startup kit: folder or zip).")
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", help="The site's data folder (checked by `site check`).")
+    ],
+    kit_dir: Annotated[
+        Path | None,
+        typer.Option("--kit-dir", help="Where to install the kit [default: ./neurofed-site-NAME]."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:<n>.")] = "auto",
+    allow_dataset: Annotated[
+        list[str] | None,
+        typer.Option("--allow-dataset", help="Only run studies on this dataset (repeat)."),
+    ] = None,
+    stream_logs: Annotated[
+        bool,
+        typer.Option(help="Let NVFlare stream this site's error log to the server."),
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 3.0,
+) -> None:
+    """Install this site's startup kit, lock it down and check it before starting.
+
+    Only approved studies run, jobs may not carry code, and only neurofed's executor is built.
+    """
+    from neurofed.federated.engine.kit import KitCheckError, KitError, init_site
+    from neurofed.federated.engine.site_config import SiteConfigError
+
+    try:
+        done = init_site(
+            bundle,
+            data,
+            kit_dir=kit_dir,
+            device=device,
+            allowed_datasets=tuple(allow_dataset or ()),
+            stream_logs=stream_logs,
+            timeout=timeout,
+        )
+    except KitCheckError as exc:
+        _print_checks(list(exc.checks))
+        raise _fail(str(exc)) from None
+    except (KitError, SiteConfigError) as exc:
+        raise _fail(str(exc)) from None
+    kit = done.kit.root
+    console.print(f"[bold]site {done.kit.site_name}[/bold] installed in {kit}", soft_wrap=True)
+    _print_checks(list(done.checks))
+    console.print(
+        "studies need your approval; none is approved yet. Next:\n"
+        f"  neurofed site approve STUDY.toml --kit {kit}\n"
+        f"  neurofed site start --kit {kit}",
+        soft_wrap=True,
+    )
+
+
+@site_app.command("doctor")
+def doctor(
+    kit_arg: Annotated[
+        Path | None, typer.Argument(help="The kit folder.", show_default=False)
+    ] = None,
+    kit: KitOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 3.0,
+) -> None:
+    """Check an installed kit again: certificates, settings, data folder, audit log, server."""
+    from neurofed.federated.engine.kit import doctor as run_checks
+
+    root = resolve_kit(kit_arg or kit)
+    console.print(f"[bold]{root}[/bold]", soft_wrap=True)
+    if not _print_checks(list(run_checks(root, timeout=timeout))):
+        raise typer.Exit(1)
+
+
+def _load(kit: Path | None) -> tuple[Path, object]:
+    from neurofed.federated.engine.kit import KitError, load_kit_config
+
+    root = resolve_kit(kit)
+    try:
+        return root, load_kit_config(root)
+    except KitError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+@site_app.command("approve")
+def approve(
+    study_file: Annotated[Path, typer.Argument(help="The study (study.toml) to approve.")],
+    kit: KitOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Show a study and approve it at this site (by its content hash)."""
+    from neurofed.federated import StudyError, load_study
+    from neurofed.federated.engine.kit import save_kit_config
+    from neurofed.federated.engine.site_config import SiteConfig
+
+    root, config = _load(kit)
+    assert isinstance(config, SiteConfig)
+    try:
+        study = load_study(study_file)
+    except StudyError as exc:
+        raise _fail(str(exc), 2) from None
+    console.print(study.describe(), soft_wrap=True, markup=False)
+    if config.allowed_datasets and study.dataset not in config.allowed_datasets:
+        console.print(
+            f"[yellow]![/yellow] this site only runs studies on "
+            f"{', '.join(config.allowed_datasets)}; this study names "
+            f"{study.dataset or 'no dataset'} and will still be refused",
+            soft_wrap=True,
+        )
+    if config.approval(study.content_hash) is not None:
+        console.print(f"already approved (sha256:{study.content_hash[:16]})")
+        return
+    if not yes and not typer.confirm("Approve this study at this site?", default=False):
+        raise _fail("not approved")
+    save_kit_config(root, config.with_approval(study.content_hash, study.name))
+    console.print(
+        f"approved {study.name!r} sha256:{study.content_hash} — the running site accepts it "
+        "from its next task",
+        soft_wrap=True,
+    )
+
+
+@site_app.command("revoke")
+def revoke(
+    study: Annotated[
+        str, typer.Argument(help="The study's hash, a unique prefix of it, or its study.toml.")
+    ],
+    kit: KitOption = None,
+) -> None:
+    """Withdraw an approval; the running site refuses the study from its next task on."""
+    from neurofed.federated import StudyError, load_study
+    from neurofed.federated.engine.kit import save_kit_config
+    from neurofed.federated.engine.site_config import SiteConfig
+
+    root, config = _load(kit)
+    assert isinstance(config, SiteConfig)
+    prefix = study
+    if study.endswith(".toml") or Path(study).is_file():
+        try:
+            prefix = load_study(Path(study)).content_hash
+        except StudyError as exc:
+            raise _fail(str(exc), 2) from None
+    matches = config.find_approvals(prefix)
+    if not matches:
+        raise _fail(f"no approved study matches {study!r}; see `neurofed site list`")
+    if len(matches) > 1:
+        names = ", ".join(f"{a.study_hash[:16]} ({a.name})" for a in matches)
+        raise _fail(f"{study!r} matches several approved studies: {names}; give more digits")
+    (found,) = matches
+    save_kit_config(root, config.without_approval(found.study_hash))
+    console.print(f"revoked {found.name!r} sha256:{found.study_hash}", soft_wrap=True)
+
+
+@site_app.command("list")
+def list_studies(
+    kit: KitOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The studies approved at this site, and which datasets it allows."""
+    from neurofed.federated.engine.site_config import SiteConfig
+
+    _, config = _load(kit)
+    assert isinstance(config, SiteConfig)
+    if as_json:
+        typer.echo(json.dumps(config.to_json(), indent=2))
+        return
+    rule = "required" if config.require_approval else "NOT required (any study runs)"
+    datasets = ", ".join(config.allowed_datasets) or "any"
+    console.print(f"approval {rule}; datasets allowed: {datasets}", soft_wrap=True)
+    if not config.approved_studies:
+        console.print("no study approved yet (neurofed site approve STUDY.toml)")
+        return
+    for entry in sorted(config.approved_studies, key=lambda a: a.approved_at):
+        console.print(f"  {entry.study_hash[:16]}  {entry.approved_at}  {entry.name}")
+
+
+@site_app.command("allow-dataset")
+def allow_dataset(
+    names: Annotated[list[str], typer.Argument(help="Dataset names (a study's `dataset`).")],
+    kit: KitOption = None,
+    remove: Annotated[bool, typer.Option(help="Stop allowing these datasets.")] = False,
+) -> None:
+    """Allow studies on these datasets only (an empty list allows any dataset)."""
+    from dataclasses import replace
+
+    from neurofed.federated.engine.kit import save_kit_config
+    from neurofed.federated.engine.site_config import SiteConfig
+
+    root, config = _load(kit)
+    assert isinstance(config, SiteConfig)
+    current = set(config.allowed_datasets)
+    wanted = current - set(names) if remove else current | set(names)
+    save_kit_config(root, replace(config, allowed_datasets=tuple(wanted)))
+    console.print(f"datasets allowed: {', '.join(sorted(wanted)) or 'any'}")
+
+
+@site_app.command("audit")
+def audit(
+    kit: KitOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON lines.")] = False,
+    tail: Annotated[int | None, typer.Option(min=1, help="Only the last N lines.")] = None,
+) -> None:
+    """Print the site's audit log and verify its hash chain (exit 1 when it is broken)."""
+    from neurofed.federated.audit import read_audit_log, verify_audit_log
+    from neurofed.federated.engine.site_config import SiteConfig
+
+    _, config = _load(kit)
+    assert isinstance(config, SiteConfig)
+    if config.audit_log is None:
+        raise _fail("this site keeps no audit log (no audit_log in its settings)")
+    records = read_audit_log(config.audit_log)
+    shown = records[-tail:] if tail else records
+    check = verify_audit_log(config.audit_log)
+    if as_json:
+        for record in shown:
+            typer.echo(json.dumps(record, sort_keys=True))
+    else:
+        for record in shown:
+            console.print(_audit_line(record), soft_wrap=True, markup=False)
+    out = err_console if as_json else console
+    if check.ok:
+        out.print(
+            f"{config.audit_log}: {check.lines} lines, hash chain intact; head sha256:{check.head}",
+            soft_wrap=True,
+        )
+        return
+    err_console.print(f"[red]tampered:[/red] {check.problem}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _audit_line(record: dict[str, object]) -> str:
+    """One audit record as a readable line (the chain hash and site name left out)."""
+    from neurofed.federated.audit import AuditField as F
+
+    if "unreadable" in record:
+        return f"(not a record) {record['unreadable']}"
+    parts = [str(record.get(F.TIME.value, "")), str(record.get(F.EVENT.value, ""))]
+    if F.STUDY_HASH.value in record:
+        parts.append(f"sha256:{str(record[F.STUDY_HASH.value])[:12]}")
+    if F.STUDY.value in record:
+        parts.append(str(record[F.STUDY.value]))
+    if F.ROUND.value in record:
+        parts.append(f"round {record[F.ROUND.value]}")
+    shown = {F.TIME, F.EVENT, F.STUDY_HASH, F.STUDY, F.ROUND, F.SITE, F.PREV}
+    parts += [f"{k}={v}" for k, v in record.items() if k not in {f.value for f in shown}]
+    return "  ".join(parts)

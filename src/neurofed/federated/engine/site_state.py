@@ -1,0 +1,206 @@
+"""A site's own state of a study on disk: what it keeps between rounds and never sends.
+
+Some strategies leave weights at the sites: FedBN's normalisation layers
+(``local_parameters``) and Ditto's personalised model. A site process that restarts mid-run
+reads them back from its study's state folder
+(:meth:`~neurofed.federated.engine.site_config.SiteConfig.study_state_dir`), so it computes
+exactly the update an uninterrupted site would::
+
+    <state>/round-<k>/local.safetensors         the local parameters after round k
+    <state>/round-<k>/personalised.safetensors  Ditto's personalised model (every entry)
+    <state>/round-<k>/state.json                study hash, site, round, SHA-256 of each file
+    <state>/personalised-model/                 the final personalised model (a model folder)
+
+A round folder is written under a temporary name and renamed, and only the newest
+:data:`KEEP_ROUNDS` are kept (a site that crashed after writing round ``k`` but before the
+server got its answer is asked for round ``k`` again and needs round ``k - 1``). Weights are
+safetensors only. A folder that does not match its record, another study or another site is
+refused with :class:`SiteStateError`, naming the file and why.
+
+Examples
+--------
+>>> import tempfile
+>>> import numpy as np
+>>> folder = Path(tempfile.mkdtemp())
+>>> state = SiteState(1, {StatePart.LOCAL: {"norm.weight": np.ones(2, np.float32)}})
+>>> _ = save_site_state(folder, state, study_hash="ab" * 32, site_id="site-1")
+>>> latest_state_round(folder, at_most=3)
+1
+>>> load_site_state(folder, 1, study_hash="ab" * 32, site_id="site-1").parts["local"]
+{'norm.weight': array([1., 1.], dtype=float32)}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurofed.engine.checkpoint import sha256_file, write_json_atomically
+from neurofed.federated.update import Parameters
+
+__all__ = [
+    "KEEP_ROUNDS",
+    "PERSONALISED_MODEL",
+    "STATE_JSON",
+    "SiteState",
+    "SiteStateError",
+    "StatePart",
+    "latest_state_round",
+    "load_site_state",
+    "save_site_state",
+    "state_rounds",
+]
+
+#: Newest round folders kept on disk.
+KEEP_ROUNDS = 2
+#: The record of a round folder.
+STATE_JSON = "state.json"
+#: The final personalised model (a model folder ``neurofed evaluate --model`` reads).
+PERSONALISED_MODEL = "personalised-model"
+_FORMAT = 1
+_ROUND_DIR = re.compile(r"^round-(\d+)$")
+
+
+class StatePart(StrEnum):
+    """What a round folder holds (each part is one safetensors file named after it)."""
+
+    LOCAL = "local"  # the entries matching local_parameters (FedBN)
+    PERSONALISED = "personalised"  # Ditto's personalised model, every state-dict entry
+
+
+class SiteStateError(ValueError):
+    """A state folder cannot be used; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """The site's own weights after ``round``: :class:`StatePart` value → named arrays."""
+
+    round: int
+    parts: dict[str, Parameters] = field(default_factory=dict)
+
+
+def _round_dir(folder: Path, round_number: int) -> Path:
+    return Path(folder) / f"round-{round_number}"
+
+
+def state_rounds(folder: Path) -> list[int]:
+    """Rounds with a complete folder (its ``state.json`` present), oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _ROUND_DIR.match(path.name)
+        if match and (path / STATE_JSON).is_file():
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def latest_state_round(folder: Path, *, at_most: int) -> int | None:
+    """The newest round ``<= at_most`` with a complete folder, or ``None``."""
+    rounds = [k for k in state_rounds(folder) if k <= at_most]
+    return rounds[-1] if rounds else None
+
+
+def save_site_state(
+    folder: Path,
+    state: SiteState,
+    *,
+    study_hash: str,
+    site_id: str,
+    keep: int = KEEP_ROUNDS,
+) -> Path:
+    """Write ``<folder>/round-<k>/`` (atomically) and drop all but the newest ``keep`` rounds.
+
+    Returns the round folder.
+    """
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    final = _round_dir(folder, state.round)
+    tmp = folder / f".round-{state.round}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    files: dict[str, str] = {}
+    for part, arrays in state.parts.items():
+        path = tmp / f"{StatePart(part).value}.safetensors"
+        # np.ascontiguousarray would turn 0-d buffers (num_batches_tracked) into shape (1,)
+        save_file({k: np.array(v, order="C") for k, v in arrays.items()}, str(path))
+        files[StatePart(part).value] = sha256_file(path)
+    write_json_atomically(
+        tmp / STATE_JSON,
+        {
+            "format": _FORMAT,
+            "study_hash": study_hash,
+            "site_id": site_id,
+            "round": state.round,
+            "sha256": files,
+        },
+    )
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in state_rounds(folder)[:-keep] if keep > 0 else []:
+        shutil.rmtree(_round_dir(folder, old), ignore_errors=True)
+    return final
+
+
+def _record(path: Path) -> Mapping[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SiteStateError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(record, Mapping) or record.get("format") != _FORMAT:
+        raise SiteStateError(f"{path}: not a site state record of format {_FORMAT}")
+    return record
+
+
+def load_site_state(folder: Path, round_number: int, *, study_hash: str, site_id: str) -> SiteState:
+    """Read ``<folder>/round-<k>/`` after checking its record and every file's SHA-256.
+
+    Raises
+    ------
+    SiteStateError
+        A missing or damaged file, a SHA-256 that differs from the record, or a record of
+        another study, site or round.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = _round_dir(folder, round_number)
+    record = _record(path / STATE_JSON)
+    expected = {"study_hash": study_hash, "site_id": site_id, "round": round_number}
+    for key, value in expected.items():
+        if record.get(key) != value:
+            raise SiteStateError(
+                f"{path / STATE_JSON}: {key} is {record.get(key)!r}, not {value!r}; it belongs "
+                "to another run"
+            )
+    digests = record.get("sha256")
+    if not isinstance(digests, Mapping):
+        raise SiteStateError(f"{path / STATE_JSON}: no 'sha256' table of its files")
+    parts: dict[str, Parameters] = {}
+    for name, digest in digests.items():
+        try:
+            part = StatePart(name)
+        except ValueError:
+            raise SiteStateError(f"{path / STATE_JSON}: unknown part {name!r}") from None
+        file = path / f"{part.value}.safetensors"
+        try:
+            if sha256_file(file) != digest:
+                raise SiteStateError(f"{file}: its SHA-256 differs from the one in {STATE_JSON}")
+            parts[part.value] = dict(load_file(str(file)))
+        except (OSError, SafetensorError) as exc:
+            raise SiteStateError(f"{file}: unreadable ({type(exc).__name__}: {exc})") from None
+    return SiteState(round_number, parts)

@@ -1,0 +1,474 @@
+"""A real federation on 127.0.0.1: provisioned kits, one OS process per participant, mutual TLS.
+
+One federation (server + ``site-1`` + ``site-2``, heartbeat timeout 15 s) is provisioned with
+``neurofed federation init`` and installed with ``neurofed site init`` for the whole module; its
+processes are started once and every test leaves them running (or restarts what it stopped).
+Every process a test starts is ended by the module's finaliser, whatever happens: the
+participants through their kits (process group and job processes), then anything still running
+from this module's temporary folder.
+
+Measurements (printed, and in ``<tmp>/measurements.json``; never asserted as speeds): server
+start-to-ready, site start-to-registered, per-round overhead deployed (round wall time minus the
+slowest site's training time), dead-site detection (site killed → round closed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from neurofed.cli.main import app
+from neurofed.engine import load_model
+from neurofed.federated import Study
+from neurofed.federated.audit import read_audit_log
+from neurofed.federated.engine.kit import AUDIT_LOG, init_site, load_kit_config, save_kit_config
+from neurofed.federated.engine.provision import (
+    Federation,
+    FederationSpec,
+    ProvisionError,
+    ServerAddress,
+    add_site,
+    init_federation,
+)
+from neurofed.federated.engine.run_progress import default_run_name
+from neurofed.federated.engine.services import (
+    ServiceError,
+    inspect_kit,
+    service_status,
+    start_service,
+    stop_service,
+)
+from neurofed.federated.engine.submit import (
+    StudyStatus,
+    SubmitError,
+    admin_session,
+    download_run,
+    follow_study,
+    study_status,
+    submit_study,
+)
+from tests.federated.engine.conftest import tiny_study, write_site
+
+pytestmark = [
+    pytest.mark.deployment,
+    pytest.mark.slow,
+    # NVFlare's FLARE API client (aiohttp) — not ours
+    pytest.mark.filterwarnings("ignore:ssl_context is deprecated:DeprecationWarning"),
+]
+
+HEARTBEAT_S = 15.0
+#: Environment of every participant: one torch thread (the machine is small and shared).
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Deployment:
+    """The module's federation: kits, data, and what was measured."""
+
+    base: Path
+    federation: Federation
+    site_kits: dict[str, Path]
+    measurements: dict[str, Any] = field(default_factory=dict)
+    started: list[Path] = field(default_factory=list)
+
+    @property
+    def server_kit(self) -> Path:
+        return self.federation.server_kit
+
+    @property
+    def admin_kit(self) -> Path:
+        return self.federation.admin_kit
+
+    def start(self, kit: Path, wait_s: float = 90.0) -> float:
+        """Start a participant; returns the seconds until it was ready."""
+        if kit not in self.started:
+            self.started.append(kit)
+        began = time.monotonic()
+        start_service(kit, wait_s=wait_s, env=ENV)
+        return time.monotonic() - began
+
+    def approve(self, study: Study, *sites: str) -> None:
+        for site in sites:
+            kit = self.site_kits[site]
+            save_kit_config(kit, load_kit_config(kit).with_approval(study.content_hash, study.name))
+
+    def measure(self, key: str, value: Any) -> None:
+        self.measurements[key] = value
+        (self.base / "measurements.json").write_text(json.dumps(self.measurements, indent=2))
+        print(f"[measured] {key}: {value}")
+
+
+def _kill_leftovers(base: Path) -> list[int]:
+    """SIGKILL every process whose command line names this module's temporary folder."""
+    killed = []
+    marker = str(base).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return killed
+
+
+def _install(federation: Federation, site: str, data: Path, kits: Path) -> Path:
+    init_site(federation.bundle(site), data, kit_dir=kits / site, device="cpu")
+    return kits / site
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, age_sites: list[Path]
+) -> Iterator[Deployment]:
+    base = tmp_path_factory.mktemp("deployed")
+    spec = FederationSpec(
+        name="neurofed-test",
+        server=ServerAddress("localhost", free_port(), free_port()),
+        sites=("site-1", "site-2"),
+        admin="lead@example.org",
+        heartbeat_timeout_s=HEARTBEAT_S,
+    )
+    federation = init_federation(spec, base / "federation")
+    kits = {
+        s: _install(federation, s, d, base / "kits")
+        for s, d in zip(spec.sites, age_sites, strict=True)
+    }
+    deployed = Deployment(base, federation, kits)
+    try:
+        deployed.measure("server_start_to_ready_s", round(deployed.start(federation.server_kit), 2))
+        for site, kit in kits.items():
+            deployed.measure(f"{site}_start_to_registered_s", round(deployed.start(kit), 2))
+        yield deployed
+    finally:
+        for kit in reversed(deployed.started):
+            with contextlib.suppress(ServiceError):
+                stop_service(kit, grace_s=5)
+        leftovers = _kill_leftovers(base)
+        if leftovers:
+            print(f"killed leftover processes {leftovers}")
+
+
+def _wait(predicate: Any, timeout_s: float, what: str, poll_s: float = 1.0) -> Any:
+    began = time.monotonic()
+    while time.monotonic() - began < timeout_s:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"{what} did not happen within {timeout_s:g} s")
+
+
+def _history(deployed: Deployment, job_id: str) -> list[dict[str, Any]]:
+    with admin_session(deployed.admin_kit) as session:
+        return list(study_status(session, job_id).progress.get("history") or [])
+
+
+def _rounds(run: Path) -> dict[int, dict[str, Any]]:
+    return {
+        int(p.parent.name): json.loads(p.read_text())
+        for p in (run / "rounds").glob("*/metrics.json")
+    }
+
+
+def _overheads(run: Path) -> list[float]:
+    """Per round: wall time on the server minus the slowest site's training time."""
+    out = []
+    for record in _rounds(run).values():
+        trained = [v.get("seconds") or 0.0 for v in record["train"].values()]
+        if trained and record["seconds"] is not None:
+            out.append(round(record["seconds"] - max(trained), 3))
+    return out
+
+
+# -- the happy path ------------------------------------------------------------------------------
+
+
+def test_a_two_site_federation_runs_a_study_and_the_coordinator_downloads_the_model(
+    deployment: Deployment,
+) -> None:
+    # Prepare: both custodians approve the study (as `neurofed site approve` does)
+    study = tiny_study(rounds=2, min_sites=2)
+    deployment.approve(study, "site-1", "site-2")
+    study_file = deployment.base / "study-happy.toml"
+    study_file.write_text(study.to_toml())
+    run = deployment.base / "run-happy"
+
+    # Execute: the study lead's one command (submit, follow, download)
+    command = ["study", "submit", str(study_file), "--admin-kit", str(deployment.admin_kit)]
+    result = CliRunner().invoke(app, [*command, "--out", str(run)])
+
+    # Assert
+    assert result.exit_code == 0, result.output
+    assert "submitted: job" in result.output and "round 2:" in result.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rounds_done"] == 2 and summary["dropped"] == []
+    for record in _rounds(run).values():
+        assert record["accepted"] == ["site-1", "site-2"] and record["aggregated"]
+    model = load_model(run / "model")
+    assert model.task.task_id.value == "brain-age" and model.epoch == summary["selected"]["round"]
+    assert not (run / "checkpoints").exists()  # the server keeps them; the lead gets the models
+    assert (deployment.server_kit / "neurofed" / "runs" / default_run_name(study)).is_dir()
+    deployment.measure("round_overhead_deployed_s", _overheads(run))
+    deployment.measure("round_wall_s", [round(r["seconds"], 3) for r in _rounds(run).values()])
+
+
+def test_service_status_reports_pid_and_log_and_the_cli_agrees(deployment: Deployment) -> None:
+    # Execute
+    status = service_status(deployment.server_kit, lines=5)
+    result = CliRunner().invoke(
+        app, ["server", "status", "--kit", str(deployment.server_kit), "--json"]
+    )
+
+    # Assert
+    assert status.running and status.pid is not None and status.kit.role.value == "server"
+    assert status.log == deployment.server_kit / "log.txt" and status.last_lines
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["running"] is True and shown["pid"] == status.pid
+    with pytest.raises(ServiceError, match="already runs"):
+        start_service(deployment.server_kit, wait_s=0)
+
+
+# -- mutual TLS ----------------------------------------------------------------------------------
+
+
+def _handshake_refused(port: int, context: ssl.SSLContext) -> bool:
+    """Whether the server refuses a TLS client (at the handshake, or by closing at once)."""
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            return tls.recv(1024) == b""
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        return True
+
+
+def test_every_connection_is_mutual_tls(deployment: Deployment) -> None:
+    # Prepare: a client that trusts the project CA but has no certificate, a plain TCP client,
+    # and a second project (another CA) whose site and admin dial this server
+    address = deployment.federation.spec.server
+    no_certificate = ssl.create_default_context(
+        cafile=str(deployment.server_kit / "startup" / "rootCA.pem")
+    )
+    other = init_federation(
+        FederationSpec("intruders", address, ("intruder",), "mallory@example.org", HEARTBEAT_S),
+        deployment.base / "other-federation",
+    )
+    intruder_kit = _install(
+        other,
+        "intruder",
+        load_kit_config(deployment.site_kits["site-1"]).data_root,
+        deployment.base / "other-kits",
+    )
+
+    # Execute / Assert: no certificate → refused on both ports
+    for port in (address.fl_port, address.admin_port):
+        assert _handshake_refused(port, no_certificate), port
+    # plain HTTP → no HTTP answer
+    with socket.create_connection(("127.0.0.1", address.fl_port), timeout=10) as raw:
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        raw.settimeout(10)
+        try:
+            answer = raw.recv(1024)
+        except (TimeoutError, ConnectionResetError):
+            answer = b""
+        assert not answer.startswith(b"HTTP/")
+    # another CA's admin cannot log in
+    with pytest.raises(SubmitError), admin_session(other.admin_kit, timeout_s=10):
+        pass
+    # another CA's site never joins
+    deployment.started.append(intruder_kit)
+    with pytest.raises(ServiceError, match="has not registered"):
+        start_service(intruder_kit, wait_s=15, env=ENV)
+    stop_service(intruder_kit, grace_s=2)
+    with admin_session(deployment.admin_kit) as session:
+        joined = {c.name for c in session.get_connected_client_list()}
+    assert joined == {"site-1", "site-2"}
+    assert "intruder" not in (deployment.server_kit / "log.txt").read_text()
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+
+def test_a_killed_site_is_dropped_within_the_detection_time_and_rejoins_later(
+    deployment: Deployment,
+) -> None:
+    # Prepare: 14 short rounds (time for the restarted site to come back before the end), a
+    # quorum of 1, a round timeout far above the detection time
+    study = tiny_study(rounds=14, min_sites=1, timeout=240, local_epochs=2)
+    deployment.approve(study, "site-1", "site-2")
+    site_2 = deployment.site_kits["site-2"]
+    with admin_session(deployment.admin_kit) as session:
+        job_id = submit_study(session, study)
+
+    def training_after_round_1() -> int:
+        with admin_session(deployment.admin_kit) as session:
+            progress = study_status(session, job_id).progress
+        done = len(progress.get("history") or [])
+        return int(progress.get("round", 0)) if done >= 1 and progress["round"] > done else 0
+
+    killed_round = _wait(training_after_round_1, 180, "a round after round 1", poll_s=0.2)
+
+    # Execute: site-2 crashes mid-round (its whole process tree, SIGKILL)
+    killed_at = time.monotonic()
+    stop_service(site_2, grace_s=0)
+    history = _wait(
+        lambda: [r for r in _history(deployment, job_id) if r["round"] == killed_round],
+        240,
+        f"round {killed_round} to close",
+        poll_s=0.5,
+    )
+    detected_after = time.monotonic() - killed_at
+    deployment.measure("dead_site_detection_s", round(detected_after, 1))
+    deployment.measure("dead_site_round_seconds", round(history[0]["seconds"], 1))
+    deployment.start(site_2)  # the custodian restarts the node
+    updates: list[StudyStatus] = []
+    final_job = follow_study(
+        deployment.admin_kit, job_id, study, on_update=updates.append, timeout_s=400
+    )
+    with admin_session(deployment.admin_kit) as session:
+        run = download_run(session, final_job, deployment.base / "run-killed")
+
+    # Assert: the round closed with the survivor, well before the round timeout (site-2's
+    # update is in it when it died after training, during the round's validation)
+    (closed,) = history
+    assert closed["dropped"] == ["site-2"] and "site-1" in closed["accepted"]
+    assert closed["seconds"] < study.round_timeout_s / 2
+    # the run finished, and site-2 is back for a later round (in a new job: NVFlare 2.9 never
+    # deploys a running job to a site that registers again)
+    rounds = _rounds(run)
+    assert sorted(rounds) == list(range(1, 15))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rounds_done"] == 14
+    back = [k for k, r in rounds.items() if k > killed_round and "site-2" in r["accepted"]]
+    assert back, {k: r["accepted"] for k, r in rounds.items()}
+    assert final_job != job_id
+    assert all("site-2" not in rounds[k]["accepted"] for k in range(killed_round + 1, min(back)))
+
+
+def test_the_coordinator_stopped_mid_run_resumes_from_its_last_checkpoint(
+    deployment: Deployment,
+) -> None:
+    # Prepare
+    study = tiny_study(rounds=5, min_sites=2, local_epochs=2)
+    deployment.approve(study, "site-1", "site-2")
+    server_run = deployment.server_kit / "neurofed" / "runs" / default_run_name(study)
+    with admin_session(deployment.admin_kit) as session:
+        job_id = submit_study(session, study)
+    _wait(lambda: len(_history(deployment, job_id)) >= 2, 240, "two rounds", poll_s=0.5)
+
+    # Execute: the server stops (between or during rounds) and comes back
+    stop_service(deployment.server_kit, grace_s=10)
+    done_before = {k: (p.stat().st_mtime_ns, p.read_bytes()) for k, p in _metric_files(server_run)}
+    began = time.monotonic()
+    deployment.start(deployment.server_kit)
+    deployment.measure("server_restart_to_ready_s", round(time.monotonic() - began, 2))
+    final_job = follow_study(deployment.admin_kit, job_id, study, timeout_s=400)
+    with admin_session(deployment.admin_kit) as session:
+        run = download_run(session, final_job, deployment.base / "run-restarted")
+
+    # Assert: a new job resumed after the last checkpoint; no round was redone
+    assert final_job != job_id and len(done_before) >= 2
+    after = dict(_metric_files(server_run))
+    for k, (mtime, text) in done_before.items():
+        assert after[k].stat().st_mtime_ns == mtime and after[k].read_bytes() == text
+    assert sorted(_rounds(run)) == [1, 2, 3, 4, 5]
+    assert json.loads((run / "summary.json").read_text())["rounds_done"] == 5
+
+
+def _metric_files(run: Path) -> list[tuple[int, Path]]:
+    return sorted((int(p.parent.name), p) for p in (run / "rounds").glob("*/metrics.json"))
+
+
+# -- governance ----------------------------------------------------------------------------------
+
+
+def test_a_study_edited_after_approval_is_refused_and_the_run_completes_elsewhere(
+    deployment: Deployment,
+) -> None:
+    # Prepare: both custodians approved the study as circulated; the lead then edits it (one
+    # number), and only site-1's custodian approves the edited version
+    circulated = tiny_study(rounds=2, min_sites=1, train={"learning_rate": 0.001})
+    edited = tiny_study(rounds=2, min_sites=1, train={"learning_rate": 0.002})
+    deployment.approve(circulated, "site-1", "site-2")
+    deployment.approve(edited, "site-1")
+    audit = deployment.site_kits["site-2"] / AUDIT_LOG
+    lines_before = len(read_audit_log(audit)) if audit.is_file() else 0
+
+    # Execute
+    with admin_session(deployment.admin_kit) as session:
+        job_id = submit_study(session, edited)
+    final_job = follow_study(deployment.admin_kit, job_id, edited, timeout_s=300)
+    with admin_session(deployment.admin_kit) as session:
+        status = study_status(session, final_job)
+
+    # Assert: the run completed on site-1; site-2 refused every round, and says why
+    assert status.progress["summary"]["rounds_done"] == 2
+    for entry in status.progress["history"]:
+        assert entry["accepted"] == ["site-1"]
+        assert "site-2" in entry["refused"] and edited.content_hash[:12] in json.dumps(entry)
+    refusals = [
+        r
+        for r in read_audit_log(audit)[lines_before:]
+        if r["event"] == "study-refused" and r["study_hash"] == edited.content_hash
+    ]
+    assert refusals and all("is not approved at this site" in r["reason"] for r in refusals)
+
+
+# -- enrolment -----------------------------------------------------------------------------------
+
+
+def test_a_site_added_later_joins_without_reissuing_any_kit(deployment: Deployment) -> None:
+    # Prepare
+    root = deployment.federation.root
+    before = {p: p.read_bytes() for p in (root / "bundles").glob("*.zip")}
+    server_files = {
+        p: p.read_bytes() for p in (deployment.server_kit / "startup").iterdir() if p.is_file()
+    }
+    data = write_site(deployment.base / "hospital-3", seed=3)
+
+    # Execute
+    result = CliRunner().invoke(
+        app, ["federation", "add-site", "site-3", "--federation", str(root)]
+    )
+    kit = _install(deployment.federation, "site-3", data, deployment.base / "kits")
+    deployment.measure("site_3_start_to_registered_s", round(deployment.start(kit), 2))
+
+    # Assert: only a new bundle; the running server accepted the new site as it is
+    assert result.exit_code == 0, result.output
+    assert {p: p.read_bytes() for p in before} == before
+    assert {p: p.read_bytes() for p in server_files} == server_files
+    assert inspect_kit(kit).name == "site-3"
+    with admin_session(deployment.admin_kit) as session:
+        joined = {c.name for c in session.get_connected_client_list()}
+    assert "site-3" in joined
+    stop_service(kit, grace_s=5)
+    with pytest.raises(ProvisionError, match="already a participant"):
+        add_site(root, "site-3")

@@ -1,0 +1,220 @@
+"""A site's own state on disk: written each round, read back by a restarted site, damage refused."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neurofed.federated import Study
+from neurofed.federated.engine import SiteConfig, SiteWorker
+from neurofed.federated.engine.coordinator import FederatedRun
+from neurofed.federated.engine.site_state import (
+    STATE_JSON,
+    SiteState,
+    SiteStateError,
+    StatePart,
+    load_site_state,
+    save_site_state,
+    state_rounds,
+)
+from neurofed.federated.update import Parameters
+from tests.federated.engine.conftest import tiny_study
+
+HASH = "ab" * 32
+
+
+def _state(round_number: int) -> SiteState:
+    return SiteState(
+        round_number,
+        {
+            StatePart.LOCAL.value: {
+                "norm.weight": np.full(3, round_number, np.float32),
+                "norm.num_batches_tracked": np.array(7, np.int64),
+            }
+        },
+    )
+
+
+def test_round_folders_read_back_and_only_the_newest_two_are_kept(tmp_path: Path) -> None:
+    for k in (1, 2, 3):
+        save_site_state(tmp_path, _state(k), study_hash=HASH, site_id="site-1")
+
+    loaded = load_site_state(tmp_path, 3, study_hash=HASH, site_id="site-1")
+
+    assert state_rounds(tmp_path) == [2, 3]
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    local = loaded.parts[StatePart.LOCAL.value]
+    np.testing.assert_array_equal(local["norm.weight"], np.full(3, 3, np.float32))
+    assert local["norm.num_batches_tracked"].shape == () and int(local["norm.num_batches_tracked"])
+    record = json.loads((tmp_path / "round-3" / STATE_JSON).read_text())
+    assert record["sha256"].keys() == {"local"} and record["round"] == 3
+
+
+def test_a_folder_of_another_study_or_site_or_with_a_changed_file_is_refused(
+    tmp_path: Path,
+) -> None:
+    folder = save_site_state(tmp_path, _state(1), study_hash=HASH, site_id="site-1")
+
+    with pytest.raises(SiteStateError, match="study_hash is 'abab"):
+        load_site_state(tmp_path, 1, study_hash="cd" * 32, site_id="site-1")
+    with pytest.raises(SiteStateError, match="site_id is 'site-1', not 'site-2'"):
+        load_site_state(tmp_path, 1, study_hash=HASH, site_id="site-2")
+    weights = folder / "local.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(SiteStateError, match=r"local\.safetensors: its SHA-256 differs"):
+        load_site_state(tmp_path, 1, study_hash=HASH, site_id="site-1")
+
+
+# -- restarted sites -----------------------------------------------------------------------------
+
+STUDIES: dict[str, Callable[[], Study]] = {
+    "fedbn": lambda: tiny_study(strategy="fedbn", rounds=3),
+    "ditto": lambda: tiny_study(strategy="ditto", ditto_lambda=0.5, rounds=3, local_epochs=2),
+    "ditto-local": lambda: tiny_study(
+        strategy="ditto", ditto_lambda=0.5, rounds=3, local_parameters=["features.*.1.*"]
+    ),
+}
+
+
+def _kept(worker: SiteWorker, sent: Parameters) -> Parameters:
+    """What a round produced: the update sent, the local layers and the personalised model."""
+    assert worker._trainer is not None
+    everything = worker._trainer.get_parameters(include_local=True)
+    personalised = worker.personalised_parameters() or {}
+    return (
+        dict(sent)
+        | {f"local:{k}": everything[k] for k in worker._trainer.local_names()}
+        | {f"personalised:{k}": v for k, v in personalised.items()}
+    )
+
+
+def _same(a: Parameters, b: Parameters) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _rounds(
+    worker: SiteWorker, run: FederatedRun, rounds: range, start: Parameters
+) -> tuple[Parameters, Parameters]:
+    """Train ``rounds``, each from the previous round's update (a one-site FedAvg)."""
+    params = dict(start)
+    kept: Parameters = {}
+    for k in rounds:
+        answer = worker.handle("train", params, run.task_meta(k))
+        assert answer.error is None
+        kept = _kept(worker, answer.params)
+        params = params | answer.params
+    return params, kept
+
+
+@pytest.mark.parametrize("kind", sorted(STUDIES))
+def test_a_restarted_site_computes_the_update_of_an_uninterrupted_one(
+    kind: str, tmp_path: Path, age_sites: list[Path]
+) -> None:
+    # Prepare
+    study = STUDIES[kind]()
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1"])
+
+    def worker(state: str) -> SiteWorker:
+        return SiteWorker(
+            "site-1", SiteConfig(age_sites[0], device="cpu", state_dir=tmp_path / state)
+        )
+
+    uninterrupted = worker("a")
+    global_3, _ = _rounds(uninterrupted, run, range(1, 3), run.params)
+    _, expected = _rounds(uninterrupted, run, range(3, 4), global_3)
+    interrupted = worker("b")
+    global_b, _ = _rounds(interrupted, run, range(1, 3), run.params)
+    assert _same(global_b, global_3)
+    # Execute: the site process restarts before round 3
+    restarted = worker("b")
+    _, got = _rounds(restarted, run, range(3, 4), global_3)
+    # without its state the same round gives another result: the test can fail
+    _, amnesic = _rounds(worker("empty"), run, range(3, 4), global_3)
+    # Assert
+    assert _same(got, expected)
+    assert not _same(amnesic, expected)
+    assert state_rounds(tmp_path / "b" / study.content_hash[:16]) == [2, 3]
+
+
+def test_a_restarted_ditto_site_validates_the_personalised_model_it_had(
+    tmp_path: Path, age_sites: list[Path]
+) -> None:
+    study = tiny_study(strategy="ditto", ditto_lambda=0.5, rounds=3)
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1"])
+    config = SiteConfig(age_sites[0], device="cpu", state_dir=tmp_path / "state")
+    warm = SiteWorker("site-1", config)
+    warm.handle("train", run.params, run.task_meta(1))
+
+    expected = warm.handle("validate", run.params, run.task_meta(1))
+    got = SiteWorker("site-1", config).handle("validate", run.params, run.task_meta(1))
+
+    for answer in (expected, got):  # wall time differs; the metric states must not
+        answer.meta.pop("validate_seconds")
+    assert expected.meta.keys() == got.meta.keys() and len(got.meta) == 2
+    for key, arrays in expected.meta.items():
+        assert _same(arrays, got.meta[key])
+
+
+def _flip_a_byte(folder: Path) -> None:
+    weights = folder / "personalised.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+
+def _garble_the_record(folder: Path) -> None:
+    (folder / STATE_JSON).write_text("{ not json", encoding="utf-8")
+
+
+def _claim_another_site(folder: Path) -> None:
+    record = json.loads((folder / STATE_JSON).read_text())
+    (folder / STATE_JSON).write_text(json.dumps(record | {"site_id": "site-9"}))
+
+
+def _drop_the_weights(folder: Path) -> None:
+    (folder / "local.safetensors").unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_flip_a_byte, "SHA-256 differs"),
+        (_garble_the_record, "unreadable"),
+        (_claim_another_site, "site_id is 'site-9'"),
+        (_drop_the_weights, "local.safetensors: unreadable"),
+    ],
+)
+def test_a_damaged_state_folder_is_refused_with_a_logged_reason(
+    damage: Callable[[Path], None],
+    reason: str,
+    tmp_path: Path,
+    age_sites: list[Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Prepare: a Ditto site with local layers trains round 1, then its state is damaged
+    study = STUDIES["ditto-local"]()
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1"])
+    config = SiteConfig(age_sites[0], device="cpu", state_dir=tmp_path / "state")
+    SiteWorker("site-1", config).handle("train", run.params, run.task_meta(1))
+    folder = config.study_state_dir(study.content_hash)
+    damage(folder / "round-1")
+    # Execute: the site restarts for round 2
+    with caplog.at_level(logging.WARNING, logger="neurofed.federated.engine.site_worker"):
+        restarted = SiteWorker("site-1", config)
+        answer = restarted.handle("train", run.params, run.task_meta(2))
+    # Assert: it trains from the global model, as a site that never kept anything would
+    fresh = SiteWorker("site-1", SiteConfig(age_sites[0], device="cpu", state_dir=tmp_path / "x"))
+    expected = fresh.handle("train", run.params, run.task_meta(2))
+    assert answer.error is None
+    assert _same(answer.params, expected.params)
+    assert _same(restarted.personalised_parameters() or {}, fresh.personalised_parameters() or {})
+    assert "refusing the saved state after round 1" in caplog.text and reason in caplog.text
+    assert state_rounds(folder) == [1, 2]  # round 2 is written as usual
