@@ -80,13 +80,3 @@ def test_bad_missing_marker_names_the_format(tmp_path: Path) -> None:
     result = runner.invoke(app, ["phantom", "--out", str(tmp_path), "--missing-marker", "mgmt"])
     assert result.exit_code == 2
     assert "SITE:MARKER" in result.output
-
-
-def test_demo_quick_writes_a_readable_summary(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--quick", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((out / "summary.json").read_text())
-    assert [row["role"] for row in summary["sites"]] == ["training"] * 3 + ["held-out"]
-    assert all(len(row["excluded"]) == 1 for row in summary["sites"])
-    assert "| site-4 | held-out |" in (out / "summary.md").read_text()

@@ -15,12 +15,15 @@ __all__ = ["demo"]
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("neurofed-demo"),
-    quick: Annotated[bool, typer.Option(help="Small, CI-sized run (about a minute).")] = False,
-    seed: Annotated[int, typer.Option(help="Phantom seed.")] = 0,
+    out: Annotated[Path, typer.Option(help="Run folder (run again to resume).")] = Path(
+        "neurofed-demo"
+    ),
+    quick: Annotated[
+        bool, typer.Option(help="Small, CI-sized run (about a minute instead of several).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the phantom and of every model.")] = 0,
 ) -> None:
-    """Run the whole path on the embedded phantom, offline."""
-    with progress_bar("generating phantom sites") as progress:
-        result = run_demo(DemoConfig(out=out, quick=quick, seed=seed), progress=progress)
+    """Phantom sites → checks → federated, local-only and pooled training → evaluation."""
+    result = run_demo(DemoConfig(out=out, quick=quick, seed=seed), stage=progress_bar)
     console.print(Markdown((out / SUMMARY_MD).read_text()))
-    console.print(f"run folder: {out} ({result.seconds:.1f} s)")
+    console.print(f"run folder: {out} ({result.seconds:.0f} s)")

@@ -1,0 +1,277 @@
+"""``neurofed demo``: the whole path on the embedded phantom, offline, in one command.
+
+Stages (each resumes when the demo is run again with the same run folder):
+
+1. **phantom** — a non-IID glioma federation: three training sites and one held-out site, one
+   broken case planted at each (kept when ``sites/phantom.json`` already holds the same config);
+2. **check** — ``site check`` of every site and its fixed splits;
+3. **federated** — the FedAvg study over the training sites in NVFlare's simulator; its
+   fingerprint round plans the target spacing (``federated/plan.json``);
+4. **local-only** — one model per training site, same budget and plan;
+5. **pooled** — one model on the training sites' cases together, same budget and plan;
+6. **evaluate** — every model on every training site's validation split and on all cases of
+   the held-out site; the training sites' validation is also merged (sums and counts, exactly).
+
+The run folder::
+
+    <out>/sites/            the phantom sites (site-4 is held out)
+    <out>/federated/        the simulated run (plan.json, rounds/, checkpoints/, model/)
+    <out>/local/site-<k>/   each local-only run (metrics.json, model/)
+    <out>/pooled/           the pooled run
+    <out>/summary.json      everything below, machine-readable
+    <out>/summary.md        the tables a person reads
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from neurofed import __version__
+from neurofed.data.manifest import check_site
+from neurofed.data.splits import load_or_create_splits
+from neurofed.demo.config import DemoConfig
+from neurofed.demo.report import SUMMARY_JSON, SUMMARY_MD, headline, markdown
+from neurofed.engine import evaluate_model, finalize_metrics, load_model, train_local, train_pooled
+from neurofed.engine.records import json_number
+from neurofed.federated.study import Study
+from neurofed.keys import Split
+from neurofed.phantom import PhantomSummary, generate_federation
+from neurofed.preprocess.plan import Plan
+from neurofed.tasks import MetricState, merge_states
+from neurofed.types import ProgressCallback
+
+__all__ = ["DemoResult", "StageProgress", "run_demo"]
+
+#: ``stage(label)`` → a context manager yielding the stage's :data:`ProgressCallback`.
+StageProgress = Callable[[str], AbstractContextManager[ProgressCallback]]
+
+SITES = "sites"
+FEDERATED = "federated"
+LOCAL = "local"
+POOLED = "pooled"
+#: Name of the merged validation column (all training sites' validation cases).
+ALL_TRAINING = "training sites"
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    out: Path
+    summary: dict[str, Any]
+    seconds: float
+
+
+def _no_progress(label: str) -> AbstractContextManager[ProgressCallback]:
+    return nullcontext(lambda done, total, text: None)
+
+
+@contextmanager
+def _one_thread_per_site() -> Iterator[None]:
+    """Simulated sites are processes sharing the CPU: one torch thread each (more threads than
+    cores stall every OpenMP region). Child processes inherit the variable."""
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
+
+
+def _phantom(config: DemoConfig, folder: Path, progress: ProgressCallback) -> list[Path]:
+    """Generate the sites, or keep those already generated with the same config."""
+    manifest = folder / "phantom.json"
+    if manifest.is_file():
+        stored = json.loads(manifest.read_text(encoding="utf-8"))
+        if stored.get("config") == config.phantom.to_json():
+            sites = sorted(stored.get("sites", []), key=lambda s: int(s["site"]))
+            return [folder / str(s["dir"]) for s in sites]
+    summary: PhantomSummary = generate_federation(config.phantom, folder, progress=progress)
+    return list(summary.site_dirs)
+
+
+def _site_row(site_dir: Path, held_out: bool) -> dict[str, Any]:
+    report = check_site(site_dir)
+    splits, _ = load_or_create_splits(site_dir, report.manifest.subjects)
+    ids = [s.subject_id for s in report.manifest.subjects]
+    return {
+        "site": site_dir.name,
+        "role": "held-out" if held_out else "training",
+        "layout": report.manifest.layout.value,
+        "cases": len(report.cases),
+        "usable": len(ids),
+        "excluded": list(report.excluded_ids),
+        "problems": [p.line() for c in report.cases for p in c.problems],
+        "splits": {s.value: len(splits.subject_ids(s, ids)) for s in Split},
+        "check_seconds": round(report.seconds, 2),
+    }
+
+
+def _evaluate(
+    models: dict[str, Path],
+    training: Sequence[Path],
+    held_out: Path,
+    progress: ProgressCallback,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{model: {column: metrics}}``: each training site's validation split, their merge, and
+    every case of the held-out site."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    jobs = [(site, Split.VALIDATION) for site in training] + [(held_out, None)]
+    total, done = len(models) * len(jobs), 0
+    for name, folder in models.items():
+        trained = load_model(folder)
+        row: dict[str, dict[str, Any]] = {}
+        states: list[MetricState] = []
+        for site, split in jobs:
+            state, cases, _ = evaluate_model(trained, site, split)
+            done += 1
+            progress(done, total, f"{name} on {site.name}")
+            if split is not None:
+                states.append(state)
+            row[site.name] = _column(trained.task, state, len(cases), split)
+        merged = merge_states(states)
+        row[ALL_TRAINING] = _column(
+            trained.task, merged, sum(row[s.name]["cases"] for s in training), Split.VALIDATION
+        )
+        table[name] = row
+    return table
+
+
+def _column(task: Any, state: MetricState, cases: int, split: Split | None) -> dict[str, Any]:
+    metrics = finalize_metrics(task, state)
+    return {
+        "split": "all" if split is None else split.value,
+        "cases": cases,
+        "metrics": {k: json_number(v) for k, v in sorted(metrics.items())},
+    }
+
+
+def _federated_plan(study: Study, run_dir: Path) -> Plan:
+    """The plan the federation's fingerprint round wrote (the baselines train under it)."""
+    from neurofed.federated.engine.planning_round import read_run_plan
+
+    plan = read_run_plan(run_dir, study)
+    if plan is None:
+        raise RuntimeError(f"{run_dir} has no plan.json although its study has [plan]")
+    return plan
+
+
+def _copy_plan(run_dir: Path, folders: Iterable[Path]) -> None:
+    """Every model folder carries the plan it was trained under (as the federated one does)."""
+    from neurofed.federated.engine.planning_round import copy_plan_files
+
+    for folder in folders:
+        copy_plan_files(run_dir, folder)
+
+
+def _plan_summary(plan: Plan, federated: dict[str, Any]) -> dict[str, Any]:
+    """The plan's id, target spacing and who contributed (from the federated summary)."""
+    entry = federated.get("plan") or {}
+    return {
+        "plan_id": plan.plan_id,
+        "spacing": list(plan.spacing),
+        "num_cases": plan.num_cases,
+        "sites": list(entry.get("sites", [])),
+        "failed": dict(entry.get("failed", {})),
+    }
+
+
+def run_demo(config: DemoConfig, stage: StageProgress | None = None) -> DemoResult:
+    """Run every stage (see the module docstring) and write ``summary.json`` / ``summary.md``.
+
+    ``stage(label)`` is entered around each stage and yields its progress callback.
+    """
+    stage = stage or _no_progress
+    start = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, began: float) -> None:
+        seconds[name] = round(time.perf_counter() - began, 2)
+
+    began = time.perf_counter()
+    with stage("generating the phantom sites") as progress:
+        site_dirs = _phantom(config, out / SITES, progress)
+    timed("phantom", began)
+    training, held_out = site_dirs[:-1], site_dirs[-1]
+
+    began = time.perf_counter()
+    with stage("checking every site") as progress:
+        rows = []
+        for k, site_dir in enumerate(site_dirs, start=1):
+            rows.append(_site_row(site_dir, held_out=site_dir == held_out))
+            progress(k, len(site_dirs), site_dir.name)
+    timed("check", began)
+
+    study = config.study()
+    began = time.perf_counter()
+    with stage(f"federated training ({study.rounds} rounds of FedAvg)") as progress:
+        from neurofed.federated.engine import run_simulation
+
+        with _one_thread_per_site():
+            federated = run_simulation(
+                study, training, out / FEDERATED, progress=progress, device=config.device
+            )
+    timed("federated", began)
+    plan = _federated_plan(study, out / FEDERATED)
+
+    began = time.perf_counter()
+    local_config = config.baseline_config(training_sites=1, plan=plan)
+    for site_dir in training:
+        with stage(f"local-only training on {site_dir.name}") as progress:
+            train_local(local_config, site_dir, out / LOCAL / site_dir.name, progress=progress)
+    timed("local", began)
+
+    began = time.perf_counter()
+    with stage("pooled training") as progress:
+        train_pooled(
+            config.baseline_config(training_sites=len(training), plan=plan),
+            training,
+            out / POOLED,
+            progress=progress,
+        )
+    timed("pooled", began)
+
+    models = {"federated": federated.model_dir, "pooled": out / POOLED / "model"}
+    models |= {f"local {s.name}": out / LOCAL / s.name / "model" for s in training}
+    _copy_plan(out / FEDERATED, models.values())
+    began = time.perf_counter()
+    with stage("evaluating every model on every site") as progress:
+        evaluation = _evaluate(models, training, held_out, progress)
+    timed("evaluate", began)
+
+    summary: dict[str, Any] = {
+        "neurofed_version": __version__,
+        "seed": config.seed,
+        "quick": config.quick,
+        "task": study.task.value,
+        "budget": vars(config.budget),
+        "study": {
+            "name": study.name,
+            "sha256": study.content_hash,
+            "rounds": study.rounds,
+            "strategy": study.strategy.value,
+            "selected": federated.summary.get("selected"),
+            "dropped": federated.summary.get("dropped", []),
+        },
+        "plan": _plan_summary(plan, federated.summary),
+        "sites": rows,
+        "held_out": held_out.name,
+        "models": {name: str(path.relative_to(out)) for name, path in models.items()},
+        "evaluation": evaluation,
+        "headline": headline(evaluation, held_out.name),
+        "stage_seconds": seconds,
+    }
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+    (out / SUMMARY_MD).write_text(markdown(summary))
+    return DemoResult(out=out, summary=summary, seconds=summary["seconds"])

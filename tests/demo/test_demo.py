@@ -1,0 +1,105 @@
+"""``neurofed demo --quick`` end to end: phantom, checks, federated + baselines, evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from neurofed.cli.main import app
+from neurofed.demo import DemoConfig
+from neurofed.demo.run import ALL_TRAINING, _phantom
+
+MODELS = ("federated", "pooled", "local site-1", "local site-2", "local site-3")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)], env={"CI": "true"})
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_quick_demo_trains_every_model_and_scores_it_on_every_site(
+    demo_run: tuple[Path, str],
+) -> None:
+    out, output = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+
+    assert summary["held_out"] == "site-4"
+    assert set(summary["evaluation"]) == set(MODELS)
+    for model, row in summary["evaluation"].items():
+        assert set(row) == {"site-1", "site-2", "site-3", "site-4", ALL_TRAINING}, model
+        assert row["site-4"]["split"] == "all" and row["site-1"]["split"] == "validation"
+        assert row[ALL_TRAINING]["cases"] == sum(row[f"site-{k}"]["cases"] for k in (1, 2, 3))
+        for region in ("ET", "TC", "WT"):
+            value = row["site-4"]["metrics"][f"{region}/dice"]
+            assert value is not None and 0.0 <= value <= 1.0 and math.isfinite(value)
+    for path in summary["models"].values():
+        assert (out / path / "model.json").is_file() and (
+            out / path / "weights.safetensors"
+        ).is_file()
+    assert "run folder:" in output and "held-out" in output
+
+
+def test_the_federation_ran_its_rounds_and_never_trained_on_the_held_out_site(
+    demo_run: tuple[Path, str],
+) -> None:
+    out, _ = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    rounds = [
+        json.loads(p.read_text()) for p in sorted((out / "federated/rounds").glob("*/metrics.json"))
+    ]
+
+    assert len(rounds) == summary["study"]["rounds"] == 3
+    assert all(sorted(r["accepted"]) == ["site-1", "site-2", "site-3"] for r in rounds)
+    selected = summary["study"]["selected"]
+    best = max(rounds, key=lambda r: r["validation"]["WT/dice"])
+    assert selected["round"] == best["round"] and selected["direction"] == "max"
+    pooled = json.loads((out / "pooled/config.json").read_text())
+    assert pooled["sites"] == ["site-1", "site-2", "site-3"]
+    locals_ = [json.loads((out / f"local/site-{k}/config.json").read_text()) for k in (1, 2, 3)]
+    assert pooled["num_examples"] == sum(c["num_examples"] for c in locals_)
+
+
+def test_broken_cases_are_reported_and_left_out(demo_run: tuple[Path, str]) -> None:
+    out, _ = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+
+    assert [row["role"] for row in summary["sites"]] == ["training"] * 3 + ["held-out"]
+    for row in summary["sites"]:
+        assert len(row["excluded"]) == 1 and row["usable"] == row["cases"] - 1, row
+        assert row["problems"], row
+    text = (out / "summary.md").read_text()
+    assert all(f"- {row['site']}: " in text for row in summary["sites"])
+    assert "| site-4 | held-out |" in text
+
+
+def test_rerun_keeps_the_phantom_sites_already_generated(demo_run: tuple[Path, str]) -> None:
+    out, _ = demo_run
+    before = {p: p.stat().st_mtime_ns for p in (out / "sites").rglob("*.nii.gz")}
+
+    sites = _phantom(DemoConfig(out=out, quick=True), out / "sites", lambda d, t, s: None)
+
+    assert [s.name for s in sites] == ["site-1", "site-2", "site-3", "site-4"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "sites").rglob("*.nii.gz")} == before
+
+
+def test_every_model_trains_under_the_plan_of_the_fingerprint_round(
+    demo_run: tuple[Path, str],
+) -> None:
+    out, _ = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    plan = json.loads((out / "federated/plan.json").read_text())
+
+    assert summary["plan"]["spacing"] == plan["spacing"]
+    assert summary["plan"]["sites"] == ["site-1", "site-2", "site-3"]  # never the held-out site
+    for path in summary["models"].values():
+        model = json.loads((out / path / "model.json").read_text())
+        assert model["preprocess"]["spacing"] == plan["spacing"], path
+        assert json.loads((out / path / "plan.json").read_text()) == plan, path
+    assert f"`{summary['plan']['plan_id']}`" in (out / "summary.md").read_text()
