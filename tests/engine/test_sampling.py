@@ -69,3 +69,30 @@ def test_collate_pads_whole_volumes_and_masks_what_is_unknown() -> None:
     assert grade.known.tolist() == [False, True] and grade.values[1] == 3.0
     assert math.isnan(float(idh.values[1]))
     assert batch.label is not None and batch.label.dtype == torch.long
+
+
+def test_fill_single_adds_the_next_sample_of_the_order_to_a_lone_last_batch() -> None:
+    # Prepare: 3 cases in batches of 2 would end with a batch of one
+    dataset = _cases()
+    config = tiny_config("tumor-regions", augment={}, samples_per_epoch=None, batch_size=2)
+    # Execute
+    plain = _arrays(list(epoch_batches(dataset, config, epoch=1)))
+    filled = _arrays(list(epoch_batches(dataset, config, epoch=1, fill_single=True)))
+    again = _arrays(list(epoch_batches(dataset, config, epoch=1, fill_single=True)))
+    four = _arrays(list(epoch_batches(dataset, config.with_changes(samples_per_epoch=4), epoch=1)))
+    # Assert: same steps, same first samples, the extra one is sample k=3 of a 4-sample epoch
+    assert [a.shape[0] for a in plain] == [2, 1]
+    assert [a.shape[0] for a in filled] == [2, 2]
+    assert len(filled) == steps_per_epoch(config, dataset) == 2
+    assert np.array_equal(filled[0], plain[0]) and np.array_equal(filled[1][:1], plain[1])
+    assert all(np.array_equal(a, b) for a, b in zip(filled, four, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(filled, again, strict=True))
+
+
+def test_fill_single_samples_a_single_case_twice() -> None:
+    dataset = _cases(1)
+    config = tiny_config("tumor-regions", augment={}, samples_per_epoch=None, batch_size=4)
+    (batch,) = epoch_batches(dataset, config, epoch=1, fill_single=True)
+    assert tuple(batch.image.shape) == (2, 4, 16, 16, 16)
+    assert not np.array_equal(batch.image[0].numpy(), batch.image[1].numpy())  # own patches
+    assert steps_per_epoch(config, dataset) == 1

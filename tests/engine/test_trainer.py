@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from neurofed.engine import CaseDataset, LocalTrainer, ParameterError
+from neurofed.data.subject import Clinical
+from neurofed.engine import CaseDataset, LocalTrainer, ParameterError, TrainingCase, steps_per_epoch
 from neurofed.keys import Split
 from tests.engine.tiny import tiny_config
 
@@ -167,3 +168,37 @@ def test_poly_schedule_sets_each_epochs_learning_rate(glioma_site: Path) -> None
     trainer.fit(on_epoch=lambda _: rates.append(trainer.optimizer.param_groups[0]["lr"]))
     expected = [1e-2 * f for f in (1.0, (2 / 3) ** 0.9, (1 / 3) ** 0.9)]
     assert rates == pytest.approx(expected, rel=1e-12)
+
+
+def _brain_age_cases(n: int) -> CaseDataset:
+    rng = np.random.default_rng(0)
+    return CaseDataset(
+        [
+            TrainingCase(
+                f"c{i}",
+                "site",
+                rng.standard_normal((1, 32, 32, 32)).astype(np.float32),
+                None,
+                Clinical(age=40.0 + 10 * i),
+            )
+            for i in range(n)
+        ]
+    )
+
+
+@pytest.mark.parametrize("num_cases", [1, 3])
+def test_batch_norm_model_trains_when_the_last_batch_would_hold_one_sample(
+    num_cases: int,
+) -> None:
+    # Prepare: SFCN has batch norm down to a 1³ map; 3 (or 1) cases in batches of 2
+    config = tiny_config(
+        "brain-age", model_config={"width": 0.0625}, batch_size=2, samples_per_epoch=None
+    )
+    trainer = LocalTrainer(config, _brain_age_cases(num_cases))
+    # Execute
+    records = trainer.fit(epochs=1)
+    # Assert
+    steps = steps_per_epoch(config, trainer.train_data)
+    assert steps == (num_cases + 1) // 2
+    assert records[0].steps == steps and trainer.step == steps
+    assert np.isfinite(records[0].train_loss)

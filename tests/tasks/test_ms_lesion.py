@@ -59,6 +59,45 @@ def test_lesion_f1_by_hand() -> None:
     assert metrics_6["lesion_f1"] == pytest.approx(4 / (4 + 2 + 1))
 
 
+def test_one_blob_over_every_lesion_detects_nothing_and_is_a_false_positive() -> None:
+    # Prepare: three one-voxel lesions, and a prediction of the whole volume (an untrained model)
+    target = torch.zeros(1, 10, 10, 10, dtype=torch.long)
+    target[0, 1, 1, 1] = target[0, 5, 5, 5] = target[0, 8, 2, 7] = 1
+    blob = torch.ones_like(target)
+    batch = Batch(torch.zeros(1, 2, 10, 10, 10), label=target)
+    # Execute
+    counts = lesion_counts(blob.bool().numpy(), target.bool().numpy())
+    metrics = MSLesionTask().finalize(MSLesionTask().metric_state(_logits_for(blob), batch))
+    # Assert: 997 of the blob's 1000 voxels lie outside the lesions (> 65 %) → every lesion is
+    # missed; the lesions cover 0.3 % of the blob (< 10 %) → the blob is a false positive.
+    assert counts.tolist() == [[0, 3, 1]]
+    assert metrics["lesion_f1"] == 0.0
+
+
+def test_lesion_matching_thresholds_by_hand() -> None:
+    # Prepare: lesion A, 20 voxels (2 × 10); lesion B, 4 voxels (2 × 2).
+    target = np.zeros((4, 12, 12, 12), dtype=bool)
+    target[:, 1:3, 1, 1:11] = True  # A
+    target[:, 6:8, 6:8, 6] = True  # B
+    pred = np.zeros_like(target)
+    # case 0: 1 voxel of A (5 % < 10 %): A missed; A lies 95 % outside it (> 65 %): an FP
+    pred[0, 1, 1, 1] = True
+    # case 1: 14 voxels of A (70 %), none outside: A detected; A lies 30 % outside: not an FP
+    pred[1, 1:3, 1, 1:8] = True
+    # case 2: 3 × 3 over B: 5 / 9 = 56 % outside (≤ 65 %): B detected, a TP component;
+    # 5 voxels, 2 on A (10 % of A), 3 / 5 = 60 % outside: A detected, but A lies 90 % outside
+    # that component: an FP
+    pred[2, 5:8, 6:9, 6] = True
+    pred[2, 1:6, 1, 1] = True
+    # case 3: 3 × 4 over B: 8 / 12 = 67 % outside (> 65 %): B missed; B lies wholly inside it
+    # and covers 33 % (≥ 10 %) of it: a TP component
+    pred[3, 5:8, 5:9, 6] = True
+    # Execute
+    counts = lesion_counts(pred, target, connectivity=1)
+    # Assert: [detected, missed, false positive]
+    assert counts.tolist() == [[0, 2, 1], [1, 1, 0], [2, 0, 1], [0, 2, 0]]
+
+
 def test_lesion_counts_with_nothing_to_find_are_perfect() -> None:
     empty = np.zeros((1, 4, 4, 4), dtype=bool)
     assert lesion_counts(empty, empty).tolist() == [[0, 0, 0]]

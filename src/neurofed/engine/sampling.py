@@ -6,6 +6,13 @@ Everything random in an epoch is fixed by ``(seed, epoch)``: the order of cases 
 the same batches whether or not the run was interrupted before it, and global random state is
 never touched.
 
+A model with batch norm cannot train on a batch of one sample (its statistics need more than one
+value per channel, and SFCN pools down to 1³). With ``fill_single`` (the trainer sets it for such
+models), a last batch that would hold one sample takes one more: the next one the epoch's order
+draws (the first case of the next permutation, with its own ``default_rng([seed, epoch, k])``).
+The epoch's first samples and the number of steps are unchanged, and a single training case with
+``batch_size`` >= 2 is simply sampled twice.
+
 Examples
 --------
 >>> import numpy as np
@@ -35,7 +42,13 @@ from neurofed.engine.dataset import CaseDataset, Sample, TrainingCase, collate, 
 from neurofed.preprocess import apply_augmentation, sample_augmentation, sample_patch
 from neurofed.tasks import Batch, Task
 
-__all__ = ["epoch_batches", "epoch_order", "steps_per_epoch", "training_sample"]
+__all__ = [
+    "epoch_batches",
+    "epoch_order",
+    "filled_epoch_length",
+    "steps_per_epoch",
+    "training_sample",
+]
 
 
 def epoch_order(num_cases: int, num_samples: int, rng: np.random.Generator) -> list[int]:
@@ -56,8 +69,22 @@ def samples_per_epoch(config: TrainConfig, dataset: CaseDataset) -> int:
 
 
 def steps_per_epoch(config: TrainConfig, dataset: CaseDataset) -> int:
-    """Optimiser steps in one epoch (the last batch may be smaller)."""
+    """Optimiser steps in one epoch (the last batch may be smaller; ``fill_single`` keeps it)."""
     return -(-samples_per_epoch(config, dataset) // config.batch_size)
+
+
+def filled_epoch_length(num_samples: int, batch_size: int, *, fill_single: bool) -> int:
+    """Samples drawn in one epoch: ``num_samples``, plus one if ``fill_single`` and the last batch
+    would otherwise hold a single sample (the number of batches stays the same).
+
+    >>> [filled_epoch_length(n, 2, fill_single=True) for n in (1, 2, 3)]
+    [2, 2, 4]
+    >>> filled_epoch_length(3, 2, fill_single=False), filled_epoch_length(1, 1, fill_single=True)
+    (3, 1)
+    """
+    if fill_single and batch_size > 1 and num_samples % batch_size == 1:
+        return num_samples + 1
+    return num_samples
 
 
 def training_sample(
@@ -92,13 +119,20 @@ def epoch_batches(
     *,
     task: Task | None = None,
     augment: bool = True,
+    fill_single: bool = False,
 ) -> Iterator[Batch]:
-    """The training batches of ``epoch`` (1-based), fixed by ``(config.seed, epoch)``."""
+    """The training batches of ``epoch`` (1-based), fixed by ``(config.seed, epoch)``.
+
+    With ``fill_single`` no batch holds a single sample when ``config.batch_size`` >= 2 (for
+    models with batch norm; see the module docstring).
+    """
     if len(dataset) == 0:
         raise ValueError("no training cases: the dataset is empty")
     task = task or config.build_task()
     divisor = config.spatial_divisor()
-    total = samples_per_epoch(config, dataset)
+    total = filled_epoch_length(
+        samples_per_epoch(config, dataset), config.batch_size, fill_single=fill_single
+    )
     order = epoch_order(len(dataset), total, np.random.default_rng([config.seed, epoch]))
     for start in range(0, total, config.batch_size):
         samples = [

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from neurofed.engine.checkpoint import (
     CheckpointError,
@@ -328,7 +329,11 @@ class LocalTrainer:
         self.model.train()
         losses: list[torch.Tensor] = []
         mu = self.config.fedprox_mu
-        for batch in epoch_batches(self.train_data, self.config, epoch, task=self.task):
+        fill_single = any(isinstance(m, _BatchNorm) for m in self.model.modules())
+        batches = epoch_batches(
+            self.train_data, self.config, epoch, task=self.task, fill_single=fill_single
+        )
+        for batch in batches:
             batch = batch.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
             outputs = self.model(batch.image)

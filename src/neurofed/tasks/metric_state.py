@@ -54,9 +54,9 @@ class StateKey(StrEnum):
     FN = "fn"
     DICE = "dice"  # case: Dice of one case
     HD95 = "hd95"  # case: 95% Hausdorff distance of one case
-    LESION_TP = "lesion_tp"  # sum: true lesions touched by the prediction
+    LESION_TP = "lesion_tp"  # sum: true lesions detected (segmentation_metrics.lesion_counts)
     LESION_FN = "lesion_fn"  # sum: true lesions missed
-    LESION_FP = "lesion_fp"  # sum: predicted components touching no true lesion
+    LESION_FP = "lesion_fp"  # sum: predicted components matching no true lesion
     SCORE = "score"  # case: predicted probability of the positive class
     TARGET = "target"  # case: true class
     PROBABILITIES = "probabilities"  # case: (K,) predicted class probabilities

@@ -11,10 +11,22 @@ Conventions (used by every segmentation task):
   the diagonal of its 240 × 240 × 155 mm volume).
 - **Lesion detection** labels connected components with ``scipy.ndimage.label`` and the
   structuring element ``generate_binary_structure(3, connectivity)``: connectivity 1 joins face
-  neighbours (6-neighbourhood), 2 also edges (18), 3 also corners (26, the default). A true lesion
-  is detected when any predicted voxel overlaps it; a predicted component overlapping no true
-  lesion is a false positive. Lesion F1 is ``2·TP / (2·TP + FP + FN)`` (1 when there are neither
-  true nor predicted lesions).
+  neighbours (6-neighbourhood), 2 also edges (18), 3 also corners (26, the default). Matching
+  follows the rule of the MSSEG-2016 challenge (Commowick et al., Sci. Rep. 8:13650, 2018, the
+  rule of Anima's ``animaSegPerfAnalyzer``), applied both ways. A true lesion is **detected** when
+
+  1. predicted voxels cover at least ``LESION_MIN_OVERLAP`` (10 %) of it, and
+  2. the predicted components overlapping it, taken by decreasing overlap until they hold
+     ``LESION_OVERLAP_SHARE`` (70 %) of that overlap, each have at most ``LESION_MAX_OUTSIDE``
+     (65 %) of their voxels outside every true lesion.
+
+  A predicted component is a true positive under the same rule with the roles swapped (true
+  lesions cover ≥ 10 % of it, and the true lesions doing so lie ≤ 65 % outside the prediction);
+  every other predicted component is a **false positive**. So one huge blob over every lesion
+  detects nothing (it lies mostly outside them) and is itself a false positive, where "any
+  overlap" rules (ISBI 2015) would score it lesion F1 = 1. Lesion F1 is
+  ``2·TP / (2·TP + FP + FN)`` with TP the detected true lesions (1 when there are neither true
+  nor predicted lesions).
 
 Examples
 --------
@@ -39,6 +51,9 @@ from monai.metrics.hausdorff_distance import compute_hausdorff_distance
 from scipy import ndimage
 
 __all__ = [
+    "LESION_MAX_OUTSIDE",
+    "LESION_MIN_OVERLAP",
+    "LESION_OVERLAP_SHARE",
     "confusion_counts",
     "dice_from_counts",
     "dice_per_case",
@@ -47,6 +62,13 @@ __all__ = [
     "lesion_counts",
     "ratio",
 ]
+
+LESION_MIN_OVERLAP = 0.10
+"""α: least fraction of a lesion (true or predicted) that the other mask must cover."""
+LESION_MAX_OUTSIDE = 0.65
+"""β: most fraction of a matching component that may lie outside the other mask's lesions."""
+LESION_OVERLAP_SHARE = 0.70
+"""γ: the largest overlapping components checked against β must hold this share of the overlap."""
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
@@ -127,11 +149,17 @@ def hd95_per_case(
 def lesion_counts(pred: BoolArray, target: BoolArray, *, connectivity: int = 3) -> IntArray:
     """Per-case ``[detected, missed, false positive]`` lesion counts → ``(N, 3)``.
 
+    Matching is the MSSEG-2016 rule of the module docstring, so the counts add up over cases and
+    sites.
+
     >>> import numpy as np
     >>> target = np.zeros((1, 8, 8, 8), bool); target[0, 1, 1, 1] = target[0, 5, 5, 5] = True
     >>> pred = np.zeros_like(target); pred[0, 1, 1, 1:3] = True; pred[0, 3, 0, 0] = True
     >>> lesion_counts(pred, target).tolist()
     [[1, 1, 1]]
+    >>> blob = np.zeros_like(target); blob[0, :7, :7, :7] = True  # covers both lesions
+    >>> lesion_counts(blob, target).tolist()
+    [[0, 2, 1]]
     """
     _check_masks(pred, target)
     if connectivity not in (1, 2, 3):
@@ -141,7 +169,41 @@ def lesion_counts(pred: BoolArray, target: BoolArray, *, connectivity: int = 3) 
     for p, t in zip(pred, target, strict=True):
         true_components, n_true = ndimage.label(t, structure=structure)
         pred_components, n_pred = ndimage.label(p, structure=structure)
-        detected = np.unique(true_components[p & t]).size
-        touching = np.unique(pred_components[p & t]).size
-        rows.append((detected, n_true - detected, n_pred - touching))
+        # voxels of true component i (0: background) in predicted component j (0: background)
+        flat = true_components.ravel().astype(np.int64) * (n_pred + 1) + pred_components.ravel()
+        overlap = np.bincount(flat, minlength=(n_true + 1) * (n_pred + 1)).reshape(
+            n_true + 1, n_pred + 1
+        )  # (n_true + 1, n_pred + 1)
+        detected = _matched(overlap)
+        true_predictions = _matched(overlap.T)
+        rows.append((detected, n_true - detected, n_pred - true_predictions))
     return np.array(rows, dtype=np.int64).reshape(len(pred), 3)
+
+
+def _matched(overlap: IntArray) -> int:
+    """Row components (row 0: background) matched by the column components (column 0:
+    background) of an overlap table, under the MSSEG-2016 rule of the module docstring."""
+    sizes = overlap.sum(axis=0)  # voxels of each column component
+    outside = overlap[0] / np.maximum(sizes, 1)  # fraction of each column component in background
+    matched = 0
+    for row in overlap[1:]:
+        hits = row[1:]
+        covered = int(hits.sum())
+        if covered > 0 and covered >= LESION_MIN_OVERLAP * int(row.sum()):
+            matched += _mostly_inside(hits, covered, outside[1:])
+    return matched
+
+
+def _mostly_inside(hits: IntArray, covered: int, outside: FloatArray) -> bool:
+    """Whether the components holding the largest ``LESION_OVERLAP_SHARE`` of ``hits`` each lie
+    at most ``LESION_MAX_OUTSIDE`` outside the other mask."""
+    share = 0.0
+    for j in np.argsort(-hits, kind="stable"):
+        if hits[j] == 0:
+            break
+        if outside[j] > LESION_MAX_OUTSIDE:
+            return False
+        share += int(hits[j]) / covered
+        if share >= LESION_OVERLAP_SHARE:
+            break
+    return True
