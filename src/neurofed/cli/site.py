@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from neurofed.cli.console import console, err_console, progress_bar
 from neurofed.data.checks import CheckSettings
@@ -218,32 +219,133 @@ def render_preprocess(site: Path, report: PreprocessReport) -> None:
     console.print(f"arrays, provenance.json, qc.json and qc.csv in {report.folder}", soft_wrap=True)
 
 
+def _usage_error(message: str) -> typer.Exit:
+    """Print ``message`` as an error (unwrapped, no markup) and exit 2."""
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _study_preprocessing(
+    study_file: Path, plan_file: Path | None
+) -> tuple[TaskId, PreprocessParams]:
+    """The task and preprocessing a study trains with (under ``plan_file`` when planned).
+
+    Raises
+    ------
+    typer.Exit
+        (2) The study or plan cannot be read, or ``--plan`` is missing (planned study) or extra.
+    """
+    from neurofed.federated import StudyError, load_study
+    from neurofed.preprocess.plan import Plan, PlanError
+
+    try:
+        study = load_study(study_file)
+    except StudyError as exc:
+        raise _usage_error(str(exc)) from None
+    if study.plan is not None and plan_file is None:
+        raise _usage_error(
+            f"{study_file}: study {study.name!r} is planned ([plan]); pass its plan with "
+            "--plan PLAN.json (the run's plan.json, or the copy the site keeps in its state "
+            "folder of the study)"
+        )
+    if study.plan is None and plan_file is not None:
+        raise _usage_error(
+            f"{study_file}: study {study.name!r} has no [plan]; leave out --plan {plan_file}"
+        )
+    plan: Plan | None = None
+    if plan_file is not None:
+        try:
+            plan = Plan.from_json(json.loads(plan_file.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, PlanError) as exc:
+            raise _usage_error(
+                f"{plan_file}: cannot read the plan ({exc}); give the run's plan.json"
+            ) from None
+    try:
+        config = study.train_config(device="cpu", plan=plan)
+    except (ValueError, PlanError) as exc:
+        raise _usage_error(f"{plan_file}: {exc}") from None
+    return study.task, config.preprocess
+
+
 @site_app.command("preprocess")
 def preprocess(
     site: Annotated[Path, typer.Argument(help="The site's data folder (checked).")],
-    task: Annotated[TaskId, typer.Option(help="The task whose modalities to preprocess.")],
-    spacing: Annotated[float, typer.Option(min=0.1, help="Isotropic voxel size in mm.")] = 1.0,
+    task: Annotated[
+        TaskId | None, typer.Option(help="The task whose modalities to preprocess.")
+    ] = None,
+    spacing: Annotated[
+        float | None, typer.Option(min=0.1, help="Isotropic voxel size in mm (default 1.0).")
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Processes [default: min(cores, 4)].")
     ] = None,
-    bias_correction: Annotated[bool, typer.Option(help="N4 bias-field correction.")] = True,
+    bias_correction: Annotated[
+        bool | None, typer.Option(help="N4 bias-field correction (default on).")
+    ] = None,
     registration: Annotated[
-        bool, typer.Option(help="Rigid co-registration to the task's first modality.")
-    ] = True,
+        bool | None,
+        typer.Option(help="Rigid co-registration to the task's first modality (default on)."),
+    ] = None,
+    study_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--study",
+            help="Preprocess exactly as this study (study.toml) trains, so training reuses the "
+            "arrays; instead of --task/--spacing/--bias-correction/--registration.",
+        ),
+    ] = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan", help="A planned study's plan (plan.json of the run or the site's copy)."
+        ),
+    ] = None,
 ) -> None:
     """Harmonise every case (RAS, N4, co-registration, brain mask, resampling, z-score, crop)
     and run quality control; cases already done are skipped.
 
     Exit status: 0 every case preprocessed and no QC failure, 1 some case failed (to preprocess
-    or QC), 2 the site could not be read at all.
+    or QC), 2 the site (or the study, or the plan) could not be read, or the options clash.
     """
     from neurofed.tasks import get_task
 
+    if study_file is not None:
+        given = [
+            name
+            for name, value in (
+                ("--task", task),
+                ("--spacing", spacing),
+                ("--bias-correction/--no-bias-correction", bias_correction),
+                ("--registration/--no-registration", registration),
+            )
+            if value is not None
+        ]
+        if given:
+            raise _usage_error(
+                f"--study sets the task and the preprocessing; leave out {', '.join(given)}"
+            )
+        task, params = _study_preprocessing(study_file, plan_file)
+    else:
+        if plan_file is not None:
+            raise _usage_error("--plan goes with --study STUDY.toml")
+        if task is None:
+            raise _usage_error(
+                "give the task (--task), or the study to prepare for (--study STUDY.toml)"
+            )
+        side = 1.0 if spacing is None else spacing
+        params = PreprocessParams(
+            spacing=(side, side, side),
+            bias_correction=True if bias_correction is None else bias_correction,
+            registration=True if registration is None else registration,
+        )
     chosen = get_task(task)
-    params = PreprocessParams(
-        spacing=(spacing, spacing, spacing),
-        bias_correction=bias_correction,
-        registration=registration,
+    shape = "x".join(map(str, params.spatial_shape)) if params.spatial_shape else "free"
+    console.print(
+        f"params id {params.params_id} ({task.value}: spacing {params.spacing} mm, shape {shape}, "
+        f"bias correction {'on' if params.bias_correction else 'off'}, "
+        f"registration {'on' if params.registration else 'off'})",
+        soft_wrap=True,
+        markup=False,
     )
     try:
         with progress_bar(f"preprocessing {site.name}") as progress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,28 @@ def test_a_site_trains_under_the_plan_and_refuses_a_forged_or_foreign_one(
     config = worker.trainer(run.study).config
     assert config.model_config == run.train_config().model_config
     assert config.preprocess.spacing == run.plan.spacing
+
+
+def test_a_site_keeps_the_plan_it_accepts_for_preprocessing(
+    tmp_path: Path, age_sites: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare
+    run = _planned_run(tmp_path, age_sites, task="brain-age")
+    assert run.plan is not None
+    worker = _workers(age_sites, tmp_path)[0]
+    kept = worker.state_dir(run.study) / PLAN_FILE
+    forged = run.task_meta(1) | {MetaField.PLAN_ID.value: "0" * 12}
+    # Execute
+    refused = worker.handle("train", run.params, forged)
+    assert refused.error is not None and not kept.exists()  # a refused plan is not kept
+    with caplog.at_level(logging.INFO, logger="neurofed"):
+        trained = worker.handle("train", run.params, run.task_meta(1))
+    # Assert
+    assert trained.error is None
+    assert Plan.from_json(json.loads(kept.read_text())) == run.plan
+    assert json.loads(kept.read_text()) == run.task_meta(1)[MetaField.PLAN.value]
+    assert str(kept) in caplog.text and "neurofed site preprocess" in caplog.text
+    assert [p.name for p in kept.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_a_plan_for_a_study_without_plan_is_refused(tmp_path: Path, age_sites: list[Path]) -> None:

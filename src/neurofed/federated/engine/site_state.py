@@ -10,6 +10,8 @@ exactly the update an uninterrupted site would::
     <state>/round-<k>/personalised.safetensors  Ditto's personalised model (every entry)
     <state>/round-<k>/state.json                study hash, site, round, SHA-256 of each file
     <state>/personalised-model/                 the final personalised model (a model folder)
+    <state>/plan.json                           a planned study: the plan its tasks carry
+                                                (``neurofed site preprocess --study --plan``)
 
 A round folder is written under a temporary name and renamed, and only the newest
 :data:`KEEP_ROUNDS` are kept (a site that crashed after writing round ``k`` but before the

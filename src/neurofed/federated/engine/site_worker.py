@@ -68,7 +68,7 @@ from neurofed.engine.parameters import ParameterError, check_arrays, load_arrays
 from neurofed.engine.planning import compute_task_fingerprint
 from neurofed.federated.audit import AuditEvent, AuditLog, payload_fields
 from neurofed.federated.engine.messages import MetaField, TaskName
-from neurofed.federated.engine.planning_round import plan_from_meta
+from neurofed.federated.engine.planning_round import PLAN_FILE, plan_from_meta
 from neurofed.federated.engine.site_config import SiteConfig, SiteConfigError
 from neurofed.federated.engine.site_state import (
     PERSONALISED_MODEL,
@@ -381,7 +381,8 @@ class SiteWorker:
 
     def _check_plan(self, study: Study, meta: Mapping[str, Any]) -> None:
         """Take the plan a training or validation task carries; the trainers are keyed by
-        (study hash, plan id), so a new plan builds new ones.
+        (study hash, plan id), so a new plan builds new ones. An accepted plan is kept as
+        ``plan.json`` in the study's state folder, for ``neurofed site preprocess --plan``.
 
         Raises
         ------
@@ -418,12 +419,16 @@ class SiteWorker:
         self._plan, self._plan_key = plan, key
         self._trainer, self._personal = None, None
         self._personal_ready, self._state_round = False, None
+        kept = write_json_atomically(self.state_dir(study) / PLAN_FILE, plan.to_json())
         logger.info(
-            "site %s: study %s trains under plan %s (spacing %s)",
+            "site %s: study %s trains under plan %s (spacing %s); plan kept in %s "
+            "(preprocess for it: neurofed site preprocess DIR --study STUDY --plan %s)",
             self.site_id,
             study.name,
             plan.plan_id,
             plan.spacing,
+            kept,
+            kept,
         )
 
     def fingerprint(self, study: Study) -> SiteAnswer:
