@@ -339,10 +339,16 @@ def test_a_killed_site_is_dropped_within_the_detection_time_and_rejoins_later(
     # Execute: site-2 crashes mid-round (its whole process tree, SIGKILL)
     killed_at = time.monotonic()
     stop_service(site_2, grace_s=0)
+    # the round that drops site-2: the one it died in, or the next one when it died after
+    # answering every task of its round
     history = _wait(
-        lambda: [r for r in _history(deployment, job_id) if r["round"] == killed_round],
+        lambda: [
+            r
+            for r in _history(deployment, job_id)
+            if r["round"] >= killed_round and "site-2" in r["dropped"]
+        ],
         240,
-        f"round {killed_round} to close",
+        f"a round from round {killed_round} on to drop site-2",
         poll_s=0.5,
     )
     detected_after = time.monotonic() - killed_at
@@ -358,7 +364,8 @@ def test_a_killed_site_is_dropped_within_the_detection_time_and_rejoins_later(
 
     # Assert: the round closed with the survivor, well before the round timeout (site-2's
     # update is in it when it died after training, during the round's validation)
-    (closed,) = history
+    closed = history[0]
+    assert closed["round"] <= killed_round + 1
     assert closed["dropped"] == ["site-2"] and "site-1" in closed["accepted"]
     assert closed["seconds"] < study.round_timeout_s / 2
     # the run finished, and site-2 is back for a later round (in a new job: NVFlare 2.9 never
