@@ -40,7 +40,7 @@ from neurofed.engine.checkpoint import versions, write_json_atomically
 from neurofed.engine.config import TrainConfig
 from neurofed.engine.parameters import check_arrays, load_arrays
 from neurofed.engine.records import finalize_metrics, json_number
-from neurofed.federated.engine.messages import MetaField
+from neurofed.federated.engine.messages import MetaField, answer_error, answer_refused
 from neurofed.federated.engine.planning_round import (
     PlanningError,
     copy_plan_files,
@@ -88,13 +88,12 @@ class SiteReply:
 
     @property
     def error(self) -> str | None:
-        value = self.meta.get(MetaField.ERROR.value)
-        return None if value is None else str(value)
+        return answer_error(self.meta)
 
     @property
     def refused(self) -> bool:
         """Whether the site's custodian refused the study (the reason is :attr:`error`)."""
-        return bool(self.meta.get(MetaField.REFUSED.value, False))
+        return answer_refused(self.meta)
 
 
 def _update(reply: SiteReply) -> SiteUpdate:

@@ -11,9 +11,11 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
-__all__ = ["MetaField", "TaskName"]
+__all__ = ["MetaField", "TaskName", "answer_error", "answer_refused"]
 
 
 class TaskName(StrEnum):
@@ -51,3 +53,18 @@ class MetaField(StrEnum):
     FINGERPRINT = "fingerprint"
     # added by NVFlare on the server
     CLIENT_NAME = "client_name"
+
+
+def answer_error(meta: Mapping[str, Any]) -> str | None:
+    """The reason a site gave for failing (or refusing) a task; ``None`` when it did not.
+
+    >>> answer_error({"error": "OSError: disk"}), answer_error({})
+    ('OSError: disk', None)
+    """
+    value = meta.get(MetaField.ERROR.value)
+    return None if value is None else str(value)
+
+
+def answer_refused(meta: Mapping[str, Any]) -> bool:
+    """Whether the site's custodian refused the study (the reason is :func:`answer_error`)."""
+    return bool(meta.get(MetaField.REFUSED.value, False))

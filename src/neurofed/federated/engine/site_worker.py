@@ -67,7 +67,7 @@ from neurofed.engine.dataset import CaseDataset
 from neurofed.engine.parameters import ParameterError, check_arrays, load_arrays
 from neurofed.engine.planning import compute_task_fingerprint
 from neurofed.federated.audit import AuditEvent, AuditLog, payload_fields
-from neurofed.federated.engine.messages import MetaField, TaskName
+from neurofed.federated.engine.messages import MetaField, TaskName, answer_error, answer_refused
 from neurofed.federated.engine.planning_round import PLAN_FILE, plan_from_meta
 from neurofed.federated.engine.site_config import SiteConfig, SiteConfigError
 from neurofed.federated.engine.site_state import (
@@ -145,13 +145,12 @@ class SiteAnswer:
 
     @property
     def error(self) -> str | None:
-        value = self.meta.get(MetaField.ERROR.value)
-        return None if value is None else str(value)
+        return answer_error(self.meta)
 
     @property
     def refused(self) -> bool:
         """Whether the site refused the study (the reason is :attr:`error`)."""
-        return bool(self.meta.get(MetaField.REFUSED.value, False))
+        return answer_refused(self.meta)
 
 
 class StudyRefusedError(Exception):
