@@ -15,12 +15,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from pinned import run_pinned
 
 PRESETS = ("glioma", "ms", "brain-age")
 
@@ -65,7 +66,6 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def _run(preset: str, spacing: float, cases: int, seed: int, cores: int) -> dict[str, Any]:
-    env = dict(os.environ)
     command = [
         sys.executable,
         __file__,
@@ -79,16 +79,7 @@ def _run(preset: str, spacing: float, cases: int, seed: int, cores: int) -> dict
         "--seed",
         str(seed),
     ]
-    cpus = sorted(os.sched_getaffinity(0))[:cores]
-    done = subprocess.run(
-        command,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        preexec_fn=lambda: os.sched_setaffinity(0, cpus),  # pin before numpy/torch start
-    )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_pinned(command, cores)
 
 
 def main() -> None:

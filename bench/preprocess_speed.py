@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pinned import run_pinned
 
 TASKS = {"glioma": "tumor-regions", "ms": "ms-lesion"}
 STEPS = ("bias_correction", "registration", "resample", "rest")
@@ -165,16 +166,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", "--preset", args.preset]
     command += ["--spacing", str(args.spacing), "--cases", str(args.cases)]
     command += ["--workers", str(args.workers), "--seed", str(args.seed)]
-    cpus = sorted(os.sched_getaffinity(0))[: args.cores]
-    done = subprocess.run(
-        command,
-        env=dict(os.environ),
-        check=True,
-        capture_output=True,
-        text=True,
-        preexec_fn=lambda: os.sched_setaffinity(0, cpus),  # pin before numpy/torch start
-    )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_pinned(command, args.cores)
 
 
 def main() -> None:
