@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import neurofed.engine.site_data as site_data
+import neurofed.training.site_data as site_data
 from neurofed.cli.main import app
-from neurofed.engine import LocalTrainer
 from neurofed.keys import SiteFile
 from neurofed.preprocess import PreprocessedCase
+from neurofed.training import LocalTrainer
 from tests.federated.engine.conftest import planned_study, tiny_study, write_site
 
 runner = CliRunner()

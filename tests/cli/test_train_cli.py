@@ -12,13 +12,13 @@ from typer.testing import CliRunner
 
 from neurofed.cli.main import app
 from neurofed.cli.train import build_train_config
-from neurofed.engine import LocalTrainer, default_train_config
-from neurofed.engine.baselines import RUN_CONFIG, RUN_METRICS
-from neurofed.engine.model_folder import MODEL_WEIGHTS
 from neurofed.keys import TaskId
 from neurofed.phantom import PhantomConfig, generate_federation
-from tests.engine.sites import prepare_site, write_bids_site, write_glioma_site
-from tests.engine.test_checkpoint import assert_no_pickle
+from neurofed.training import LocalTrainer, default_train_config
+from neurofed.training.baselines import RUN_CONFIG, RUN_METRICS
+from neurofed.training.model_folder import MODEL_WEIGHTS
+from tests.training.sites import prepare_site, write_bids_site, write_glioma_site
+from tests.training.test_checkpoint import assert_no_pickle
 
 runner = CliRunner()
 

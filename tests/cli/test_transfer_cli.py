@@ -11,11 +11,11 @@ import torch
 from typer.testing import CliRunner
 
 from neurofed.cli.main import app
-from neurofed.engine import save_model
-from neurofed.engine.baselines import RUN_CONFIG, RUN_METRICS
-from neurofed.engine.model_folder import MODEL_WEIGHTS
-from tests.engine.sites import prepare_site, write_bids_site
-from tests.engine.tiny import tiny_config
+from neurofed.training import save_model
+from neurofed.training.baselines import RUN_CONFIG, RUN_METRICS
+from neurofed.training.model_folder import MODEL_WEIGHTS
+from tests.training.sites import prepare_site, write_bids_site
+from tests.training.tiny import tiny_config
 
 runner = CliRunner()
 

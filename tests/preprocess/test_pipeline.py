@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from neurofed.data.nifti import read_image, write_image
-from neurofed.engine import SiteData
 from neurofed.keys import Modality
 from neurofed.preprocess import PreprocessParams
 from neurofed.preprocess.pipeline import (
@@ -26,7 +25,8 @@ from neurofed.preprocess.pipeline import (
 )
 from neurofed.preprocess.qc import QCCheck, QCStatus
 from neurofed.tasks import get_task
-from tests.engine.sites import prepare_site, write_glioma_site
+from neurofed.training import SiteData
+from tests.training.sites import prepare_site, write_glioma_site
 
 MODALITIES = (Modality.T1, Modality.T1CE, Modality.T2, Modality.FLAIR)
 PARAMS = PreprocessParams(spacing=(2.0, 2.0, 2.0), bias_correction=True, registration=True)
@@ -119,7 +119,7 @@ def test_training_reuses_the_arrays_the_pipeline_cached(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("training recomputed a case the pipeline had cached")
 
-    monkeypatch.setattr("neurofed.engine.site_data.preprocess_case", refuse)
+    monkeypatch.setattr("neurofed.training.site_data.preprocess_case", refuse)
     # Execute
     dataset = SiteData(site, get_task("tumor-regions"), PARAMS).split(None)
     # Assert: the four good cases come from the cache, the broken one is skipped

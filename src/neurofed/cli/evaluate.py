@@ -12,16 +12,16 @@ import typer
 from rich.table import Table
 
 from neurofed.cli.console import console, err_console, progress_bar
-from neurofed.engine import (
+from neurofed.keys import Split
+from neurofed.training import (
     HEADLINE_METRICS,
     ModelFolderError,
     SiteDataError,
     evaluate_model,
     finalize_metrics,
 )
-from neurofed.engine.checkpoint import write_json_atomically
-from neurofed.engine.records import json_number
-from neurofed.keys import Split
+from neurofed.training.checkpoint import write_json_atomically
+from neurofed.training.records import json_number
 
 __all__ = ["SplitChoice", "evaluate"]
 

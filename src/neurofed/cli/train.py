@@ -14,7 +14,9 @@ import torch
 import typer
 
 from neurofed.cli.console import console, err_console, progress_bar
-from neurofed.engine import (
+from neurofed.keys import ClinicalField, TaskId
+from neurofed.models import TransferMode
+from neurofed.training import (
     HEADLINE_METRICS,
     RUN_CONFIG,
     CheckpointError,
@@ -33,8 +35,6 @@ from neurofed.engine import (
     train_transfer,
     transfer_config,
 )
-from neurofed.keys import ClinicalField, TaskId
-from neurofed.models import TransferMode
 from neurofed.types import ProgressCallback
 
 __all__ = ["build_train_config", "format_metrics", "parse_triple", "train_app"]

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neurofed.engine.config import TrainConfig
 from neurofed.federated.study import Study
 from neurofed.keys import ClinicalField, TaskId, TumorRegion
 from neurofed.phantom import PhantomConfig, PhantomPreset
 from neurofed.preprocess.plan import Plan
+from neurofed.training.config import TrainConfig
 
 __all__ = ["DEFAULT", "QUICK", "DemoBudget", "DemoConfig"]
 

@@ -38,13 +38,19 @@ from neurofed.data.manifest import check_site
 from neurofed.data.splits import load_or_create_splits
 from neurofed.demo.config import DemoConfig
 from neurofed.demo.report import SUMMARY_JSON, SUMMARY_MD, headline, markdown
-from neurofed.engine import evaluate_model, finalize_metrics, load_model, train_local, train_pooled
-from neurofed.engine.records import json_number
 from neurofed.federated.study import Study
 from neurofed.keys import Split
 from neurofed.phantom import PhantomSummary, generate_federation
 from neurofed.preprocess.plan import Plan
 from neurofed.tasks import MetricState, merge_states
+from neurofed.training import (
+    evaluate_model,
+    finalize_metrics,
+    load_model,
+    train_local,
+    train_pooled,
+)
+from neurofed.training.records import json_number
 from neurofed.types import ProgressCallback
 
 __all__ = ["DemoResult", "StageProgress", "run_demo"]

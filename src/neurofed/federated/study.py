@@ -63,7 +63,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neurofed.engine.config import TrainConfig
 from neurofed.federated.heads import heads_for_model
 from neurofed.federated.selection import Direction, Selection
 from neurofed.federated.strategies import (
@@ -86,6 +85,7 @@ from neurofed.keys import TaskId
 from neurofed.models import ConfigBase
 from neurofed.preprocess.plan import Plan
 from neurofed.tasks import Task, get_task
+from neurofed.training.config import TrainConfig
 
 __all__ = [
     "REQUIRED_KEYS",

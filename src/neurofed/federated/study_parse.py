@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
-from neurofed.engine.config import TrainConfig
 from neurofed.federated.heads import heads_for_model
 from neurofed.federated.selection import Selection
 from neurofed.federated.strategies import Strategy, get_strategy, get_strategy_type, is_local
@@ -21,6 +20,7 @@ from neurofed.federated.study_plan import PlanTableError, StudyPlan, parse_plan_
 from neurofed.keys import TaskId
 from neurofed.models import ConfigBase, look_up, parse_model_config
 from neurofed.tasks import Task, get_task, task_ids
+from neurofed.training.config import TrainConfig
 
 __all__ = ["OPTIONAL_KEYS", "REQUIRED_KEYS", "SETTABLE_TRAIN_FIELDS", "StudyError", "parse_study"]
 

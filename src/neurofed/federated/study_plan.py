@@ -22,7 +22,7 @@ the run (``plan.json``) and sent with every training and validation task; every 
     volume_percentile = 95.0
 
 The planner's ``out_channels`` (counted in the memory estimate) is the task's own. What the plan
-decides (after :func:`neurofed.engine.planning.train_config_from_plan`) a planned study may not
+decides (after :func:`neurofed.training.planning.train_config_from_plan`) a planned study may not
 set itself — the parse names the key and says so:
 
 ===================================  ===========================================================
@@ -63,12 +63,12 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
-from neurofed.engine.config import TrainConfig
-from neurofed.engine.planning import train_config_from_plan
 from neurofed.keys import TaskId
 from neurofed.models import DynUNetConfig
 from neurofed.preprocess.plan import Plan, PlanError, PlannerSettings
 from neurofed.tasks import get_task
+from neurofed.training.config import TrainConfig
+from neurofed.training.planning import train_config_from_plan
 
 __all__ = [
     "PLAN_TABLE_KEYS",
@@ -247,7 +247,7 @@ def apply_plan(train: TrainConfig, plan: Plan) -> TrainConfig:
     """The study's training settings ``train`` under ``plan``.
 
     What the plan decides for the task (see the module docstring) comes from
-    :func:`~neurofed.engine.planning.train_config_from_plan`; every other setting is kept. A
+    :func:`~neurofed.training.planning.train_config_from_plan`; every other setting is kept. A
     whole-volume shape is rounded up to the divisor of the study's own model.
 
     Raises

@@ -1,7 +1,7 @@
 """What a site sends back after a round: named arrays, its weight and its label counts.
 
 Parameters travel as ``dict[str, np.ndarray]`` keyed by state-dict name (see
-:func:`neurofed.engine.parameters.model_arrays`). A :class:`SiteUpdate` adds the site's
+:func:`neurofed.training.parameters.model_arrays`). A :class:`SiteUpdate` adds the site's
 ``num_examples`` (its FedAvg weight), how many known labels it trained on per label kind (for
 task-masked aggregation, :mod:`neurofed.federated.heads`) and its aggregate metrics. It is a plain
 record: whether it may be used is decided by :func:`neurofed.federated.validation.validate_updates`,

@@ -747,7 +747,7 @@ def case_fingerprint(
 def _split_ids(root: Path, subjects: Sequence[Subject], split: Split) -> set[str]:
     """Ids in ``split``, with the site's splits as the training engine reads them.
 
-    Like :class:`neurofed.engine.SiteData`: an existing ``splits.json`` is reused with its own
+    Like :class:`neurofed.training.SiteData`: an existing ``splits.json`` is reused with its own
     parameters (new cases join it), and the default splits are made when there is none.
     """
     try:

@@ -9,7 +9,7 @@ measure_case` → :func:`~neurofed.preprocess.ops.finish_case`, in worker proces
     <site>/neurofed/preprocessed/<params_id>/qc.json, qc.csv the QC table
 
 The arrays are the training cache itself (same folder, key and source stamp as
-:class:`~neurofed.engine.SiteData`), so training reuses them. A case whose files are unchanged
+:class:`~neurofed.training.SiteData`), so training reuses them. A case whose files are unchanged
 since its last successful run is skipped; a case that fails is reported (file, reason, fix)
 and skipped, never fatal. :func:`run_qc` re-judges the recorded measures and, on the
 custodian's decision, writes ``<site>/neurofed/qc-exclusions.json``, which training respects.

@@ -5,7 +5,7 @@
 batch size, and the whole-volume shape for tasks that train on whole volumes. It reads nothing
 but the fingerprint, so the plan made from the sites' merged fingerprints equals, field by field,
 the plan made from all cases pooled. A plan is a property of the data (as nnU-Net's plans are);
-:func:`neurofed.engine.planning.train_config_from_plan` makes it a task's training settings.
+:func:`neurofed.training.planning.train_config_from_plan` makes it a task's training settings.
 
 **Server side** (the payloads are the sites' ``Fingerprint.to_json()``)::
 

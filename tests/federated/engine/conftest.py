@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from neurofed.federated import Study
-from tests.engine.sites import prepare_site, write_bids_site
+from tests.training.sites import prepare_site, write_bids_site
 
 STUDY = """\
 name = "tiny-age"

@@ -30,7 +30,6 @@ import pytest
 from typer.testing import CliRunner
 
 from neurofed.cli.main import app
-from neurofed.engine import load_model
 from neurofed.federated import Study
 from neurofed.federated.audit import read_audit_log
 from neurofed.federated.engine.kit import AUDIT_LOG, init_site, load_kit_config, save_kit_config
@@ -59,6 +58,7 @@ from neurofed.federated.engine.submit import (
     study_status,
     submit_study,
 )
+from neurofed.training import load_model
 from tests.federated.engine.conftest import tiny_study, write_site
 
 pytestmark = [

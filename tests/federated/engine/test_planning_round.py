@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from neurofed.data.manifest import load_manifest
-from neurofed.engine import LocalTrainer
 from neurofed.federated.engine import MetaField, SiteConfig, SiteWorker
 from neurofed.federated.engine.coordinator import FederatedRun, RunFolderError, SiteReply
 from neurofed.federated.engine.planning_round import (
@@ -25,6 +24,7 @@ from neurofed.federated.engine.run_folder import RoundRecord
 from neurofed.models import DynUNetConfig
 from neurofed.preprocess.fingerprint import DEFAULT_SPEC, Fingerprint
 from neurofed.preprocess.plan import Plan
+from neurofed.training import LocalTrainer
 from tests.federated.engine.conftest import planned_study, tiny_study
 
 SITES = ["site-1", "site-2"]

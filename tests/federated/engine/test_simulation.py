@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 
 from neurofed.cli.main import app
 from neurofed.data.manifest import load_manifest
-from neurofed.engine import load_model
 from neurofed.federated.engine import (
     FederatedRun,
     RunFolderError,
@@ -29,6 +28,7 @@ from neurofed.federated.engine import (
     SimulationResult,
     run_simulation,
 )
+from neurofed.training import load_model
 from tests.federated.engine.conftest import tiny_study, write_site
 
 pytestmark = pytest.mark.slow

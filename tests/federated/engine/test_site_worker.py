@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from neurofed.data.manifest import load_manifest
-from neurofed.engine import LocalTrainer, load_model
 from neurofed.federated.engine import (
     MetaField,
     SiteConfig,
@@ -23,6 +22,7 @@ from neurofed.federated.engine import (
 )
 from neurofed.federated.engine.coordinator import FederatedRun
 from neurofed.tasks import MetricState
+from neurofed.training import LocalTrainer, load_model
 from tests.federated.engine.conftest import tiny_study
 
 

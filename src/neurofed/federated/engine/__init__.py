@@ -6,7 +6,7 @@
   :class:`~neurofed.federated.engine.coordinator.FederatedRun`);
 - :class:`~neurofed.federated.engine.site_executor.SiteExecutor` — the site side, wrapping the
   engine-free :class:`~neurofed.federated.engine.site_worker.SiteWorker` around
-  :class:`neurofed.engine.LocalTrainer`; it never crashes a job;
+  :class:`neurofed.training.LocalTrainer`; it never crashes a job;
 - :func:`~neurofed.federated.engine.simulation.run_simulation` — a study on one machine through
   NVFlare's simulator;
 - a deployed federation: :mod:`~neurofed.federated.engine.provision` (kits and bundles),

@@ -35,11 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from neurofed.engine import LocalTrainer, save_model
-from neurofed.engine.checkpoint import versions, write_json_atomically
-from neurofed.engine.config import TrainConfig
-from neurofed.engine.parameters import check_arrays, load_arrays
-from neurofed.engine.records import finalize_metrics, json_number
 from neurofed.federated.engine.messages import MetaField, answer_error, answer_refused
 from neurofed.federated.engine.planning_round import (
     PlanningError,
@@ -68,6 +63,11 @@ from neurofed.federated.study import STUDY_FILE, Study
 from neurofed.federated.update import Parameters, SiteUpdate
 from neurofed.preprocess.plan import Plan
 from neurofed.tasks import MetricState, merge_states
+from neurofed.training import LocalTrainer, save_model
+from neurofed.training.checkpoint import versions, write_json_atomically
+from neurofed.training.config import TrainConfig
+from neurofed.training.parameters import check_arrays, load_arrays
+from neurofed.training.records import finalize_metrics, json_number
 
 __all__ = ["FederatedRun", "RunFolderError", "SiteReply"]
 

@@ -69,10 +69,10 @@ from pathlib import Path
 from typing import Any
 
 from neurofed.data.manifest import site_file
-from neurofed.engine.checkpoint import write_json_atomically
 from neurofed.federated.audit import verify_audit_log
 from neurofed.federated.engine.site_config import SITE_CONFIG_FILE, SiteConfig, SiteConfigError
 from neurofed.keys import SiteFile
+from neurofed.training.checkpoint import write_json_atomically
 
 __all__ = [
     "AUDIT_LOG",

@@ -5,7 +5,7 @@ round 1, unless its run folder already holds ``plan.json`` (a resumed run reads 
 
 1. the server sends ``fingerprint`` to every site;
 2. each site answers with the fingerprint of its training split for the study's task
-   (:func:`~neurofed.engine.planning.compute_task_fingerprint`) as the text of its JSON
+   (:func:`~neurofed.training.planning.compute_task_fingerprint`) as the text of its JSON
    (its integer sums may exceed the 64 bits NVFlare's serialiser takes): fixed-length
    histograms, counts and integer sums only — or with an error reason (e.g. too few cases);
 3. :func:`plan_from_replies` merges the fingerprints of the sites that sent one (exactly:
@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neurofed.engine.checkpoint import write_json_atomically
 from neurofed.federated.engine.messages import MetaField
 from neurofed.federated.study import Study
 from neurofed.federated.study_plan import check_plan
 from neurofed.preprocess.fingerprint import Fingerprint, FingerprintError, merge_fingerprints
 from neurofed.preprocess.plan import Plan, PlanError, make_plan
+from neurofed.training.checkpoint import write_json_atomically
 
 __all__ = [
     "FINGERPRINT_FILE",

@@ -50,8 +50,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from neurofed.engine.checkpoint import write_json_atomically
 from neurofed.federated.engine.simulation import ALLOWED_CLASSES
+from neurofed.training.checkpoint import write_json_atomically
 
 __all__ = [
     "ADMIN_FOLDER",

@@ -15,7 +15,7 @@
                                      ``personalised_per_site``): the sites' own models
     <run>/checkpoints/round-<k>/     global.safetensors, strategy.safetensors, history.json
     <run>/model/                     the selected (best-round) model, loadable by
-                                     :func:`neurofed.engine.load_model` (with ``plan.json`` and
+                                     :func:`neurofed.training.load_model` (with ``plan.json`` and
                                      ``fingerprint.json`` beside ``model.json`` when planned)
     <run>/last_model/                the model after the last round
     <run>/summary.json               rounds done, the selection, where the models are
@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from neurofed.engine.checkpoint import write_json_atomically
-from neurofed.engine.records import json_number, number
 from neurofed.federated.state import StrategyState
 from neurofed.federated.update import Parameters
+from neurofed.training.checkpoint import write_json_atomically
+from neurofed.training.records import json_number, number
 
 __all__ = [
     "CHECKPOINTS",

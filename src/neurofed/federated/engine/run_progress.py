@@ -35,9 +35,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from neurofed.engine.records import json_number
 from neurofed.federated.engine.run_folder import CHECKPOINTS, RoundRecord
 from neurofed.federated.study import Study
+from neurofed.training.records import json_number
 
 __all__ = [
     "PAUSE_TOPIC",

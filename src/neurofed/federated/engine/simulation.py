@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from neurofed.data.manifest import site_file
-from neurofed.engine.checkpoint import write_json_atomically
 from neurofed.federated.engine.coordinator import RunFolderError
 from neurofed.federated.engine.run_folder import ROUNDS, RUN_JSON, SUMMARY
 from neurofed.federated.engine.site_config import SiteConfig
 from neurofed.federated.study import Study
 from neurofed.keys import SiteFile
+from neurofed.training.checkpoint import write_json_atomically
 from neurofed.types import ProgressCallback
 
 __all__ = [

@@ -46,8 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from neurofed.engine.checkpoint import sha256_file, write_json_atomically
 from neurofed.federated.update import Parameters
+from neurofed.training.checkpoint import sha256_file, write_json_atomically
 
 __all__ = [
     "KEEP_ROUNDS",

@@ -3,7 +3,7 @@
 :class:`SiteWorker` is the whole site-side logic of the NVFlare executor
 (:class:`~neurofed.federated.engine.site_executor.SiteExecutor`), kept free of the FL engine so
 it is tested directly. It receives the global parameters and the study (as its dict and content
-hash), keeps one :class:`~neurofed.engine.LocalTrainer` per study, and answers with parameter
+hash), keeps one :class:`~neurofed.training.LocalTrainer` per study, and answers with parameter
 arrays, counts and aggregate metrics only. :meth:`SiteWorker.handle` never raises: any failure
 becomes an answer whose only field is an error reason, with the site's paths masked.
 
@@ -60,12 +60,6 @@ from typing import Any
 
 import numpy as np
 
-from neurofed.engine import LocalTrainer, save_model
-from neurofed.engine.checkpoint import write_json_atomically
-from neurofed.engine.config import TrainConfig
-from neurofed.engine.dataset import CaseDataset
-from neurofed.engine.parameters import ParameterError, check_arrays, load_arrays
-from neurofed.engine.planning import compute_task_fingerprint
 from neurofed.federated.audit import AuditEvent, AuditLog, payload_fields
 from neurofed.federated.engine.messages import MetaField, TaskName, answer_error, answer_refused
 from neurofed.federated.engine.planning_round import PLAN_FILE, plan_from_meta
@@ -85,6 +79,12 @@ from neurofed.federated.update import Parameters
 from neurofed.keys import ClinicalField, Split
 from neurofed.models import OutputKey
 from neurofed.preprocess.plan import Plan, PlanError
+from neurofed.training import LocalTrainer, save_model
+from neurofed.training.checkpoint import write_json_atomically
+from neurofed.training.config import TrainConfig
+from neurofed.training.dataset import CaseDataset
+from neurofed.training.parameters import ParameterError, check_arrays, load_arrays
+from neurofed.training.planning import compute_task_fingerprint
 
 __all__ = [
     "SiteAnswer",

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from neurofed.data.subject import Clinical
-from neurofed.engine import CaseDataset, TrainingCase, collate, epoch_batches, steps_per_epoch
 from neurofed.tasks import get_task
-from tests.engine.tiny import tiny_config
+from neurofed.training import CaseDataset, TrainingCase, collate, epoch_batches, steps_per_epoch
+from tests.training.tiny import tiny_config
 
 
 def _cases(n: int = 3, shape: tuple[int, int, int] = (20, 20, 20)) -> CaseDataset:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from neurofed.engine import TrainConfig
 from neurofed.keys import TaskId
 from neurofed.models import (
     DynUNetConfig,
@@ -13,6 +12,7 @@ from neurofed.models import (
     SFCNConfig,
     default_plan,
 )
+from neurofed.training import TrainConfig
 
 _TINY: dict[TaskId, dict[str, Any]] = {
     TaskId.TUMOR_REGIONS: {

@@ -5,7 +5,7 @@ augmentation and the optimisation settings. It is parsed once, at the boundary (
 folder's ``config.json``, a federated study), and only read afterwards. Mappings are accepted for
 every nested config and parsed here, so errors name the field, the value and the fix.
 
-:func:`~neurofed.engine.defaults.default_train_config` gives per-task settings that train on
+:func:`~neurofed.training.defaults.default_train_config` gives per-task settings that train on
 2 mm phantom data on a CPU in a few minutes.
 
 Examples
@@ -124,7 +124,7 @@ class TrainConfig:
     augment
         Training augmentation; ``None`` switches it off.
     epochs
-        Epochs :meth:`LocalTrainer.fit <neurofed.engine.LocalTrainer.fit>` runs by default.
+        Epochs :meth:`LocalTrainer.fit <neurofed.training.LocalTrainer.fit>` runs by default.
     batch_size
         Cases (patches) per optimiser step.
     learning_rate, optimizer, momentum, weight_decay

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from neurofed.engine import Optimizer, TrainConfig, default_train_config
 from neurofed.keys import TaskId
 from neurofed.models import ResidualUNetConfig, SFCNConfig
 from neurofed.preprocess import AugmentConfig, PreprocessParams
-from tests.engine.tiny import tiny_config
+from neurofed.training import Optimizer, TrainConfig, default_train_config
+from tests.training.tiny import tiny_config
 
 
 @pytest.mark.parametrize("task_id", list(TaskId))

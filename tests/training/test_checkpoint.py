@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from neurofed.engine import (
+from neurofed.training import (
     CheckpointError,
     EpochRecord,
     LocalTrainer,
     latest_checkpoint,
 )
-from neurofed.engine.checkpoint import list_checkpoints
-from tests.engine.tiny import tiny_config
+from neurofed.training.checkpoint import list_checkpoints
+from tests.training.tiny import tiny_config
 
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 

@@ -16,7 +16,7 @@ Examples
 >>> import tempfile
 >>> from pathlib import Path
 >>> from torch import nn
->>> from neurofed.engine.config import TrainConfig
+>>> from neurofed.training.config import TrainConfig
 >>> config = TrainConfig(task="brain-age", model_config={"width": 0.0625})
 >>> net = nn.Linear(2, 1)
 >>> optimizer = torch.optim.Adam(net.parameters())
@@ -47,9 +47,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from neurofed import __version__
-from neurofed.engine.config import TrainConfig
-from neurofed.engine.parameters import check_arrays, load_arrays
-from neurofed.engine.records import EpochRecord
+from neurofed.training.config import TrainConfig
+from neurofed.training.parameters import check_arrays, load_arrays
+from neurofed.training.records import EpochRecord
 
 __all__ = [
     "CHECKPOINT_FORMAT",

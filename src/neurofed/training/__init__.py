@@ -10,13 +10,13 @@ trained brain-age model to a new target, all written as run folders;
 
 Examples
 --------
->>> from neurofed.engine import default_train_config
+>>> from neurofed.training import default_train_config
 >>> config = default_train_config("tumor-regions", epochs=1)
 >>> config.patch_shape, config.preprocess.spacing
 ((48, 48, 48), (2.0, 2.0, 2.0))
 """
 
-from neurofed.engine.baselines import (
+from neurofed.training.baselines import (
     MODEL_FOLDER,
     RUN_CONFIG,
     RUN_METRICS,
@@ -30,18 +30,18 @@ from neurofed.engine.baselines import (
     train_transfer,
     transfer_config,
 )
-from neurofed.engine.checkpoint import (
+from neurofed.training.checkpoint import (
     Checkpoint,
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from neurofed.engine.config import LRSchedule, Optimizer, TrainConfig, resolve_device
-from neurofed.engine.dataset import CaseDataset, SkippedCase, TrainingCase, collate
-from neurofed.engine.defaults import DEFAULT_SPACING, FIELD_OF_VIEW, default_train_config
-from neurofed.engine.inference import evaluate_dataset, predict
-from neurofed.engine.model_folder import (
+from neurofed.training.config import LRSchedule, Optimizer, TrainConfig, resolve_device
+from neurofed.training.dataset import CaseDataset, SkippedCase, TrainingCase, collate
+from neurofed.training.defaults import DEFAULT_SPACING, FIELD_OF_VIEW, default_train_config
+from neurofed.training.inference import evaluate_dataset, predict
+from neurofed.training.model_folder import (
     MODEL_JSON,
     MODEL_WEIGHTS,
     ModelFolderError,
@@ -49,11 +49,11 @@ from neurofed.engine.model_folder import (
     load_model,
     save_model,
 )
-from neurofed.engine.parameters import ParameterError, is_local
-from neurofed.engine.records import HEADLINE_METRICS, EpochRecord, finalize_metrics
-from neurofed.engine.sampling import epoch_batches, steps_per_epoch
-from neurofed.engine.site_data import SiteData, SiteDataError, source_stamp, usable_cases
-from neurofed.engine.trainer import CHECKPOINTS, LocalTrainer
+from neurofed.training.parameters import ParameterError, is_local
+from neurofed.training.records import HEADLINE_METRICS, EpochRecord, finalize_metrics
+from neurofed.training.sampling import epoch_batches, steps_per_epoch
+from neurofed.training.site_data import SiteData, SiteDataError, source_stamp, usable_cases
+from neurofed.training.trainer import CHECKPOINTS, LocalTrainer
 
 __all__ = [
     "CHECKPOINTS",

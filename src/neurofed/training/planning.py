@@ -4,13 +4,13 @@ The planner (:mod:`neurofed.preprocess.plan`) works on the data alone and return
 this module is where a plan meets a task and a model:
 
 * :func:`compute_task_fingerprint` — site side: the fingerprint of the cases ``task`` can use
-  (:func:`~neurofed.engine.site_data.usable_cases`) in a split, over the task's modalities.
+  (:func:`~neurofed.training.site_data.usable_cases`) in a split, over the task's modalities.
 * :func:`train_config_from_plan` — ``ms-lesion`` takes its whole network (a
   :class:`~neurofed.models.NetworkPlan` for ``dynunet``: patch, strides, kernels, filters) and
   batch size from the plan; ``tumor-regions`` keeps its fixed network and patch and takes the
   target spacing; ``glioma-multitask`` and ``brain-age`` keep their fixed networks and take the
   target spacing and the whole-volume shape (rounded up to the model's divisor). Everything
-  else comes from :func:`~neurofed.engine.defaults.default_train_config`.
+  else comes from :func:`~neurofed.training.defaults.default_train_config`.
 
 Examples
 --------
@@ -41,14 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from neurofed.data.manifest import ManifestError, load_manifest
-from neurofed.engine.config import TrainConfig
-from neurofed.engine.defaults import default_train_config
-from neurofed.engine.site_data import usable_cases
 from neurofed.keys import Split, TaskId
 from neurofed.models import DynUNetConfig, NetworkPlan, look_up
 from neurofed.preprocess.fingerprint import Fingerprint, FingerprintError, compute_site_fingerprint
 from neurofed.preprocess.plan import Plan, PlanError
 from neurofed.tasks import get_task
+from neurofed.training.config import TrainConfig
+from neurofed.training.defaults import default_train_config
+from neurofed.training.site_data import usable_cases
 
 __all__ = ["compute_task_fingerprint", "train_config_from_plan"]
 

@@ -10,12 +10,12 @@ import pytest
 from neurofed.data.loading import load_subject
 from neurofed.data.manifest import load_manifest
 from neurofed.data.splits import load_splits
-from neurofed.engine import default_train_config
-from neurofed.engine.planning import compute_task_fingerprint, train_config_from_plan
 from neurofed.keys import Modality, Split
 from neurofed.models import DynUNetConfig
 from neurofed.preprocess.fingerprint import case_fingerprint
 from neurofed.preprocess.plan import Plan, PlanError, PlannerSettings, make_plan
+from neurofed.training import default_train_config
+from neurofed.training.planning import compute_task_fingerprint, train_config_from_plan
 
 GLIOMA = (Modality.T1, Modality.T1CE, Modality.T2, Modality.FLAIR)
 

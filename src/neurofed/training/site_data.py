@@ -32,7 +32,6 @@ from neurofed.data.manifest import Manifest, ManifestError, load_manifest, site_
 from neurofed.data.nifti import VolumeError
 from neurofed.data.splits import Splits, SplitsError, load_or_create_splits, load_splits
 from neurofed.data.subject import Subject
-from neurofed.engine.dataset import CaseDataset, SkippedCase, TrainingCase
 from neurofed.keys import Modality, SiteFile, Split, TumorLabel
 from neurofed.preprocess import (
     PreprocessedCache,
@@ -50,6 +49,7 @@ from neurofed.preprocess.pipeline import (
     source_stamp,
 )
 from neurofed.tasks import Task
+from neurofed.training.dataset import CaseDataset, SkippedCase, TrainingCase
 from neurofed.types import ProgressCallback
 
 __all__ = [

@@ -8,7 +8,7 @@ Examples
 --------
 >>> import tempfile
 >>> from pathlib import Path
->>> from neurofed.engine.config import TrainConfig
+>>> from neurofed.training.config import TrainConfig
 >>> config = TrainConfig(task="brain-age", model_config={"width": 0.0625}, device="cpu")
 >>> model = config.build_task().build_model(config.model_config)
 >>> folder = save_model(Path(tempfile.mkdtemp()) / "model", model, config, metrics={"mae": 9.5})
@@ -32,19 +32,19 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from neurofed.engine.checkpoint import (
+from neurofed.preprocess import PreprocessParams
+from neurofed.tasks import MetricState, ModelOutput, Task
+from neurofed.training.checkpoint import (
     load_verified_tensors,
     versions,
     write_json_atomically,
     write_tensors_atomically,
 )
-from neurofed.engine.config import TrainConfig, resolve_device
-from neurofed.engine.dataset import CaseDataset
-from neurofed.engine.inference import evaluate_dataset, predict
-from neurofed.engine.parameters import check_arrays, load_arrays
-from neurofed.engine.records import json_number, number
-from neurofed.preprocess import PreprocessParams
-from neurofed.tasks import MetricState, ModelOutput, Task
+from neurofed.training.config import TrainConfig, resolve_device
+from neurofed.training.dataset import CaseDataset
+from neurofed.training.inference import evaluate_dataset, predict
+from neurofed.training.parameters import check_arrays, load_arrays
+from neurofed.training.records import json_number, number
 from neurofed.types import ProgressCallback
 
 __all__ = [

@@ -17,7 +17,7 @@ Examples
 --------
 >>> import numpy as np
 >>> from neurofed.data.subject import Clinical
->>> from neurofed.engine.config import TrainConfig
+>>> from neurofed.training.config import TrainConfig
 >>> label = np.zeros((24, 24, 24), np.uint8); label[8:12, 8:12, 8:12] = 1
 >>> case = TrainingCase("c1", "site-1", np.ones((2, 24, 24, 24), np.float32), label, Clinical())
 >>> config = TrainConfig(task="ms-lesion", patch_shape=(16, 16, 16), batch_size=2,
@@ -37,10 +37,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from neurofed.engine.config import TrainConfig
-from neurofed.engine.dataset import CaseDataset, Sample, TrainingCase, collate, pad_to_shape
 from neurofed.preprocess import apply_augmentation, sample_augmentation, sample_patch
 from neurofed.tasks import Batch, Task
+from neurofed.training.config import TrainConfig
+from neurofed.training.dataset import CaseDataset, Sample, TrainingCase, collate, pad_to_shape
 
 __all__ = [
     "epoch_batches",

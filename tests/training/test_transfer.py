@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurofed.engine import (
+from neurofed.models import TransferMode
+from neurofed.training import (
     RUN_CONFIG,
     LocalTrainer,
     ModelFolderError,
@@ -21,9 +22,8 @@ from neurofed.engine import (
     train_local,
     train_transfer,
 )
-from neurofed.engine.model_folder import MODEL_WEIGHTS
-from neurofed.models import TransferMode
-from tests.engine.tiny import tiny_config
+from neurofed.training.model_folder import MODEL_WEIGHTS
+from tests.training.tiny import tiny_config
 
 #: The tiny SFCN every test here uses.
 TINY_SFCN = {"width": 0.0625, "dropout": 0.0}

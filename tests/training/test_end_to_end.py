@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from neurofed.engine import LocalTrainer, train_local, train_pooled
-from neurofed.engine.baselines import RUN_CONFIG, RUN_METRICS
-from neurofed.engine.trainer import CHECKPOINTS
 from neurofed.phantom import PhantomConfig, generate_federation
-from tests.engine.sites import prepare_site
-from tests.engine.test_checkpoint import assert_no_pickle
-from tests.engine.tiny import tiny_config
+from neurofed.training import LocalTrainer, train_local, train_pooled
+from neurofed.training.baselines import RUN_CONFIG, RUN_METRICS
+from neurofed.training.trainer import CHECKPOINTS
+from tests.training.sites import prepare_site
+from tests.training.test_checkpoint import assert_no_pickle
+from tests.training.tiny import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@
   several pooled, fine-tuning everything (``full``) or only its last layer (``head``);
 - :func:`evaluate_model`: a saved model scored on a split of any site.
 
-The training functions call :class:`~neurofed.engine.LocalTrainer` directly and write::
+The training functions call :class:`~neurofed.training.LocalTrainer` directly and write::
 
     <run>/config.json      kind of run, sites, the TrainConfig, versions (and the initial model)
     <run>/metrics.json     one record per epoch (epoch 0 = the untrained or the source model)
     <run>/checkpoints/     one checkpoint per epoch (safetensors + JSON)
-    <run>/model/           weights.safetensors + model.json (:mod:`~neurofed.engine.model_folder`)
+    <run>/model/           weights.safetensors + model.json (:mod:`~neurofed.training.model_folder`)
 
 Running again with the same run folder resumes from the newest checkpoint (an interrupted run
 ends as if never interrupted) and a finished run is not trained again; other settings in the
@@ -31,27 +31,27 @@ from typing import Any
 
 import numpy as np
 
-from neurofed.engine.checkpoint import (
+from neurofed.keys import ClinicalField, Split, TaskId
+from neurofed.models import TransferMode
+from neurofed.tasks import REGRESSION_TARGETS, MetricState
+from neurofed.training.checkpoint import (
     latest_checkpoint,
     sha256_file,
     versions,
     write_json_atomically,
 )
-from neurofed.engine.config import TrainConfig
-from neurofed.engine.dataset import CaseDataset, SkippedCase
-from neurofed.engine.model_folder import (
+from neurofed.training.config import TrainConfig
+from neurofed.training.dataset import CaseDataset, SkippedCase
+from neurofed.training.model_folder import (
     MODEL_WEIGHTS,
     ModelFolderError,
     TrainedModel,
     load_model,
     save_model,
 )
-from neurofed.engine.records import EpochRecord
-from neurofed.engine.site_data import SiteData
-from neurofed.engine.trainer import CHECKPOINTS, LocalTrainer
-from neurofed.keys import ClinicalField, Split, TaskId
-from neurofed.models import TransferMode
-from neurofed.tasks import REGRESSION_TARGETS, MetricState
+from neurofed.training.records import EpochRecord
+from neurofed.training.site_data import SiteData
+from neurofed.training.trainer import CHECKPOINTS, LocalTrainer
 from neurofed.types import ProgressCallback
 
 __all__ = [
@@ -190,7 +190,7 @@ def fit_target_normalisation(config: TrainConfig, dataset: CaseDataset) -> Train
     --------
     >>> import numpy as np
     >>> from neurofed.data.subject import Clinical
-    >>> from neurofed.engine.dataset import TrainingCase
+    >>> from neurofed.training.dataset import TrainingCase
     >>> image = np.zeros((1, 2, 2, 2), np.float32)
     >>> cases = CaseDataset(
     ...     TrainingCase(f"c{i}", "s", image, None, Clinical(age=a)) for i, a in enumerate([30, 50])

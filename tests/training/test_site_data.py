@@ -13,12 +13,12 @@ import pytest
 
 from neurofed.data.manifest import load_manifest
 from neurofed.data.subject import Subject
-from neurofed.engine import CaseDataset, SiteData, SiteDataError, source_stamp
-from neurofed.engine.site_data import PREPROCESSED_FOLDER
 from neurofed.keys import ClinicalField, Split
 from neurofed.preprocess import PreprocessParams
 from neurofed.tasks import get_task
-from tests.engine.sites import prepare_site, write_glioma_site
+from neurofed.training import CaseDataset, SiteData, SiteDataError, source_stamp
+from neurofed.training.site_data import PREPROCESSED_FOLDER
+from tests.training.sites import prepare_site, write_glioma_site
 
 
 def first_subject(site: Path) -> Subject:
@@ -45,7 +45,7 @@ def test_cases_without_a_label_map_are_skipped_with_a_logged_reason(
 ) -> None:
     # Prepare: cases 0 and 1 have no segmentation
     site = prepare_site(write_glioma_site(tmp_path / "site", 6, unlabelled=(0, 1)))
-    caplog.set_level(logging.INFO, logger="neurofed.engine.site_data")
+    caplog.set_level(logging.INFO, logger="neurofed.training.site_data")
     # Execute
     segmentation = SiteData(site, get_task("tumor-regions"), PreprocessParams()).split(None)
     multitask = SiteData(site, get_task("glioma-multitask"), PreprocessParams()).split(None)

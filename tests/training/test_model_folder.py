@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from neurofed.engine import (
+from neurofed.models import OutputKey
+from neurofed.training import (
     MODEL_JSON,
     MODEL_WEIGHTS,
     LocalTrainer,
@@ -18,9 +19,8 @@ from neurofed.engine import (
     load_model,
     save_model,
 )
-from neurofed.models import OutputKey
-from tests.engine.test_checkpoint import assert_no_pickle
-from tests.engine.tiny import tiny_config
+from tests.training.test_checkpoint import assert_no_pickle
+from tests.training.tiny import tiny_config
 
 
 @pytest.mark.parametrize("task_id", ["tumor-regions", "glioma-multitask"])

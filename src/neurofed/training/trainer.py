@@ -5,7 +5,7 @@ out of it (:meth:`LocalTrainer.get_parameters` / :meth:`LocalTrainer.set_paramet
 its metric states. It imports nothing from an FL engine.
 
 Determinism: the initial weights come from ``config.seed``; epoch ``e`` draws its data from
-``(seed, e)`` (see :mod:`neurofed.engine.sampling`) and seeds torch (dropout) from ``(seed, e)``
+``(seed, e)`` (see :mod:`neurofed.training.sampling`) and seeds torch (dropout) from ``(seed, e)``
 inside :func:`torch.random.fork_rng`, so the process's global random state is untouched, the
 same seed gives the same weights on CPU, and a run resumed from its checkpoint of epoch ``e``
 ends with the same weights as one never interrupted.
@@ -14,8 +14,8 @@ Examples
 --------
 >>> import numpy as np
 >>> from neurofed.data.subject import Clinical
->>> from neurofed.engine.config import TrainConfig
->>> from neurofed.engine.dataset import CaseDataset, TrainingCase
+>>> from neurofed.training.config import TrainConfig
+>>> from neurofed.training.dataset import CaseDataset, TrainingCase
 >>> cases = CaseDataset(
 ...     TrainingCase(f"c{i}", "site-1", np.full((1, 32, 32, 32), i, np.float32), None,
 ...                  Clinical(age=40.0 + 10 * i))
@@ -42,30 +42,30 @@ import numpy.typing as npt
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from neurofed.engine.checkpoint import (
+from neurofed.keys import Split
+from neurofed.models import prepare_transfer
+from neurofed.tasks import MetricState
+from neurofed.training.checkpoint import (
     CheckpointError,
     checkpoint_epoch,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from neurofed.engine.config import Optimizer, TrainConfig, resolve_device
-from neurofed.engine.dataset import CaseDataset
-from neurofed.engine.inference import evaluate_dataset
-from neurofed.engine.model_folder import TrainedModel
-from neurofed.engine.parameters import (
+from neurofed.training.config import Optimizer, TrainConfig, resolve_device
+from neurofed.training.dataset import CaseDataset
+from neurofed.training.inference import evaluate_dataset
+from neurofed.training.model_folder import TrainedModel
+from neurofed.training.parameters import (
     check_arrays,
     is_local,
     load_arrays,
     model_arrays,
     proximal_term,
 )
-from neurofed.engine.records import EpochRecord, finalize_metrics
-from neurofed.engine.sampling import epoch_batches, steps_per_epoch
-from neurofed.engine.site_data import SiteData, SiteDataError
-from neurofed.keys import Split
-from neurofed.models import prepare_transfer
-from neurofed.tasks import MetricState
+from neurofed.training.records import EpochRecord, finalize_metrics
+from neurofed.training.sampling import epoch_batches, steps_per_epoch
+from neurofed.training.site_data import SiteData, SiteDataError
 from neurofed.types import ProgressCallback
 
 __all__ = ["CHECKPOINTS", "LocalTrainer"]
@@ -473,7 +473,7 @@ class LocalTrainer:
         Parameters
         ----------
         initial
-            A model loaded with :func:`~neurofed.engine.load_model` (it must be the same network:
+            A model loaded with :func:`~neurofed.training.load_model` (it must be the same network:
             model name and model config), or arrays named as in the model's state dict.
 
         Raises

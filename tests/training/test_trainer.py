@@ -9,9 +9,15 @@ import pytest
 import torch
 
 from neurofed.data.subject import Clinical
-from neurofed.engine import CaseDataset, LocalTrainer, ParameterError, TrainingCase, steps_per_epoch
 from neurofed.keys import Split
-from tests.engine.tiny import tiny_config
+from neurofed.training import (
+    CaseDataset,
+    LocalTrainer,
+    ParameterError,
+    TrainingCase,
+    steps_per_epoch,
+)
+from tests.training.tiny import tiny_config
 
 
 def _trainer(site: Path, **changes: object) -> LocalTrainer:

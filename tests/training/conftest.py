@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.engine.sites import prepare_site, write_bids_site, write_glioma_site
+from tests.training.sites import prepare_site, write_bids_site, write_glioma_site
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ the first epoch of each is a warm-up. The time to write one checkpoint is report
 
 Usage::
 
-    python bench/engine_throughput.py [--threads N] [--repeats R] [--steps S] [--out FILE]
+    python bench/training_throughput.py [--threads N] [--repeats R] [--steps S] [--out FILE]
 
-Prints a table and writes JSON (default ``bench/results/engine_throughput.json``).
+Prints a table and writes JSON (default ``bench/results/training_throughput.json``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ import torch
 
 from neurofed import __version__
 from neurofed.data.subject import Clinical
-from neurofed.engine import (
+from neurofed.keys import TaskId
+from neurofed.tasks import Batch, Task
+from neurofed.training import (
     CaseDataset,
     LocalTrainer,
     TrainConfig,
@@ -40,8 +42,6 @@ from neurofed.engine import (
     default_train_config,
     epoch_batches,
 )
-from neurofed.keys import TaskId
-from neurofed.tasks import Batch, Task
 
 TARGET = 0.9
 
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="optimiser steps per epoch")
     parser.add_argument("--only", nargs="*", default=None, help="task ids to run")
     parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results" / "engine_throughput.json"
+        "--out", type=Path, default=Path(__file__).parent / "results" / "training_throughput.json"
     )
     args = parser.parse_args()
     if args.threads is not None:
@@ -178,7 +178,7 @@ def main() -> None:
     worst = min(r["ratio"] for r in rows)
     print(f"lowest engine/bare: {worst:.1%} (target >= {TARGET:.0%})")
     payload = {
-        "benchmark": "engine_throughput",
+        "benchmark": "training_throughput",
         "neurofed": __version__,
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),

@@ -28,8 +28,8 @@ from monai.inferers.utils import sliding_window_inference
 from torch import nn
 from torch.nn import functional as nnf
 
-from neurofed.engine.dataset import CaseDataset, collate
 from neurofed.tasks import MetricState, ModelOutput, Task, merge_states
+from neurofed.training.dataset import CaseDataset, collate
 from neurofed.types import ProgressCallback
 
 __all__ = ["evaluate_dataset", "predict"]

@@ -19,7 +19,6 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-from neurofed.engine.config import LRSchedule, Shape3, TrainConfig
 from neurofed.keys import TaskId
 from neurofed.models import (
     ConfigBase,
@@ -31,6 +30,7 @@ from neurofed.models import (
     look_up,
 )
 from neurofed.preprocess import AugmentConfig, PreprocessParams
+from neurofed.training.config import LRSchedule, Shape3, TrainConfig
 
 __all__ = ["DEFAULT_SPACING", "FIELD_OF_VIEW", "default_train_config"]
 
