@@ -37,7 +37,7 @@ from neurofed import __version__
 from neurofed.demo import DemoConfig, run_demo
 from neurofed.demo.config import DEFAULT, DemoBudget
 from neurofed.demo.run import ALL_TRAINING, FEDERATED
-from neurofed.federated.engine.run_folder import ROUNDS
+from neurofed.federated.server.run_folder import ROUNDS
 
 
 def round_overheads(run_dir: Path) -> list[dict[str, Any]]:

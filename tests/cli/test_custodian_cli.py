@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from neurofed.cli.main import app
-from neurofed.federated.audit import AuditEvent, AuditLog
 from neurofed.federated.engine.kit import load_kit_config, save_kit_config
-from neurofed.federated.engine.site_config import SiteConfig
-from tests.federated.engine.conftest import tiny_study
+from neurofed.federated.site.audit import AuditEvent, AuditLog
+from neurofed.federated.site.config import SiteConfig
+from tests.federated.conftest import tiny_study
 from tests.federated.engine.kits import checked_folder, provision
 
 runner = CliRunner()

@@ -13,7 +13,7 @@ from neurofed.cli.main import app
 from neurofed.keys import SiteFile
 from neurofed.preprocess import PreprocessedCase
 from neurofed.training import LocalTrainer
-from tests.federated.engine.conftest import planned_study, tiny_study, write_site
+from tests.federated.conftest import planned_study, tiny_study, write_site
 
 runner = CliRunner()
 

@@ -1,7 +1,8 @@
 """``neurofed site init / doctor / approve / revoke / list / allow-dataset / audit``.
 
 The data custodian's control over a deployed site (registered on ``neurofed site``; the library
-side is :mod:`neurofed.federated.engine.kit`, the site config and :mod:`neurofed.federated.audit`).
+side is :mod:`neurofed.federated.engine.kit`, the site config and
+:mod:`neurofed.federated.site.audit`).
 Every command but ``init`` works on an installed kit, found as ``--kit KIT``, else the
 ``NEUROFED_SITE_KIT`` environment variable, else the current folder when it is a kit
 (:func:`resolve_kit`, for other ``neurofed site`` commands too).
@@ -96,7 +97,7 @@ def init(
     Only approved studies run, jobs may not carry code, and only neurofed's executor is built.
     """
     from neurofed.federated.engine.kit import KitCheckError, KitError, init_site
-    from neurofed.federated.engine.site_config import SiteConfigError
+    from neurofed.federated.site.config import SiteConfigError
 
     try:
         done = init_site(
@@ -160,7 +161,7 @@ def approve(
     """Show a study and approve it at this site (by its content hash)."""
     from neurofed.federated import StudyError, load_study
     from neurofed.federated.engine.kit import save_kit_config
-    from neurofed.federated.engine.site_config import SiteConfig
+    from neurofed.federated.site.config import SiteConfig
 
     root, config = _load(kit)
     assert isinstance(config, SiteConfig)
@@ -199,7 +200,7 @@ def revoke(
     """Withdraw an approval; the running site refuses the study from its next task on."""
     from neurofed.federated import StudyError, load_study
     from neurofed.federated.engine.kit import save_kit_config
-    from neurofed.federated.engine.site_config import SiteConfig
+    from neurofed.federated.site.config import SiteConfig
 
     root, config = _load(kit)
     assert isinstance(config, SiteConfig)
@@ -226,7 +227,7 @@ def list_studies(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The studies approved at this site, and which datasets it allows."""
-    from neurofed.federated.engine.site_config import SiteConfig
+    from neurofed.federated.site.config import SiteConfig
 
     _, config = _load(kit)
     assert isinstance(config, SiteConfig)
@@ -253,7 +254,7 @@ def allow_dataset(
     from dataclasses import replace
 
     from neurofed.federated.engine.kit import save_kit_config
-    from neurofed.federated.engine.site_config import SiteConfig
+    from neurofed.federated.site.config import SiteConfig
 
     root, config = _load(kit)
     assert isinstance(config, SiteConfig)
@@ -270,8 +271,8 @@ def audit(
     tail: Annotated[int | None, typer.Option(min=1, help="Only the last N lines.")] = None,
 ) -> None:
     """Print the site's audit log and verify its hash chain (exit 1 when it is broken)."""
-    from neurofed.federated.audit import read_audit_log, verify_audit_log
-    from neurofed.federated.engine.site_config import SiteConfig
+    from neurofed.federated.site.audit import read_audit_log, verify_audit_log
+    from neurofed.federated.site.config import SiteConfig
 
     _, config = _load(kit)
     assert isinstance(config, SiteConfig)
@@ -299,7 +300,7 @@ def audit(
 
 def _audit_line(record: dict[str, object]) -> str:
     """One audit record as a readable line (the chain hash and site name left out)."""
-    from neurofed.federated.audit import AuditField as F
+    from neurofed.federated.site.audit import AuditField as F
 
     if "unreadable" in record:
         return f"(not a record) {record['unreadable']}"

@@ -25,7 +25,8 @@ def simulate(
 ) -> None:
     """Run a study over several site folders, each as one simulated NVFlare site."""
     from neurofed.federated import StudyError, load_study
-    from neurofed.federated.engine import RunFolderError, SimulationError, run_simulation
+    from neurofed.federated.engine import SimulationError, run_simulation
+    from neurofed.federated.server import RunFolderError
 
     try:
         study = load_study(study_file)

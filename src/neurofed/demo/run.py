@@ -162,7 +162,7 @@ def _column(task: Any, state: MetricState, cases: int, split: Split | None) -> d
 
 def _federated_plan(study: Study, run_dir: Path) -> Plan:
     """The plan the federation's fingerprint round wrote (the baselines train under it)."""
-    from neurofed.federated.engine.planning_round import read_run_plan
+    from neurofed.federated.server.planning import read_run_plan
 
     plan = read_run_plan(run_dir, study)
     if plan is None:
@@ -172,7 +172,7 @@ def _federated_plan(study: Study, run_dir: Path) -> Plan:
 
 def _copy_plan(run_dir: Path, folders: Iterable[Path]) -> None:
     """Every model folder carries the plan it was trained under (as the federated one does)."""
-    from neurofed.federated.engine.planning_round import copy_plan_files
+    from neurofed.federated.server.planning import copy_plan_files
 
     for folder in folders:
         copy_plan_files(run_dir, folder)

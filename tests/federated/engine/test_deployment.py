@@ -31,7 +31,6 @@ from typer.testing import CliRunner
 
 from neurofed.cli.main import app
 from neurofed.federated import Study
-from neurofed.federated.audit import read_audit_log
 from neurofed.federated.engine.kit import AUDIT_LOG, init_site, load_kit_config, save_kit_config
 from neurofed.federated.engine.provision import (
     Federation,
@@ -58,8 +57,9 @@ from neurofed.federated.engine.submit import (
     study_status,
     submit_study,
 )
+from neurofed.federated.site.audit import read_audit_log
 from neurofed.training import load_model
-from tests.federated.engine.conftest import tiny_study, write_site
+from tests.federated.conftest import tiny_study, write_site
 
 pytestmark = [
     pytest.mark.deployment,

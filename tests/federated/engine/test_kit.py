@@ -28,7 +28,7 @@ from neurofed.federated.engine.kit import (
     site_authorization,
     site_resources,
 )
-from neurofed.federated.engine.site_config import SiteConfig
+from neurofed.federated.site.config import SiteConfig
 from tests.federated.engine.kits import (
     checked_folder,
     copy_kit,

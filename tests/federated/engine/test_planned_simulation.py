@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from neurofed.data.manifest import load_manifest
-from neurofed.federated.engine import MetaField, run_simulation
+from neurofed.federated.engine import run_simulation
+from neurofed.federated.protocol import MetaField
 from neurofed.models import DynUNetConfig
 from neurofed.preprocess.fingerprint import DEFAULT_SPEC, Fingerprint
 from neurofed.preprocess.plan import Plan
 from neurofed.training import load_model
-from tests.federated.engine.conftest import planned_study
+from tests.federated.conftest import planned_study
 
 pytestmark = pytest.mark.slow
 

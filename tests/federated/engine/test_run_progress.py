@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from neurofed.federated.engine.run_folder import RoundRecord
 from neurofed.federated.engine.run_progress import (
     RunProgress,
     RunState,
@@ -18,7 +17,8 @@ from neurofed.federated.engine.run_progress import (
     run_lock,
 )
 from neurofed.federated.engine.submit import read_run_progress
-from tests.federated.engine.conftest import tiny_study
+from neurofed.federated.server.run_folder import RoundRecord
+from tests.federated.conftest import tiny_study
 
 
 @pytest.mark.parametrize("name", ["../up", ".hidden", "a/b", "", "x" * 129])

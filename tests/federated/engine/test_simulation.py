@@ -21,15 +21,10 @@ from typer.testing import CliRunner
 
 from neurofed.cli.main import app
 from neurofed.data.manifest import load_manifest
-from neurofed.federated.engine import (
-    FederatedRun,
-    RunFolderError,
-    SimulationError,
-    SimulationResult,
-    run_simulation,
-)
+from neurofed.federated.engine import SimulationError, SimulationResult, run_simulation
+from neurofed.federated.server import FederatedRun, RunFolderError
 from neurofed.training import load_model
-from tests.federated.engine.conftest import tiny_study, write_site
+from tests.federated.conftest import tiny_study, write_site
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from neurofed.federated.audit import read_audit_log, verify_audit_log
 from neurofed.federated.engine import run_simulation
-from tests.federated.engine.conftest import tiny_study
+from neurofed.federated.site.audit import read_audit_log, verify_audit_log
+from tests.federated.conftest import tiny_study
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 
 :class:`StudyController` runs on the server. Its arguments are the study (as the validated
 study's dict) and the run folder; everything else is decided by
-:class:`~neurofed.federated.engine.coordinator.FederatedRun`. Each round:
+:class:`~neurofed.federated.server.run.FederatedRun`. Each round:
 
 1. ``train`` goes to the live sites; the round waits for all of them, at most
    ``round_timeout_s`` (NVFlare ends a broadcast as soon as ``min_responses`` answers arrive and
@@ -16,7 +16,7 @@ study's dict) and the run folder; everything else is decided by
    checkpoint are written.
 
 A study with ``[plan]`` first runs the fingerprint round when the run folder has no
-``plan.json`` (:mod:`~neurofed.federated.engine.planning_round`): ``fingerprint`` goes to the
+``plan.json`` (:mod:`~neurofed.federated.server.planning`): ``fingerprint`` goes to the
 live sites, at least ``min_sites`` fingerprints are merged into the plan, and the initial global
 model is built under it; without a plan the run stops with the reason logged.
 
@@ -38,10 +38,6 @@ from typing import Any
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.workflows.model_controller import ModelController
 
-from neurofed.federated.engine.coordinator import FederatedRun, SiteReply
-from neurofed.federated.engine.messages import MetaField, TaskName
-from neurofed.federated.engine.planning_round import PlanningError
-from neurofed.federated.engine.run_folder import RoundRecord
 from neurofed.federated.engine.run_progress import (
     PAUSE_TOPIC,
     PROGRESS_TOPIC,
@@ -54,6 +50,10 @@ from neurofed.federated.engine.run_progress import (
     publish_run,
     run_lock,
 )
+from neurofed.federated.protocol import MetaField, TaskName
+from neurofed.federated.server.planning import PlanningError
+from neurofed.federated.server.run import FederatedRun, SiteReply
+from neurofed.federated.server.run_folder import RoundRecord
 from neurofed.federated.study import Study
 
 __all__ = ["StudyController"]

@@ -13,8 +13,8 @@ federation init`` hands one to each site), as a folder or a zip of it::
 and writes, in its ``local/`` folder (NVFlare reads ``X.json`` in place of ``X.json.default``
 and never writes there itself):
 
-- ``neurofed_site.json`` — the site's :class:`~neurofed.federated.engine.site_config.SiteConfig`
-  (:data:`~neurofed.federated.engine.site_config.SITE_CONFIG_FILE`): the data folder, the
+- ``neurofed_site.json`` — the site's :class:`~neurofed.federated.site.config.SiteConfig`
+  (:data:`~neurofed.federated.site.config.SITE_CONFIG_FILE`): the data folder, the
   device, ``require_approval: true``, no approved study yet, the allowed datasets and the audit
   log ``<kit>/neurofed/audit.jsonl`` (:data:`AUDIT_LOG`; outside ``local/`` because it is an
   output, next to NVFlare's own ``audit.log``).
@@ -69,8 +69,8 @@ from pathlib import Path
 from typing import Any
 
 from neurofed.data.manifest import site_file
-from neurofed.federated.audit import verify_audit_log
-from neurofed.federated.engine.site_config import SITE_CONFIG_FILE, SiteConfig, SiteConfigError
+from neurofed.federated.site.audit import verify_audit_log
+from neurofed.federated.site.config import SITE_CONFIG_FILE, SiteConfig, SiteConfigError
 from neurofed.keys import SiteFile
 from neurofed.training.checkpoint import write_json_atomically
 

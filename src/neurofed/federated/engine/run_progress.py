@@ -35,7 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from neurofed.federated.engine.run_folder import CHECKPOINTS, RoundRecord
+from neurofed.federated.server.run_folder import CHECKPOINTS, RoundRecord
 from neurofed.federated.study import Study
 from neurofed.training.records import json_number
 

@@ -9,10 +9,10 @@ outside the job: the job only names that file), builds a config-only ``FedJob``
 :class:`~neurofed.federated.engine.site_executor.SiteExecutor` on clients ``site-1`` … ``site-N``,
 sets the server's task request interval to 0.2 s (the 2 s default is pure overhead per round)
 and runs the simulator with its workspace in ``<out>/simulator``. The run folder is ``<out>``
-(see :mod:`~neurofed.federated.engine.run_folder`); running again resumes it. What a simulated
+(see :mod:`~neurofed.federated.server.run_folder`); running again resumes it. What a simulated
 site keeps for itself (FedBN's local layers, Ditto's personalised model) goes to its state folder
 inside its site folder, as at a deployed site (``<site>/neurofed/federated/<study hash[:16]>/``,
-:mod:`~neurofed.federated.engine.site_state`).
+:mod:`~neurofed.federated.site.state`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from neurofed.data.manifest import site_file
-from neurofed.federated.engine.coordinator import RunFolderError
-from neurofed.federated.engine.run_folder import ROUNDS, RUN_JSON, SUMMARY
-from neurofed.federated.engine.site_config import SiteConfig
+from neurofed.federated.server.run import RunFolderError
+from neurofed.federated.server.run_folder import ROUNDS, RUN_JSON, SUMMARY
+from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.study import Study
 from neurofed.keys import SiteFile
 from neurofed.training.checkpoint import write_json_atomically
@@ -193,10 +193,10 @@ def run_simulation(
         Device of every simulated site.
     audit_dir
         If set, each site records every payload it sends under ``audit_dir/<site>/``
-        (:attr:`~neurofed.federated.engine.site_config.SiteConfig.audit_dir`).
+        (:attr:`~neurofed.federated.site.config.SiteConfig.audit_dir`).
     site_settings
         Per simulated site name (``site-1`` …), fields of its
-        :class:`~neurofed.federated.engine.site_config.SiteConfig` to set, e.g.
+        :class:`~neurofed.federated.site.config.SiteConfig` to set, e.g.
         ``{"site-2": {"require_approval": True, "audit_log": path}}``.
 
     Raises

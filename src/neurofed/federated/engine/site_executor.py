@@ -2,21 +2,21 @@
 
 :class:`SiteExecutor` is installed code (``neurofed`` is a package the custodian installs; jobs
 ship no ``custom/`` folder). It only converts NVFlare messages to and from the pure
-:class:`~neurofed.federated.engine.site_worker.SiteWorker`, which does the work and never raises:
+:class:`~neurofed.federated.site.worker.SiteWorker`, which does the work and never raises:
 a failing site answers with an error reason instead of crashing the job (a crashed site process
 fails the whole NVFlare job).
 
 Where the site's data is: the executor's one argument, ``site_config``, is the path of the
-site's config JSON (:class:`~neurofed.federated.engine.site_config.SiteConfig`) — written by
+site's config JSON (:class:`~neurofed.federated.site.config.SiteConfig`) — written by
 ``neurofed simulate`` for each simulated site outside the job. Left empty (a deployed site), the
-executor reads :data:`~neurofed.federated.engine.site_config.SITE_CONFIG_FILE` from the site's
+executor reads :data:`~neurofed.federated.site.config.SITE_CONFIG_FILE` from the site's
 kit ``local/`` folder. The data root itself never appears in a job, nor does the site's state
 folder (``state_dir``: local layers and personalised models kept between rounds, read back when
 the site process restarts).
 
 The worker is given the config's path, so the custodian's approvals (``neurofed site approve`` /
 ``revoke``) take effect without restarting the site; a study the site refuses is answered with
-the reason and ``refused: true`` (see :mod:`~neurofed.federated.engine.site_worker`), never by
+the reason and ``refused: true`` (see :mod:`~neurofed.federated.site.worker`), never by
 crashing the job.
 """
 
@@ -32,9 +32,9 @@ from nvflare.apis.signal import Signal
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
-from neurofed.federated.engine.messages import MetaField
-from neurofed.federated.engine.site_config import SITE_CONFIG_FILE, SiteConfig
-from neurofed.federated.engine.site_worker import SiteAnswer, SiteWorker
+from neurofed.federated.protocol import MetaField
+from neurofed.federated.site.config import SITE_CONFIG_FILE, SiteConfig
+from neurofed.federated.site.worker import SiteAnswer, SiteWorker
 
 __all__ = ["SiteExecutor"]
 

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from neurofed.federated.engine.job import build_job, job_name
-from neurofed.federated.engine.run_folder import ROUNDS, SUMMARY
 from neurofed.federated.engine.run_progress import (
     PAUSE_TOPIC,
     PROGRESS_TOPIC,
@@ -44,6 +43,7 @@ from neurofed.federated.engine.run_progress import (
     check_run_name,
     default_run_name,
 )
+from neurofed.federated.server.run_folder import ROUNDS, SUMMARY
 from neurofed.federated.study import Study
 
 __all__ = [

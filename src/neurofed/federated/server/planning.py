@@ -1,6 +1,6 @@
 """The fingerprint round of a planned study, and the run's plan on disk and in messages.
 
-A study with ``[plan]`` (:mod:`~neurofed.federated.study_plan`) runs one extra round before
+A study with ``[plan]`` (:mod:`~neurofed.federated.study.plan`) runs one extra round before
 round 1, unless its run folder already holds ``plan.json`` (a resumed run reads it back):
 
 1. the server sends ``fingerprint`` to every site;
@@ -16,7 +16,7 @@ round 1, unless its run folder already holds ``plan.json`` (a resumed run reads 
    ``<run>/plan.json`` and a ``plan`` entry in ``run.json`` saying which sites contributed.
 
 From then on every training and validation task carries the plan (:func:`plan_meta`); a site
-checks it (:func:`plan_from_meta`, :func:`~neurofed.federated.study_plan.check_plan`) and trains
+checks it (:func:`plan_from_meta`, :func:`~neurofed.federated.study.plan.check_plan`) and trains
 with :meth:`Study.train_config(plan=...) <neurofed.federated.study.Study.train_config>`. Saved
 models get ``plan.json`` and ``fingerprint.json`` beside their ``model.json``
 (:func:`copy_plan_files`).
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neurofed.federated.engine.messages import MetaField
+from neurofed.federated.protocol import MetaField
 from neurofed.federated.study import Study
-from neurofed.federated.study_plan import check_plan
+from neurofed.federated.study.plan import check_plan
 from neurofed.preprocess.fingerprint import Fingerprint, FingerprintError, merge_fingerprints
 from neurofed.preprocess.plan import Plan, PlanError, make_plan
 from neurofed.training.checkpoint import write_json_atomically

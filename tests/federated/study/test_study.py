@@ -19,7 +19,7 @@ from neurofed.federated import (
 )
 from neurofed.keys import TaskId
 
-EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "studies").glob("*.toml"))
+EXAMPLES = sorted((Path(__file__).parents[3] / "examples" / "studies").glob("*.toml"))
 
 VALID = """\
 name = "tiny-glioma"

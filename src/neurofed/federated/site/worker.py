@@ -13,9 +13,9 @@ FedProx's proximal term at ``mu = lambda`` against the round's global weights
 (``loss + lambda/2·||v - w_global||²``), trained for the same local epochs each round. ``v``
 starts as the site's view of the first global model it sees and never leaves the site: a
 validation answer adds only its metric state (sums and counts,
-:attr:`~neurofed.federated.engine.messages.MetaField.PERSONALISED_METRIC_STATE`). After the last
+:attr:`~neurofed.federated.protocol.MetaField.PERSONALISED_METRIC_STATE`). After the last
 round's training it is saved as a model folder in the study's state folder
-(:data:`~neurofed.federated.engine.site_state.PERSONALISED_MODEL`); the path goes to the site's
+(:data:`~neurofed.federated.site.state.PERSONALISED_MODEL`); the path goes to the site's
 log only.
 
 Determinism: the site trains with a seed derived from the study seed and the site's name, a
@@ -23,16 +23,16 @@ fresh optimiser each round and the trainer's epoch counter set to ``(round - 1) 
 so a round's result depends only on the global parameters, the study, the round and what the
 site keeps itself — its local parameters (FedBN) and its personalised model (Ditto). Those are
 written to the study's state folder after every training round
-(:mod:`~neurofed.federated.engine.site_state`) and read back by a restarted worker before it
+(:mod:`~neurofed.federated.site.state`) and read back by a restarted worker before it
 trains round ``r`` (the state after round ``r - 1``) or validates round ``r`` (after ``r``), so
 a restarted site (or a resumed run) computes the same update. A damaged state folder is refused
 with a logged reason and the site starts from the global model.
 
 The custodian's control: before any task runs, the study is checked against the site config
-(:meth:`~neurofed.federated.engine.site_config.SiteConfig.refusal`): with ``require_approval``
+(:meth:`~neurofed.federated.site.config.SiteConfig.refusal`): with ``require_approval``
 its content hash must be approved, and a non-empty ``allowed_datasets`` must hold its
 ``dataset``. A refused task is answered with the reason in ``error`` and ``refused: true``
-(:attr:`~neurofed.federated.engine.messages.MetaField.REFUSED`), logged, and nothing is trained.
+(:attr:`~neurofed.federated.protocol.MetaField.REFUSED`), logged, and nothing is trained.
 Given ``config_path``, the worker re-reads its config whenever the file changed since it was
 read (one ``stat`` per task — modification time, size and inode; neurofed writes the file
 atomically, so every change is a new inode — and no read while it is unchanged, whatever study
@@ -40,7 +40,7 @@ or round arrives), so approving takes effect without restarting the site and a r
 refused from its next task on. An unreadable or missing config refuses every study.
 
 With ``audit_log`` set, every task appends to the site's audit log
-(:mod:`neurofed.federated.audit`): ``study-accepted`` the first time a study passes the check
+(:mod:`neurofed.federated.site.audit`): ``study-accepted`` the first time a study passes the check
 in this process, ``study-refused`` with the reason, ``round-train`` / ``round-validate``, and
 ``payload-sent`` with the size and SHA-256 of what the answer carried. A log that cannot be
 written is reported in the site's log and does not stop the task.
@@ -60,11 +60,11 @@ from typing import Any
 
 import numpy as np
 
-from neurofed.federated.audit import AuditEvent, AuditLog, payload_fields
-from neurofed.federated.engine.messages import MetaField, TaskName, answer_error, answer_refused
-from neurofed.federated.engine.planning_round import PLAN_FILE, plan_from_meta
-from neurofed.federated.engine.site_config import SiteConfig, SiteConfigError
-from neurofed.federated.engine.site_state import (
+from neurofed.federated.protocol import MetaField, TaskName, answer_error, answer_refused
+from neurofed.federated.server.planning import PLAN_FILE, plan_from_meta
+from neurofed.federated.site.audit import AuditEvent, AuditLog, payload_fields
+from neurofed.federated.site.config import SiteConfig, SiteConfigError
+from neurofed.federated.site.state import (
     PERSONALISED_MODEL,
     SiteState,
     SiteStateError,
@@ -74,7 +74,7 @@ from neurofed.federated.engine.site_state import (
     save_site_state,
 )
 from neurofed.federated.study import Study
-from neurofed.federated.study_plan import check_plan
+from neurofed.federated.study.plan import check_plan
 from neurofed.federated.update import Parameters
 from neurofed.keys import ClinicalField, Split
 from neurofed.models import OutputKey

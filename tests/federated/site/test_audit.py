@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurofed.federated.audit import (
+from neurofed.federated.site.audit import (
     GENESIS,
     AuditEvent,
     AuditLog,

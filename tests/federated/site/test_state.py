@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from neurofed.federated import Study
-from neurofed.federated.engine import SiteConfig, SiteWorker
-from neurofed.federated.engine.coordinator import FederatedRun
-from neurofed.federated.engine.site_state import (
+from neurofed.federated.server.run import FederatedRun
+from neurofed.federated.site import SiteConfig, SiteWorker
+from neurofed.federated.site.state import (
     STATE_JSON,
     SiteState,
     SiteStateError,
@@ -23,7 +23,7 @@ from neurofed.federated.engine.site_state import (
     state_rounds,
 )
 from neurofed.federated.update import Parameters
-from tests.federated.engine.conftest import tiny_study
+from tests.federated.conftest import tiny_study
 
 HASH = "ab" * 32
 
@@ -207,7 +207,7 @@ def test_a_damaged_state_folder_is_refused_with_a_logged_reason(
     folder = config.study_state_dir(study.content_hash)
     damage(folder / "round-1")
     # Execute: the site restarts for round 2
-    with caplog.at_level(logging.WARNING, logger="neurofed.federated.engine.site_worker"):
+    with caplog.at_level(logging.WARNING, logger="neurofed.federated.site.worker"):
         restarted = SiteWorker("site-1", config)
         answer = restarted.handle("train", run.params, run.task_meta(2))
     # Assert: it trains from the global model, as a site that never kept anything would

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from neurofed.federated import Study
-from neurofed.federated.audit import payload_digest, read_audit_log, verify_audit_log
-from neurofed.federated.engine import FederatedRun, MetaField, RoundRecord, SiteReply
-from neurofed.federated.engine.site_config import SiteConfig
-from neurofed.federated.engine.site_worker import SiteWorker
-from tests.federated.engine.conftest import tiny_study
+from neurofed.federated.protocol import MetaField
+from neurofed.federated.server import FederatedRun, RoundRecord, SiteReply
+from neurofed.federated.site.audit import payload_digest, read_audit_log, verify_audit_log
+from neurofed.federated.site.config import SiteConfig
+from neurofed.federated.site.worker import SiteWorker
+from tests.federated.conftest import tiny_study
 
 
 def _meta(study: Study, round_number: int = 1) -> dict[str, Any]:

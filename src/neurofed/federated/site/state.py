@@ -3,7 +3,7 @@
 Some strategies leave weights at the sites: FedBN's normalisation layers
 (``local_parameters``) and Ditto's personalised model. A site process that restarts mid-run
 reads them back from its study's state folder
-(:meth:`~neurofed.federated.engine.site_config.SiteConfig.study_state_dir`), so it computes
+(:meth:`~neurofed.federated.site.config.SiteConfig.study_state_dir`), so it computes
 exactly the update an uninterrupted site would::
 
     <state>/round-<k>/local.safetensors         the local parameters after round k

@@ -26,7 +26,7 @@ The custodian's control (format 2, written by ``neurofed site init`` / ``approve
 whose content hash is in ``approved_studies`` run here. ``allowed_datasets`` (default empty =
 any): a study must name one of them in its ``dataset`` — enforced whenever the list is not
 empty. :meth:`SiteConfig.refusal` gives the reason a study is refused. ``audit_log``: the
-site's append-only, hash-chained log (:mod:`neurofed.federated.audit`). A file without these
+site's append-only, hash-chained log (:mod:`neurofed.federated.site.audit`). A file without these
 keys (format 1) still loads; one that sets them is written as format 2, so an older neurofed
 that would not enforce them refuses to load it instead of running unapproved studies.
 
@@ -129,10 +129,10 @@ class SiteConfig:
     audit_dir
         If set, every payload the site sends is also written there (arrays described by dtype
         and shape, every string and number as sent) so a custodian can inspect what left the
-        site (:func:`~neurofed.federated.engine.site_worker.describe_payload`).
+        site (:func:`~neurofed.federated.site.worker.describe_payload`).
     state_dir
         Root of the site's per-study state folders (``<state_dir>/<first 16 hex digits of the
-        study hash>/``, see :mod:`~neurofed.federated.engine.site_state`); ``None``:
+        study hash>/``, see :mod:`~neurofed.federated.site.state`); ``None``:
         ``<data_root>/neurofed/federated``. Nothing in it ever leaves the site.
     approved_studies
         The studies the custodian approved (one per content hash).
@@ -142,7 +142,7 @@ class SiteConfig:
         Refuse every study whose content hash is not approved (``neurofed site init`` sets
         it; ``False`` by default so ``neurofed simulate`` runs any study).
     audit_log
-        The site's append-only audit log (:class:`~neurofed.federated.audit.AuditLog`);
+        The site's append-only audit log (:class:`~neurofed.federated.site.audit.AuditLog`);
         ``None``: no log.
     """
 

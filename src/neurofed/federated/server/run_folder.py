@@ -7,7 +7,7 @@
                                      which sites' fingerprints the plan was made from)
     <run>/plan.json, fingerprint.json  a study with ``[plan]``: the plan and the merged
                                      fingerprint of the fingerprint round
-                                     (:mod:`~neurofed.federated.engine.planning_round`)
+                                     (:mod:`~neurofed.federated.server.planning`)
     <run>/rounds/<k>/metrics.json    round k: accepted / rejected / failed / refused /
                                      dropped sites, training numbers and the federated
                                      validation (merged and per site); Ditto adds

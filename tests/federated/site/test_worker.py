@@ -13,17 +13,12 @@ import numpy as np
 import pytest
 
 from neurofed.data.manifest import load_manifest
-from neurofed.federated.engine import (
-    MetaField,
-    SiteConfig,
-    SiteWorker,
-    describe_payload,
-    site_seed,
-)
-from neurofed.federated.engine.coordinator import FederatedRun
+from neurofed.federated.protocol import MetaField
+from neurofed.federated.server.run import FederatedRun
+from neurofed.federated.site import SiteConfig, SiteWorker, describe_payload, site_seed
 from neurofed.tasks import MetricState
 from neurofed.training import LocalTrainer, load_model
-from tests.federated.engine.conftest import tiny_study
+from tests.federated.conftest import tiny_study
 
 
 def _meta(run: FederatedRun, round_number: int = 1) -> dict[str, object]:
@@ -169,7 +164,7 @@ def test_a_ditto_validation_answer_carries_both_metric_states_and_nothing_else(
     state_root = tmp_path / "state"
     worker = SiteWorker("site-1", SiteConfig(age_sites[0], device="cpu", state_dir=state_root))
     # Execute
-    with caplog.at_level(logging.INFO, logger="neurofed.federated.engine.site_worker"):
+    with caplog.at_level(logging.INFO, logger="neurofed.federated.site.worker"):
         trained = worker.handle("train", run.params, _meta(run))
         validated = worker.handle("validate", run.params, _meta(run))
     # Assert: two metric states of sums and counts, no parameter, no other field

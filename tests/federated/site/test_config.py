@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from neurofed.federated.engine.site_config import ApprovedStudy, SiteConfig, SiteConfigError
+from neurofed.federated.site.config import ApprovedStudy, SiteConfig, SiteConfigError
 
 A, B = "ab" * 32, "ac" * 32
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from neurofed.federated import Study, StudyError, load_study
-from neurofed.federated.study_plan import PlanSource, apply_plan
+from neurofed.federated.study.plan import PlanSource, apply_plan
 from neurofed.keys import TaskId
 from neurofed.models import DynUNetConfig
 from neurofed.preprocess.fingerprint import case_fingerprint, merge_fingerprints
 from neurofed.preprocess.plan import Plan, PlannerSettings, make_plan
 
-EXAMPLES = Path(__file__).parents[2] / "examples" / "studies"
+EXAMPLES = Path(__file__).parents[3] / "examples" / "studies"
 
 #: Hashes of the example studies without ``[plan]`` when plans arrived: a study that does not
 #: use ``[plan]`` must keep its hash (custodians approved it by that hash).

@@ -12,20 +12,21 @@ import numpy as np
 import pytest
 
 from neurofed.data.manifest import load_manifest
-from neurofed.federated.engine import MetaField, SiteConfig, SiteWorker
-from neurofed.federated.engine.coordinator import FederatedRun, RunFolderError, SiteReply
-from neurofed.federated.engine.planning_round import (
+from neurofed.federated.protocol import MetaField
+from neurofed.federated.server.planning import (
     FINGERPRINT_FILE,
     PLAN_FILE,
     PlanningError,
     plan_meta,
 )
-from neurofed.federated.engine.run_folder import RoundRecord
+from neurofed.federated.server.run import FederatedRun, RunFolderError, SiteReply
+from neurofed.federated.server.run_folder import RoundRecord
+from neurofed.federated.site import SiteConfig, SiteWorker
 from neurofed.models import DynUNetConfig
 from neurofed.preprocess.fingerprint import DEFAULT_SPEC, Fingerprint
 from neurofed.preprocess.plan import Plan
 from neurofed.training import LocalTrainer
-from tests.federated.engine.conftest import planned_study, tiny_study
+from tests.federated.conftest import planned_study, tiny_study
 
 SITES = ["site-1", "site-2"]
 

@@ -35,8 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from neurofed.federated.engine.messages import MetaField, answer_error, answer_refused
-from neurofed.federated.engine.planning_round import (
+from neurofed.federated.protocol import MetaField, answer_error, answer_refused
+from neurofed.federated.round import QuorumError, aggregate_round
+from neurofed.federated.selection import best_round
+from neurofed.federated.server.planning import (
     PlanningError,
     copy_plan_files,
     plan_from_replies,
@@ -44,7 +46,7 @@ from neurofed.federated.engine.planning_round import (
     read_run_plan,
     write_run_plan,
 )
-from neurofed.federated.engine.run_folder import (
+from neurofed.federated.server.run_folder import (
     LAST_MODEL,
     MODEL,
     RUN_JSON,
@@ -56,8 +58,6 @@ from neurofed.federated.engine.run_folder import (
     round_metrics_path,
     save_round_checkpoint,
 )
-from neurofed.federated.round import QuorumError, aggregate_round
-from neurofed.federated.selection import best_round
 from neurofed.federated.state import StrategyState
 from neurofed.federated.study import STUDY_FILE, Study
 from neurofed.federated.update import Parameters, SiteUpdate
@@ -111,7 +111,7 @@ def _update(reply: SiteReply) -> SiteUpdate:
 
 
 class FederatedRun:
-    """Rounds of one study in one run folder (see :mod:`~neurofed.federated.engine.run_folder`).
+    """Rounds of one study in one run folder (see :mod:`~neurofed.federated.server.run_folder`).
 
     Parameters
     ----------

@@ -16,7 +16,7 @@ from typing import Any
 from neurofed.federated.heads import heads_for_model
 from neurofed.federated.selection import Selection
 from neurofed.federated.strategies import Strategy, get_strategy, get_strategy_type, is_local
-from neurofed.federated.study_plan import PlanTableError, StudyPlan, parse_plan_table
+from neurofed.federated.study.plan import PlanTableError, StudyPlan, parse_plan_table
 from neurofed.keys import TaskId
 from neurofed.models import ConfigBase, look_up, parse_model_config
 from neurofed.tasks import Task, get_task, task_ids

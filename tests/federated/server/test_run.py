@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurofed.federated.engine import (
+from neurofed.federated.protocol import MetaField
+from neurofed.federated.server import (
     FederatedRun,
-    MetaField,
     RoundRecord,
     RunFolderError,
     SiteReply,
@@ -18,7 +18,7 @@ from neurofed.federated.engine import (
     load_round_checkpoint,
 )
 from neurofed.tasks import MetricState
-from tests.federated.engine.conftest import tiny_study
+from tests.federated.conftest import tiny_study
 
 
 def _reply(run: FederatedRun, site: str, shift: float, num_examples: int = 2) -> SiteReply:

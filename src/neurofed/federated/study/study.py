@@ -39,7 +39,7 @@ whitespace and key order do not change it, any value does. Custodians approve st
     source = "fingerprint"
     memory_budget_gb = 8.0            # and the other planner settings (all optional)
 
-With ``[plan]`` (:mod:`~neurofed.federated.study_plan`) the server runs a fingerprint round
+With ``[plan]`` (:mod:`~neurofed.federated.study.plan`) the server runs a fingerprint round
 before round 1 (sites send aggregate histograms and counts of their training split), merges the
 fingerprints and plans with nnU-Net v2's rules; the plan sets the target spacing (and the
 whole-volume shape, or for ``ms-lesion`` the whole network, patch and batch size), so a planned
@@ -73,14 +73,14 @@ from neurofed.federated.strategies import (
     get_strategy,
     get_strategy_type,
 )
-from neurofed.federated.study_parse import (
+from neurofed.federated.study.parse import (
     REQUIRED_KEYS,
     SETTABLE_TRAIN_FIELDS,
     StudyError,
     parse_study,
 )
-from neurofed.federated.study_plan import StudyPlan, apply_plan, planned_keys, strip_planned
-from neurofed.federated.toml_text import dumps
+from neurofed.federated.study.plan import StudyPlan, apply_plan, planned_keys, strip_planned
+from neurofed.federated.study.toml_text import dumps
 from neurofed.keys import TaskId
 from neurofed.models import ConfigBase
 from neurofed.preprocess.plan import Plan
@@ -292,7 +292,7 @@ class Study:
         """The engine config a site trains with; ``device`` is the site's own choice.
 
         A study with ``[plan]`` needs the run's ``plan`` (its ``plan.json``), whose settings
-        replace what the plan decides (:func:`~neurofed.federated.study_plan.apply_plan`).
+        replace what the plan decides (:func:`~neurofed.federated.study.plan.apply_plan`).
 
         Raises
         ------

@@ -1,0 +1,28 @@
+"""The server side of a federated run, without NVFlare: rounds, quorum, selection, run folder.
+
+- :mod:`~neurofed.federated.server.run` — :class:`FederatedRun`, what the NVFlare controller
+  drives: the initial model or resume, aggregation of a round's answers, federated validation,
+  dropped sites, the best round's model;
+- :mod:`~neurofed.federated.server.run_folder` — per-round metrics and checkpoints on disk;
+- :mod:`~neurofed.federated.server.planning` — a planned study's fingerprint round.
+"""
+
+from neurofed.federated.server.run import FederatedRun, RunFolderError, SiteReply
+from neurofed.federated.server.run_folder import (
+    RoundCheckpoint,
+    RoundRecord,
+    latest_round_checkpoint,
+    load_round_checkpoint,
+    save_round_checkpoint,
+)
+
+__all__ = [
+    "FederatedRun",
+    "RoundCheckpoint",
+    "RoundRecord",
+    "RunFolderError",
+    "SiteReply",
+    "latest_round_checkpoint",
+    "load_round_checkpoint",
+    "save_round_checkpoint",
+]
