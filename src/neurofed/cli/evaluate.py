@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from neurofed.artifacts import write_json_atomically
 from neurofed.cli.console import console, err_console, progress_bar
 from neurofed.keys import Split
 from neurofed.training import (
@@ -20,7 +21,6 @@ from neurofed.training import (
     evaluate_model,
     finalize_metrics,
 )
-from neurofed.training.checkpoint import write_json_atomically
 from neurofed.training.records import json_number
 
 __all__ = ["SplitChoice", "evaluate"]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from neurofed import __version__
+from neurofed.artifacts import write_json_atomically
 from neurofed.data.check_runner import read_cache, run_checks
 from neurofed.data.checks import CaseReport, CaseStatus, CheckSettings, find_duplicates
 from neurofed.data.layouts.base import LayoutScan
@@ -77,12 +77,7 @@ def site_file(root: Path, name: SiteFile) -> Path:
 
 def write_site_file(root: Path, name: SiteFile, data: Mapping[str, Any]) -> Path:
     """Write ``data`` as JSON to :func:`site_file` atomically (a crash never leaves half a file)."""
-    path = site_file(root, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
-    return path
+    return write_json_atomically(site_file(root, name), data, allow_nan=True)
 
 
 def read_site_file(

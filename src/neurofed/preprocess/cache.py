@@ -29,13 +29,10 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -47,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from neurofed import __version__
+from neurofed.artifacts import atomic_path
 from neurofed.preprocess.params import (
     BrainMaskMethod,
     PreprocessedCase,
@@ -61,7 +59,6 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 PARAMS_FILE = "params.json"
 CASE_SUFFIX = ".npz"
-TEMP_SUFFIX = ".tmp"
 #: What a truncated or otherwise broken ``.npz`` raises on loading.
 _UNREADABLE = (OSError, EOFError, KeyError, IndexError, ValueError, zipfile.BadZipFile, zlib.error)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -103,21 +100,9 @@ def safe_file_stem(subject_id: str) -> str:
 
 
 def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write via a temporary file next to ``path`` and ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, before os.replace)
-        dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX, delete=False
-    )
-    try:
-        with handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(handle.name)
-        raise
+    """Write through ``write(handle)`` to ``path`` atomically (see :mod:`neurofed.artifacts`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        write(handle)
 
 
 class PreprocessedCache:

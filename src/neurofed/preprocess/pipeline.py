@@ -28,18 +28,17 @@ import io
 import json
 import multiprocessing
 import os
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from neurofed import __version__
+from neurofed.artifacts import versions, write_json_atomically, write_text_atomically
 from neurofed.data.loading import load_subject
 from neurofed.data.manifest import ManifestError, load_manifest
 from neurofed.data.nifti import VolumeError
@@ -198,15 +197,8 @@ class QCReport:
 # --- files --------------------------------------------------------------------------------------
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    _write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+    write_json_atomically(path, data, indent=1)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -220,16 +212,6 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 _RERUN = "move it away and run `neurofed site preprocess` again"
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "neurofed": __version__}
-    for name in ("numpy", "scipy", "SimpleITK", "nibabel", "monai", "torch"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
 
 
 def _table_json(tables: Mapping[str, QCTable], params_id: str) -> dict[str, Any]:
@@ -264,7 +246,7 @@ def _table_csv(tables: Mapping[str, QCTable]) -> str:
 
 def _write_tables(folder: Path, tables: Mapping[str, QCTable], params_id: str) -> None:
     _write_json(folder / PipelineFile.QC_JSON, _table_json(tables, params_id))
-    _write_text(folder / PipelineFile.QC_CSV, _table_csv(tables))
+    write_text_atomically(folder / PipelineFile.QC_CSV, _table_csv(tables))
 
 
 def _exclusions_path(root: Path) -> Path:
@@ -575,7 +557,7 @@ def preprocess_site(
             "params_id": params.params_id,
             "params": params.to_json()
             | {"bias_correction": params.bias_correction, "registration": params.registration},
-            "versions": _versions(),
+            "versions": versions(),
             "settings": {
                 "n4": N4Settings().to_json(),
                 "registration": RegistrationSettings().to_json(),

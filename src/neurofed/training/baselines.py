@@ -31,15 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from neurofed.artifacts import sha256_file, versions, write_json_atomically
 from neurofed.keys import ClinicalField, Split, TaskId
 from neurofed.models import TransferMode
 from neurofed.tasks import REGRESSION_TARGETS, MetricState
-from neurofed.training.checkpoint import (
-    latest_checkpoint,
-    sha256_file,
-    versions,
-    write_json_atomically,
-)
+from neurofed.training.checkpoint import latest_checkpoint
 from neurofed.training.config import TrainConfig
 from neurofed.training.dataset import CaseDataset, SkippedCase
 from neurofed.training.model_folder import (

@@ -30,12 +30,9 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +43,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from neurofed import __version__
+from neurofed.artifacts import atomic_path, sha256_file, versions, write_json_atomically
 from neurofed.training.config import TrainConfig
 from neurofed.training.parameters import check_arrays, load_arrays
 from neurofed.training.records import EpochRecord
@@ -60,8 +57,6 @@ __all__ = [
     "load_checkpoint",
     "load_verified_tensors",
     "save_checkpoint",
-    "versions",
-    "write_json_atomically",
 ]
 
 CHECKPOINT_FORMAT = 1
@@ -73,49 +68,12 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message names the file and the fix."""
 
 
-def versions() -> dict[str, str]:
-    """Versions of what made a checkpoint or a model."""
-    import monai
-
-    return {"neurofed": __version__, "torch": torch.__version__, "monai": monai.__version__}
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(name))
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomically(path: Path, data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as indented JSON to ``path`` via a temporary file and ``os.replace``."""
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-
-    def write(tmp: Path) -> None:
-        tmp.write_text(text, encoding="utf-8")
-
-    _atomic(Path(path), write)
-    return Path(path)
-
-
 def write_tensors_atomically(path: Path, tensors: Mapping[str, torch.Tensor]) -> str:
     """Write ``tensors`` as safetensors to ``path`` atomically; returns the file's SHA-256."""
     plain = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
-    _atomic(Path(path), lambda tmp: save_file(plain, str(tmp)))
+    with atomic_path(Path(path)) as tmp:
+        save_file(plain, str(tmp))
     return sha256_file(Path(path))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_verified_tensors(path: Path, sha256: str) -> dict[str, torch.Tensor]:

@@ -32,14 +32,10 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from neurofed.artifacts import versions, write_json_atomically
 from neurofed.preprocess import PreprocessParams
 from neurofed.tasks import MetricState, ModelOutput, Task
-from neurofed.training.checkpoint import (
-    load_verified_tensors,
-    versions,
-    write_json_atomically,
-    write_tensors_atomically,
-)
+from neurofed.training.checkpoint import load_verified_tensors, write_tensors_atomically
 from neurofed.training.config import TrainConfig, resolve_device
 from neurofed.training.dataset import CaseDataset
 from neurofed.training.inference import evaluate_dataset, predict

@@ -68,11 +68,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from neurofed.artifacts import write_json_atomically
 from neurofed.data.manifest import site_file
 from neurofed.federated.site.audit import verify_audit_log
 from neurofed.federated.site.config import SITE_CONFIG_FILE, SiteConfig, SiteConfigError
 from neurofed.keys import SiteFile
-from neurofed.training.checkpoint import write_json_atomically
 
 __all__ = [
     "AUDIT_LOG",

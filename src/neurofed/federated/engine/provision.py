@@ -50,8 +50,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from neurofed.artifacts import atomic_path, write_json_atomically
 from neurofed.federated.engine.simulation import ALLOWED_CLASSES
-from neurofed.training.checkpoint import write_json_atomically
 
 __all__ = [
     "ADMIN_FOLDER",
@@ -406,14 +406,14 @@ def _quiet_console(kit: Path) -> None:
 
 
 def _write_bundle(kit: Path, bundle: Path, info: dict[str, Any]) -> Path:
-    bundle.parent.mkdir(parents=True, exist_ok=True)
-    tmp = bundle.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with (
+        atomic_path(bundle) as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+    ):
         for path in sorted(kit.rglob("*")):
             if path.is_file():
                 archive.write(path, path.relative_to(kit).as_posix())
         archive.writestr(BUNDLE_INFO, json.dumps(info, indent=2) + "\n")
-    tmp.replace(bundle)
     bundle.chmod(0o600)  # it holds the site's private key
     return bundle
 

@@ -40,11 +40,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from neurofed.artifacts import write_json_atomically
 from neurofed.federated.engine.provision import (
     CLIENT_HEARTBEAT_INTERVAL_S as SITE_HEARTBEAT_S,
 )
 from neurofed.federated.engine.provision import KIT_FOLDER, configure_server_kit
-from neurofed.training.checkpoint import write_json_atomically
 
 __all__ = [
     "SERVICE_FILE",

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neurofed.artifacts import write_json_atomically
 from neurofed.data.manifest import site_file
 from neurofed.federated.server.run import RunFolderError
 from neurofed.federated.server.run_folder import ROUNDS, RUN_JSON, SUMMARY
 from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.study import Study
 from neurofed.keys import SiteFile
-from neurofed.training.checkpoint import write_json_atomically
 from neurofed.types import ProgressCallback
 
 __all__ = [

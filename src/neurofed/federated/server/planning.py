@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neurofed.artifacts import write_json_atomically
 from neurofed.federated.protocol import MetaField
 from neurofed.federated.study import Study
 from neurofed.federated.study.plan import check_plan
 from neurofed.preprocess.fingerprint import Fingerprint, FingerprintError, merge_fingerprints
 from neurofed.preprocess.plan import Plan, PlanError, make_plan
-from neurofed.training.checkpoint import write_json_atomically
 
 __all__ = [
     "FINGERPRINT_FILE",

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from neurofed.artifacts import versions, write_json_atomically
 from neurofed.federated.protocol import MetaField, answer_error, answer_refused
 from neurofed.federated.round import QuorumError, aggregate_round
 from neurofed.federated.selection import best_round
@@ -64,7 +65,6 @@ from neurofed.federated.update import Parameters, SiteUpdate
 from neurofed.preprocess.plan import Plan
 from neurofed.tasks import MetricState, merge_states
 from neurofed.training import LocalTrainer, save_model
-from neurofed.training.checkpoint import versions, write_json_atomically
 from neurofed.training.config import TrainConfig
 from neurofed.training.parameters import check_arrays, load_arrays
 from neurofed.training.records import finalize_metrics, json_number

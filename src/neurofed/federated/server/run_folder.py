@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from neurofed.artifacts import atomic_folder, write_json_atomically
 from neurofed.federated.state import StrategyState
 from neurofed.federated.update import Parameters
-from neurofed.training.checkpoint import write_json_atomically
 from neurofed.training.records import json_number, number
 
 __all__ = [
@@ -212,27 +210,21 @@ def save_round_checkpoint(run_dir: Path, checkpoint: RoundCheckpoint) -> Path:
     """Write ``checkpoints/round-<k>/`` (atomically: a temporary folder renamed)."""
     from safetensors.numpy import save_file
 
-    root = Path(run_dir) / CHECKPOINTS
-    final = root / f"round-{checkpoint.round}"
-    tmp = root / f".round-{checkpoint.round}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    # np.ascontiguousarray would turn 0-d buffers (num_batches_tracked) into shape (1,)
-    save_file({k: np.array(v, order="C") for k, v in checkpoint.params.items()}, str(tmp / _GLOBAL))
-    checkpoint.state.save(tmp / _STRATEGY)
-    write_json_atomically(
-        tmp / _HISTORY,
-        {
-            "round": checkpoint.round,
-            "study_hash": checkpoint.study_hash,
-            "dropped": list(checkpoint.dropped),
-            "history": [r.to_json() for r in checkpoint.history],
-        },
-    )
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    final = Path(run_dir) / CHECKPOINTS / f"round-{checkpoint.round}"
+    with atomic_folder(final) as tmp:
+        # np.ascontiguousarray would turn 0-d buffers (num_batches_tracked) into shape (1,)
+        params = {k: np.array(v, order="C") for k, v in checkpoint.params.items()}
+        save_file(params, str(tmp / _GLOBAL))
+        checkpoint.state.save(tmp / _STRATEGY)
+        write_json_atomically(
+            tmp / _HISTORY,
+            {
+                "round": checkpoint.round,
+                "study_hash": checkpoint.study_hash,
+                "dropped": list(checkpoint.dropped),
+                "history": [r.to_json() for r in checkpoint.history],
+            },
+        )
     return final
 
 

@@ -57,8 +57,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from neurofed.artifacts import write_json_atomically
 from neurofed.keys import SiteFile
-from neurofed.training.checkpoint import write_json_atomically
 
 __all__ = [
     "SITE_CONFIG_FILE",

@@ -35,7 +35,6 @@ Examples
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Mapping
@@ -46,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from neurofed.artifacts import atomic_folder, sha256_file, write_json_atomically
 from neurofed.federated.update import Parameters
-from neurofed.training.checkpoint import sha256_file, write_json_atomically
 
 __all__ = [
     "KEEP_ROUNDS",
@@ -130,29 +129,23 @@ def save_site_state(
 
     folder = Path(folder)
     final = _round_dir(folder, state.round)
-    tmp = folder / f".round-{state.round}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    files: dict[str, str] = {}
-    for part, arrays in state.parts.items():
-        path = tmp / f"{StatePart(part).value}.safetensors"
-        # np.ascontiguousarray would turn 0-d buffers (num_batches_tracked) into shape (1,)
-        save_file({k: np.array(v, order="C") for k, v in arrays.items()}, str(path))
-        files[StatePart(part).value] = sha256_file(path)
-    write_json_atomically(
-        tmp / STATE_JSON,
-        {
-            "format": _FORMAT,
-            "study_hash": study_hash,
-            "site_id": site_id,
-            "round": state.round,
-            "sha256": files,
-        },
-    )
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_folder(final) as tmp:
+        files: dict[str, str] = {}
+        for part, arrays in state.parts.items():
+            path = tmp / f"{StatePart(part).value}.safetensors"
+            # np.ascontiguousarray would turn 0-d buffers (num_batches_tracked) into shape (1,)
+            save_file({k: np.array(v, order="C") for k, v in arrays.items()}, str(path))
+            files[StatePart(part).value] = sha256_file(path)
+        write_json_atomically(
+            tmp / STATE_JSON,
+            {
+                "format": _FORMAT,
+                "study_hash": study_hash,
+                "site_id": site_id,
+                "round": state.round,
+                "sha256": files,
+            },
+        )
     for old in state_rounds(folder)[:-keep] if keep > 0 else []:
         shutil.rmtree(_round_dir(folder, old), ignore_errors=True)
     return final

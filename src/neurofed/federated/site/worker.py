@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from neurofed.artifacts import write_json_atomically
 from neurofed.federated.protocol import MetaField, TaskName, answer_error, answer_refused
 from neurofed.federated.server.planning import PLAN_FILE, plan_from_meta
 from neurofed.federated.site.audit import AuditEvent, AuditLog, payload_fields
@@ -80,7 +81,6 @@ from neurofed.keys import ClinicalField, Split
 from neurofed.models import OutputKey
 from neurofed.preprocess.plan import Plan, PlanError
 from neurofed.training import LocalTrainer, save_model
-from neurofed.training.checkpoint import write_json_atomically
 from neurofed.training.config import TrainConfig
 from neurofed.training.dataset import CaseDataset
 from neurofed.training.parameters import ParameterError, check_arrays, load_arrays

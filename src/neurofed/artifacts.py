@@ -1,0 +1,177 @@
+"""Plumbing every stage shares: atomic writes, content hashes and version stamps.
+
+Every file neurofed writes goes through :func:`atomic_path` (or a writer built on it): the bytes
+go to a temporary file in the same folder, are flushed to disk, and the file is moved into place
+with ``os.replace``, so a crash never leaves half a file under the real name. A folder written in
+several steps goes through :func:`atomic_folder` the same way. Temporary names start with a dot
+and end in :data:`TEMP_SUFFIX`, so readers that list a folder can skip them.
+
+This module imports nothing heavy (no torch, no MONAI): provisioning, the site's audit log and
+the pure federated maths import it too.
+
+Examples
+--------
+>>> import tempfile
+>>> folder = Path(tempfile.mkdtemp())
+>>> path = write_json_atomically(folder / "a" / "run.json", {"round": 1})
+>>> path.read_text()
+'{\\n  "round": 1\\n}\\n'
+>>> sha256_file(path) == sha256_bytes(path.read_bytes())
+True
+>>> sorted(p.name for p in path.parent.iterdir())  # no temporary file left behind
+['run.json']
+>>> versions()["neurofed"] == __version__
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import secrets
+import shutil
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from neurofed import __version__
+
+__all__ = [
+    "TEMP_SUFFIX",
+    "atomic_folder",
+    "atomic_path",
+    "sha256_bytes",
+    "sha256_file",
+    "versions",
+    "write_bytes_atomically",
+    "write_json_atomically",
+    "write_text_atomically",
+]
+
+#: Suffix of every temporary file or folder this module makes next to its target.
+TEMP_SUFFIX = ".tmp"
+#: Packages whose versions :func:`versions` records (what made a file, besides neurofed).
+RECORDED_PACKAGES = (
+    "numpy",
+    "scipy",
+    "SimpleITK",
+    "nibabel",
+    "monai",
+    "torch",
+    "safetensors",
+    "nvflare",
+)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path``.
+
+    Whatever the block writes to the yielded path is flushed to disk and moved into place with
+    ``os.replace``; if the block raises, the temporary file is removed and ``path`` is left as
+    it was. Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:  # a fresh name, created with the permissions the umask gives (not mkstemp's 0600)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    return write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_json_atomically(
+    path: Path, data: Mapping[str, Any] | list[Any], *, indent: int = 2, allow_nan: bool = False
+) -> Path:
+    """Write ``data`` as indented JSON (and a final newline) to ``path`` atomically.
+
+    Raises
+    ------
+    ValueError
+        ``data`` holds NaN or infinity and ``allow_nan`` is false (nothing is written).
+    """
+    return write_text_atomically(path, json.dumps(data, indent=indent, allow_nan=allow_nan) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; on success it replaces ``path``.
+
+    A folder already at ``path`` is removed just before the new one takes its place, so the
+    newest complete folder is on disk at every moment but that one. If the block raises, the
+    temporary folder is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_bytes(data: bytes) -> str:
+    """The SHA-256 of ``data`` in hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of the file at ``path`` in hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """What made a file: Python, neurofed and the versions of :data:`RECORDED_PACKAGES`.
+
+    Read from the installed packages' metadata, so nothing is imported.
+    """
+    out = {"python": platform.python_version(), "neurofed": __version__}
+    for name in RECORDED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
