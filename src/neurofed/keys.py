@@ -23,6 +23,8 @@ __all__ = [
     "Marker",
     "MetricName",
     "Modality",
+    "ModelName",
+    "OutputKey",
     "ProblemKind",
     "Severity",
     "Sex",
@@ -95,6 +97,25 @@ class Marker(StrEnum):
     CODEL_1P19Q = "codel_1p19q"
     MGMT = "mgmt"
     GRADE = "grade"
+
+
+class OutputKey(StrEnum):
+    """Keys of the dict the multi-task network returns (marker keys equal :class:`Marker`)."""
+
+    SEGMENTATION = "segmentation"  # (B, out_channels, X, Y, Z) logits
+    IDH = Marker.IDH.value  # (B,) logit
+    CODEL_1P19Q = Marker.CODEL_1P19Q.value  # (B,) logit
+    MGMT = Marker.MGMT.value  # (B,) logit
+    GRADE = Marker.GRADE.value  # (B, num_grades) logits
+
+
+class ModelName(StrEnum):
+    """Names of the models shipped with neurofed."""
+
+    RESIDUAL_UNET = "residual-unet"
+    MULTITASK_UNET = "multitask-unet"
+    DYNUNET = "dynunet"
+    SFCN = "sfcn"
 
 
 class TaskId(StrEnum):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from neurofed.config import ConfigBase
 from neurofed.keys import ClinicalField, TaskId
 from neurofed.models import (
-    ConfigBase,
     DynUNetConfig,
     MultitaskUNetConfig,
     ResidualUNetConfig,

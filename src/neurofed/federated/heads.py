@@ -27,7 +27,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping
 
-from neurofed.models import ModelName, OutputKey
+from neurofed.keys import ModelName, OutputKey
 
 __all__ = ["MODEL_HEADS", "MULTITASK_UNET_HEADS", "HeadMap", "head_kind", "heads_for_model"]
 

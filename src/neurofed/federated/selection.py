@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from neurofed.config import look_up
 from neurofed.keys import MetricName
-from neurofed.models import look_up
 
 __all__ = ["Direction", "Selection", "best_round", "metric_direction"]
 

@@ -11,25 +11,17 @@ Build a registered network by name from a frozen config (or a mapping of its fie
     torch.Size([1, 1])
 """
 
-from neurofed.models.config import (
-    ConfigBase,
-    Norm,
-    coerce_enum,
-    is_positive_int,
-    look_up,
-    require,
-)
+from neurofed.keys import ModelName, OutputKey
 from neurofed.models.dynunet import DynUNetConfig, PlannedDynUNet, build_dynunet
 from neurofed.models.multitask_unet import (
     MultitaskUNet,
     MultitaskUNetConfig,
-    OutputKey,
     build_multitask_unet,
 )
+from neurofed.models.norm import Norm
 from neurofed.models.plan import NetworkPlan, default_plan
 from neurofed.models.registry import (
     ModelConfig,
-    ModelName,
     ModelSpec,
     build_model,
     get_model_spec,
@@ -43,7 +35,6 @@ from neurofed.models.transfer import FrozenBatchNorm, TransferMode, prepare_tran
 
 __all__ = [
     "SFCN",
-    "ConfigBase",
     "DynUNetConfig",
     "FrozenBatchNorm",
     "ModelConfig",
@@ -63,14 +54,10 @@ __all__ = [
     "build_multitask_unet",
     "build_residual_unet",
     "build_sfcn",
-    "coerce_enum",
     "default_plan",
     "get_model_spec",
-    "is_positive_int",
-    "look_up",
     "model_names",
     "parse_model_config",
     "prepare_transfer",
     "register_model",
-    "require",
 ]

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from monai.networks.nets.dynunet import DynUNet
 from torch import nn
 
-from neurofed.models.config import ConfigBase, Norm, coerce_enum, require
+from neurofed.config import ConfigBase, coerce_enum, require
+from neurofed.models.norm import Norm
 from neurofed.models.plan import NetworkPlan
 
 __all__ = ["DynUNetConfig", "PlannedDynUNet", "build_dynunet"]

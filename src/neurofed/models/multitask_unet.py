@@ -27,26 +27,16 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import torch
 from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetOutBlock, UnetUpBlock
 from torch import nn
 
-from neurofed.keys import Marker
-from neurofed.models.config import ConfigBase, Norm, coerce_enum, is_positive_int, require
+from neurofed.config import ConfigBase, coerce_enum, is_positive_int, require
+from neurofed.keys import OutputKey
+from neurofed.models.norm import Norm
 
-__all__ = ["MultitaskUNet", "MultitaskUNetConfig", "OutputKey", "build_multitask_unet"]
-
-
-class OutputKey(StrEnum):
-    """Keys of the dict returned by :class:`MultitaskUNet` (marker keys equal :class:`Marker`)."""
-
-    SEGMENTATION = "segmentation"  # (B, out_channels, X, Y, Z) logits
-    IDH = Marker.IDH.value  # (B,) logit
-    CODEL_1P19Q = Marker.CODEL_1P19Q.value  # (B,) logit
-    MGMT = Marker.MGMT.value  # (B,) logit
-    GRADE = Marker.GRADE.value  # (B, num_grades) logits
+__all__ = ["MultitaskUNet", "MultitaskUNetConfig", "build_multitask_unet"]
 
 
 #: Heads predicting one binary marker each.

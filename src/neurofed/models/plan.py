@@ -37,7 +37,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from neurofed.models.config import ConfigBase, is_positive_int, require
+from neurofed.config import ConfigBase, is_positive_int, require
 
 __all__ = ["NetworkPlan", "default_plan"]
 

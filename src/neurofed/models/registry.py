@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol, cast
 
 from torch import nn
 
-from neurofed.models.config import ConfigBase, is_positive_int, look_up
+from neurofed.config import ConfigBase, is_positive_int, look_up
+from neurofed.keys import ModelName
 from neurofed.models.dynunet import DynUNetConfig, build_dynunet
 from neurofed.models.multitask_unet import MultitaskUNetConfig, build_multitask_unet
 from neurofed.models.residual_unet import ResidualUNetConfig, build_residual_unet
@@ -35,7 +35,6 @@ from neurofed.models.sfcn import SFCNConfig, build_sfcn
 
 __all__ = [
     "ModelConfig",
-    "ModelName",
     "ModelSpec",
     "build_model",
     "get_model_spec",
@@ -43,15 +42,6 @@ __all__ = [
     "parse_model_config",
     "register_model",
 ]
-
-
-class ModelName(StrEnum):
-    """Names of the models shipped with neurofed."""
-
-    RESIDUAL_UNET = "residual-unet"
-    MULTITASK_UNET = "multitask-unet"
-    DYNUNET = "dynunet"
-    SFCN = "sfcn"
 
 
 class ModelConfig(Protocol):

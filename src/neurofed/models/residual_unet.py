@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from monai.networks.nets.unet import UNet
 from torch import nn
 
-from neurofed.models.config import ConfigBase, Norm, coerce_enum, is_positive_int, require
+from neurofed.config import ConfigBase, coerce_enum, is_positive_int, require
+from neurofed.models.norm import Norm
 
 __all__ = ["ResidualUNetConfig", "build_residual_unet"]
 

@@ -30,7 +30,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from neurofed.models.config import ConfigBase, is_positive_int, require
+from neurofed.config import ConfigBase, is_positive_int, require
 
 __all__ = ["SFCN", "SFCNConfig", "build_sfcn"]
 

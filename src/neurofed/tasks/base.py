@@ -29,8 +29,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from neurofed.config import ConfigBase
 from neurofed.keys import ClinicalField, Modality, TaskId
-from neurofed.models import ConfigBase, build_model
+from neurofed.models import build_model
 from neurofed.tasks.batch import Batch
 from neurofed.tasks.metric_state import MetricState
 

@@ -31,8 +31,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from neurofed.config import ConfigBase, coerce_enum, require
 from neurofed.keys import ClinicalField, MetricName, Modality, TaskId
-from neurofed.models import ConfigBase, ModelName, SFCNConfig, coerce_enum, require
+from neurofed.models import ModelName, SFCNConfig
 from neurofed.tasks.base import ModelOutput, Task
 from neurofed.tasks.batch import Batch
 from neurofed.tasks.losses import masked_l1

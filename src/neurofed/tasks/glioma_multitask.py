@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch.nn import functional as nnf
 
+from neurofed.config import ConfigBase, require
 from neurofed.keys import (
     ClinicalField,
     Marker,
@@ -47,7 +48,7 @@ from neurofed.keys import (
     TumorLabel,
     TumorRegion,
 )
-from neurofed.models import ConfigBase, ModelName, MultitaskUNetConfig, OutputKey, require
+from neurofed.models import ModelName, MultitaskUNetConfig, OutputKey
 from neurofed.tasks.base import ModelOutput, Task
 from neurofed.tasks.batch import Batch
 from neurofed.tasks.classification_metrics import (

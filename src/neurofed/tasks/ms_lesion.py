@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from monai.losses.dice import DiceCELoss
 
+from neurofed.config import ConfigBase, require
 from neurofed.keys import LesionLabel, MetricName, Modality, TaskId
-from neurofed.models import ConfigBase, DynUNetConfig, ModelName, require
+from neurofed.models import DynUNetConfig, ModelName
 from neurofed.tasks.base import ModelOutput, Task
 from neurofed.tasks.batch import Batch
 from neurofed.tasks.losses import zero_loss

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from neurofed.config import ConfigBase, look_up
 from neurofed.keys import TaskId
-from neurofed.models import ConfigBase, look_up
 from neurofed.tasks.base import Task
 from neurofed.tasks.brain_age import BrainAgeTask
 from neurofed.tasks.glioma_multitask import GliomaMultitaskTask

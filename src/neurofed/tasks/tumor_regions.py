@@ -39,8 +39,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from neurofed.config import ConfigBase, require
 from neurofed.keys import MetricName, Modality, TaskId, TumorLabel
-from neurofed.models import ConfigBase, ModelName, ResidualUNetConfig, require
+from neurofed.models import ModelName, ResidualUNetConfig
 from neurofed.tasks.base import ModelOutput, Task
 from neurofed.tasks.batch import Batch
 from neurofed.tasks.losses import mirrored_dice_loss, zero_loss

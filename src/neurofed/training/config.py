@@ -30,16 +30,9 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
+from neurofed.config import ConfigBase, is_positive_int, look_up, require
 from neurofed.keys import TaskId
-from neurofed.models import (
-    ConfigBase,
-    TransferMode,
-    get_model_spec,
-    is_positive_int,
-    look_up,
-    parse_model_config,
-    require,
-)
+from neurofed.models import TransferMode, get_model_spec, parse_model_config
 from neurofed.models.registry import ModelConfig
 from neurofed.preprocess import AugmentConfig, PreprocessParams
 from neurofed.tasks import Task, get_task

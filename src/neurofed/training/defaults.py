@@ -19,15 +19,14 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+from neurofed.config import ConfigBase, look_up
 from neurofed.keys import TaskId
 from neurofed.models import (
-    ConfigBase,
     DynUNetConfig,
     MultitaskUNetConfig,
     ResidualUNetConfig,
     SFCNConfig,
     default_plan,
-    look_up,
 )
 from neurofed.preprocess import AugmentConfig, PreprocessParams
 from neurofed.training.config import LRSchedule, Shape3, TrainConfig

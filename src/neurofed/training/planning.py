@@ -40,9 +40,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from neurofed.config import look_up
 from neurofed.data.manifest import ManifestError, load_manifest
 from neurofed.keys import Split, TaskId
-from neurofed.models import DynUNetConfig, NetworkPlan, look_up
+from neurofed.models import DynUNetConfig, NetworkPlan
 from neurofed.preprocess.fingerprint import Fingerprint, FingerprintError, compute_site_fingerprint
 from neurofed.preprocess.plan import Plan, PlanError
 from neurofed.tasks import get_task

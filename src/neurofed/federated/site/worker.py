@@ -77,8 +77,7 @@ from neurofed.federated.site.state import (
 from neurofed.federated.study import Study
 from neurofed.federated.study.plan import check_plan
 from neurofed.federated.update import Parameters
-from neurofed.keys import ClinicalField, Split
-from neurofed.models import OutputKey
+from neurofed.keys import ClinicalField, OutputKey, Split
 from neurofed.preprocess.plan import Plan, PlanError
 from neurofed.training import LocalTrainer, save_model
 from neurofed.training.config import TrainConfig

@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from neurofed.config import ConfigBase, require
 from neurofed.federated.heads import HeadMap, head_kind
 from neurofed.federated.state import StrategyState
 from neurofed.federated.update import Array, Parameters, SiteUpdate
-from neurofed.models import ConfigBase, require
 
 __all__ = [
     "ClientSettings",

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from neurofed.config import look_up
 from neurofed.federated.heads import HeadMap
 from neurofed.federated.strategies.base import Strategy, StrategyName, StrategyParams
 from neurofed.federated.strategies.ditto import Ditto
@@ -27,7 +28,6 @@ from neurofed.federated.strategies.fedprox import FedProx
 from neurofed.federated.strategies.fedyogi import FedYogi
 from neurofed.federated.strategies.median import Median
 from neurofed.federated.strategies.trimmed_mean import TrimmedMean
-from neurofed.models import look_up
 
 __all__ = ["get_strategy", "get_strategy_type", "register_strategy", "strategy_names"]
 

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neurofed.config import ConfigBase
 from neurofed.federated.heads import heads_for_model
 from neurofed.federated.selection import Direction, Selection
 from neurofed.federated.strategies import (
@@ -82,7 +83,6 @@ from neurofed.federated.study.parse import (
 from neurofed.federated.study.plan import StudyPlan, apply_plan, planned_keys, strip_planned
 from neurofed.federated.study.toml_text import dumps
 from neurofed.keys import TaskId
-from neurofed.models import ConfigBase
 from neurofed.preprocess.plan import Plan
 from neurofed.tasks import Task, get_task
 from neurofed.training.config import TrainConfig

@@ -31,19 +31,12 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any, Self, TypeVar
 
-__all__ = ["ConfigBase", "Norm", "coerce_enum", "is_positive_int", "look_up", "require"]
+__all__ = ["ConfigBase", "coerce_enum", "is_positive_int", "look_up", "require"]
 
 E = TypeVar("E", bound=Enum)
-
-
-class Norm(StrEnum):
-    """Feature normalisation inside a network (FedBN-style strategies treat BATCH specially)."""
-
-    INSTANCE = "instance"
-    BATCH = "batch"
 
 
 def require(ok: bool, owner: object, field: str, fix: str) -> None:
@@ -87,6 +80,10 @@ def coerce_enum(owner: object, field: str, enum_type: type[E]) -> None:
     Examples
     --------
     >>> from dataclasses import dataclass
+    >>> from enum import StrEnum
+    >>> class Norm(StrEnum):
+    ...     INSTANCE = "instance"
+    ...     BATCH = "batch"
     >>> @dataclass(frozen=True)
     ... class Net(ConfigBase):
     ...     norm: Norm = Norm.INSTANCE
