@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurofed.federated import Study
+from neurofed.federated.study import Study
 from tests.training.sites import prepare_site, write_bids_site
 
 STUDY = """\

@@ -159,9 +159,9 @@ def approve(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Show a study and approve it at this site (by its content hash)."""
-    from neurofed.federated import StudyError, load_study
     from neurofed.federated.engine.kit import save_kit_config
     from neurofed.federated.site.config import SiteConfig
+    from neurofed.federated.study import StudyError, load_study
 
     root, config = _load(kit)
     assert isinstance(config, SiteConfig)
@@ -198,9 +198,9 @@ def revoke(
     kit: KitOption = None,
 ) -> None:
     """Withdraw an approval; the running site refuses the study from its next task on."""
-    from neurofed.federated import StudyError, load_study
     from neurofed.federated.engine.kit import save_kit_config
     from neurofed.federated.site.config import SiteConfig
+    from neurofed.federated.study import StudyError, load_study
 
     root, config = _load(kit)
     assert isinstance(config, SiteConfig)

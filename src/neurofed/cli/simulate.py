@@ -24,9 +24,9 @@ def simulate(
     device: Annotated[str, typer.Option(help="Device of every simulated site.")] = "cpu",
 ) -> None:
     """Run a study over several site folders, each as one simulated NVFlare site."""
-    from neurofed.federated import StudyError, load_study
     from neurofed.federated.engine import SimulationError, run_simulation
     from neurofed.federated.server import RunFolderError
+    from neurofed.federated.study import StudyError, load_study
 
     try:
         study = load_study(study_file)

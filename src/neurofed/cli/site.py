@@ -235,7 +235,7 @@ def _study_preprocessing(
     typer.Exit
         (2) The study or plan cannot be read, or ``--plan`` is missing (planned study) or extra.
     """
-    from neurofed.federated import StudyError, load_study
+    from neurofed.federated.study import StudyError, load_study
     from neurofed.preprocess.plan import Plan, PlanError
 
     try:

@@ -107,7 +107,6 @@ def submit(
     ] = "",
 ) -> None:
     """Submit a study as a config-only job (no code travels); the same study resumes its run."""
-    from neurofed.federated import StudyError, load_study
     from neurofed.federated.engine.submit import (
         SubmitError,
         admin_session,
@@ -115,6 +114,7 @@ def submit(
         follow_study,
         submit_study,
     )
+    from neurofed.federated.study import StudyError, load_study
 
     try:
         study = load_study(study_file)

@@ -1,14 +1,21 @@
-"""Federated learning without an FL engine: study files, strategies, update validation.
+"""Federated learning: the pure maths at the top level, and the rooms of a federated run.
 
-Everything here is pure Python / numpy over named parameter dicts (``dict[str, np.ndarray]``);
-the NVFlare controller and site executor (:mod:`neurofed.federated.engine`) call it.
+Importing this package imports numpy only (no torch, no NVFlare): it exports the maths over
+named parameter dicts (``dict[str, np.ndarray]``) that the server calls:
 
-- :mod:`~neurofed.federated.study` — ``study.toml`` → frozen :class:`Study` with a content hash;
 - :mod:`~neurofed.federated.strategies` — FedAvg, FedProx, FedAdam, FedYogi, FedBN, Ditto,
   median, trimmed mean; task-masked heads and local parameters as options of every strategy;
 - :mod:`~neurofed.federated.validation` — reject bad site updates with a named reason;
 - :mod:`~neurofed.federated.round` — validate, check the quorum, aggregate;
 - :mod:`~neurofed.federated.selection` — the best round by a metric and an explicit direction.
+
+The rooms (import them by name):
+
+- :mod:`~neurofed.federated.protocol` — every message between server and site;
+- :mod:`~neurofed.federated.study` — ``study.toml`` → frozen :class:`Study` with a content hash;
+- :mod:`~neurofed.federated.server` — the run: rounds, quorum, selection, run folder;
+- :mod:`~neurofed.federated.site` — what a site does for a task and keeps (no NVFlare);
+- :mod:`~neurofed.federated.engine` — the only room that imports or drives NVFlare.
 
 Examples
 --------
@@ -50,7 +57,6 @@ from neurofed.federated.strategies import (
     register_strategy,
     strategy_names,
 )
-from neurofed.federated.study import STUDY_FILE, Study, StudyError, canonical_json, load_study
 from neurofed.federated.update import Array, Parameters, SiteUpdate
 from neurofed.federated.validation import (
     Rejection,
@@ -64,7 +70,6 @@ __all__ = [
     "MODEL_HEADS",
     "MULTITASK_UNET_HEADS",
     "NORM_PATTERNS",
-    "STUDY_FILE",
     "Array",
     "ClientSettings",
     "Direction",
@@ -88,18 +93,14 @@ __all__ = [
     "StrategyName",
     "StrategyParams",
     "StrategyState",
-    "Study",
-    "StudyError",
     "TrimmedMean",
     "aggregate_round",
     "best_round",
-    "canonical_json",
     "check_update",
     "get_strategy",
     "get_strategy_type",
     "head_kind",
     "heads_for_model",
-    "load_study",
     "metric_direction",
     "register_strategy",
     "strategy_names",

@@ -30,7 +30,6 @@ import pytest
 from typer.testing import CliRunner
 
 from neurofed.cli.main import app
-from neurofed.federated import Study
 from neurofed.federated.engine.kit import AUDIT_LOG, init_site, load_kit_config, save_kit_config
 from neurofed.federated.engine.provision import (
     Federation,
@@ -58,6 +57,7 @@ from neurofed.federated.engine.submit import (
     submit_study,
 )
 from neurofed.federated.site.audit import read_audit_log
+from neurofed.federated.study import Study
 from neurofed.training import load_model
 from tests.federated.conftest import tiny_study, write_site
 

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from neurofed.federated import Study
 from neurofed.federated.protocol import MetaField
 from neurofed.federated.server import FederatedRun, RoundRecord, SiteReply
 from neurofed.federated.site.audit import payload_digest, read_audit_log, verify_audit_log
 from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.site.worker import SiteWorker
+from neurofed.federated.study import Study
 from tests.federated.conftest import tiny_study
 
 

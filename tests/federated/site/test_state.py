@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurofed.federated import Study
 from neurofed.federated.server.run import FederatedRun
 from neurofed.federated.site import SiteConfig, SiteWorker
 from neurofed.federated.site.state import (
@@ -22,6 +21,7 @@ from neurofed.federated.site.state import (
     save_site_state,
     state_rounds,
 )
+from neurofed.federated.study import Study
 from neurofed.federated.update import Parameters
 from tests.federated.conftest import tiny_study
 

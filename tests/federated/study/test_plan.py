@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurofed.federated import Study, StudyError, load_study
+from neurofed.federated.study import Study, StudyError, load_study
 from neurofed.federated.study.plan import PlanSource, apply_plan
 from neurofed.keys import TaskId
 from neurofed.models import DynUNetConfig

@@ -8,15 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from neurofed.federated import (
-    NORM_PATTERNS,
-    Direction,
-    FedBN,
-    StrategyName,
-    Study,
-    StudyError,
-    load_study,
-)
+from neurofed.federated import NORM_PATTERNS, Direction, FedBN, StrategyName
+from neurofed.federated.study import Study, StudyError, load_study
 from neurofed.keys import TaskId
 
 EXAMPLES = sorted((Path(__file__).parents[3] / "examples" / "studies").glob("*.toml"))
