@@ -25,8 +25,8 @@ def simulate(
 ) -> None:
     """Run a study over several site folders, each as one simulated NVFlare site."""
     from neurofed.federated.engine import SimulationError, run_simulation
-    from neurofed.federated.server import RunFolderError
     from neurofed.federated.study import StudyError, load_study
+    from neurofed.training import RunFolderError
 
     try:
         study = load_study(study_file)
@@ -46,23 +46,24 @@ def simulate(
     except (SimulationError, RunFolderError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    plan = result.summary.get("plan")
-    if plan:
+    summary = result.summary
+    if summary.plan is not None:
+        plan = summary.plan
         console.print(
-            f"plan {plan['plan_id']} from the fingerprints of {', '.join(plan['sites'])} "
-            f"({plan['num_cases']} training cases): spacing {plan['spacing']} mm, patch "
-            f"{plan['patch_size']}, batch {plan['batch_size']} → {result.run_dir / 'plan.json'}"
+            f"plan {plan.plan_id} from the fingerprints of {', '.join(plan.sites)} "
+            f"({plan.num_cases} training cases): spacing {list(plan.spacing)} mm, patch "
+            f"{list(plan.patch_size)}, batch {plan.batch_size} → {result.run_dir / 'plan.json'}"
         )
-    selected = result.summary.get("selected")
-    if selected:
+    selected = summary.selected
+    if selected is not None:
         console.print(
-            f"best round {selected['round']}: {selected['metric']} = {selected['value']} "
-            f"({selected['direction']}); model → {result.model_dir}"
+            f"best round {selected.round}: {selected.metric} = {selected.value} "
+            f"({selected.direction}); model → {result.model_dir}"
         )
     else:
         console.print(f"no round was validated; the last model → {result.model_dir}")
-    if result.summary.get("dropped"):
-        console.print(f"dropped sites (no answer in time): {result.summary['dropped']}")
+    if summary.dropped:
+        console.print(f"dropped sites (no answer in time): {list(summary.dropped)}")
     console.print(
         f"done in {result.seconds:.1f} s; per-round metrics in {result.run_dir / 'rounds'}"
     )

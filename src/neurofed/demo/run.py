@@ -38,6 +38,7 @@ from neurofed.data.manifest import check_site
 from neurofed.data.splits import load_or_create_splits
 from neurofed.demo.config import DemoConfig
 from neurofed.demo.report import SUMMARY_JSON, SUMMARY_MD, headline, markdown
+from neurofed.federated.protocol import RunSummary
 from neurofed.federated.study import Study
 from neurofed.keys import Split
 from neurofed.phantom import PhantomSummary, generate_federation
@@ -164,7 +165,7 @@ def _federated_plan(study: Study, run_dir: Path) -> Plan:
     """The plan the federation's fingerprint round wrote (the baselines train under it)."""
     from neurofed.federated.server.planning import read_run_plan
 
-    plan = read_run_plan(run_dir, study)
+    plan, _ = read_run_plan(run_dir, study)
     if plan is None:
         raise RuntimeError(f"{run_dir} has no plan.json although its study has [plan]")
     return plan
@@ -178,15 +179,15 @@ def _copy_plan(run_dir: Path, folders: Iterable[Path]) -> None:
         copy_plan_files(run_dir, folder)
 
 
-def _plan_summary(plan: Plan, federated: dict[str, Any]) -> dict[str, Any]:
+def _plan_summary(plan: Plan, federated: RunSummary) -> dict[str, Any]:
     """The plan's id, target spacing and who contributed (from the federated summary)."""
-    entry = federated.get("plan") or {}
+    entry = federated.plan
     return {
         "plan_id": plan.plan_id,
         "spacing": list(plan.spacing),
         "num_cases": plan.num_cases,
-        "sites": list(entry.get("sites", [])),
-        "failed": dict(entry.get("failed", {})),
+        "sites": [] if entry is None else list(entry.sites),
+        "failed": {} if entry is None else dict(entry.failed),
     }
 
 
@@ -255,6 +256,7 @@ def run_demo(config: DemoConfig, stage: StageProgress | None = None) -> DemoResu
         evaluation = _evaluate(models, training, held_out, progress)
     timed("evaluate", began)
 
+    selected = federated.summary.selected
     summary: dict[str, Any] = {
         "neurofed_version": __version__,
         "seed": config.seed,
@@ -266,8 +268,8 @@ def run_demo(config: DemoConfig, stage: StageProgress | None = None) -> DemoResu
             "sha256": study.content_hash,
             "rounds": study.rounds,
             "strategy": study.strategy.value,
-            "selected": federated.summary.get("selected"),
-            "dropped": federated.summary.get("dropped", []),
+            "selected": None if selected is None else selected.to_json(),
+            "dropped": list(federated.summary.dropped),
         },
         "plan": _plan_summary(plan, federated.summary),
         "sites": rows,

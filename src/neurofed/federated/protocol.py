@@ -1,21 +1,66 @@
-"""Names of the tasks and message fields exchanged between the controller and the sites.
+"""Every message between the server and a site: one typed record each, encoded and decoded here.
 
-Every payload is an NVFlare ``FLModel`` whose ``params`` hold plain numpy arrays and whose
-``meta`` holds the fields below (JSON values and numpy arrays only — never pickled objects).
+A task travels as an NVFlare ``FLModel`` whose ``params`` hold plain numpy arrays and whose
+``meta`` holds the fields of :class:`MetaField` (JSON values and numpy arrays only — never
+pickled objects). This module is the one place that knows those fields:
+
+- :class:`TaskRequest` — what the server sends with every task (the study, its hash, the round,
+  a planned study's plan); :meth:`TaskRequest.encode` / :meth:`TaskRequest.decode`;
+- :class:`SiteAnswer` — what a site sends back: a :class:`TrainResult`, a
+  :class:`ValidateResult`, a :class:`FingerprintResult`, or an error reason (``refused`` when
+  the site's custodian refused the study); :meth:`SiteAnswer.encode` /
+  :meth:`SiteAnswer.decode`, per task;
+- the plan codec: :func:`encode_plan` / :func:`decode_plan`;
+- :class:`RunSummary` — what a finished run reports (``summary.json``).
+
+Decoding checks the types of what arrives and raises :class:`ProtocolError` naming the field,
+the value and what was expected; it never evaluates anything the message carries. Importing this
+module imports numpy only (the plan's class is imported when a plan is decoded).
 
 Examples
 --------
->>> TaskName.TRAIN.value, MetaField.ERROR.value
-('train', 'error')
+>>> request = TaskRequest(study={"name": "fets"}, study_hash="ab" * 32, round=3)
+>>> TaskRequest.decode(request.encode()) == request
+True
+>>> answer = SiteAnswer.failure("OSError: disk")
+>>> params, meta = answer.encode()
+>>> SiteAnswer.decode(TaskName.TRAIN, "site-1", params, meta).error
+'OSError: disk'
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MetaField", "TaskName", "answer_error", "answer_refused"]
+import numpy as np
+
+from neurofed.federated.update import Parameters
+
+if TYPE_CHECKING:
+    from neurofed.preprocess.plan import Plan
+
+__all__ = [
+    "Answer",
+    "FingerprintResult",
+    "MetaField",
+    "PersonalisedSummary",
+    "PlanSummary",
+    "ProtocolError",
+    "RunSummary",
+    "SelectedRound",
+    "SiteAnswer",
+    "TaskName",
+    "TaskRequest",
+    "TrainResult",
+    "ValidateResult",
+    "decode_plan",
+    "encode_plan",
+    "round_of",
+]
 
 
 class TaskName(StrEnum):
@@ -34,7 +79,7 @@ class MetaField(StrEnum):
     # controller → site
     STUDY = "study"  # the validated study as a dict (Study.to_dict())
     STUDY_HASH = "study_hash"  # its content hash; the site recomputes and compares
-    ROUND = "round"  # 1-based round number
+    ROUND = "round"  # 1-based round number (0: the fingerprint round)
     # a planned study's train/validate tasks: the run's plan (Plan.to_json()) and its plan_id
     PLAN = "plan"
     PLAN_ID = "plan_id"
@@ -55,16 +100,517 @@ class MetaField(StrEnum):
     CLIENT_NAME = "client_name"
 
 
-def answer_error(meta: Mapping[str, Any]) -> str | None:
-    """The reason a site gave for failing (or refusing) a task; ``None`` when it did not.
+class ProtocolError(ValueError):
+    """A message does not follow the protocol; the message names the field and the value."""
 
-    >>> answer_error({"error": "OSError: disk"}), answer_error({})
-    ('OSError: disk', None)
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _wrong(where: str, value: Any, expected: str) -> ProtocolError:
+    return ProtocolError(f"{where} is {_describe(value)} ({type(value).__name__}); {expected}")
+
+
+def _integer(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise _wrong(where, value, "expected an integer")
+    return int(value)
+
+
+def _number(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise _wrong(where, value, "expected a number")
+    return float(value)
+
+
+def _text(where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _wrong(where, value, "expected text")
+    return value
+
+
+def _table(where: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise _wrong(where, value, "expected a table keyed by names")
+    return value
+
+
+def _arrays(where: str, value: Any) -> dict[str, np.ndarray]:
+    table = _table(where, value)
+    out = {}
+    for name, item in table.items():
+        array = np.asarray(item)
+        if array.dtype.kind not in "biuf":
+            raise _wrong(f"{where}[{name!r}]", item, "expected a numeric array")
+        out[name] = array
+    return out
+
+
+# -- server → site ---------------------------------------------------------------------------
+
+
+def encode_plan(plan: Plan | None) -> dict[str, Any]:
+    """The ``meta`` fields that carry ``plan`` to a site (none without a plan)."""
+    if plan is None:
+        return {}
+    return {MetaField.PLAN.value: plan.to_json(), MetaField.PLAN_ID.value: plan.plan_id}
+
+
+def decode_plan(meta: Mapping[str, Any]) -> Plan | None:
+    """The plan a task carries (``None``: none), its ``plan_id`` checked against its JSON.
+
+    Raises
+    ------
+    PlanError
+        A plan without its id, an unreadable plan, or an id that is not the plan's hash.
     """
-    value = meta.get(MetaField.ERROR.value)
-    return None if value is None else str(value)
+    from neurofed.preprocess.plan import Plan, PlanError
+
+    sent, claimed = meta.get(MetaField.PLAN.value), meta.get(MetaField.PLAN_ID.value)
+    if sent is None and claimed is None:
+        return None
+    if not isinstance(sent, Mapping) or not isinstance(claimed, str):
+        raise PlanError("the task carries a plan without its plan_id (or the reverse); refusing it")
+    plan = Plan.from_json(sent)
+    if plan.plan_id != claimed:
+        raise PlanError(
+            f"the plan's id is {plan.plan_id}, not the claimed {claimed}; refusing the plan"
+        )
+    return plan
 
 
-def answer_refused(meta: Mapping[str, Any]) -> bool:
-    """Whether the site's custodian refused the study (the reason is :func:`answer_error`)."""
-    return bool(meta.get(MetaField.REFUSED.value, False))
+@dataclass(frozen=True)
+class TaskRequest:
+    """What the server sends with every task (``FLModel.meta``).
+
+    Attributes
+    ----------
+    study
+        The validated study as a dict (``Study.to_dict()``); the site parses and hashes it again.
+    study_hash
+        The study's content hash (64 hex digits).
+    round
+        The 1-based round (0: the fingerprint round).
+    plan
+        A planned study's train and validate tasks: the run's plan and its id
+        (:func:`encode_plan`); empty otherwise. Read it with :func:`decode_plan`.
+    """
+
+    study: Mapping[str, Any]
+    study_hash: str
+    round: int
+    plan: Mapping[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            MetaField.STUDY.value: dict(self.study),
+            MetaField.STUDY_HASH.value: self.study_hash,
+            MetaField.ROUND.value: self.round,
+        } | dict(self.plan)
+
+    @classmethod
+    def decode(cls, meta: Mapping[str, Any]) -> TaskRequest:
+        """Read a task's ``meta``.
+
+        Raises
+        ------
+        ProtocolError
+            The study or its hash is missing or of the wrong type, or the round is not an
+            integer.
+        """
+        study, digest = meta.get(MetaField.STUDY.value), meta.get(MetaField.STUDY_HASH.value)
+        if not isinstance(study, Mapping) or not isinstance(digest, str):
+            raise ProtocolError("the task carries no study and study hash")
+        plan = {k: meta[k] for k in (MetaField.PLAN.value, MetaField.PLAN_ID.value) if k in meta}
+        round_number = _integer("the task's round", meta.get(MetaField.ROUND.value, 0))
+        return cls(study=study, study_hash=digest, round=round_number, plan=plan)
+
+    def decode_plan(self) -> Plan | None:
+        """The plan this task carries (see :func:`decode_plan`)."""
+        return decode_plan(self.plan)
+
+
+def round_of(meta: Mapping[str, Any]) -> int | None:
+    """The round a task's ``meta`` names, or ``None`` when it names none readable."""
+    value = meta.get(MetaField.ROUND.value)
+    if isinstance(value, bool):
+        return None
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# -- site → server ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A site's answer to ``train``: its trained parameters and aggregate numbers.
+
+    Attributes
+    ----------
+    params
+        The trained parameters (those the strategy aggregates; local layers stay at the site).
+    num_examples
+        Training cases (the FedAvg weight).
+    label_counts
+        Known labels per label kind (:class:`~neurofed.keys.OutputKey` values).
+    metrics
+        Aggregate training numbers: ``train_loss``, ``steps``, ``seconds`` (Ditto adds
+        ``personalised_train_loss``).
+    """
+
+    params: Parameters
+    num_examples: int
+    label_counts: Mapping[str, int] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def _encode(self) -> tuple[Parameters, dict[str, Any]]:
+        return dict(self.params), {
+            MetaField.NUM_EXAMPLES.value: int(self.num_examples),
+            MetaField.LABEL_COUNTS.value: {str(k): int(v) for k, v in self.label_counts.items()},
+            MetaField.TRAIN_METRICS.value: {str(k): float(v) for k, v in self.metrics.items()},
+        }
+
+    @classmethod
+    def _decode(cls, params: Mapping[str, Any], meta: Mapping[str, Any]) -> TrainResult:
+        counts = _table("label_counts", meta.get(MetaField.LABEL_COUNTS.value) or {})
+        metrics = _table("train_metrics", meta.get(MetaField.TRAIN_METRICS.value) or {})
+        return cls(
+            params=_arrays("the parameters", params),
+            num_examples=_integer("num_examples", meta.get(MetaField.NUM_EXAMPLES.value, 0)),
+            label_counts={k: _integer(f"label_counts[{k!r}]", v) for k, v in counts.items()},
+            metrics={k: _number(f"train_metrics[{k!r}]", v) for k, v in metrics.items()},
+        )
+
+
+@dataclass(frozen=True)
+class ValidateResult:
+    """A site's answer to ``validate``: metric states (sums and counts) of its validation split.
+
+    Attributes
+    ----------
+    metric_state
+        ``MetricState.to_arrays()`` of the global model (empty: nothing to validate).
+    personalised_metric_state
+        Ditto: the same for the site's personalised model (which itself never leaves the site).
+    seconds
+        Wall time of the site's validation.
+    """
+
+    metric_state: Mapping[str, np.ndarray] = field(default_factory=dict)
+    personalised_metric_state: Mapping[str, np.ndarray] | None = None
+    seconds: float | None = None
+
+    def _encode(self) -> tuple[Parameters, dict[str, Any]]:
+        meta: dict[str, Any] = {MetaField.METRIC_STATE.value: _plain(self.metric_state)}
+        if self.personalised_metric_state is not None:
+            personalised = _plain(self.personalised_metric_state)
+            meta[MetaField.PERSONALISED_METRIC_STATE.value] = personalised
+        if self.seconds is not None:
+            meta[MetaField.VALIDATE_SECONDS.value] = float(self.seconds)
+        return {}, meta
+
+    @classmethod
+    def _decode(cls, params: Mapping[str, Any], meta: Mapping[str, Any]) -> ValidateResult:
+        state = _arrays("metric_state", meta.get(MetaField.METRIC_STATE.value) or {})
+        own = meta.get(MetaField.PERSONALISED_METRIC_STATE.value)
+        seconds = meta.get(MetaField.VALIDATE_SECONDS.value)
+        return cls(
+            metric_state=state,
+            personalised_metric_state=None if own is None else _arrays("personalised", own),
+            seconds=None if seconds is None else _number("validate_seconds", seconds),
+        )
+
+
+@dataclass(frozen=True)
+class FingerprintResult:
+    """A site's answer to ``fingerprint``: the text of its fingerprint's canonical JSON.
+
+    Text, because its integer sums may exceed the 64 bits NVFlare's serialiser takes; fixed-
+    length histograms, counts and integer sums only
+    (:class:`~neurofed.preprocess.fingerprint.Fingerprint`).
+    """
+
+    fingerprint: str
+
+    def _encode(self) -> tuple[Parameters, dict[str, Any]]:
+        return {}, {MetaField.FINGERPRINT.value: self.fingerprint}
+
+    @classmethod
+    def _decode(cls, params: Mapping[str, Any], meta: Mapping[str, Any]) -> FingerprintResult:
+        return cls(fingerprint=_text("fingerprint", meta.get(MetaField.FINGERPRINT.value)))
+
+
+#: What a site's answer carries when it did the task.
+Answer = TrainResult | ValidateResult | FingerprintResult
+_RESULTS: dict[TaskName, type[TrainResult] | type[ValidateResult] | type[FingerprintResult]] = {
+    TaskName.TRAIN: TrainResult,
+    TaskName.VALIDATE: ValidateResult,
+    TaskName.FINGERPRINT: FingerprintResult,
+}
+
+
+def _plain(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {str(k): np.asarray(v) for k, v in arrays.items()}
+
+
+@dataclass(frozen=True)
+class SiteAnswer:
+    """One site's answer to one task: a result, or the reason it has none.
+
+    Attributes
+    ----------
+    result
+        What the site sends when the task succeeded; ``None`` with :attr:`error`.
+    error
+        Why the site failed the task (its folders masked); ``None`` when it succeeded.
+    refused
+        With :attr:`error`: the site's custodian refused the study (not approved here, dataset
+        not allowed) — not a failure of the site.
+    site_id
+        The site that answered (set on the server from NVFlare's client name).
+    """
+
+    result: Answer | None = None
+    error: str | None = None
+    refused: bool = False
+    site_id: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.result is None) == (self.error is None):
+            raise ValueError("a site answer holds either a result or an error reason")
+
+    @classmethod
+    def failure(cls, reason: str, *, refused: bool = False, site_id: str = "") -> SiteAnswer:
+        """An answer without result: the site failed (or refused) the task."""
+        return cls(error=str(reason), refused=refused, site_id=site_id)
+
+    @property
+    def params(self) -> Parameters:
+        """The parameter arrays the answer carries (a training result's; none otherwise)."""
+        return dict(self.result.params) if isinstance(self.result, TrainResult) else {}
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The ``meta`` fields exactly as they travel (see :meth:`encode`)."""
+        return self.encode()[1]
+
+    def encode(self) -> tuple[Parameters, dict[str, Any]]:
+        """``(params, meta)`` as they travel in an ``FLModel``."""
+        if self.result is None:
+            meta: dict[str, Any] = {MetaField.ERROR.value: self.error}
+            if self.refused:
+                meta[MetaField.REFUSED.value] = True
+            return {}, meta
+        return self.result._encode()
+
+    @classmethod
+    def decode(
+        cls,
+        task: TaskName | str,
+        site_id: str,
+        params: Mapping[str, Any] | None,
+        meta: Mapping[str, Any] | None,
+    ) -> SiteAnswer:
+        """Read the answer ``site_id`` gave to ``task``.
+
+        Raises
+        ------
+        ProtocolError
+            An unknown task, or a field of the wrong type (the message names it).
+        """
+        meta = meta or {}
+        error = meta.get(MetaField.ERROR.value)
+        if error is not None:
+            refused = meta.get(MetaField.REFUSED.value, False)
+            return cls.failure(str(error), refused=bool(refused), site_id=site_id)
+        try:
+            kind = _RESULTS[TaskName(task)]
+        except (KeyError, ValueError):
+            raise ProtocolError(f"unknown task {task!r}") from None
+        return cls(result=kind._decode(params or {}, meta), site_id=site_id)
+
+
+# -- what a run reports ----------------------------------------------------------------------
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@dataclass(frozen=True)
+class SelectedRound:
+    """The round whose model a run keeps as ``model/``, and why."""
+
+    round: int
+    metric: str
+    direction: str
+    value: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "metric": self.metric,
+            "direction": self.direction,
+            "value": _finite(self.value),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SelectedRound:
+        value = data.get("value")
+        return cls(
+            round=int(data["round"]),
+            metric=str(data["metric"]),
+            direction=str(data["direction"]),
+            value=None if value is None else float(value),
+        )
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """A planned run's plan and who contributed to its fingerprint round."""
+
+    plan_id: str
+    spacing: tuple[float, ...]
+    patch_size: tuple[int, ...]
+    volume_shape: tuple[int, ...]
+    batch_size: int
+    num_cases: int
+    fingerprint_id: str
+    sites: tuple[str, ...] = ()
+    failed: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "plan_id": self.plan_id,
+            "spacing": list(self.spacing),
+            "patch_size": list(self.patch_size),
+            "volume_shape": list(self.volume_shape),
+            "batch_size": self.batch_size,
+            "num_cases": self.num_cases,
+            "fingerprint_id": self.fingerprint_id,
+            "sites": list(self.sites),
+            "failed": dict(self.failed),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PlanSummary:
+        return cls(
+            plan_id=str(data["plan_id"]),
+            spacing=tuple(float(v) for v in data["spacing"]),
+            patch_size=tuple(int(v) for v in data["patch_size"]),
+            volume_shape=tuple(int(v) for v in data["volume_shape"]),
+            batch_size=int(data["batch_size"]),
+            num_cases=int(data["num_cases"]),
+            fingerprint_id=str(data["fingerprint_id"]),
+            sites=tuple(str(s) for s in data.get("sites", ())),
+            failed={str(k): str(v) for k, v in dict(data.get("failed", {})).items()},
+        )
+
+
+@dataclass(frozen=True)
+class PersonalisedSummary:
+    """Ditto: the sites' own models after the last round that validated them."""
+
+    round: int
+    validation: Mapping[str, float | None]
+    validation_per_site: Mapping[str, Mapping[str, float | None]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "validation": dict(self.validation),
+            "validation_per_site": {s: dict(v) for s, v in self.validation_per_site.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PersonalisedSummary:
+        return cls(
+            round=int(data["round"]),
+            validation=dict(data.get("validation", {})),
+            validation_per_site={
+                str(s): dict(v) for s, v in dict(data.get("validation_per_site", {})).items()
+            },
+        )
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished federated run reports (``<run>/summary.json``).
+
+    Attributes
+    ----------
+    study, study_hash
+        The study's name and content hash.
+    rounds_done, rounds
+        Rounds run, of the study's rounds.
+    selected
+        The best round by the study's metric and direction (``None``: no round validated, and
+        ``model/`` is the last model).
+    dropped
+        Sites dropped for not answering in time.
+    refused
+        Site → the latest reason its custodian refused the study.
+    model, last_model
+        The model folders' names in the run folder.
+    personalised
+        Ditto only: the sites' own models' validation.
+    plan
+        A planned study only: its plan and who contributed to it.
+    """
+
+    study: str
+    study_hash: str
+    rounds_done: int
+    rounds: int
+    selected: SelectedRound | None
+    dropped: tuple[str, ...] = ()
+    refused: Mapping[str, str] = field(default_factory=dict)
+    model: str = "model"
+    last_model: str = "last_model"
+    personalised: PersonalisedSummary | None = None
+    plan: PlanSummary | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "study": self.study,
+            "study_hash": self.study_hash,
+            "rounds_done": self.rounds_done,
+            "rounds": self.rounds,
+            "selected": None if self.selected is None else self.selected.to_json(),
+            "dropped": list(self.dropped),
+            "refused": dict(self.refused),
+            "model": self.model,
+            "last_model": self.last_model,
+        }
+        if self.personalised is not None:
+            out["personalised"] = self.personalised.to_json()
+        if self.plan is not None:
+            out["plan"] = self.plan.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunSummary:
+        """Read a ``summary.json`` (raises ``KeyError`` / ``ValueError`` on a damaged one)."""
+        selected, personalised, plan = (
+            data.get("selected"),
+            data.get("personalised"),
+            data.get("plan"),
+        )
+        return cls(
+            study=str(data["study"]),
+            study_hash=str(data["study_hash"]),
+            rounds_done=int(data["rounds_done"]),
+            rounds=int(data["rounds"]),
+            selected=None if not selected else SelectedRound.from_json(selected),
+            dropped=tuple(str(s) for s in data.get("dropped", ())),
+            refused={str(k): str(v) for k, v in dict(data.get("refused", {})).items()},
+            model=str(data.get("model", "model")),
+            last_model=str(data.get("last_model", "last_model")),
+            personalised=None if not personalised else PersonalisedSummary.from_json(personalised),
+            plan=None if not plan else PlanSummary.from_json(plan),
+        )

@@ -44,10 +44,10 @@ def test_a_planned_study_plans_from_the_sites_fingerprints_and_ships_the_plan_wi
     plan = Plan.from_json(json.loads((run / "plan.json").read_text()))
     merged = Fingerprint.from_json(json.loads((run / "fingerprint.json").read_text()))
     assert plan.num_cases == merged.num_cases == 6 and plan.fingerprint_id == merged.fingerprint_id
-    assert result.summary["plan"]["plan_id"] == plan.plan_id
-    assert result.summary["plan"]["sites"] == ["site-1", "site-2"]
+    assert result.summary.plan is not None and result.summary.plan.plan_id == plan.plan_id
+    assert result.summary.plan.sites == ("site-1", "site-2")
     assert json.loads((run / "run.json").read_text())["plan"]["sites"] == ["site-1", "site-2"]
-    assert result.summary["rounds_done"] == 1
+    assert result.summary.rounds_done == 1
     record = json.loads((run / "rounds/1/metrics.json").read_text())
     assert record["accepted"] == ["site-1", "site-2"] and record["aggregated"]
     # the model folder carries the plan and trained under it: planned spacing and network

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from neurofed.cli.main import app
 from neurofed.data.manifest import load_manifest
 from neurofed.federated.engine import SimulationError, SimulationResult, run_simulation
-from neurofed.federated.server import FederatedRun, RunFolderError
-from neurofed.training import load_model
+from neurofed.federated.server import FederatedRun
+from neurofed.training import RunFolderError, load_model
 from tests.federated.conftest import tiny_study, write_site
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,7 @@ def test_a_simulated_study_writes_rounds_checkpoints_and_models(
 ) -> None:
     result, _ = finished
     run = result.run_dir
-    assert result.summary["rounds_done"] == 2 and result.summary["dropped"] == []
+    assert result.summary.rounds_done == 2 and result.summary.dropped == ()
     for k in (1, 2):
         record = json.loads((run / "rounds" / str(k) / "metrics.json").read_text())
         assert record["accepted"] == ["site-1", "site-2"] and record["aggregated"]
@@ -64,15 +64,16 @@ def test_a_simulated_study_writes_rounds_checkpoints_and_models(
         assert {"global.safetensors", "strategy.safetensors", "history.json"} <= {
             p.name for p in (run / "checkpoints" / f"round-{k}").iterdir()
         }
-    selected = result.summary["selected"]
+    selected = result.summary.selected
+    assert selected is not None
     maes = {
         k: json.loads((run / "rounds" / str(k) / "metrics.json").read_text())["validation"]["mae"]
         for k in (1, 2)
     }
-    assert selected["direction"] == "min" and selected["round"] == min(maes, key=maes.__getitem__)
+    assert selected.direction == "min" and selected.round == min(maes, key=maes.__getitem__)
     model = load_model(result.model_dir)
-    assert model.epoch == selected["round"] and model.task.task_id.value == "brain-age"
-    best = load_file(str(run / "checkpoints" / f"round-{selected['round']}" / "global.safetensors"))
+    assert model.epoch == selected.round and model.task.task_id.value == "brain-age"
+    best = load_file(str(run / "checkpoints" / f"round-{selected.round}" / "global.safetensors"))
     state = model.model.state_dict()
     assert all(np.array_equal(state[k].numpy(), v.reshape(state[k].shape)) for k, v in best.items())
     assert load_model(run / "last_model").epoch == 2
@@ -147,7 +148,7 @@ def test_resume_after_round_one_ends_as_an_uninterrupted_run(
     # Execute
     resumed = run_simulation(tiny_study(rounds=2, min_sites=2), age_sites, run)
     # Assert
-    assert resumed.summary["rounds_done"] == 2
+    assert resumed.summary.rounds_done == 2
     assert (run / "rounds/1/metrics.json").read_text() == round_one  # round 1 not run again
     expected = load_file(str(result.run_dir / "checkpoints/round-2/global.safetensors"))
     got = load_file(str(run / "checkpoints/round-2/global.safetensors"))
@@ -171,7 +172,7 @@ def test_a_failing_site_is_reported_and_the_round_completes(
     assert set(record["failed"]) == {"site-2"}
     reason = record["failed"]["site-2"]
     assert "SiteDataError" in reason and str(broken) not in reason
-    assert result.summary["rounds_done"] == 1 and (result.model_dir / "model.json").is_file()
+    assert result.summary.rounds_done == 1 and (result.model_dir / "model.json").is_file()
 
 
 def test_an_unchecked_site_is_refused_with_the_fix(tmp_path: Path) -> None:
@@ -248,7 +249,7 @@ def test_a_silent_site_is_dropped_after_the_timeout_and_not_waited_for_again(
     assert first["dropped"] == ["site-2"] and first["accepted"] == ["site-1"]
     assert first["seconds"] >= timeout
     assert second["targets"] == ["site-1"] and second["seconds"] < timeout
-    assert result.summary["dropped"] == ["site-2"] and result.summary["rounds_done"] == 2
+    assert result.summary.dropped == ("site-2",) and result.summary.rounds_done == 2
 
 
 def test_a_ditto_study_validates_and_keeps_a_personalised_model_at_each_site(
@@ -260,14 +261,14 @@ def test_a_ditto_study_validates_and_keeps_a_personalised_model_at_each_site(
     # Execute
     result = run_simulation(study, sites, tmp_path / "run", audit_dir=tmp_path / "audit")
     # Assert: a personalised validation next to the global one in every round and the summary
-    assert result.summary["rounds_done"] == 2
+    assert result.summary.rounds_done == 2
     for k in (1, 2):
         record = json.loads((result.run_dir / "rounds" / str(k) / "metrics.json").read_text())
         assert record["accepted"] == ["site-1", "site-2"]
         # sites whose validation split has a usable case (site-2's may have none)
         assert set(record["personalised_per_site"]) == set(record["validation_per_site"]) != set()
         assert record["personalised"]["num_examples"] == record["validation"]["num_examples"] >= 1
-    assert result.summary["personalised"]["round"] == 2
+    assert result.summary.personalised is not None and result.summary.personalised.round == 2
     # each site's final personalised model is a usable model folder in its state folder
     for name, site in zip(("site-1", "site-2"), sites, strict=True):
         folder = site / "neurofed" / "federated" / study.content_hash[:16] / "personalised-model"

@@ -35,7 +35,7 @@ def test_a_site_that_has_not_approved_the_study_refuses_and_the_run_goes_on(
     reason = record["refused"]["site-2"]
     assert reason.startswith(f"refused: study sha256:{study.content_hash} ('tiny-age') is not")
     assert "neurofed site approve" in reason
-    assert result.summary["rounds_done"] == 1 and result.summary["refused"] == {"site-2": reason}
+    assert result.summary.rounds_done == 1 and result.summary.refused == {"site-2": reason}
     assert (result.model_dir / "model.json").is_file()
     # site-2's audit log: each task refused, and what it sent back (the reason only)
     records = read_audit_log(audit)

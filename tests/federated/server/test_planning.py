@@ -12,20 +12,16 @@ import numpy as np
 import pytest
 
 from neurofed.data.manifest import load_manifest
-from neurofed.federated.protocol import MetaField
-from neurofed.federated.server.planning import (
-    FINGERPRINT_FILE,
-    PLAN_FILE,
-    PlanningError,
-    plan_meta,
-)
-from neurofed.federated.server.run import FederatedRun, RunFolderError, SiteReply
+from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName, encode_plan
+from neurofed.federated.server.planning import PlanningError
+from neurofed.federated.server.run import FederatedRun
 from neurofed.federated.server.run_folder import RoundRecord
 from neurofed.federated.site import SiteConfig, SiteWorker
+from neurofed.federated.study.plan import FINGERPRINT_FILE, PLAN_FILE
 from neurofed.models import DynUNetConfig
 from neurofed.preprocess.fingerprint import DEFAULT_SPEC, Fingerprint
 from neurofed.preprocess.plan import Plan
-from neurofed.training import LocalTrainer
+from neurofed.training import LocalTrainer, RunFolderError
 from tests.federated.conftest import planned_study, tiny_study
 
 SITES = ["site-1", "site-2"]
@@ -38,12 +34,14 @@ def _workers(sites: Sequence[Path], tmp_path: Path) -> list[SiteWorker]:
     ]
 
 
-def _fingerprint_round(run: FederatedRun, workers: Sequence[SiteWorker]) -> list[SiteReply]:
-    replies = []
+def _fingerprint_round(run: FederatedRun, workers: Sequence[SiteWorker]) -> list[SiteAnswer]:
+    """Each worker's answer as the server decodes it from the wire."""
+    answers = []
     for worker in workers:
-        answer = worker.handle("fingerprint", {}, run.task_meta(0))
-        replies.append(SiteReply(worker.site_id, answer.params, answer.meta))
-    return replies
+        answer = worker.handle("fingerprint", {}, run.task_request(0).encode())
+        params, meta = answer.encode()
+        answers.append(SiteAnswer.decode(TaskName.FINGERPRINT, worker.site_id, params, meta))
+    return answers
 
 
 def _planned_run(
@@ -88,7 +86,7 @@ def test_a_site_answers_with_its_training_split_fingerprint_and_nothing_else(
     run.start(SITES)
     worker = _workers(age_sites[:1], tmp_path)[0]
     # Execute
-    answer = worker.handle("fingerprint", {}, run.task_meta(0))
+    answer = worker.handle("fingerprint", {}, run.task_request(0).encode())
     # Assert: one field, the text of a fingerprint of the 3 training cases (FLAIR + T1)
     assert answer.error is None and answer.params == {}
     assert set(answer.meta) == {MetaField.FINGERPRINT.value}
@@ -108,7 +106,7 @@ def test_the_fingerprint_payload_holds_fixed_length_histograms_counts_and_sums_o
     run = FederatedRun(planned_study(), tmp_path / "run")
     run.start(SITES)
     for worker in _workers(age_sites, tmp_path):
-        worker.handle("fingerprint", {}, run.task_meta(0))
+        worker.handle("fingerprint", {}, run.task_request(0).encode())
     recorded = [tmp_path / f"audit/{site}/0001-fingerprint-round-0.json" for site in SITES]
     payloads = [
         json.loads(json.loads(path.read_text())["meta"][MetaField.FINGERPRINT.value])
@@ -141,7 +139,9 @@ def test_a_study_without_plan_gets_no_fingerprint(tmp_path: Path, age_sites: lis
     run = FederatedRun(tiny_study(), tmp_path / "run")
     run.start(SITES)
 
-    answer = _workers(age_sites[:1], tmp_path)[0].handle("fingerprint", {}, run.task_meta(0))
+    answer = _workers(age_sites[:1], tmp_path)[0].handle(
+        "fingerprint", {}, run.task_request(0).encode()
+    )
 
     assert answer.error is not None and "no [plan]" in answer.error
     assert MetaField.FINGERPRINT.value not in answer.meta
@@ -168,7 +168,7 @@ def test_the_fingerprint_round_writes_the_plan_and_builds_the_planned_network(
     assert merged.num_cases == plan.num_cases == 6 and merged.fingerprint_id == plan.fingerprint_id
     record = json.loads((folder / "run.json").read_text())["plan"]
     assert record["sites"] == SITES and record["failed"] == {} and record["plan_id"] == plan.plan_id
-    meta = run.task_meta(1)
+    meta = run.task_request(1).encode()
     assert (
         meta[MetaField.PLAN_ID.value] == plan.plan_id
         and Plan.from_json(meta[MetaField.PLAN.value]) == plan
@@ -258,21 +258,22 @@ def test_a_site_trains_under_the_plan_and_refuses_a_forged_or_foreign_one(
     assert run.plan is not None
     other = _planned_run(tmp_path / "age", age_sites, task="brain-age")
     worker = _workers(age_sites, tmp_path)[0]
-    forged = run.task_meta(1) | {MetaField.PLAN_ID.value: "0" * 12}
-    foreign = run.task_meta(1) | plan_meta(other.plan)
-    missing = {k: v for k, v in run.task_meta(1).items() if k != MetaField.PLAN.value}
+    forged = run.task_request(1).encode() | {MetaField.PLAN_ID.value: "0" * 12}
+    foreign = run.task_request(1).encode() | encode_plan(other.plan)
+    missing = {k: v for k, v in run.task_request(1).encode().items() if k != MetaField.PLAN.value}
     missing.pop(MetaField.PLAN_ID.value)
     # Execute
     wrong_id = worker.handle("train", run.params, forged)
     wrong_task = worker.handle("train", run.params, foreign)
     no_plan = worker.handle("validate", run.params, missing)
-    trained = worker.handle("train", run.params, run.task_meta(1))
+    trained = worker.handle("train", run.params, run.task_request(1).encode())
     # Assert
     assert wrong_id.error is not None and "not the claimed 000000000000" in wrong_id.error
     assert wrong_task.error is not None and "plan for another task" in wrong_task.error
     assert no_plan.error is not None and "carries no plan" in no_plan.error
     assert trained.error is None and trained.params.keys() == run.params.keys()
-    config = worker.trainer(run.study).config
+    assert worker.training is not None
+    config = worker.training.trainer.config
     assert config.model_config == run.train_config().model_config
     assert config.preprocess.spacing == run.plan.spacing
 
@@ -284,17 +285,17 @@ def test_a_site_keeps_the_plan_it_accepts_for_preprocessing(
     run = _planned_run(tmp_path, age_sites, task="brain-age")
     assert run.plan is not None
     worker = _workers(age_sites, tmp_path)[0]
-    kept = worker.state_dir(run.study) / PLAN_FILE
-    forged = run.task_meta(1) | {MetaField.PLAN_ID.value: "0" * 12}
+    kept = worker.config.study_state_dir(run.study.content_hash) / PLAN_FILE
+    forged = run.task_request(1).encode() | {MetaField.PLAN_ID.value: "0" * 12}
     # Execute
     refused = worker.handle("train", run.params, forged)
     assert refused.error is not None and not kept.exists()  # a refused plan is not kept
     with caplog.at_level(logging.INFO, logger="neurofed"):
-        trained = worker.handle("train", run.params, run.task_meta(1))
+        trained = worker.handle("train", run.params, run.task_request(1).encode())
     # Assert
     assert trained.error is None
     assert Plan.from_json(json.loads(kept.read_text())) == run.plan
-    assert json.loads(kept.read_text()) == run.task_meta(1)[MetaField.PLAN.value]
+    assert json.loads(kept.read_text()) == run.task_request(1).encode()[MetaField.PLAN.value]
     assert str(kept) in caplog.text and "neurofed site preprocess" in caplog.text
     assert [p.name for p in kept.parent.iterdir() if p.name.endswith(".tmp")] == []
 
@@ -305,7 +306,7 @@ def test_a_plan_for_a_study_without_plan_is_refused(tmp_path: Path, age_sites: l
     run.start(SITES)
 
     answer = _workers(age_sites, tmp_path)[0].handle(
-        "train", run.params, run.task_meta(1) | plan_meta(planned.plan)
+        "train", run.params, run.task_request(1).encode() | encode_plan(planned.plan)
     )
 
     assert answer.error is not None and "has no [plan]" in answer.error

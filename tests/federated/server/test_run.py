@@ -8,26 +8,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurofed.federated.protocol import MetaField
+from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName
 from neurofed.federated.server import (
     FederatedRun,
     RoundRecord,
-    RunFolderError,
-    SiteReply,
     latest_round_checkpoint,
     load_round_checkpoint,
 )
 from neurofed.tasks import MetricState
+from neurofed.training import RunFolderError
 from tests.federated.conftest import tiny_study
 
 
-def _reply(run: FederatedRun, site: str, shift: float, num_examples: int = 2) -> SiteReply:
+def _answer(
+    task: TaskName, site: str, params: dict[str, np.ndarray] | None = None, **meta: object
+) -> SiteAnswer:
+    """A site's answer as the server decodes it from the wire."""
+    return SiteAnswer.decode(task, site, params or {}, meta)
+
+
+def _reply(run: FederatedRun, site: str, shift: float, num_examples: int = 2) -> SiteAnswer:
     params = {
         k: (v + shift).astype(v.dtype) if v.dtype.kind == "f" else v.copy()
         for k, v in run.params.items()
     }
     meta = {MetaField.NUM_EXAMPLES.value: num_examples, MetaField.LABEL_COUNTS.value: {}}
-    return SiteReply(site, params, meta)
+    return SiteAnswer.decode(TaskName.TRAIN, site, params, meta)
 
 
 def test_a_round_averages_answers_and_records_failures_and_silent_sites(tmp_path: Path) -> None:
@@ -39,7 +45,7 @@ def test_a_round_averages_answers_and_records_failures_and_silent_sites(tmp_path
     replies = [
         _reply(run, "site-2", 3.0, num_examples=3),
         _reply(run, "site-1", 1.0, num_examples=1),
-        SiteReply("site-3", {}, {MetaField.ERROR.value: "SiteDataError: no manifest"}),
+        _answer(TaskName.TRAIN, "site-3", error="SiteDataError: no manifest"),
     ]
     record = RoundRecord(round=1)
     # Execute
@@ -57,7 +63,7 @@ def test_a_missed_quorum_keeps_the_global_model(tmp_path: Path) -> None:
     run.start(["site-1", "site-2"])
     before = {k: v.copy() for k, v in run.params.items()}
     record = RoundRecord(round=1)
-    replies = [_reply(run, "site-1", 1.0), SiteReply("site-2", {}, {"error": "OSError: x"})]
+    replies = [_reply(run, "site-1", 1.0), _answer(TaskName.TRAIN, "site-2", error="OSError: x")]
 
     assert not run.record_training(record, ["site-1", "site-2"], replies)
 
@@ -125,23 +131,20 @@ def test_personalised_validations_are_merged_next_to_the_global_one(tmp_path: Pa
     # Prepare: two Ditto sites and one that sends no personalised state
     run = FederatedRun(tiny_study(strategy="ditto", ditto_lambda=0.1), tmp_path / "run")
     run.start(["site-1", "site-2", "site-3"])
-    own = MetaField.PERSONALISED_METRIC_STATE.value
     replies = [
-        SiteReply(
+        _answer(
+            TaskName.VALIDATE,
             "site-1",
-            meta={
-                MetaField.METRIC_STATE.value: _metric_arrays(1, 9.0),
-                own: _metric_arrays(1, 3.0),
-            },
+            metric_state=_metric_arrays(1, 9.0),
+            personalised_metric_state=_metric_arrays(1, 3.0),
         ),
-        SiteReply(
+        _answer(
+            TaskName.VALIDATE,
             "site-2",
-            meta={
-                MetaField.METRIC_STATE.value: _metric_arrays(2, 8.0),
-                own: _metric_arrays(2, 6.0),
-            },
+            metric_state=_metric_arrays(2, 8.0),
+            personalised_metric_state=_metric_arrays(2, 6.0),
         ),
-        SiteReply("site-3", meta={MetaField.METRIC_STATE.value: _metric_arrays(1, 3.0)}),
+        _answer(TaskName.VALIDATE, "site-3", metric_state=_metric_arrays(1, 3.0)),
     ]
     record = RoundRecord(round=1, aggregated=True)
     # Execute
@@ -159,16 +162,17 @@ def test_personalised_validations_are_merged_next_to_the_global_one(tmp_path: Pa
     written = json.loads((tmp_path / "run" / "rounds" / "1" / "metrics.json").read_text())
     assert written["personalised"]["num_examples"] == 3
     assert RoundRecord.from_json(written).personalised == record.personalised
-    assert summary["personalised"]["round"] == 1
-    assert summary["personalised"]["validation"]["mae"] == pytest.approx(3.0)
-    assert set(summary["personalised"]["validation_per_site"]) == {"site-1", "site-2"}
+    assert summary.personalised is not None and summary.personalised.round == 1
+    assert summary.personalised.validation["mae"] == pytest.approx(3.0)
+    assert set(summary.personalised.validation_per_site) == {"site-1", "site-2"}
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary.to_json()
 
 
 def test_without_personalised_states_the_round_record_is_unchanged(tmp_path: Path) -> None:
     run = FederatedRun(tiny_study(), tmp_path / "run")
     run.start(["site-1"])
     record = RoundRecord(round=1, aggregated=True)
-    reply = SiteReply("site-1", meta={MetaField.METRIC_STATE.value: _metric_arrays(1, 2.0)})
+    reply = _answer(TaskName.VALIDATE, "site-1", metric_state=_metric_arrays(1, 2.0))
 
     run.record_validation(record, ["site-1"], [reply])
     run.end_round(record)
@@ -176,4 +180,4 @@ def test_without_personalised_states_the_round_record_is_unchanged(tmp_path: Pat
 
     assert record.personalised == {} and record.personalised_per_site == {}
     assert not {"personalised", "personalised_per_site"} & record.to_json().keys()
-    assert "personalised" not in summary
+    assert summary.personalised is None and "personalised" not in summary.to_json()

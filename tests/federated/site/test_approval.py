@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from neurofed.federated.protocol import MetaField
-from neurofed.federated.server import FederatedRun, RoundRecord, SiteReply
+from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName
+from neurofed.federated.server import FederatedRun, RoundRecord
 from neurofed.federated.site.audit import payload_digest, read_audit_log, verify_audit_log
 from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.site.worker import SiteWorker
@@ -72,7 +72,7 @@ def test_an_unapproved_study_is_refused_with_a_reason_and_nothing_trained(
         f"refused: study sha256:{study.content_hash} ('tiny-age') is not approved at this site"
     )
     assert set(answer.meta) == {MetaField.ERROR.value, MetaField.REFUSED.value}
-    assert worker._trainer is None  # no case was even loaded
+    assert worker.training is None  # no case was even loaded
     assert "is not approved at this site" in caplog.text
     refused, sent = read_audit_log(config.audit_log)  # type: ignore[arg-type]
     assert refused["event"] == "study-refused" and refused["reason"] == answer.error
@@ -230,7 +230,8 @@ def test_a_refusal_is_recorded_apart_from_failures_and_the_round_goes_on(tmp_pat
     run.start(["site-1", "site-2", "site-3"])
     reason = "refused: study sha256:… is not approved at this site"
     refused = {MetaField.ERROR.value: reason, MetaField.REFUSED.value: True}
-    good = SiteReply(
+    good = SiteAnswer.decode(
+        TaskName.TRAIN,
         "site-1",
         {k: v.copy() for k, v in run.params.items()},
         {MetaField.NUM_EXAMPLES.value: 2, MetaField.LABEL_COUNTS.value: {}},
@@ -243,11 +244,15 @@ def test_a_refusal_is_recorded_apart_from_failures_and_the_round_goes_on(tmp_pat
         targets,
         [
             good,
-            SiteReply("site-2", {}, refused),
-            SiteReply("site-3", {}, {MetaField.ERROR.value: "OSError: disk"}),
+            SiteAnswer.decode(TaskName.TRAIN, "site-2", {}, refused),
+            SiteAnswer.decode(
+                TaskName.TRAIN, "site-3", {}, {MetaField.ERROR.value: "OSError: disk"}
+            ),
         ],
     )
-    run.record_validation(record, ["site-2"], [SiteReply("site-2", {}, refused)])
+    run.record_validation(
+        record, ["site-2"], [SiteAnswer.decode(TaskName.VALIDATE, "site-2", {}, refused)]
+    )
     run.end_round(record)
     summary = run.finish()
     # Assert
@@ -257,4 +262,4 @@ def test_a_refusal_is_recorded_apart_from_failures_and_the_round_goes_on(tmp_pat
     assert written["failed"] == {"site-3": "OSError: disk"}
     assert RoundRecord.from_json(written).refused == {"site-2": reason}
     assert run.live == targets  # a refusing site is asked again (it may approve mid-run)
-    assert summary["refused"] == {"site-2": reason}
+    assert summary.refused == {"site-2": reason}

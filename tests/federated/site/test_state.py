@@ -83,12 +83,13 @@ STUDIES: dict[str, Callable[[], Study]] = {
 
 def _kept(worker: SiteWorker, sent: Parameters) -> Parameters:
     """What a round produced: the update sent, the local layers and the personalised model."""
-    assert worker._trainer is not None
-    everything = worker._trainer.get_parameters(include_local=True)
-    personalised = worker.personalised_parameters() or {}
+    assert worker.training is not None
+    trainer = worker.training.trainer
+    everything = trainer.get_parameters(include_local=True)
+    personalised = worker.training.personalised_parameters() or {}
     return (
         dict(sent)
-        | {f"local:{k}": everything[k] for k in worker._trainer.local_names()}
+        | {f"local:{k}": everything[k] for k in trainer.local_names()}
         | {f"personalised:{k}": v for k, v in personalised.items()}
     )
 
@@ -104,7 +105,7 @@ def _rounds(
     params = dict(start)
     kept: Parameters = {}
     for k in rounds:
-        answer = worker.handle("train", params, run.task_meta(k))
+        answer = worker.handle("train", params, run.task_request(k).encode())
         assert answer.error is None
         kept = _kept(worker, answer.params)
         params = params | answer.params
@@ -150,16 +151,18 @@ def test_a_restarted_ditto_site_validates_the_personalised_model_it_had(
     run.start(["site-1"])
     config = SiteConfig(age_sites[0], device="cpu", state_dir=tmp_path / "state")
     warm = SiteWorker("site-1", config)
-    warm.handle("train", run.params, run.task_meta(1))
+    warm.handle("train", run.params, run.task_request(1).encode())
 
-    expected = warm.handle("validate", run.params, run.task_meta(1))
-    got = SiteWorker("site-1", config).handle("validate", run.params, run.task_meta(1))
+    expected = warm.handle("validate", run.params, run.task_request(1).encode())
+    got = SiteWorker("site-1", config).handle("validate", run.params, run.task_request(1).encode())
 
-    for answer in (expected, got):  # wall time differs; the metric states must not
-        answer.meta.pop("validate_seconds")
-    assert expected.meta.keys() == got.meta.keys() and len(got.meta) == 2
-    for key, arrays in expected.meta.items():
-        assert _same(arrays, got.meta[key])
+    # wall time differs; the metric states must not
+    want, have = (
+        {k: v for k, v in a.meta.items() if k != "validate_seconds"} for a in (expected, got)
+    )
+    assert want.keys() == have.keys() and len(have) == 2
+    for key, arrays in want.items():
+        assert _same(arrays, have[key])
 
 
 def _flip_a_byte(folder: Path) -> None:
@@ -203,18 +206,21 @@ def test_a_damaged_state_folder_is_refused_with_a_logged_reason(
     run = FederatedRun(study, tmp_path / "run")
     run.start(["site-1"])
     config = SiteConfig(age_sites[0], device="cpu", state_dir=tmp_path / "state")
-    SiteWorker("site-1", config).handle("train", run.params, run.task_meta(1))
+    SiteWorker("site-1", config).handle("train", run.params, run.task_request(1).encode())
     folder = config.study_state_dir(study.content_hash)
     damage(folder / "round-1")
     # Execute: the site restarts for round 2
-    with caplog.at_level(logging.WARNING, logger="neurofed.federated.site.worker"):
+    with caplog.at_level(logging.WARNING, logger="neurofed.federated.site"):
         restarted = SiteWorker("site-1", config)
-        answer = restarted.handle("train", run.params, run.task_meta(2))
+        answer = restarted.handle("train", run.params, run.task_request(2).encode())
     # Assert: it trains from the global model, as a site that never kept anything would
     fresh = SiteWorker("site-1", SiteConfig(age_sites[0], device="cpu", state_dir=tmp_path / "x"))
-    expected = fresh.handle("train", run.params, run.task_meta(2))
+    expected = fresh.handle("train", run.params, run.task_request(2).encode())
     assert answer.error is None
     assert _same(answer.params, expected.params)
-    assert _same(restarted.personalised_parameters() or {}, fresh.personalised_parameters() or {})
+    assert _same(
+        (restarted.training and restarted.training.personalised_parameters()) or {},
+        (fresh.training and fresh.training.personalised_parameters()) or {},
+    )
     assert "refusing the saved state after round 1" in caplog.text and reason in caplog.text
     assert state_rounds(folder) == [1, 2]  # round 2 is written as usual

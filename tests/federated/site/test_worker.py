@@ -15,14 +15,26 @@ import pytest
 from neurofed.data.manifest import load_manifest
 from neurofed.federated.protocol import MetaField
 from neurofed.federated.server.run import FederatedRun
-from neurofed.federated.site import SiteConfig, SiteWorker, describe_payload, site_seed
+from neurofed.federated.site import (
+    SiteConfig,
+    SiteWorker,
+    StudyTraining,
+    describe_payload,
+    site_seed,
+)
 from neurofed.tasks import MetricState
 from neurofed.training import LocalTrainer, load_model
 from tests.federated.conftest import tiny_study
 
 
+def _training(worker: SiteWorker) -> StudyTraining:
+    """The site's training of the study it last ran."""
+    assert worker.training is not None
+    return worker.training
+
+
 def _meta(run: FederatedRun, round_number: int = 1) -> dict[str, object]:
-    return run.task_meta(round_number)
+    return run.task_request(round_number).encode()
 
 
 def test_train_and_validate_answer_with_arrays_and_counts_only(
@@ -40,7 +52,7 @@ def test_train_and_validate_answer_with_arrays_and_counts_only(
     assert trained.error is None and validated.error is None
     assert trained.params.keys() == run.params.keys()
     assert any(not np.array_equal(trained.params[k], run.params[k]) for k in run.params)
-    num_examples = worker.trainer(study).num_examples
+    num_examples = _training(worker).trainer.num_examples
     assert num_examples >= 1 and trained.meta[MetaField.NUM_EXAMPLES.value] == num_examples
     assert trained.meta[MetaField.LABEL_COUNTS.value]["segmentation"] == 0
     state = MetricState.from_arrays(validated.meta[MetaField.METRIC_STATE.value])
@@ -102,8 +114,8 @@ def test_each_site_trains_with_its_own_seed() -> None:
 
 def _trainable(worker: SiteWorker) -> list[str]:
     """Names of the trained weights (not the running statistics, which no penalty moves)."""
-    assert worker._trainer is not None
-    return [n for n, p in worker._trainer.model.named_parameters() if p.requires_grad]
+    assert worker.training is not None
+    return [n for n, p in worker.training.trainer.model.named_parameters() if p.requires_grad]
 
 
 def _distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], names: list[str]) -> float:
@@ -125,7 +137,7 @@ def test_ditto_personalised_model_differs_from_the_global_one_and_follows_lambda
         answer = worker.handle("train", run.params, _meta(run))
         # Assert
         assert answer.error is None
-        personalised = worker.personalised_parameters()
+        personalised = _training(worker).personalised_parameters()
         assert personalised is not None and personalised.keys() == run.params.keys()
         names = _trainable(worker)
         assert _distance(personalised, answer.params, names) > 1e-4  # not the global model
@@ -164,7 +176,7 @@ def test_a_ditto_validation_answer_carries_both_metric_states_and_nothing_else(
     state_root = tmp_path / "state"
     worker = SiteWorker("site-1", SiteConfig(age_sites[0], device="cpu", state_dir=state_root))
     # Execute
-    with caplog.at_level(logging.INFO, logger="neurofed.federated.site.worker"):
+    with caplog.at_level(logging.INFO, logger="neurofed.federated.site"):
         trained = worker.handle("train", run.params, _meta(run))
         validated = worker.handle("validate", run.params, _meta(run))
     # Assert: two metric states of sums and counts, no parameter, no other field
@@ -175,9 +187,10 @@ def test_a_ditto_validation_answer_carries_both_metric_states_and_nothing_else(
         MetaField.PERSONALISED_METRIC_STATE.value,
         MetaField.VALIDATE_SECONDS.value,
     }
-    assert isinstance(validated.meta.pop(MetaField.VALIDATE_SECONDS.value), float)
+    sent = validated.meta
+    assert isinstance(sent.pop(MetaField.VALIDATE_SECONDS.value), float)
     states = {}
-    for key, arrays in validated.meta.items():
+    for key, arrays in sent.items():
         assert all(name.startswith(("sum/", "case/")) for name in arrays)
         for value in arrays.values():
             assert isinstance(value, np.ndarray) and value.dtype.kind in "iuf"
@@ -195,7 +208,7 @@ def test_a_ditto_validation_answer_carries_both_metric_states_and_nothing_else(
     # the final personalised model is a model folder at the site; its path is only logged
     folder = state_root / study.content_hash[:16] / "personalised-model"
     loaded = load_model(folder)
-    personalised = worker.personalised_parameters()
+    personalised = _training(worker).personalised_parameters()
     assert personalised is not None
     state = loaded.model.state_dict()
     assert all(np.array_equal(state[k].numpy(), v) for k, v in personalised.items())
@@ -222,6 +235,6 @@ def test_answers_of_other_strategies_are_unchanged_and_keep_no_state(
     assert set(trained.meta[MetaField.TRAIN_METRICS.value]) == {"train_loss", "steps", "seconds"}
     assert validated.params == {}
     assert set(validated.meta) == {MetaField.METRIC_STATE.value, MetaField.VALIDATE_SECONDS.value}
-    assert worker.personalised_trainer(study) is None
-    assert worker.personalised_parameters() is None
+    assert _training(worker).personalised is None
+    assert _training(worker).personalised_parameters() is None
     assert not state_root.exists()  # FedAvg keeps nothing at the site

@@ -50,9 +50,9 @@ from neurofed.federated.engine.run_progress import (
     publish_run,
     run_lock,
 )
-from neurofed.federated.protocol import MetaField, TaskName
+from neurofed.federated.protocol import MetaField, ProtocolError, SiteAnswer, TaskName
 from neurofed.federated.server.planning import PlanningError
-from neurofed.federated.server.run import FederatedRun, SiteReply
+from neurofed.federated.server.run import FederatedRun
 from neurofed.federated.server.run_folder import RoundRecord
 from neurofed.federated.study import Study
 
@@ -114,7 +114,7 @@ class StudyController(ModelController):  # type: ignore[misc]
 
     def _send(
         self, task: TaskName, run: FederatedRun, targets: list[str], round_number: int
-    ) -> list[SiteReply]:
+    ) -> list[SiteAnswer]:
         if not targets:
             return []
         data = FLModel(
@@ -122,7 +122,7 @@ class StudyController(ModelController):  # type: ignore[misc]
             params=dict(run.params),
             current_round=round_number,
             total_rounds=run.study.rounds,
-            meta=run.task_meta(round_number),
+            meta=run.task_request(round_number).encode(),
         )
         results = self.send_model_and_wait(
             task_name=task.value,
@@ -131,21 +131,26 @@ class StudyController(ModelController):  # type: ignore[misc]
             min_responses=len(targets),
             timeout=math.ceil(run.study.round_timeout_s),
         )
-        replies = []
+        answers = []
         for result in results:
             meta = dict(result.meta or {})
             site = str(meta.pop(MetaField.CLIENT_NAME.value, ""))
             meta.pop("props", None)
-            replies.append(SiteReply(site, dict(result.params or {}), meta))
-        return replies
+            try:
+                answer = SiteAnswer.decode(task, site, result.params, meta)
+            except ProtocolError as error:  # that site's failure, never the run's
+                self.warning(f"{task.value}: site {site} sent a malformed answer: {error}")
+                answer = SiteAnswer.failure(f"malformed answer: {error}", site_id=site)
+            answers.append(answer)
+        return answers
 
     def _fingerprint_round(self, run: FederatedRun) -> bool:
         """A planned study's round 0: fingerprints → plan.json; ``False``: no plan, stop."""
         targets = list(run.live)
         self.info(f"fingerprint round: asking {targets} for their training splits' fingerprints")
-        replies = self._send(TaskName.FINGERPRINT, run, targets, 0)
+        answers = self._send(TaskName.FINGERPRINT, run, targets, 0)
         try:
-            plan = run.record_fingerprints(targets, replies)
+            plan = run.record_fingerprints(targets, answers)
         except PlanningError as error:
             self.error(f"no plan, so the run stops: {error}")
             return False
@@ -205,11 +210,11 @@ class StudyController(ModelController):  # type: ignore[misc]
             record = RoundRecord(round=round_number)
             self.info(f"round {round_number}/{study.rounds}: training at {run.live}")
             targets = list(run.live)
-            replies = self._send(TaskName.TRAIN, run, targets, round_number)
-            if run.record_training(record, targets, replies):
+            answers = self._send(TaskName.TRAIN, run, targets, round_number)
+            if run.record_training(record, targets, answers):
                 targets = list(run.live)
-                replies = self._send(TaskName.VALIDATE, run, targets, round_number)
-                run.record_validation(record, targets, replies)
+                answers = self._send(TaskName.VALIDATE, run, targets, round_number)
+                run.record_validation(record, targets, answers)
             for site, reason in record.failed.items():
                 self.warning(f"round {round_number}: site {site} failed: {reason}")
             if record.dropped:
@@ -223,4 +228,4 @@ class StudyController(ModelController):  # type: ignore[misc]
             self.info(f"round {round_number} done: {record.validation}{personalised}")
         summary = run.finish()
         progress.finish(RunState.FINISHED, summary)
-        self.info(f"run finished: {summary}")
+        self.info(f"run finished: {summary.to_json()}")

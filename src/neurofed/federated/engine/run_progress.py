@@ -35,6 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from neurofed.federated.protocol import RunSummary
 from neurofed.federated.server.run_folder import CHECKPOINTS, RoundRecord
 from neurofed.federated.study import Study
 from neurofed.training.records import json_number
@@ -181,10 +182,10 @@ class RunProgress:
             self._data["history"].append(round_summary(record, self._metric))
             self._data["live"] = list(live)
 
-    def finish(self, state: RunState, summary: dict[str, Any] | None = None) -> None:
+    def finish(self, state: RunState, summary: RunSummary | None = None) -> None:
         with self._lock:
             self._data["state"] = state.value
-            self._data["summary"] = summary
+            self._data["summary"] = None if summary is None else summary.to_json()
 
     def request_pause(self) -> None:
         """Stop after the current round (the run resumes when the study is submitted again)."""

@@ -29,8 +29,8 @@ from typing import Any
 
 from neurofed.artifacts import write_json_atomically
 from neurofed.data.manifest import site_file
-from neurofed.federated.server.run import RunFolderError
-from neurofed.federated.server.run_folder import ROUNDS, RUN_JSON, SUMMARY
+from neurofed.federated.protocol import RunSummary
+from neurofed.federated.server.run_folder import ROUNDS, SUMMARY, check_run_folder
 from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.study import Study
 from neurofed.keys import SiteFile
@@ -67,12 +67,12 @@ class SimulationResult:
     """A finished simulated run."""
 
     run_dir: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     seconds: float
 
     @property
     def model_dir(self) -> Path:
-        return self.run_dir / str(self.summary["model"])
+        return self.run_dir / self.summary.model
 
 
 def site_names(count: int) -> list[str]:
@@ -98,20 +98,6 @@ def _check_sites(site_dirs: Sequence[Path]) -> list[Path]:
                 f"{root} has not been checked: run `neurofed site check {root}` first"
             )
     return roots
-
-
-def _check_run_folder(run_dir: Path, study: Study) -> None:
-    """Refuse a run folder of another study before any process starts."""
-    run_json = run_dir / RUN_JSON
-    if not run_json.is_file():
-        return
-    stored = json.loads(run_json.read_text(encoding="utf-8")).get("study_hash")
-    if stored != study.content_hash:
-        raise RunFolderError(
-            f"{run_dir} holds a run of study sha256:{stored}, not of this study "
-            f"(sha256:{study.content_hash}); re-run the same study to resume it, or choose "
-            "another --out"
-        )
 
 
 def _write_allow_list(workspace: Path) -> Path:
@@ -210,7 +196,7 @@ def run_simulation(
 
     roots = _check_sites(site_dirs)
     run_dir = Path(out).resolve()
-    _check_run_folder(run_dir, study)
+    check_run_folder(run_dir, study.content_hash)  # before any process starts
     run_dir.mkdir(parents=True, exist_ok=True)
     names = site_names(len(roots))
     configs = []
@@ -259,5 +245,5 @@ def run_simulation(
             f"{run_dir / SIMULATOR_FOLDER} for why. Running the same command again resumes "
             "from the last finished round"
         )
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary = RunSummary.from_json(json.loads(summary_path.read_text(encoding="utf-8")))
     return SimulationResult(run_dir=run_dir, summary=summary, seconds=seconds)

@@ -32,9 +32,9 @@ from nvflare.apis.signal import Signal
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
-from neurofed.federated.protocol import MetaField
+from neurofed.federated.protocol import SiteAnswer
 from neurofed.federated.site.config import SITE_CONFIG_FILE, SiteConfig
-from neurofed.federated.site.worker import SiteAnswer, SiteWorker
+from neurofed.federated.site.worker import SiteWorker
 
 __all__ = ["SiteExecutor"]
 
@@ -75,7 +75,7 @@ class SiteExecutor(Executor):  # type: ignore[misc]
             worker = self.worker(fl_ctx)
         except Exception as exc:  # answer, never crash the job
             logger.exception("site config unusable")
-            return SiteAnswer(meta={MetaField.ERROR.value: f"site config: {type(exc).__name__}"})
+            return SiteAnswer.failure(f"site config: {type(exc).__name__}")
         return worker.handle(task_name, model.params or {}, model.meta or {})
 
     def execute(
@@ -85,9 +85,10 @@ class SiteExecutor(Executor):  # type: ignore[misc]
             model = FLModelUtils.from_shareable(shareable)
         except Exception as exc:
             logger.exception("unreadable task %s", task_name)
-            answer = SiteAnswer(meta={MetaField.ERROR.value: f"unreadable task: {exc}"})
+            answer = SiteAnswer.failure(f"unreadable task: {exc}")
         else:
             answer = self.answer(task_name, model, fl_ctx)
+        params, meta = answer.encode()
         return FLModelUtils.to_shareable(
-            FLModel(params_type=ParamsType.FULL, params=dict(answer.params), meta=dict(answer.meta))
+            FLModel(params_type=ParamsType.FULL, params=params, meta=meta)
         )

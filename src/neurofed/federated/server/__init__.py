@@ -7,10 +7,11 @@
 - :mod:`~neurofed.federated.server.planning` — a planned study's fingerprint round.
 """
 
-from neurofed.federated.server.run import FederatedRun, RunFolderError, SiteReply
+from neurofed.federated.server.run import FederatedRun
 from neurofed.federated.server.run_folder import (
     RoundCheckpoint,
     RoundRecord,
+    check_run_folder,
     latest_round_checkpoint,
     load_round_checkpoint,
     save_round_checkpoint,
@@ -20,8 +21,7 @@ __all__ = [
     "FederatedRun",
     "RoundCheckpoint",
     "RoundRecord",
-    "RunFolderError",
-    "SiteReply",
+    "check_run_folder",
     "latest_round_checkpoint",
     "load_round_checkpoint",
     "save_round_checkpoint",

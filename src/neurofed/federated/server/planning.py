@@ -1,4 +1,4 @@
-"""The fingerprint round of a planned study, and the run's plan on disk and in messages.
+"""The fingerprint round of a planned study, and the run's plan on disk.
 
 A study with ``[plan]`` (:mod:`~neurofed.federated.study.plan`) runs one extra round before
 round 1, unless its run folder already holds ``plan.json`` (a resumed run reads it back):
@@ -8,23 +8,25 @@ round 1, unless its run folder already holds ``plan.json`` (a resumed run reads 
    (:func:`~neurofed.training.planning.compute_task_fingerprint`) as the text of its JSON
    (its integer sums may exceed the 64 bits NVFlare's serialiser takes): fixed-length
    histograms, counts and integer sums only — or with an error reason (e.g. too few cases);
-3. :func:`plan_from_replies` merges the fingerprints of the sites that sent one (exactly:
+3. :func:`plan_from_answers` merges the fingerprints of the sites that sent one (exactly:
    :func:`~neurofed.preprocess.fingerprint.merge_fingerprints`) once at least ``min_sites``
    did, and makes the plan (:func:`~neurofed.preprocess.plan.make_plan`) with the study's
    planner settings;
 4. :func:`write_run_plan` writes ``<run>/fingerprint.json`` (the merged aggregate),
    ``<run>/plan.json`` and a ``plan`` entry in ``run.json`` saying which sites contributed.
 
-From then on every training and validation task carries the plan (:func:`plan_meta`); a site
-checks it (:func:`plan_from_meta`, :func:`~neurofed.federated.study.plan.check_plan`) and trains
+From then on every training and validation task carries the plan
+(:func:`~neurofed.federated.protocol.encode_plan`); a site checks it
+(:func:`~neurofed.federated.protocol.decode_plan`,
+:func:`~neurofed.federated.study.plan.check_plan`) and trains
 with :meth:`Study.train_config(plan=...) <neurofed.federated.study.Study.train_config>`. Saved
 models get ``plan.json`` and ``fingerprint.json`` beside their ``model.json``
 (:func:`copy_plan_files`).
 
 Examples
 --------
->>> plan_from_meta({}) is None
-True
+>>> PlanningRecord(targets=["site-1"]).to_json()["targets"]
+['site-1']
 """
 
 from __future__ import annotations
@@ -38,31 +40,24 @@ from pathlib import Path
 from typing import Any
 
 from neurofed.artifacts import write_json_atomically
-from neurofed.federated.protocol import MetaField
+from neurofed.federated.protocol import FingerprintResult, PlanSummary, SiteAnswer
 from neurofed.federated.study import Study
-from neurofed.federated.study.plan import check_plan
+from neurofed.federated.study.plan import FINGERPRINT_FILE, PLAN_FILE, check_plan
 from neurofed.preprocess.fingerprint import Fingerprint, FingerprintError, merge_fingerprints
 from neurofed.preprocess.plan import Plan, PlanError, make_plan
 
 __all__ = [
-    "FINGERPRINT_FILE",
-    "PLAN_FILE",
     "PlanningError",
     "PlanningRecord",
     "copy_plan_files",
-    "plan_from_meta",
-    "plan_from_replies",
-    "plan_meta",
+    "plan_from_answers",
+    "plan_summary",
     "read_run_plan",
     "write_run_plan",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: The run's plan (``Plan.to_json()``), in the run folder and in every saved model folder.
-PLAN_FILE = "plan.json"
-#: The merged fingerprint the plan was made from (aggregates only).
-FINGERPRINT_FILE = "fingerprint.json"
 _RUN_JSON = "run.json"
 
 
@@ -108,10 +103,10 @@ class PlanningRecord:
         }
 
 
-def plan_from_replies(
+def plan_from_answers(
     study: Study,
     targets: Sequence[str],
-    replies: Sequence[tuple[str, Mapping[str, Any]]],
+    answers: Sequence[SiteAnswer],
 ) -> tuple[Plan, Fingerprint, PlanningRecord]:
     """Merge the sites' fingerprints and plan (step 3 of the module docstring).
 
@@ -121,8 +116,8 @@ def plan_from_replies(
         A study with ``[plan]``.
     targets
         Sites the fingerprint task went to.
-    replies
-        ``(site_id, meta)`` of every answer received.
+    answers
+        Every answer received.
 
     Raises
     ------
@@ -133,18 +128,19 @@ def plan_from_replies(
     if study.plan is None:
         raise PlanningError(f"study {study.name!r} has no [plan]; it needs no fingerprint round")
     record = PlanningRecord(targets=sorted(targets))
-    answered = {site for site, _ in replies}
+    answered = {a.site_id for a in answers}
     record.dropped = [s for s in record.targets if s not in answered]
     fingerprints: list[Fingerprint] = []
-    for site, meta in sorted(replies, key=lambda r: r[0]):  # order-independent result
-        error = meta.get(MetaField.ERROR.value)
-        if error is not None:
-            record.failed[site] = str(error)
+    for answer in sorted(answers, key=lambda a: a.site_id):  # order-independent result
+        site = answer.site_id
+        if not isinstance(answer.result, FingerprintResult):
+            error = answer.error or "it answered with another task's result"
+            record.failed[site] = error
             logger.warning("fingerprint round: %s sent no fingerprint: %s", site, error)
             continue
         try:
-            fingerprint = Fingerprint.from_json(json.loads(meta[MetaField.FINGERPRINT.value]))
-        except (KeyError, TypeError, ValueError) as exc:  # FingerprintError is a ValueError
+            fingerprint = Fingerprint.from_json(json.loads(answer.result.fingerprint))
+        except (TypeError, ValueError) as exc:  # FingerprintError is a ValueError
             record.failed[site] = f"unusable fingerprint ({exc})"
             logger.warning("fingerprint round: %s sent an unusable fingerprint: %s", site, exc)
             continue
@@ -184,17 +180,26 @@ def write_run_plan(
     return write_json_atomically(run_dir / PLAN_FILE, plan.to_json())
 
 
-def read_run_plan(run_dir: Path, study: Study) -> Plan | None:
-    """The run's ``plan.json`` (``None``: not planned yet), checked against ``study``.
+def read_run_plan(
+    run_dir: Path, study: Study, *, resuming: bool = False
+) -> tuple[Plan | None, dict[str, Any]]:
+    """The run's ``plan.json`` (``None``: not planned yet), checked against ``study``, and the
+    ``plan`` entry of ``run.json`` (who contributed to it).
 
     Raises
     ------
     PlanningError
-        The file is unreadable, or is not a plan of this study (another task's, other settings).
+        The file is unreadable, is not a plan of this study (another task's, other settings),
+        or is missing although the run has round checkpoints (``resuming``) of a planned study.
     """
     path = Path(run_dir) / PLAN_FILE
     if not path.is_file():
-        return None
+        if study.plan is not None and resuming:
+            raise PlanningError(
+                f"{run_dir} holds round checkpoints of a planned study but no plan.json; "
+                "copy the run's plan.json back, or choose another --out"
+            )
+        return None, {}
     if study.plan is None:
         raise PlanningError(
             f"{path}: the run folder holds a plan but study {study.name!r} has no [plan]; "
@@ -208,35 +213,27 @@ def read_run_plan(run_dir: Path, study: Study) -> Plan | None:
             f"{path}: unusable plan ({exc}); delete plan.json (and fingerprint.json) to plan "
             "again with a new fingerprint round, or choose another run folder"
         ) from exc
-    return plan
+    run_json = Path(run_dir) / _RUN_JSON
+    stored = json.loads(run_json.read_text(encoding="utf-8")) if run_json.is_file() else {}
+    logger.info("%s: read plan %s back", run_dir, plan.plan_id)
+    return plan, dict(stored.get("plan") or {})
 
 
-def plan_meta(plan: Plan | None) -> dict[str, Any]:
-    """The ``meta`` fields that carry ``plan`` to a site (none without a plan)."""
+def plan_summary(plan: Plan | None, planning: Mapping[str, Any]) -> PlanSummary | None:
+    """The run summary's ``plan`` entry (none for a study without [plan])."""
     if plan is None:
-        return {}
-    return {MetaField.PLAN.value: plan.to_json(), MetaField.PLAN_ID.value: plan.plan_id}
-
-
-def plan_from_meta(meta: Mapping[str, Any]) -> Plan | None:
-    """The plan a task carries (``None``: none), its ``plan_id`` checked against its JSON.
-
-    Raises
-    ------
-    PlanError
-        A plan without its id, an unreadable plan, or an id that is not the plan's hash.
-    """
-    sent, claimed = meta.get(MetaField.PLAN.value), meta.get(MetaField.PLAN_ID.value)
-    if sent is None and claimed is None:
         return None
-    if not isinstance(sent, Mapping) or not isinstance(claimed, str):
-        raise PlanError("the task carries a plan without its plan_id (or the reverse); refusing it")
-    plan = Plan.from_json(sent)
-    if plan.plan_id != claimed:
-        raise PlanError(
-            f"the plan's id is {plan.plan_id}, not the claimed {claimed}; refusing the plan"
-        )
-    return plan
+    return PlanSummary(
+        plan_id=plan.plan_id,
+        spacing=tuple(plan.spacing),
+        patch_size=tuple(plan.patch_size),
+        volume_shape=tuple(plan.volume_shape),
+        batch_size=plan.batch_size,
+        num_cases=plan.num_cases,
+        fingerprint_id=plan.fingerprint_id,
+        sites=tuple(planning.get("sites", [])),
+        failed=dict(planning.get("failed", {})),
+    )
 
 
 def copy_plan_files(run_dir: Path, folder: Path) -> None:

@@ -3,110 +3,85 @@
 :class:`FederatedRun` is what the NVFlare controller
 (:class:`~neurofed.federated.engine.controller.StudyController`) drives, kept free of the FL
 engine so it is tested directly: it builds the initial global model from the study seed (or
-resumes from the newest round checkpoint), turns the sites' replies of a round into an
+resumes from the newest round checkpoint), turns the sites' answers of a round into an
 aggregation (:func:`~neurofed.federated.round.aggregate_round`) and a federated validation
 (merged :class:`~neurofed.tasks.MetricState`), drops sites that did not answer, writes each
 round's metrics and checkpoint, and at the end writes the best round's model (selected by the
 study's metric and explicit direction) and the last round's. A site whose custodian refused the
-study (its reply carries ``refused``) is recorded under ``refused`` — in the round's metrics and
+study (its answer carries ``refused``) is recorded under ``refused`` — in the round's metrics and
 in the summary (every site refused in some round, with its latest reason) — not as a failure;
 it stays targeted, so a site that approves the study mid-run joins the next round. Ditto sites
 also send the metric state of their personalised models; it is merged the same way into the
 round's ``personalised`` validation and the summary's ``personalised`` entry (the last round
 that has one) — both absent for other strategies.
 
-Examples
---------
->>> import numpy as np
->>> reply = SiteReply("site-1", {}, {"error": "OSError: disk"})
->>> reply.error
-'OSError: disk'
+The answers are :class:`~neurofed.federated.protocol.SiteAnswer` records the controller decoded
+(:mod:`~neurofed.federated.protocol`); what the run reports at the end is a
+:class:`~neurofed.federated.protocol.RunSummary`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from neurofed.artifacts import versions, write_json_atomically
-from neurofed.federated.protocol import MetaField, answer_error, answer_refused
+from neurofed.artifacts import write_json_atomically
+from neurofed.federated.protocol import (
+    PersonalisedSummary,
+    RunSummary,
+    SelectedRound,
+    SiteAnswer,
+    TaskRequest,
+    TrainResult,
+    ValidateResult,
+    encode_plan,
+)
 from neurofed.federated.round import QuorumError, aggregate_round
 from neurofed.federated.selection import best_round
 from neurofed.federated.server.planning import (
     PlanningError,
     copy_plan_files,
-    plan_from_replies,
-    plan_meta,
+    plan_from_answers,
+    plan_summary,
     read_run_plan,
     write_run_plan,
 )
 from neurofed.federated.server.run_folder import (
     LAST_MODEL,
     MODEL,
-    RUN_JSON,
     SUMMARY,
     RoundCheckpoint,
     RoundRecord,
     latest_round_checkpoint,
     load_round_checkpoint,
+    open_run_folder,
     round_metrics_path,
     save_round_checkpoint,
 )
 from neurofed.federated.state import StrategyState
-from neurofed.federated.study import STUDY_FILE, Study
+from neurofed.federated.study import Study
 from neurofed.federated.update import Parameters, SiteUpdate
 from neurofed.preprocess.plan import Plan
 from neurofed.tasks import MetricState, merge_states
-from neurofed.training import LocalTrainer, save_model
+from neurofed.training import LocalTrainer, RunFolderError, save_model
 from neurofed.training.config import TrainConfig
 from neurofed.training.parameters import check_arrays, load_arrays
-from neurofed.training.records import finalize_metrics, json_number
+from neurofed.training.records import finalize_metrics
 
-__all__ = ["FederatedRun", "RunFolderError", "SiteReply"]
+__all__ = ["FederatedRun"]
 
 logger = logging.getLogger(__name__)
 
 
-class RunFolderError(ValueError):
-    """The run folder holds another study; the message names both hashes and the fix."""
-
-
-@dataclass(frozen=True)
-class SiteReply:
-    """One site's answer to a task, as the controller received it."""
-
-    site_id: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    meta: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def error(self) -> str | None:
-        return answer_error(self.meta)
-
-    @property
-    def refused(self) -> bool:
-        """Whether the site's custodian refused the study (the reason is :attr:`error`)."""
-        return answer_refused(self.meta)
-
-
-def _update(reply: SiteReply) -> SiteUpdate:
-    meta = reply.meta
-    metrics = meta.get(MetaField.TRAIN_METRICS.value) or {}
+def _update(answer: SiteAnswer, result: TrainResult) -> SiteUpdate:
     return SiteUpdate(
-        reply.site_id,
-        {str(k): np.asarray(v) for k, v in reply.params.items()},
-        num_examples=meta.get(MetaField.NUM_EXAMPLES.value, 0),
-        label_counts={
-            str(k): int(v) for k, v in (meta.get(MetaField.LABEL_COUNTS.value) or {}).items()
-        },
-        metrics={str(k): float(v) for k, v in metrics.items()},
+        answer.site_id,
+        dict(result.params),
+        num_examples=result.num_examples,
+        label_counts=dict(result.label_counts),
+        metrics=dict(result.metrics),
     )
 
 
@@ -148,32 +123,15 @@ class FederatedRun:
         RunFolderError
             The run folder holds a run of another study.
         """
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        run_json = self.run_dir / RUN_JSON
-        digest = self.study.content_hash
-        if run_json.is_file():
-            stored = json.loads(run_json.read_text(encoding="utf-8")).get("study_hash")
-            if stored != digest:
-                raise RunFolderError(
-                    f"{self.run_dir} holds a run of study sha256:{stored}, not of this study "
-                    f"(sha256:{digest}); re-run the same study to resume it, or choose another "
-                    "--out"
-                )
-        else:
-            (self.run_dir / STUDY_FILE).write_text(self.study.to_toml(), encoding="utf-8")
-            write_json_atomically(
-                run_json,
-                {
-                    "study": self.study.name,
-                    "study_hash": digest,
-                    "sites": sorted(sites),
-                    "versions": versions(),
-                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                },
-            )
+        open_run_folder(self.run_dir, self.study, sites)
         self.live = sorted(sites)
         latest = latest_round_checkpoint(self.run_dir)
-        self._read_plan(resuming=latest is not None)
+        try:
+            self.plan, self.planning = read_run_plan(
+                self.run_dir, self.study, resuming=latest is not None
+            )
+        except PlanningError as error:
+            raise RunFolderError(str(error)) from None
         if latest is None:
             self.params = self.initial_parameters()  # seeded by the study
             self.next_round = 1
@@ -186,18 +144,19 @@ class FederatedRun:
             logger.info("resuming %s after round %d", self.run_dir, checkpoint.round)
         return self.next_round
 
-    def task_meta(self, round_number: int) -> dict[str, Any]:
-        """The ``meta`` of a task of ``round_number``: the study, its hash, the round."""
-        return {
-            MetaField.STUDY.value: self.study.to_dict(),
-            MetaField.STUDY_HASH.value: self.study.content_hash,
-            MetaField.ROUND.value: round_number,
-        } | plan_meta(self.plan)
+    def task_request(self, round_number: int) -> TaskRequest:
+        """What a task of ``round_number`` carries: the study, its hash, the round, the plan."""
+        return TaskRequest(
+            study=self.study.to_dict(),
+            study_hash=self.study.content_hash,
+            round=round_number,
+            plan=encode_plan(self.plan),
+        )
 
-    # -- the plan of a study with [plan] (see planning_round) ----------------------------------
+    # -- the plan of a study with [plan] (see server.planning) ---------------------------------
 
     def train_config(self) -> TrainConfig:
-        """The study's engine config on the server (CPU), under the run's plan if planned."""
+        """The study's training config on the server (CPU), under the run's plan if planned."""
         return self.study.train_config(device="cpu", plan=self.plan)
 
     def initial_parameters(self) -> Parameters:
@@ -210,23 +169,8 @@ class FederatedRun:
         """Whether the fingerprint round must run before round 1 (planned, no plan.json)."""
         return self.study.plan is not None and self.plan is None
 
-    def _read_plan(self, *, resuming: bool) -> None:
-        try:
-            self.plan = read_run_plan(self.run_dir, self.study)
-        except PlanningError as error:
-            raise RunFolderError(str(error)) from None
-        if self.needs_fingerprint() and resuming:
-            raise RunFolderError(
-                f"{self.run_dir} holds round checkpoints of a planned study but no plan.json; "
-                "copy the run's plan.json back, or choose another --out"
-            )
-        if self.plan is not None:
-            stored = json.loads((self.run_dir / RUN_JSON).read_text(encoding="utf-8"))
-            self.planning = dict(stored.get("plan") or {})
-            logger.info("%s: read plan %s back", self.run_dir, self.plan.plan_id)
-
-    def record_fingerprints(self, targets: Sequence[str], replies: Sequence[SiteReply]) -> Plan:
-        """Merge the fingerprint round's replies into the run's plan and build the initial
+    def record_fingerprints(self, targets: Sequence[str], answers: Sequence[SiteAnswer]) -> Plan:
+        """Merge the fingerprint round's answers into the run's plan and build the initial
         global model under it; sites that did not answer are dropped from the rounds.
 
         Raises
@@ -234,8 +178,7 @@ class FederatedRun:
         PlanningError
             Fewer than ``min_sites`` sites sent a fingerprint, or no plan fits it.
         """
-        answers = [(r.site_id, r.meta) for r in replies]
-        plan, merged, record = plan_from_replies(self.study, targets, answers)
+        plan, merged, record = plan_from_answers(self.study, targets, answers)
         write_run_plan(self.run_dir, plan, merged, record)
         self.plan, self.planning = plan, record.to_json()
         for site in record.dropped:
@@ -254,30 +197,12 @@ class FederatedRun:
         )
         return plan
 
-    def _plan_summary(self) -> dict[str, Any]:
-        """The summary's ``plan`` entry (none for a study without [plan])."""
-        if self.plan is None:
-            return {}
-        return {
-            "plan": {
-                "plan_id": self.plan.plan_id,
-                "spacing": list(self.plan.spacing),
-                "patch_size": list(self.plan.patch_size),
-                "volume_shape": list(self.plan.volume_shape),
-                "batch_size": self.plan.batch_size,
-                "num_cases": self.plan.num_cases,
-                "fingerprint_id": self.plan.fingerprint_id,
-                "sites": list(self.planning.get("sites", [])),
-                "failed": dict(self.planning.get("failed", {})),
-            }
-        }
-
     # -- one round -----------------------------------------------------------------------------
 
     def _drop(
-        self, record: RoundRecord, targets: Sequence[str], replies: Sequence[SiteReply]
+        self, record: RoundRecord, targets: Sequence[str], answers: Sequence[SiteAnswer]
     ) -> None:
-        answered = {r.site_id for r in replies}
+        answered = {a.site_id for a in answers}
         for site in targets:
             if site not in answered and site in self.live:
                 logger.warning(
@@ -291,26 +216,26 @@ class FederatedRun:
                 record.dropped.append(site)
 
     def record_training(
-        self, record: RoundRecord, targets: Sequence[str], replies: Sequence[SiteReply]
+        self, record: RoundRecord, targets: Sequence[str], answers: Sequence[SiteAnswer]
     ) -> bool:
-        """Aggregate the training replies of a round; returns whether the global model changed."""
+        """Aggregate the training answers of a round; returns whether the global model changed."""
         record.targets = list(targets)
-        self._drop(record, targets, replies)
+        self._drop(record, targets, answers)
         updates = []
-        for reply in sorted(replies, key=lambda r: r.site_id):  # order-independent result
-            if reply.error is not None and reply.refused:
-                logger.warning("round %d: %s %s", record.round, reply.site_id, reply.error)
-                record.refused[reply.site_id] = reply.error
+        for answer in sorted(answers, key=lambda a: a.site_id):  # order-independent result
+            site = answer.site_id
+            if answer.error is not None and answer.refused:
+                logger.warning("round %d: %s %s", record.round, site, answer.error)
+                record.refused[site] = answer.error
                 continue
-            if reply.error is not None:
-                logger.warning("round %d: %s failed: %s", record.round, reply.site_id, reply.error)
-                record.failed[reply.site_id] = reply.error
+            if not isinstance(answer.result, TrainResult):
+                reason = answer.error or "it answered the training task with another task's result"
+                logger.warning("round %d: %s failed: %s", record.round, site, reason)
+                record.failed[site] = reason
                 continue
-            update = _update(reply)
+            update = _update(answer, answer.result)
             updates.append(update)
-            record.train[reply.site_id] = {"num_examples": float(update.num_examples)} | dict(
-                update.metrics
-            )
+            record.train[site] = {"num_examples": float(update.num_examples)} | dict(update.metrics)
         try:
             result = aggregate_round(
                 self.strategy,
@@ -334,41 +259,35 @@ class FederatedRun:
         return True
 
     def record_validation(
-        self, record: RoundRecord, targets: Sequence[str], replies: Sequence[SiteReply]
+        self, record: RoundRecord, targets: Sequence[str], answers: Sequence[SiteAnswer]
     ) -> None:
         """Merge the sites' validation metric states of the new global model (and, from Ditto
         sites, of their personalised models)."""
-        self._drop(record, targets, replies)
+        self._drop(record, targets, answers)
         states = []
         personalised = []
-        for reply in sorted(replies, key=lambda r: r.site_id):
-            if reply.error is not None and reply.refused:
-                record.refused.setdefault(reply.site_id, reply.error)
+        for answer in sorted(answers, key=lambda a: a.site_id):
+            site = answer.site_id
+            if answer.error is not None and answer.refused:
+                record.refused.setdefault(site, answer.error)
                 continue
-            if reply.error is not None:
-                logger.warning(
-                    "round %d: validation at %s failed: %s",
-                    record.round,
-                    reply.site_id,
-                    reply.error,
-                )
-                record.failed.setdefault(reply.site_id, f"validation: {reply.error}")
+            if not isinstance(answer.result, ValidateResult):
+                reason = answer.error or "it answered the validation task with another result"
+                logger.warning("round %d: validation at %s failed: %s", record.round, site, reason)
+                record.failed.setdefault(site, f"validation: {reason}")
                 continue
-            own = MetricState.from_arrays(
-                reply.meta.get(MetaField.PERSONALISED_METRIC_STATE.value) or {}
-            )
+            result = answer.result
+            own = MetricState.from_arrays(result.personalised_metric_state or {})
             if not own.is_empty:
                 personalised.append(own)
-                record.personalised_per_site[reply.site_id] = finalize_metrics(self.task, own)
-            seconds = reply.meta.get(MetaField.VALIDATE_SECONDS.value)
-            if isinstance(seconds, int | float) and not isinstance(seconds, bool):
-                record.validation_seconds[reply.site_id] = float(seconds)
-            arrays = reply.meta.get(MetaField.METRIC_STATE.value) or {}
-            state = MetricState.from_arrays(arrays)
+                record.personalised_per_site[site] = finalize_metrics(self.task, own)
+            if result.seconds is not None:
+                record.validation_seconds[site] = float(result.seconds)
+            state = MetricState.from_arrays(result.metric_state)
             if state.is_empty:
                 continue
             states.append(state)
-            record.validation_per_site[reply.site_id] = finalize_metrics(self.task, state)
+            record.validation_per_site[site] = finalize_metrics(self.task, state)
         record.validation = finalize_metrics(self.task, merge_states(states))
         if personalised:
             record.personalised = finalize_metrics(self.task, merge_states(personalised))
@@ -424,46 +343,48 @@ class FederatedRun:
         copy_plan_files(self.run_dir, saved)  # model/ = weights + study + plan + fingerprint
         return saved
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> RunSummary:
         """Write ``model/`` (the selected round), ``last_model/`` and ``summary.json``."""
         by_round = {r.round: r for r in self.history}
         last = self.history[-1] if self.history else None
         self._save(self.run_dir / LAST_MODEL, self.params, last)
         chosen = self.selection()
-        selected: dict[str, Any] | None = None
+        selected: SelectedRound | None = None
         if chosen is not None:
             round_number, value = chosen
             path = self.run_dir / "checkpoints" / f"round-{round_number}"
             self._save(
                 self.run_dir / MODEL, load_round_checkpoint(path).params, by_round[round_number]
             )
-            selected = {
-                "round": round_number,
-                "metric": self.study.selection.metric,
-                "direction": self.study.selection.direction.value,
-                "value": json_number(value),
-            }
+            selected = SelectedRound(
+                round=round_number,
+                metric=self.study.selection.metric,
+                direction=self.study.selection.direction.value,
+                value=value,
+            )
         else:  # nothing validated: the last model is the only candidate
             self._save(self.run_dir / MODEL, self.params, last)
-        summary = {
-            "study": self.study.name,
-            "study_hash": self.study.content_hash,
-            "rounds_done": len(self.history),
-            "rounds": self.study.rounds,
-            "selected": selected,
-            "dropped": list(self.dropped),
-            "refused": {site: reason for r in self.history for site, reason in r.refused.items()},
-            "model": MODEL,
-            "last_model": LAST_MODEL,
-        }
-        personalised = [r for r in self.history if r.personalised_per_site]
-        if personalised:  # Ditto: the sites' own models after the last round that validated
-            written = personalised[-1].to_json()
-            summary["personalised"] = {
-                "round": written["round"],
-                "validation": written["personalised"],
-                "validation_per_site": written["personalised_per_site"],
-            }
-        summary |= self._plan_summary()
-        write_json_atomically(self.run_dir / SUMMARY, summary)
+        personalised = None
+        validated = [r for r in self.history if r.personalised_per_site]
+        if validated:  # Ditto: the sites' own models after the last round that validated
+            written = validated[-1].to_json()
+            personalised = PersonalisedSummary(
+                round=int(written["round"]),
+                validation=written["personalised"],
+                validation_per_site=written["personalised_per_site"],
+            )
+        summary = RunSummary(
+            study=self.study.name,
+            study_hash=self.study.content_hash,
+            rounds_done=len(self.history),
+            rounds=self.study.rounds,
+            selected=selected,
+            dropped=tuple(self.dropped),
+            refused={site: reason for r in self.history for site, reason in r.refused.items()},
+            model=MODEL,
+            last_model=LAST_MODEL,
+            personalised=personalised,
+            plan=plan_summary(self.plan, self.planning),
+        )
+        write_json_atomically(self.run_dir / SUMMARY, summary.to_json())
         return summary

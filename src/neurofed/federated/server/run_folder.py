@@ -29,16 +29,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from neurofed.artifacts import atomic_folder, write_json_atomically
+from neurofed.artifacts import atomic_folder, versions, write_json_atomically
 from neurofed.federated.state import StrategyState
+from neurofed.federated.study import STUDY_FILE, Study
 from neurofed.federated.update import Parameters
+from neurofed.training import RunFolderError
 from neurofed.training.records import json_number, number
 
 __all__ = [
@@ -50,8 +53,10 @@ __all__ = [
     "SUMMARY",
     "RoundCheckpoint",
     "RoundRecord",
+    "check_run_folder",
     "latest_round_checkpoint",
     "load_round_checkpoint",
+    "open_run_folder",
     "round_metrics_path",
     "save_round_checkpoint",
 ]
@@ -187,6 +192,53 @@ class RoundRecord:
             },
             seconds=float(data.get("seconds", math.nan)),
         )
+
+
+def check_run_folder(run_dir: Path, study_hash: str) -> bool:
+    """Whether ``run_dir`` already holds a run (``run.json``) of the study ``study_hash``.
+
+    Raises
+    ------
+    RunFolderError
+        It holds a run of another study (the message names both hashes and the fix).
+    """
+    run_json = Path(run_dir) / RUN_JSON
+    if not run_json.is_file():
+        return False
+    stored = json.loads(run_json.read_text(encoding="utf-8")).get("study_hash")
+    if stored != study_hash:
+        raise RunFolderError(
+            f"{run_dir} holds a run of study sha256:{stored}, not of this study "
+            f"(sha256:{study_hash}); re-run the same study to resume it, or choose another --out"
+        )
+    return True
+
+
+def open_run_folder(run_dir: Path, study: Study, sites: Sequence[str]) -> bool:
+    """Create the run folder of ``study`` (``study.toml`` and ``run.json``) unless it exists;
+    returns whether it existed (a run to resume).
+
+    Raises
+    ------
+    RunFolderError
+        It holds a run of another study.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if check_run_folder(run_dir, study.content_hash):
+        return True
+    (run_dir / STUDY_FILE).write_text(study.to_toml(), encoding="utf-8")
+    write_json_atomically(
+        run_dir / RUN_JSON,
+        {
+            "study": study.name,
+            "study_hash": study.content_hash,
+            "sites": sorted(sites),
+            "versions": versions(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+    return False
 
 
 def round_metrics_path(run_dir: Path, round_number: int) -> Path:

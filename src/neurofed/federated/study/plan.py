@@ -71,6 +71,8 @@ from neurofed.training.config import TrainConfig
 from neurofed.training.planning import train_config_from_plan
 
 __all__ = [
+    "FINGERPRINT_FILE",
+    "PLAN_FILE",
     "PLAN_TABLE_KEYS",
     "PlanSource",
     "PlanTableError",
@@ -81,6 +83,12 @@ __all__ = [
     "planned_keys",
     "strip_planned",
 ]
+
+#: A planned run's plan (``Plan.to_json()``): in the run folder, in every model folder trained
+#: under it, and in each site's state folder of the study.
+PLAN_FILE = "plan.json"
+#: The merged fingerprint the plan was made from (aggregates only), beside ``plan.json``.
+FINGERPRINT_FILE = "fingerprint.json"
 
 
 class PlanTableError(ValueError):
