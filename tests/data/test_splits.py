@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 from neurofed.data.splits import (
+    DEFAULT_VALIDATION_FRACTION,
+    SplitParameters,
     Splits,
     SplitsError,
     load_or_create_splits,
     load_splits,
     make_splits,
+    site_splits,
+    split_parameters,
 )
 from neurofed.data.subject import Clinical, ImageRef, Subject
 from neurofed.keys import ClinicalField, Modality, ProblemKind, Severity, Split
@@ -195,3 +199,30 @@ def test_damaged_splits_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "neurofed/splits.json").write_text("{}")
     with pytest.raises(SplitsError, match=r"splits\.json: unusable.*--reshuffle"):
         load_or_create_splits(tmp_path, cases(3))
+
+
+def test_split_parameters_are_the_given_ones_else_the_files_else_the_defaults(
+    tmp_path: Path,
+) -> None:
+    # Prepare: no file yet, then a file made with other parameters
+    assert split_parameters(tmp_path) == SplitParameters()
+    assert SplitParameters().validation_fraction == DEFAULT_VALIDATION_FRACTION == 0.2
+    load_or_create_splits(tmp_path, cases(10), seed=5, validation_fraction=0.4)
+    # Execute / Assert
+    assert split_parameters(tmp_path) == SplitParameters(seed=5, validation_fraction=0.4)
+    assert split_parameters(tmp_path, seed=1) == SplitParameters(seed=1)  # given: no file value
+    assert split_parameters(tmp_path, reshuffle=True) == SplitParameters()
+
+
+def test_site_splits_reuse_the_files_parameters_and_add_new_cases(tmp_path: Path) -> None:
+    # Prepare
+    first, _ = load_or_create_splits(tmp_path, cases(10), seed=5, validation_fraction=0.4)
+    # Execute: every reader of the site's splits (training, fingerprint, demo) calls this
+    again, problems = site_splits(tmp_path, cases(11))
+    # Assert
+    assert (again.seed, again.validation_fraction) == (5, 0.4)
+    assert {k: again.assignment[k] for k in first.assignment} == dict(first.assignment)
+    assert [p.subject_id for p in problems] == ["c010"]
+    fresh, _ = site_splits(tmp_path / "new", cases(10))
+    assert fresh.validation_fraction == DEFAULT_VALIDATION_FRACTION
+    assert load_splits(tmp_path / "new") == fresh

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -12,9 +12,16 @@ from rich.markup import escape
 from neurofed.cli.console import console, err_console, progress_bar
 from neurofed.data.checks import CheckSettings
 from neurofed.data.layouts.detect import LayoutError
-from neurofed.data.manifest import SiteCheckReport, check_site, site_file
+from neurofed.data.manifest import SiteCheckReport, check_site
 from neurofed.data.modalities import normalise_modality
-from neurofed.data.splits import Splits, load_or_create_splits, load_splits
+from neurofed.data.splits import (
+    DEFAULT_SEED,
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VALIDATION_FRACTION,
+    Splits,
+    load_or_create_splits,
+    split_parameters,
+)
 from neurofed.data.subject import Problem
 from neurofed.keys import ClinicalField, Layout, Modality, Severity, SiteFile, Split, TaskId
 from neurofed.preprocess.params import PreprocessParams
@@ -78,36 +85,6 @@ def _splits_line(splits: Splits, available: list[str]) -> str:
     return f"splits: {' / '.join(counts)} (seed {splits.seed}{strat})"
 
 
-def _split_arguments(
-    site: Path,
-    seed: int | None,
-    validation: float | None,
-    test: float | None,
-    stratify: ClinicalField | None,
-    reshuffle: bool,
-) -> dict[str, Any]:
-    """Split parameters: the ones given, else the existing split's, else the defaults."""
-    given = (seed, validation, test, stratify)
-    if (
-        not reshuffle
-        and all(v is None for v in given)
-        and site_file(site, SiteFile.SPLITS).exists()
-    ):
-        existing = load_splits(site)
-        return {
-            "seed": existing.seed,
-            "validation_fraction": existing.validation_fraction,
-            "test_fraction": existing.test_fraction,
-            "stratify_on": existing.stratify_on,
-        }
-    return {
-        "seed": 0 if seed is None else seed,
-        "validation_fraction": 0.2 if validation is None else validation,
-        "test_fraction": 0.0 if test is None else test,
-        "stratify_on": stratify,
-    }
-
-
 @site_app.command("check")
 def check(
     site: Annotated[Path, typer.Argument(help="The site's data folder.")],
@@ -122,12 +99,18 @@ def check(
         float, typer.Option(help="How far (mm) two modalities' grids may differ.")
     ] = 0.1,
     seed: Annotated[
-        int | None, typer.Option(help="Seed of the split [default: 0, or the existing split's].")
+        int | None,
+        typer.Option(
+            help=f"Seed of the split \\[default: {DEFAULT_SEED}, or the existing split's]."
+        ),
     ] = None,
     validation: Annotated[
-        float | None, typer.Option(help="Validation fraction [default: 0.2].")
+        float | None,
+        typer.Option(help=f"Validation fraction \\[default: {DEFAULT_VALIDATION_FRACTION:g}]."),
     ] = None,
-    test: Annotated[float | None, typer.Option(help="Test fraction [default: 0].")] = None,
+    test: Annotated[
+        float | None, typer.Option(help=f"Test fraction \\[default: {DEFAULT_TEST_FRACTION:g}].")
+    ] = None,
     stratify: Annotated[
         ClinicalField | None, typer.Option(help="Stratify the split on this label.")
     ] = None,
@@ -156,9 +139,16 @@ def check(
                 progress=None if as_json else progress,
                 force=force,
             )
-        split_args = _split_arguments(site, seed, validation, test, stratify, reshuffle)
+        parameters = split_parameters(
+            site,
+            seed=seed,
+            validation_fraction=validation,
+            test_fraction=test,
+            stratify_on=stratify,
+            reshuffle=reshuffle,
+        )
         splits, split_problems = load_or_create_splits(
-            site, report.manifest.subjects, reshuffle=reshuffle, **split_args
+            site, report.manifest.subjects, reshuffle=reshuffle, **parameters.as_kwargs()
         )
     except (LayoutError, FileNotFoundError, ValueError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
@@ -277,7 +267,7 @@ def preprocess(
         float | None, typer.Option(min=0.1, help="Isotropic voxel size in mm (default 1.0).")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Processes [default: min(cores, 4)].")
+        int | None, typer.Option(min=1, help="Processes \\[default: min(cores, 4)].")
     ] = None,
     bias_correction: Annotated[
         bool | None, typer.Option(help="N4 bias-field correction (default on).")

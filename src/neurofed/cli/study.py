@@ -101,7 +101,7 @@ def submit(
         str,
         typer.Option(
             "--run-name",
-            help="The run folder's name on the server [default: <study name>-<hash[:12]>]; "
+            help="The run folder's name on the server \\[default: <study name>-<hash[:12]>]; "
             "the same name resumes the run.",
         ),
     ] = "",

@@ -39,7 +39,26 @@ from neurofed.data.manifest import read_site_file, site_file, write_site_file
 from neurofed.data.subject import Problem, Subject
 from neurofed.keys import ClinicalField, ProblemKind, Severity, SiteFile, Split
 
-__all__ = ["Splits", "SplitsError", "load_or_create_splits", "load_splits", "make_splits"]
+__all__ = [
+    "DEFAULT_SEED",
+    "DEFAULT_TEST_FRACTION",
+    "DEFAULT_VALIDATION_FRACTION",
+    "SplitParameters",
+    "Splits",
+    "SplitsError",
+    "load_or_create_splits",
+    "load_splits",
+    "make_splits",
+    "site_splits",
+    "split_parameters",
+]
+
+#: Seed of a site's first splits.
+DEFAULT_SEED = 0
+#: FeTS's 4:1 train/validation split.
+DEFAULT_VALIDATION_FRACTION = 0.2
+#: No test split unless the custodian asks for one.
+DEFAULT_TEST_FRACTION = 0.0
 
 FORMAT_VERSION = 1
 _CONTINUOUS = frozenset({ClinicalField.AGE, ClinicalField.SDMT})
@@ -180,9 +199,9 @@ def _strata(
 def make_splits(
     subjects: Sequence[Subject],
     *,
-    seed: int = 0,
-    validation_fraction: float = 0.2,
-    test_fraction: float = 0.0,
+    seed: int = DEFAULT_SEED,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     stratify_on: ClinicalField | None = None,
 ) -> Splits:
     """Assign every subject to a split, deterministically from ``seed``.
@@ -364,9 +383,9 @@ def load_or_create_splits(
     root: Path,
     subjects: Sequence[Subject],
     *,
-    seed: int = 0,
-    validation_fraction: float = 0.2,
-    test_fraction: float = 0.0,
+    seed: int = DEFAULT_SEED,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     stratify_on: ClinicalField | None = None,
     reshuffle: bool = False,
 ) -> tuple[Splits, tuple[Problem, ...]]:
@@ -410,3 +429,75 @@ def load_or_create_splits(
     if splits != existing:
         write_site_file(root, SiteFile.SPLITS, splits.to_json())
     return splits, problems
+
+
+@dataclass(frozen=True)
+class SplitParameters:
+    """How a site's splits are made (the keyword arguments of :func:`load_or_create_splits`)."""
+
+    seed: int = DEFAULT_SEED
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    stratify_on: ClinicalField | None = None
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "validation_fraction": self.validation_fraction,
+            "test_fraction": self.test_fraction,
+            "stratify_on": self.stratify_on,
+        }
+
+
+def split_parameters(
+    root: Path,
+    *,
+    seed: int | None = None,
+    validation_fraction: float | None = None,
+    test_fraction: float | None = None,
+    stratify_on: ClinicalField | None = None,
+    reshuffle: bool = False,
+) -> SplitParameters:
+    """The parameters to make a site's splits with: when none is given (and no reshuffle), those
+    of its existing ``splits.json``; else the ones given, the defaults for the rest.
+
+    Raises
+    ------
+    SplitsError
+        The existing ``splits.json`` is unreadable.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> split_parameters(Path(tempfile.mkdtemp()), validation_fraction=0.3).validation_fraction
+    0.3
+    """
+    given = (seed, validation_fraction, test_fraction, stratify_on)
+    path = site_file(root, SiteFile.SPLITS)
+    if not reshuffle and all(v is None for v in given) and path.exists():
+        existing = load_splits(root)
+        return SplitParameters(
+            existing.seed,
+            existing.validation_fraction,
+            existing.test_fraction,
+            existing.stratify_on,
+        )
+    return SplitParameters(
+        DEFAULT_SEED if seed is None else seed,
+        DEFAULT_VALIDATION_FRACTION if validation_fraction is None else validation_fraction,
+        DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction,
+        stratify_on,
+    )
+
+
+def site_splits(root: Path, subjects: Sequence[Subject]) -> tuple[Splits, tuple[Problem, ...]]:
+    """The site's splits as training, fingerprinting and evaluation read them: an existing
+    ``splits.json`` with its own parameters (cases new since then join it), else the default
+    splits, made and written now.
+
+    Raises
+    ------
+    SplitsError
+        ``splits.json`` is unreadable or does not fit the subjects.
+    """
+    return load_or_create_splits(root, subjects, **split_parameters(root).as_kwargs())

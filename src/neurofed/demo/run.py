@@ -35,7 +35,7 @@ from typing import Any
 
 from neurofed import __version__
 from neurofed.data.manifest import check_site
-from neurofed.data.splits import load_or_create_splits
+from neurofed.data.splits import site_splits
 from neurofed.demo.config import DemoConfig
 from neurofed.demo.report import SUMMARY_JSON, SUMMARY_MD, headline, markdown
 from neurofed.federated.protocol import RunSummary
@@ -107,7 +107,7 @@ def _phantom(config: DemoConfig, folder: Path, progress: ProgressCallback) -> li
 
 def _site_row(site_dir: Path, held_out: bool) -> dict[str, Any]:
     report = check_site(site_dir)
-    splits, _ = load_or_create_splits(site_dir, report.manifest.subjects)
+    splits, _ = site_splits(site_dir, report.manifest.subjects)
     ids = [s.subject_id for s in report.manifest.subjects]
     return {
         "site": site_dir.name,

@@ -77,11 +77,11 @@ import numpy as np
 import numpy.typing as npt
 
 from neurofed.data.loading import load_subject
-from neurofed.data.manifest import ManifestError, load_manifest, site_file
+from neurofed.data.manifest import ManifestError, load_manifest
 from neurofed.data.nifti import VolumeError, voxel_spacing
-from neurofed.data.splits import SplitsError, load_or_create_splits, load_splits
+from neurofed.data.splits import SplitsError, site_splits
 from neurofed.data.subject import Subject
-from neurofed.keys import Modality, SiteFile, Split
+from neurofed.keys import Modality, Split
 from neurofed.preprocess.ops import brain_mask, reorient_to_ras
 from neurofed.preprocess.params import PreprocessError
 from neurofed.types import ProgressCallback
@@ -751,18 +751,7 @@ def _split_ids(root: Path, subjects: Sequence[Subject], split: Split) -> set[str
     parameters (new cases join it), and the default splits are made when there is none.
     """
     try:
-        if site_file(root, SiteFile.SPLITS).exists():
-            existing = load_splits(root)
-            splits, _ = load_or_create_splits(
-                root,
-                subjects,
-                seed=existing.seed,
-                validation_fraction=existing.validation_fraction,
-                test_fraction=existing.test_fraction,
-                stratify_on=existing.stratify_on,
-            )
-        else:
-            splits, _ = load_or_create_splits(root, subjects)
+        splits, _ = site_splits(root, subjects)
     except SplitsError as exc:
         raise FingerprintError(str(exc)) from exc
     return set(splits.subject_ids(split, [s.subject_id for s in subjects]))

@@ -30,7 +30,7 @@ from neurofed.data.labels import is_tumor
 from neurofed.data.loading import load_subject
 from neurofed.data.manifest import Manifest, ManifestError, load_manifest, site_file
 from neurofed.data.nifti import VolumeError
-from neurofed.data.splits import Splits, SplitsError, load_or_create_splits, load_splits
+from neurofed.data.splits import SplitsError, site_splits
 from neurofed.data.subject import Subject
 from neurofed.keys import Modality, SiteFile, Split, TumorLabel
 from neurofed.preprocess import (
@@ -117,23 +117,6 @@ def usable_cases(
             skipped.append(SkippedCase(site_id, subject.subject_id, reason))
             logger.info("%s: skipping %s: %s", site_id, subject.subject_id, reason)
     return tuple(keep), tuple(skipped)
-
-
-def _load_splits(root: Path, manifest: Manifest) -> Splits:
-    """The site's splits with their own parameters (defaults when there is no splits.json)."""
-    if site_file(root, SiteFile.SPLITS).exists():
-        existing = load_splits(root)
-        splits, _ = load_or_create_splits(
-            root,
-            manifest.subjects,
-            seed=existing.seed,
-            validation_fraction=existing.validation_fraction,
-            test_fraction=existing.test_fraction,
-            stratify_on=existing.stratify_on,
-        )
-        return splits
-    splits, _ = load_or_create_splits(root, manifest.subjects)
-    return splits
 
 
 class SiteData:
@@ -228,7 +211,7 @@ class SiteData:
         ids: Sequence[str] = available
         if split is not None:
             try:
-                ids = _load_splits(root, manifest).subject_ids(split, available)
+                ids = site_splits(root, manifest.subjects)[0].subject_ids(split, available)
             except SplitsError as exc:
                 raise SiteDataError(str(exc)) from exc
         subjects, skipped = usable_cases(manifest, self.task, ids, root.name)
