@@ -15,9 +15,9 @@ from neurofed.data.manifest import load_manifest
 from neurofed.data.subject import Subject
 from neurofed.keys import ClinicalField, Split
 from neurofed.preprocess import PreprocessParams
+from neurofed.preprocess.cache import PREPROCESSED_FOLDER, source_stamp
 from neurofed.tasks import get_task
-from neurofed.training import CaseDataset, SiteData, SiteDataError, source_stamp
-from neurofed.training.site_data import PREPROCESSED_FOLDER
+from neurofed.training import CaseDataset, SiteData, SiteDataError
 from tests.training.sites import prepare_site, write_glioma_site
 
 

@@ -35,7 +35,7 @@ import logging
 import re
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import IO
@@ -45,6 +45,8 @@ import numpy.typing as npt
 
 from neurofed import __version__
 from neurofed.artifacts import atomic_path
+from neurofed.data.subject import Subject
+from neurofed.keys import Modality, SiteFile
 from neurofed.preprocess.params import (
     BrainMaskMethod,
     PreprocessedCase,
@@ -52,10 +54,19 @@ from neurofed.preprocess.params import (
     PreprocessParams,
 )
 
-__all__ = ["PreprocessedCache", "safe_file_stem"]
+__all__ = [
+    "PREPROCESSED_FOLDER",
+    "PreprocessedCache",
+    "cache_key",
+    "safe_file_stem",
+    "site_cache_root",
+    "source_stamp",
+]
 
 logger = logging.getLogger(__name__)
 
+#: ``<site>/neurofed/preprocessed/``: every preprocessing of the site, one folder per params id.
+PREPROCESSED_FOLDER = "preprocessed"
 CACHE_FORMAT = 1
 PARAMS_FILE = "params.json"
 CASE_SUFFIX = ".npz"
@@ -105,6 +116,32 @@ def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         write(handle)
 
 
+def site_cache_root(root: Path) -> Path:
+    """The folder of a site's preprocessed cases: ``<root>/neurofed/preprocessed``."""
+    return Path(root) / SiteFile.FOLDER.value / PREPROCESSED_FOLDER
+
+
+def cache_key(subject_id: str, modalities: Sequence[Modality]) -> str:
+    """The cache key of a case: its arrays depend on the channels loaded.
+
+    >>> cache_key("BraTS2021_00001", (Modality.T1, Modality.FLAIR))
+    'BraTS2021_00001[T1+FLAIR]'
+    """
+    return f"{subject_id}[{'+'.join(Modality(m).value for m in modalities)}]"
+
+
+def source_stamp(root: Path, subject: Subject) -> str:
+    """A hash of the subject's files (path, size, modification time) and the neurofed version.
+
+    A cached preprocessed case is valid while this stamp is unchanged.
+    """
+    digest = hashlib.sha256(__version__.encode())
+    for rel in subject.files():
+        stat = (Path(root) / rel).stat()
+        digest.update(f"\0{rel}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:32]
+
+
 class PreprocessedCache:
     """Preprocessed cases of one site under one :class:`PreprocessParams`.
 
@@ -119,6 +156,11 @@ class PreprocessedCache:
     def __init__(self, folder: Path, params: PreprocessParams) -> None:
         self.params = params
         self.folder = Path(folder) / params.params_id
+
+    @classmethod
+    def for_site(cls, root: Path, params: PreprocessParams) -> PreprocessedCache:
+        """The cache of the site at ``root`` (:func:`site_cache_root`) under ``params``."""
+        return cls(site_cache_root(root), params)
 
     def path_for(self, subject_id: str) -> Path:
         """The case file of ``subject_id`` (whether or not it exists)."""

@@ -14,16 +14,12 @@ since its last successful run is skipped; a case that fails is reported (file, r
 and skipped, never fatal. :func:`run_qc` re-judges the recorded measures and, on the
 custodian's decision, writes ``<site>/neurofed/qc-exclusions.json``, which training respects.
 
-Examples
---------
->>> cache_key("BraTS2021_00001", (Modality.T1, Modality.FLAIR))
-'BraTS2021_00001[T1+FLAIR]'
+The cache's folder, case keys and source stamps are :mod:`~neurofed.preprocess.cache`'s.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import multiprocessing
@@ -44,7 +40,7 @@ from neurofed.data.manifest import ManifestError, load_manifest
 from neurofed.data.nifti import VolumeError
 from neurofed.data.subject import Subject
 from neurofed.keys import Modality, SiteFile
-from neurofed.preprocess.cache import PreprocessedCache
+from neurofed.preprocess.cache import PreprocessedCache, cache_key, site_cache_root, source_stamp
 from neurofed.preprocess.harmonise import N4Settings, RegistrationSettings
 from neurofed.preprocess.ops import finish_case, harmonise_case
 from neurofed.preprocess.params import PreprocessError, PreprocessParams
@@ -59,7 +55,6 @@ from neurofed.preprocess.qc import (
 from neurofed.types import ProgressCallback
 
 __all__ = [
-    "PREPROCESSED_FOLDER",
     "CaseOutcome",
     "OutcomeStatus",
     "PipelineError",
@@ -67,16 +62,13 @@ __all__ = [
     "PreprocessReport",
     "QCExclusion",
     "QCReport",
-    "cache_key",
     "default_workers",
     "load_qc_exclusions",
     "preprocess_site",
     "run_qc",
-    "source_stamp",
 ]
 
 #: Where preprocessed arrays live, inside ``<site>/neurofed/``.
-PREPROCESSED_FOLDER = "preprocessed"
 PROVENANCE_FORMAT = 1
 
 
@@ -99,23 +91,6 @@ class OutcomeStatus(StrEnum):
 
 class PipelineError(ValueError):
     """The site cannot be preprocessed or judged at all; the message names the fix."""
-
-
-def cache_key(subject_id: str, modalities: Sequence[Modality]) -> str:
-    """The cache key of a case: its arrays depend on the channels loaded."""
-    return f"{subject_id}[{'+'.join(Modality(m).value for m in modalities)}]"
-
-
-def source_stamp(root: Path, subject: Subject) -> str:
-    """A hash of the subject's files (path, size, modification time) and the neurofed version.
-
-    A cached preprocessed case is valid while this stamp is unchanged.
-    """
-    digest = hashlib.sha256(__version__.encode())
-    for rel in subject.files():
-        stat = (Path(root) / rel).stat()
-        digest.update(f"\0{rel}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:32]
 
 
 def _cores() -> int:
@@ -401,7 +376,7 @@ def _inputs(root: Path, subject: Subject) -> list[dict[str, Any]]:
 
 
 def _folder(root: Path, params: PreprocessParams) -> Path:
-    return Path(root) / SiteFile.FOLDER.value / PREPROCESSED_FOLDER / params.params_id
+    return PreprocessedCache.for_site(root, params).folder
 
 
 def _provenance(folder: Path) -> dict[str, Any]:
@@ -574,7 +549,7 @@ def preprocess_site(
 
 
 def _find_folder(root: Path, params_id: str | None) -> Path:
-    base = Path(root) / SiteFile.FOLDER.value / PREPROCESSED_FOLDER
+    base = site_cache_root(root)
     found = sorted(p.parent for p in base.glob(f"*/{PipelineFile.PROVENANCE.value}"))
     if params_id is not None:
         chosen = base / params_id

@@ -52,7 +52,7 @@ from neurofed.training.model_folder import (
 from neurofed.training.parameters import ParameterError, is_local
 from neurofed.training.records import HEADLINE_METRICS, EpochRecord, finalize_metrics
 from neurofed.training.sampling import epoch_batches, steps_per_epoch
-from neurofed.training.site_data import SiteData, SiteDataError, source_stamp, usable_cases
+from neurofed.training.site_data import SiteData, SiteDataError, usable_cases
 from neurofed.training.trainer import CHECKPOINTS, LocalTrainer
 
 __all__ = [
@@ -98,7 +98,6 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "save_model",
-    "source_stamp",
     "steps_per_epoch",
     "train_local",
     "train_pooled",

@@ -40,23 +40,19 @@ from neurofed.preprocess import (
     PreprocessParams,
     preprocess_case,
 )
+from neurofed.preprocess.cache import cache_key, source_stamp
 from neurofed.preprocess.pipeline import (
-    PREPROCESSED_FOLDER,
     PipelineError,
     QCExclusion,
-    cache_key,
     load_qc_exclusions,
-    source_stamp,
 )
 from neurofed.tasks import Task
 from neurofed.training.dataset import CaseDataset, SkippedCase, TrainingCase
 from neurofed.types import ProgressCallback
 
 __all__ = [
-    "PREPROCESSED_FOLDER",
     "SiteData",
     "SiteDataError",
-    "source_stamp",
     "usable_cases",
 ]
 
@@ -217,7 +213,7 @@ class SiteData:
         subjects, skipped = usable_cases(manifest, self.task, ids, root.name)
         subjects, excluded = self._without_qc_exclusions(root, subjects)
         skipped += excluded
-        cache = PreprocessedCache(root / SiteFile.FOLDER.value / PREPROCESSED_FOLDER, self.params)
+        cache = PreprocessedCache.for_site(root, self.params)
         cases, skipped_list = [], list(skipped)
         for done, subject in enumerate(subjects, start=1):
             try:
