@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from neurofed.config import is_local
 from neurofed.federated import (
     FedOpt,
     Strategy,
@@ -13,7 +14,6 @@ from neurofed.federated import (
     get_strategy,
     strategy_names,
 )
-from neurofed.federated.strategies import is_local
 
 from .tiny import LOCAL_NAME, params, update
 

@@ -9,8 +9,8 @@ import pytest
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
+from neurofed.config import is_local
 from neurofed.federated import NORM_PATTERNS, FedBN, SiteUpdate, validate_updates
-from neurofed.federated.strategies import is_local
 from neurofed.models import build_model, model_names
 
 # Tiny configs of every registered model, with batch norm where the model lets us choose.

@@ -10,12 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurofed.training import (
-    CheckpointError,
-    EpochRecord,
-    LocalTrainer,
-    latest_checkpoint,
-)
+from neurofed.training import CheckpointError, EpochRecord, LocalTrainer, latest_checkpoint
 from neurofed.training.checkpoint import list_checkpoints
 from tests.training.tiny import tiny_config
 

@@ -34,7 +34,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from neurofed.federated.strategies.base import is_local
+from neurofed.config import is_local
 from neurofed.federated.update import Array, SiteUpdate
 
 __all__ = ["RejectReason", "Rejection", "check_update", "update_norm", "validate_updates"]

@@ -49,7 +49,7 @@ from neurofed.training.model_folder import (
     load_model,
     save_model,
 )
-from neurofed.training.parameters import ParameterError, is_local
+from neurofed.training.parameters import ParameterError
 from neurofed.training.records import HEADLINE_METRICS, EpochRecord, finalize_metrics
 from neurofed.training.sampling import epoch_batches, steps_per_epoch
 from neurofed.training.site_data import SiteData, SiteDataError, usable_cases
@@ -90,7 +90,6 @@ __all__ = [
     "evaluate_model",
     "finalize_metrics",
     "fit_target_normalisation",
-    "is_local",
     "latest_checkpoint",
     "load_checkpoint",
     "load_model",

@@ -36,7 +36,7 @@ from neurofed.keys import ClinicalField, Split, TaskId
 from neurofed.models import TransferMode
 from neurofed.tasks import REGRESSION_TARGETS, MetricState
 from neurofed.training.checkpoint import latest_checkpoint
-from neurofed.training.config import TrainConfig
+from neurofed.training.config import TrainConfig, differing_settings
 from neurofed.training.dataset import CaseDataset, SkippedCase
 from neurofed.training.model_folder import (
     MODEL_WEIGHTS,
@@ -68,7 +68,6 @@ __all__ = [
 RUN_CONFIG = "config.json"
 RUN_METRICS = "metrics.json"
 MODEL_FOLDER = "model"
-_MAY_CHANGE = frozenset({"epochs", "device", "validate_every"})
 #: TrainConfig fields a transfer keeps from its source model (its weights must fit them); the
 #: task config's target and normalisation are set by the transfer itself.
 _TRANSFER_KEEPS = frozenset(
@@ -152,11 +151,7 @@ def _check_run_config(run_dir: Path, record: Mapping[str, Any]) -> None:
         )
     differ = [k for k in ("kind", "sites") if stored.get(k) != record[k]]
     theirs, mine = stored.get("train_config", {}), record["train_config"]
-    differ += sorted(
-        k
-        for k in theirs.keys() | mine.keys()
-        if k not in _MAY_CHANGE and theirs.get(k) != mine.get(k)
-    )
+    differ += differing_settings(theirs, mine)
     if differ:
         raise RunFolderError(
             f"{run_dir} holds a run with other settings ({', '.join(differ)} differ); re-run with "

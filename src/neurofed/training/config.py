@@ -37,7 +37,18 @@ from neurofed.models.registry import ModelConfig
 from neurofed.preprocess import AugmentConfig, PreprocessParams
 from neurofed.tasks import Task, get_task
 
-__all__ = ["LRSchedule", "Optimizer", "TrainConfig", "resolve_device"]
+__all__ = [
+    "RESUMABLE_FIELDS",
+    "LRSchedule",
+    "Optimizer",
+    "TrainConfig",
+    "differing_settings",
+    "resolve_device",
+]
+
+#: TrainConfig fields a run may change when it resumes (more epochs, another device, validation
+#: more or less often); any other difference means another run.
+RESUMABLE_FIELDS = frozenset({"epochs", "device", "validate_every"})
 
 Shape3 = tuple[int, int, int]
 
@@ -334,3 +345,17 @@ class TrainConfig:
             if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])
         return cls(**values)
+
+
+def differing_settings(theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
+    """Names of the fields (of two ``TrainConfig.to_json()``) that differ, sorted, leaving out
+    :data:`RESUMABLE_FIELDS`.
+
+    >>> differing_settings({"epochs": 2, "seed": 0}, {"epochs": 9, "seed": 1})
+    ['seed']
+    """
+    return sorted(
+        k
+        for k in theirs.keys() | mine.keys()
+        if k not in RESUMABLE_FIELDS and theirs.get(k) != mine.get(k)
+    )

@@ -25,7 +25,6 @@ neurofed.training.parameters.ParameterError: parameter '0.weight' holds 4 NaN/In
 from __future__ import annotations
 
 import difflib
-import fnmatch
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -33,10 +32,11 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from neurofed.config import is_local
+
 __all__ = [
     "ParameterError",
     "check_arrays",
-    "is_local",
     "load_arrays",
     "model_arrays",
     "proximal_term",
@@ -45,15 +45,6 @@ __all__ = [
 
 class ParameterError(ValueError):
     """Incoming parameters do not fit the model; the message names the parameter and the fix."""
-
-
-def is_local(name: str, local_parameters: Sequence[str]) -> bool:
-    """Whether state-dict entry ``name`` matches one of the glob patterns that stay local.
-
-    >>> is_local("encoder.0.norm.weight", ("*norm*",)), is_local("head.weight", ("*norm*",))
-    (True, False)
-    """
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in local_parameters)
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype[np.generic]:

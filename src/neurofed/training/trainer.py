@@ -42,6 +42,7 @@ import numpy.typing as npt
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from neurofed.config import is_local
 from neurofed.keys import Split
 from neurofed.models import prepare_transfer
 from neurofed.tasks import MetricState
@@ -52,17 +53,11 @@ from neurofed.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from neurofed.training.config import Optimizer, TrainConfig, resolve_device
+from neurofed.training.config import Optimizer, TrainConfig, differing_settings, resolve_device
 from neurofed.training.dataset import CaseDataset
 from neurofed.training.inference import evaluate_dataset
 from neurofed.training.model_folder import TrainedModel
-from neurofed.training.parameters import (
-    check_arrays,
-    is_local,
-    load_arrays,
-    model_arrays,
-    proximal_term,
-)
+from neurofed.training.parameters import check_arrays, load_arrays, model_arrays, proximal_term
 from neurofed.training.records import EpochRecord, finalize_metrics
 from neurofed.training.sampling import epoch_batches, steps_per_epoch
 from neurofed.training.site_data import SiteData, SiteDataError
@@ -73,7 +68,6 @@ __all__ = ["CHECKPOINTS", "LocalTrainer"]
 #: Sub-folder of a run folder holding one checkpoint per epoch.
 CHECKPOINTS = "checkpoints"
 #: Fields of a TrainConfig that may change when a run is resumed.
-_RESUMABLE_CHANGES = frozenset({"epochs", "device", "validate_every"})
 
 
 def _derived_seed(*values: int) -> int:
@@ -438,11 +432,7 @@ class LocalTrainer:
         """
         record = json.loads(Path(path).read_text(encoding="utf-8"))
         theirs, mine = record.get("train_config", {}), self.config.to_json()
-        differ = sorted(
-            k
-            for k in mine.keys() | theirs.keys()
-            if k not in _RESUMABLE_CHANGES and mine.get(k) != theirs.get(k)
-        )
+        differ = differing_settings(theirs, mine)
         if differ:
             raise CheckpointError(
                 f"{path} was made with other settings ({', '.join(differ)} differ); resume with "

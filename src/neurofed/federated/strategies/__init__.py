@@ -11,7 +11,6 @@ from neurofed.federated.strategies.base import (
     Strategy,
     StrategyName,
     StrategyParams,
-    is_local,
 )
 from neurofed.federated.strategies.ditto import Ditto, DittoParams
 from neurofed.federated.strategies.fedadam import FedAdam
@@ -52,7 +51,6 @@ __all__ = [
     "fedopt_step",
     "get_strategy",
     "get_strategy_type",
-    "is_local",
     "register_strategy",
     "strategy_names",
 ]

@@ -20,7 +20,6 @@ parameters that stay local, Ditto's ``lambda``).
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -30,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from neurofed.config import ConfigBase, require
+from neurofed.config import ConfigBase, is_local, require
 from neurofed.federated.heads import HeadMap, head_kind
 from neurofed.federated.state import StrategyState
 from neurofed.federated.update import Array, Parameters, SiteUpdate
@@ -42,7 +41,6 @@ __all__ = [
     "StrategyParams",
     "check_fraction",
     "check_number",
-    "is_local",
 ]
 
 
@@ -57,15 +55,6 @@ class StrategyName(StrEnum):
     DITTO = "ditto"
     MEDIAN = "median"
     TRIMMED_MEAN = "trimmed-mean"
-
-
-def is_local(name: str, patterns: Sequence[str]) -> bool:
-    """Whether ``name`` matches one of the glob patterns (``fnmatchcase``, as the engine does).
-
-    >>> is_local("encoder.0.norm1.weight", ("*.norm[0-9].*",))
-    True
-    """
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def check_number(owner: object, name: str, low: float, high: float, fix: str) -> None:

@@ -9,7 +9,7 @@ overwrites them.
 
 Examples
 --------
->>> from neurofed.federated.strategies import is_local
+>>> from neurofed.config import is_local
 >>> names = ["model.0.conv.unit0.adn.N.running_mean", "encoder.1.norm2.weight",
 ...          "features.3.1.num_batches_tracked", "features.3.0.weight", "heads.idh.bias"]
 >>> [n for n in names if is_local(n, FedBN().client_settings().local_parameters)]

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
-from neurofed.config import ConfigBase, look_up
+from neurofed.config import ConfigBase, is_local, look_up
 from neurofed.federated.heads import heads_for_model
 from neurofed.federated.selection import Selection
-from neurofed.federated.strategies import Strategy, get_strategy, get_strategy_type, is_local
+from neurofed.federated.strategies import Strategy, get_strategy, get_strategy_type
 from neurofed.federated.study.plan import PlanTableError, StudyPlan, parse_plan_table
 from neurofed.keys import TaskId
 from neurofed.models import parse_model_config
