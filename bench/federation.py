@@ -36,7 +36,8 @@ import torch
 from neurofed import __version__
 from neurofed.demo import DemoConfig, run_demo
 from neurofed.demo.config import DEFAULT, DemoBudget
-from neurofed.demo.run import ALL_TRAINING, FEDERATED
+from neurofed.demo.run import FEDERATED
+from neurofed.evaluate import ALL_TRAINING
 from neurofed.federated.server.run_folder import ROUNDS
 
 

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from neurofed.cli.main import app
 from neurofed.demo import DemoConfig
-from neurofed.demo.run import ALL_TRAINING, _phantom
+from neurofed.demo.run import _phantom
+from neurofed.evaluate import ALL_TRAINING
 
 MODELS = ("federated", "pooled", "local site-1", "local site-2", "local site-3")
 

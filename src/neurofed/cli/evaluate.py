@@ -13,12 +13,12 @@ from rich.table import Table
 
 from neurofed.artifacts import write_json_atomically
 from neurofed.cli.console import console, err_console, progress_bar
+from neurofed.evaluate import evaluate_model
 from neurofed.keys import Split
 from neurofed.training import (
     HEADLINE_METRICS,
     ModelFolderError,
     SiteDataError,
-    evaluate_model,
     finalize_metrics,
 )
 from neurofed.training.records import json_number

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,20 +38,16 @@ from neurofed.data.manifest import check_site
 from neurofed.data.splits import site_splits
 from neurofed.demo.config import DemoConfig
 from neurofed.demo.report import SUMMARY_JSON, SUMMARY_MD, headline, markdown
+from neurofed.evaluate import cross_site_table
 from neurofed.federated.protocol import RunSummary
 from neurofed.federated.study import Study
 from neurofed.keys import Split
 from neurofed.phantom import PhantomSummary, generate_federation
 from neurofed.preprocess.plan import Plan
-from neurofed.tasks import MetricState, merge_states
 from neurofed.training import (
-    evaluate_model,
-    finalize_metrics,
-    load_model,
     train_local,
     train_pooled,
 )
-from neurofed.training.records import json_number
 from neurofed.types import ProgressCallback
 
 __all__ = ["DemoResult", "StageProgress", "run_demo"]
@@ -63,8 +59,6 @@ SITES = "sites"
 FEDERATED = "federated"
 LOCAL = "local"
 POOLED = "pooled"
-#: Name of the merged validation column (all training sites' validation cases).
-ALL_TRAINING = "training sites"
 
 
 @dataclass(frozen=True)
@@ -119,45 +113,6 @@ def _site_row(site_dir: Path, held_out: bool) -> dict[str, Any]:
         "problems": [p.line() for c in report.cases for p in c.problems],
         "splits": {s.value: len(splits.subject_ids(s, ids)) for s in Split},
         "check_seconds": round(report.seconds, 2),
-    }
-
-
-def _evaluate(
-    models: dict[str, Path],
-    training: Sequence[Path],
-    held_out: Path,
-    progress: ProgressCallback,
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{model: {column: metrics}}``: each training site's validation split, their merge, and
-    every case of the held-out site."""
-    table: dict[str, dict[str, dict[str, Any]]] = {}
-    jobs = [(site, Split.VALIDATION) for site in training] + [(held_out, None)]
-    total, done = len(models) * len(jobs), 0
-    for name, folder in models.items():
-        trained = load_model(folder)
-        row: dict[str, dict[str, Any]] = {}
-        states: list[MetricState] = []
-        for site, split in jobs:
-            state, cases, _ = evaluate_model(trained, site, split)
-            done += 1
-            progress(done, total, f"{name} on {site.name}")
-            if split is not None:
-                states.append(state)
-            row[site.name] = _column(trained.task, state, len(cases), split)
-        merged = merge_states(states)
-        row[ALL_TRAINING] = _column(
-            trained.task, merged, sum(row[s.name]["cases"] for s in training), Split.VALIDATION
-        )
-        table[name] = row
-    return table
-
-
-def _column(task: Any, state: MetricState, cases: int, split: Split | None) -> dict[str, Any]:
-    metrics = finalize_metrics(task, state)
-    return {
-        "split": "all" if split is None else split.value,
-        "cases": cases,
-        "metrics": {k: json_number(v) for k, v in sorted(metrics.items())},
     }
 
 
@@ -253,7 +208,7 @@ def run_demo(config: DemoConfig, stage: StageProgress | None = None) -> DemoResu
     _copy_plan(out / FEDERATED, models.values())
     began = time.perf_counter()
     with stage("evaluating every model on every site") as progress:
-        evaluation = _evaluate(models, training, held_out, progress)
+        evaluation = cross_site_table(models, training, held_out, progress)
     timed("evaluate", began)
 
     selected = federated.summary.selected

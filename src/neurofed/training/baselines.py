@@ -5,7 +5,6 @@
   centralised upper bound that federated training tries to match);
 - :func:`train_transfer`: a trained brain-age model moved to a new target (SDMT) on one site or
   several pooled, fine-tuning everything (``full``) or only its last layer (``head``);
-- :func:`evaluate_model`: a saved model scored on a split of any site.
 
 The training functions call :class:`~neurofed.training.LocalTrainer` directly and write::
 
@@ -34,7 +33,7 @@ import numpy as np
 from neurofed.artifacts import sha256_file, versions, write_json_atomically
 from neurofed.keys import ClinicalField, Split, TaskId
 from neurofed.models import TransferMode
-from neurofed.tasks import REGRESSION_TARGETS, MetricState
+from neurofed.tasks import REGRESSION_TARGETS
 from neurofed.training.checkpoint import latest_checkpoint
 from neurofed.training.config import TrainConfig, differing_settings
 from neurofed.training.dataset import CaseDataset, SkippedCase
@@ -57,7 +56,6 @@ __all__ = [
     "RunFolderError",
     "RunKind",
     "RunResult",
-    "evaluate_model",
     "fit_target_normalisation",
     "train_local",
     "train_pooled",
@@ -466,29 +464,3 @@ def train_transfer(
         normalise_target=True,
         initial=initial,
     )
-
-
-def evaluate_model(
-    model: Path | TrainedModel,
-    site: Path,
-    split: Split | None = Split.VALIDATION,
-    *,
-    progress: ProgressCallback | None = None,
-    load_progress: ProgressCallback | None = None,
-) -> tuple[MetricState, CaseDataset, TrainedModel]:
-    """Score a saved model on ``split`` of ``site`` (``None``: every case).
-
-    Cases are preprocessed as the model was trained (and cached at the site). Returns the metric
-    state, the cases scored and the loaded model.
-
-    Raises
-    ------
-    SiteDataError
-        The site cannot serve the model's task.
-    ModelFolderError
-        The model folder is unusable.
-    """
-    trained = model if isinstance(model, TrainedModel) else load_model(Path(model))
-    source = SiteData(site, trained.task, trained.preprocess, progress=load_progress)
-    dataset = source.split(split)
-    return trained.evaluate(dataset, progress=progress), dataset, trained
