@@ -11,10 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from neurofed.cli.main import app
-from neurofed.cli.train import build_train_config
-from neurofed.keys import TaskId
 from neurofed.phantom import PhantomConfig, generate_federation
-from neurofed.training import LocalTrainer, default_train_config
+from neurofed.training import LocalTrainer
 from neurofed.training.baselines import RUN_CONFIG, RUN_METRICS
 from neurofed.training.model_folder import MODEL_WEIGHTS
 from tests.training.sites import prepare_site, write_bids_site, write_glioma_site
@@ -192,14 +190,3 @@ def test_bad_options_exit_with_a_clear_message(
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output
-
-
-def test_options_left_out_take_the_task_defaults() -> None:
-    # Execute: what `train local --task glioma-multitask` / `--epochs 3 --spacing 3` resolve to
-    plain = build_train_config(TaskId.GLIOMA_MULTITASK, None, {}, None, None, None)
-    changed = build_train_config(TaskId.GLIOMA_MULTITASK, None, {"epochs": 3}, 3.0, None, 4)
-    # Assert
-    assert plain == default_train_config("glioma-multitask")
-    assert plain.preprocess.spacing == (4.0, 4.0, 4.0)
-    assert changed.preprocess.spacing == (3.0, 3.0, 3.0) and changed.epochs == 3
-    assert changed.model_config.base_filters == 4

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from neurofed.keys import TaskId
 from neurofed.models import ResidualUNetConfig, SFCNConfig
 from neurofed.preprocess import AugmentConfig, PreprocessParams
-from neurofed.training import Optimizer, TrainConfig, default_train_config
+from neurofed.training import (
+    RUN_CONFIG,
+    Optimizer,
+    TrainConfig,
+    build_train_config,
+    default_train_config,
+    read_train_config,
+)
 from tests.training.tiny import tiny_config
 
 
@@ -101,3 +109,35 @@ def test_default_changes_to_nested_configs_keep_the_other_fields() -> None:
     config = default_train_config("tumor-regions", model_config={"dropout": 0.1}, epochs=3)
     assert config.model_config.dropout == 0.1
     assert config.model_config.base_filters == 8 and config.epochs == 3
+
+
+def test_settings_left_out_take_the_task_defaults() -> None:
+    # Execute: what `train local --task glioma-multitask` / `--epochs 3 --spacing 3` resolve to
+    plain = build_train_config(TaskId.GLIOMA_MULTITASK, None, {}, None, None, None)
+    changed = build_train_config(TaskId.GLIOMA_MULTITASK, None, {"epochs": 3}, 3.0, None, 4)
+    # Assert
+    assert plain == default_train_config("glioma-multitask")
+    assert plain.preprocess.spacing == (4.0, 4.0, 4.0)
+    assert changed.preprocess.spacing == (3.0, 3.0, 3.0) and changed.epochs == 3
+    assert changed.model_config.base_filters == 4
+
+
+def test_a_saved_config_or_run_folder_is_read_back_and_misuse_is_named(tmp_path: Path) -> None:
+    # Prepare: a run folder's config.json and a bare TrainConfig file
+    config = default_train_config("brain-age", epochs=4)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / RUN_CONFIG).write_text(json.dumps({"train_config": config.to_json()}))
+    (tmp_path / "bare.json").write_text(json.dumps(config.to_json()))
+    # Execute / Assert
+    assert (
+        read_train_config(tmp_path / "run") == config == read_train_config(tmp_path / "bare.json")
+    )
+    again = build_train_config(None, tmp_path / "run", {"epochs": 9}, None, None, None)
+    assert again.epochs == 9 and again.model_config == config.model_config
+    with pytest.raises(ValueError, match="differs from"):
+        build_train_config(TaskId.MS_LESION, tmp_path / "run", {}, None, None, None)
+    with pytest.raises(ValueError, match="give --task"):
+        build_train_config(None, None, {}, None, None, None)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a TrainConfig"):
+        read_train_config(tmp_path / "list.json")

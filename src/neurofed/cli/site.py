@@ -226,7 +226,7 @@ def _study_preprocessing(
         (2) The study or plan cannot be read, or ``--plan`` is missing (planned study) or extra.
     """
     from neurofed.federated.study import StudyError, load_study
-    from neurofed.preprocess.plan import Plan, PlanError
+    from neurofed.preprocess.plan import PlanError
 
     try:
         study = load_study(study_file)
@@ -242,18 +242,11 @@ def _study_preprocessing(
         raise _usage_error(
             f"{study_file}: study {study.name!r} has no [plan]; leave out --plan {plan_file}"
         )
-    plan: Plan | None = None
-    if plan_file is not None:
-        try:
-            plan = Plan.from_json(json.loads(plan_file.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, PlanError) as exc:
-            raise _usage_error(
-                f"{plan_file}: cannot read the plan ({exc}); give the run's plan.json"
-            ) from None
     try:
+        plan = None if plan_file is None else study.read_plan(plan_file)
         config = study.train_config(device="cpu", plan=plan)
     except (ValueError, PlanError) as exc:
-        raise _usage_error(f"{plan_file}: {exc}") from None
+        raise _usage_error(str(exc)) from None
     return study.task, config.preprocess
 
 

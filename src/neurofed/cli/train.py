@@ -18,7 +18,6 @@ from neurofed.keys import ClinicalField, TaskId
 from neurofed.models import TransferMode
 from neurofed.training import (
     HEADLINE_METRICS,
-    RUN_CONFIG,
     CheckpointError,
     EpochRecord,
     ModelFolderError,
@@ -28,7 +27,7 @@ from neurofed.training import (
     RunResult,
     SiteDataError,
     TrainConfig,
-    default_train_config,
+    build_train_config,
     load_model,
     train_local,
     train_pooled,
@@ -37,7 +36,7 @@ from neurofed.training import (
 )
 from neurofed.types import ProgressCallback
 
-__all__ = ["build_train_config", "format_metrics", "parse_triple", "train_app"]
+__all__ = ["format_metrics", "parse_triple", "train_app"]
 
 train_app = typer.Typer(
     help="Train the baselines (a model on one site only, or on several sites pooled), or "
@@ -77,58 +76,6 @@ def _json_option(value: str | None, name: str) -> dict[str, Any] | None:
     if not isinstance(parsed, dict):
         raise typer.BadParameter("give a JSON object", param_hint=name)
     return parsed
-
-
-def _config_file(path: Path) -> TrainConfig:
-    """A TrainConfig from a JSON file: a TrainConfig itself or a run folder's config.json."""
-    file = path / RUN_CONFIG if path.is_dir() else path
-    data = json.loads(file.read_text(encoding="utf-8"))
-    return TrainConfig.from_json(data.get("train_config", data))
-
-
-def build_train_config(
-    task: TaskId | None,
-    config_file: Path | None,
-    changes: Mapping[str, Any],
-    spacing: float | None,
-    patch: tuple[int, int, int] | None,
-    base_filters: int | None,
-    augment: bool = True,
-) -> TrainConfig:
-    """The TrainConfig the options ask for: a saved config (``--config``) or the task's defaults,
-    changed by the options given (``None`` = not given)."""
-    given = {k: v for k, v in changes.items() if v is not None}
-    if not augment:
-        given["augment"] = None
-    if config_file is not None:
-        config = _config_file(config_file)
-        if config.transfer is not None:
-            raise ValueError(
-                f"{config_file} holds a {config.transfer.value} transfer's config, which starts "
-                "from a trained model: use `neurofed train transfer --from MODEL`"
-            )
-        if task is not None and task is not config.task:
-            raise ValueError(
-                f"--task {task.value} differs from {config_file}'s {config.task.value}"
-            )
-        if spacing is not None:
-            given["preprocess"] = config.preprocess.to_json() | {"spacing": [spacing] * 3}
-        if patch is not None:
-            given["patch_shape"] = patch
-        if base_filters is not None:
-            raise ValueError("--base-filters cannot change a saved config; use --model-config")
-        if isinstance(given.get("model_config"), Mapping):
-            given["model_config"] = config.model_config.to_json() | given["model_config"]
-        return config.with_changes(**given) if given else config
-    if task is None:
-        raise ValueError("give --task (or --config with a saved TrainConfig)")
-    return default_train_config(
-        task,
-        spacing=spacing,
-        patch_shape=patch,
-        base_filters=base_filters,
-        **given,
-    )
 
 
 def format_metrics(metrics: Mapping[str, float], names: Sequence[str]) -> str:

@@ -18,7 +18,6 @@ Examples
 
 from neurofed.training.baselines import (
     MODEL_FOLDER,
-    RUN_CONFIG,
     RUN_METRICS,
     RunFolderError,
     RunKind,
@@ -38,7 +37,14 @@ from neurofed.training.checkpoint import (
 )
 from neurofed.training.config import LRSchedule, Optimizer, TrainConfig, resolve_device
 from neurofed.training.dataset import CaseDataset, SkippedCase, TrainingCase, collate
-from neurofed.training.defaults import DEFAULT_SPACING, FIELD_OF_VIEW, default_train_config
+from neurofed.training.defaults import (
+    DEFAULT_SPACING,
+    FIELD_OF_VIEW,
+    RUN_CONFIG,
+    build_train_config,
+    default_train_config,
+    read_train_config,
+)
 from neurofed.training.inference import evaluate_dataset, predict
 from neurofed.training.model_folder import (
     MODEL_JSON,
@@ -82,6 +88,7 @@ __all__ = [
     "TrainConfig",
     "TrainedModel",
     "TrainingCase",
+    "build_train_config",
     "collate",
     "default_train_config",
     "epoch_batches",
@@ -92,6 +99,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "predict",
+    "read_train_config",
     "resolve_device",
     "save_checkpoint",
     "save_model",

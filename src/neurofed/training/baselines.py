@@ -37,6 +37,7 @@ from neurofed.tasks import REGRESSION_TARGETS
 from neurofed.training.checkpoint import latest_checkpoint
 from neurofed.training.config import TrainConfig, differing_settings
 from neurofed.training.dataset import CaseDataset, SkippedCase
+from neurofed.training.defaults import RUN_CONFIG
 from neurofed.training.model_folder import (
     MODEL_WEIGHTS,
     ModelFolderError,
@@ -51,7 +52,6 @@ from neurofed.types import ProgressCallback
 
 __all__ = [
     "MODEL_FOLDER",
-    "RUN_CONFIG",
     "RUN_METRICS",
     "RunFolderError",
     "RunKind",
@@ -63,7 +63,6 @@ __all__ = [
     "transfer_config",
 ]
 
-RUN_CONFIG = "config.json"
 RUN_METRICS = "metrics.json"
 MODEL_FOLDER = "model"
 #: TrainConfig fields a transfer keeps from its source model (its weights must fit them); the

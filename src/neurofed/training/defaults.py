@@ -13,9 +13,11 @@ Examples
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -31,7 +33,17 @@ from neurofed.models import (
 from neurofed.preprocess import AugmentConfig, PreprocessParams
 from neurofed.training.config import LRSchedule, Shape3, TrainConfig
 
-__all__ = ["DEFAULT_SPACING", "FIELD_OF_VIEW", "default_train_config"]
+__all__ = [
+    "DEFAULT_SPACING",
+    "FIELD_OF_VIEW",
+    "RUN_CONFIG",
+    "build_train_config",
+    "default_train_config",
+    "read_train_config",
+]
+
+#: A training run folder's record of how it was made (its ``train_config`` among the rest).
+RUN_CONFIG = "config.json"
 
 #: Voxel size (mm) of the CPU defaults, per task.
 DEFAULT_SPACING: Mapping[TaskId, float] = MappingProxyType(
@@ -130,3 +142,79 @@ def default_train_config(
         changes["preprocess"] = preprocess.to_json() | dict(changes["preprocess"])
     base = {"task": task_id, "model_config": model, "preprocess": preprocess} | settings
     return TrainConfig(**(base | changes))
+
+
+def read_train_config(path: Path) -> TrainConfig:
+    """A TrainConfig from a JSON file: a TrainConfig itself, or a run folder's (or its
+    ``config.json``'s) ``train_config``.
+
+    Raises
+    ------
+    OSError, ValueError
+        The file is missing, is not JSON, or is not a TrainConfig (the message names the field).
+    """
+    path = Path(path)
+    file = path / RUN_CONFIG if path.is_dir() else path
+    data = json.loads(file.read_text(encoding="utf-8"))
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{file}: not a TrainConfig (a JSON object) nor a run's config.json")
+    return TrainConfig.from_json(data.get("train_config", data))
+
+
+def build_train_config(
+    task: TaskId | None,
+    config_file: Path | None,
+    changes: Mapping[str, Any],
+    spacing: float | None,
+    patch: tuple[int, int, int] | None,
+    base_filters: int | None,
+    augment: bool = True,
+) -> TrainConfig:
+    """The TrainConfig a user asks for: a saved config (``config_file``) or the task's
+    defaults, changed by the settings given (``None`` = not given; ``augment=False`` turns
+    augmentation off).
+
+    Raises
+    ------
+    ValueError
+        No task and no saved config, a task other than the saved config's, a transfer's config
+        (which starts from a trained model), ``base_filters`` with a saved config, or an
+        invalid value (the message names the field).
+
+    Examples
+    --------
+    >>> build_train_config("brain-age", None, {"epochs": 3}, 4.0, None, None).epochs
+    3
+    """
+    given = {k: v for k, v in changes.items() if v is not None}
+    if not augment:
+        given["augment"] = None
+    if config_file is not None:
+        config = read_train_config(config_file)
+        if config.transfer is not None:
+            raise ValueError(
+                f"{config_file} holds a {config.transfer.value} transfer's config, which starts "
+                "from a trained model: use `neurofed train transfer --from MODEL`"
+            )
+        if task is not None and task is not config.task:
+            raise ValueError(
+                f"--task {task.value} differs from {config_file}'s {config.task.value}"
+            )
+        if spacing is not None:
+            given["preprocess"] = config.preprocess.to_json() | {"spacing": [spacing] * 3}
+        if patch is not None:
+            given["patch_shape"] = patch
+        if base_filters is not None:
+            raise ValueError("--base-filters cannot change a saved config; use --model-config")
+        if isinstance(given.get("model_config"), Mapping):
+            given["model_config"] = config.model_config.to_json() | given["model_config"]
+        return config.with_changes(**given) if given else config
+    if task is None:
+        raise ValueError("give --task (or --config with a saved TrainConfig)")
+    return default_train_config(
+        task,
+        spacing=spacing,
+        patch_shape=patch,
+        base_filters=base_filters,
+        **given,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from neurofed.federated.study.plan import PlanSource, apply_plan
 from neurofed.keys import TaskId
 from neurofed.models import DynUNetConfig
 from neurofed.preprocess.fingerprint import case_fingerprint, merge_fingerprints
-from neurofed.preprocess.plan import Plan, PlannerSettings, make_plan
+from neurofed.preprocess.plan import Plan, PlanError, PlannerSettings, make_plan
 
 EXAMPLES = Path(__file__).parents[3] / "examples" / "studies"
 
@@ -182,3 +183,22 @@ def test_a_planned_study_needs_its_plan_and_an_unplanned_one_refuses_one() -> No
     with pytest.raises(ValueError, match=r"has no \[plan\]"):
         unplanned.train_config(plan=plan)
     assert apply_plan(planned.train, plan).task is TaskId.MS_LESION
+
+
+def test_a_plan_file_is_read_for_its_study_and_another_studys_is_refused(tmp_path: Path) -> None:
+    # Prepare: the ms-lesion study's own plan, and a plan of another task's modalities
+    study = _study()
+    assert study.plan is not None
+    own = _plan(("FLAIR", "T1"), study.plan.settings)
+    other = _plan(("T1",), study.plan.settings)
+    (tmp_path / "own.json").write_text(json.dumps(own.to_json()))
+    (tmp_path / "other.json").write_text(json.dumps(other.to_json()))
+    (tmp_path / "broken.json").write_text("{")
+    # Execute / Assert
+    assert study.read_plan(tmp_path / "own.json") == own
+    with pytest.raises(PlanError, match=r"other\.json: plan .* it is a plan for another task"):
+        study.read_plan(tmp_path / "other.json")
+    with pytest.raises(PlanError, match=r"broken\.json: cannot read the plan"):
+        study.read_plan(tmp_path / "broken.json")
+    with pytest.raises(PlanError, match="has no \\[plan\\]"):
+        _study(plan="").read_plan(tmp_path / "own.json")

@@ -42,7 +42,7 @@ from typing import Any
 from neurofed.artifacts import write_json_atomically
 from neurofed.federated.protocol import FingerprintResult, PlanSummary, SiteAnswer
 from neurofed.federated.study import Study
-from neurofed.federated.study.plan import FINGERPRINT_FILE, PLAN_FILE, check_plan
+from neurofed.federated.study.plan import FINGERPRINT_FILE, PLAN_FILE
 from neurofed.preprocess.fingerprint import Fingerprint, FingerprintError, merge_fingerprints
 from neurofed.preprocess.plan import Plan, PlanError, make_plan
 
@@ -206,12 +206,11 @@ def read_run_plan(
             "choose another run folder"
         )
     try:
-        plan = Plan.from_json(json.loads(path.read_text(encoding="utf-8")))
-        check_plan(plan, study.task, study.plan.settings)
-    except (OSError, ValueError) as exc:
+        plan = study.read_plan(path)
+    except PlanError as exc:
         raise PlanningError(
-            f"{path}: unusable plan ({exc}); delete plan.json (and fingerprint.json) to plan "
-            "again with a new fingerprint round, or choose another run folder"
+            f"unusable plan ({exc}); delete plan.json (and fingerprint.json) to plan again "
+            "with a new fingerprint round, or choose another run folder"
         ) from exc
     run_json = Path(run_dir) / _RUN_JSON
     stored = json.loads(run_json.read_text(encoding="utf-8")) if run_json.is_file() else {}

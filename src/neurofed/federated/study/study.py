@@ -80,10 +80,16 @@ from neurofed.federated.study.parse import (
     StudyError,
     parse_study,
 )
-from neurofed.federated.study.plan import StudyPlan, apply_plan, planned_keys, strip_planned
+from neurofed.federated.study.plan import (
+    StudyPlan,
+    apply_plan,
+    check_plan,
+    planned_keys,
+    strip_planned,
+)
 from neurofed.federated.study.toml_text import dumps
 from neurofed.keys import TaskId
-from neurofed.preprocess.plan import Plan
+from neurofed.preprocess.plan import Plan, PlanError
 from neurofed.tasks import Task, get_task
 from neurofed.training.config import TrainConfig
 
@@ -308,6 +314,30 @@ class Study:
             raise ValueError(f"study {self.name!r}: {fix}")
         train = self.train if plan is None else apply_plan(self.train, plan)
         return train if device == train.device else train.with_changes(device=device)
+
+    def read_plan(self, path: Path) -> Plan:
+        """A plan file of this study (the run's ``plan.json``, or the copy a site keeps).
+
+        Raises
+        ------
+        PlanError
+            The study has no ``[plan]``, the file is unreadable, or it holds a plan of another
+            task or other planner settings; the message names the file.
+        """
+        path = Path(path)
+        if self.plan is None:
+            raise PlanError(f"{path}: study {self.name!r} has no [plan]; it trains without one")
+        try:
+            plan = Plan.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # PlanError is a ValueError
+            raise PlanError(
+                f"{path}: cannot read the plan ({exc}); give the run's plan.json"
+            ) from None
+        try:
+            check_plan(plan, self.task, self.plan.settings)
+        except PlanError as exc:
+            raise PlanError(f"{path}: {exc}") from None
+        return plan
 
     # -- writing -----------------------------------------------------------------------------
 
