@@ -24,13 +24,16 @@ __all__ = [
     "MetricName",
     "Modality",
     "ModelName",
+    "Optimizer",
     "OutputKey",
+    "PhantomPreset",
     "ProblemKind",
     "Severity",
     "Sex",
     "SiteFile",
     "Split",
     "TaskId",
+    "TransferMode",
     "TumorLabel",
     "TumorRegion",
 ]
@@ -206,3 +209,29 @@ class SiteFile(StrEnum):
     MANIFEST = "manifest.json"
     SPLITS = "splits.json"
     CHECK_REPORT = "check-report.json"
+
+
+class Optimizer(StrEnum):
+    """Optimisers the engine builds (torch ``Adam`` / ``SGD``)."""
+
+    ADAM = "adam"
+    SGD = "sgd"
+
+
+class TransferMode(StrEnum):
+    """Which parameters train when moving to a new target."""
+
+    FULL = "full"  # every parameter
+    HEAD = "head"  # only the last layer; the rest frozen, batch norm in eval behaviour
+
+
+class PhantomPreset(StrEnum):
+    """Which study the phantom sites look like."""
+
+    GLIOMA = "glioma"  # BraTS 2021 layout, four contrasts, tumour labels, markers
+    MS = "ms"  # BIDS, T1w/T2w/FLAIR, MS lesion masks, age and SDMT
+    BRAIN_AGE = "brain-age"  # BIDS, T1w/FLAIR, ages 20-90 with atrophy, some MS lesions
+
+    @property
+    def is_bids(self) -> bool:
+        return self is not PhantomPreset.GLIOMA

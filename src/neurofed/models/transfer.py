@@ -23,21 +23,15 @@ False
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Self
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from neurofed.keys import TransferMode
+
 __all__ = ["FrozenBatchNorm", "TransferMode", "prepare_transfer"]
-
-
-class TransferMode(StrEnum):
-    """Which parameters train when moving to a new target."""
-
-    FULL = "full"  # every parameter
-    HEAD = "head"  # only the last layer; the rest frozen, batch norm in eval behaviour
 
 
 class FrozenBatchNorm(_BatchNorm):

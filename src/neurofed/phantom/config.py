@@ -16,12 +16,11 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from neurofed.keys import ClinicalField, Modality
+from neurofed.keys import ClinicalField, Modality, PhantomPreset
 
 __all__ = [
     "MAX_CASES",
@@ -35,18 +34,6 @@ __all__ = [
 
 MAX_SITES = 99  # BraTS ids are site * 1000 + case in five digits
 MAX_CASES = 999
-
-
-class PhantomPreset(StrEnum):
-    """Which study the phantom sites look like."""
-
-    GLIOMA = "glioma"  # BraTS 2021 layout, four contrasts, tumour labels, markers
-    MS = "ms"  # BIDS, T1w/T2w/FLAIR, MS lesion masks, age and SDMT
-    BRAIN_AGE = "brain-age"  # BIDS, T1w/FLAIR, ages 20-90 with atrophy, some MS lesions
-
-    @property
-    def is_bids(self) -> bool:
-        return self is not PhantomPreset.GLIOMA
 
 
 _M, _F = Modality, ClinicalField

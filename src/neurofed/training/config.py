@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from neurofed.config import ConfigBase, is_positive_int, look_up, require
-from neurofed.keys import TaskId
+from neurofed.keys import Optimizer, TaskId
 from neurofed.models import TransferMode, get_model_spec, parse_model_config
 from neurofed.models.registry import ModelConfig
 from neurofed.preprocess import AugmentConfig, PreprocessParams
@@ -51,13 +51,6 @@ __all__ = [
 RESUMABLE_FIELDS = frozenset({"epochs", "device", "validate_every"})
 
 Shape3 = tuple[int, int, int]
-
-
-class Optimizer(StrEnum):
-    """Optimisers the engine builds (torch ``Adam`` / ``SGD``)."""
-
-    ADAM = "adam"
-    SGD = "sgd"
 
 
 class LRSchedule(StrEnum):
