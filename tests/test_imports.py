@@ -33,3 +33,18 @@ def _imported_after(statement: str) -> list[str]:
 )
 def test_light_modules_import_nothing_heavy(module: str) -> None:
     assert _imported_after(f"import {module}") == []
+
+
+def test_every_commands_help_needs_no_heavy_import() -> None:
+    # Execute: every command's --help, in one fresh process
+    statement = (
+        "from typer.testing import CliRunner; from neurofed.cli.main import app; "
+        "import typer.main as tm; runner = CliRunner(); "
+        "group = tm.get_command(app); "
+        "paths = [[]] + [[n] for n in group.commands] + "
+        "[[n, s] for n, c in group.commands.items() for s in getattr(c, 'commands', {})]; "
+        "codes = [runner.invoke(app, [*p, '--help']).exit_code for p in paths]; "
+        "assert len(paths) > 25 and set(codes) == {0}, (paths, codes)"
+    )
+    # Assert
+    assert _imported_after(statement) == []

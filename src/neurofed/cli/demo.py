@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markdown import Markdown
 
 from neurofed.cli.console import console, progress_bar
-from neurofed.demo import SUMMARY_MD, DemoConfig, run_demo
 
 __all__ = ["demo"]
 
@@ -24,6 +22,10 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the phantom and of every model.")] = 0,
 ) -> None:
     """Phantom sites → checks → federated, local-only and pooled training → evaluation."""
+    from rich.markdown import Markdown
+
+    from neurofed.demo import SUMMARY_MD, DemoConfig, run_demo
+
     result = run_demo(DemoConfig(out=out, quick=quick, seed=seed), stage=progress_bar)
     console.print(Markdown((out / SUMMARY_MD).read_text()))
     console.print(f"run folder: {out} ({result.seconds:.0f} s)")

@@ -9,19 +9,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from neurofed.artifacts import write_json_atomically
 from neurofed.cli.console import console, err_console, progress_bar
-from neurofed.evaluate import evaluate_model
 from neurofed.keys import Split
-from neurofed.training import (
-    HEADLINE_METRICS,
-    ModelFolderError,
-    SiteDataError,
-    finalize_metrics,
-)
-from neurofed.training.records import json_number
 
 __all__ = ["SplitChoice", "evaluate"]
 
@@ -49,6 +40,12 @@ def evaluate(
     ),
 ) -> None:
     """Score a saved model on a site's cases (full volumes) and print the metrics."""
+    from rich.table import Table
+
+    from neurofed.evaluate import evaluate_model
+    from neurofed.training import HEADLINE_METRICS, ModelFolderError, SiteDataError
+    from neurofed.training.records import finalize_metrics, json_number
+
     try:
         with progress_bar(f"evaluate {site.name}") as bar:
             state, dataset, trained = evaluate_model(

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from neurofed.cli.console import console, err_console, progress_bar
-from neurofed.keys import ClinicalField
-from neurofed.phantom import PhantomConfig, PhantomPreset, generate_federation
+from neurofed.keys import ClinicalField, PhantomPreset
 
 __all__ = ["parse_missing_markers", "phantom"]
 
@@ -59,6 +58,8 @@ def phantom(
     workers: Annotated[int, typer.Option(min=1, help="Processes to use.")] = 1,
 ) -> None:
     """Generate a realistic multi-site brain-MRI phantom (offline, deterministic)."""
+    from neurofed.phantom import PhantomConfig, generate_federation
+
     try:
         config = PhantomConfig(
             preset=preset,

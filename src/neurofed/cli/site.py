@@ -4,37 +4,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from neurofed.cli.console import console, err_console, progress_bar
-from neurofed.data.checks import CheckSettings
-from neurofed.data.layouts.detect import LayoutError
-from neurofed.data.manifest import SiteCheckReport, check_site
 from neurofed.data.modalities import normalise_modality
-from neurofed.data.splits import (
+from neurofed.data.split_defaults import (
     DEFAULT_SEED,
     DEFAULT_TEST_FRACTION,
     DEFAULT_VALIDATION_FRACTION,
-    Splits,
-    load_or_create_splits,
-    split_parameters,
 )
-from neurofed.data.subject import Problem
 from neurofed.keys import ClinicalField, Layout, Modality, Severity, SiteFile, Split, TaskId
-from neurofed.preprocess.params import PreprocessParams
-from neurofed.preprocess.pipeline import (
-    OutcomeStatus,
-    PipelineError,
-    PipelineFile,
-    PreprocessReport,
-    default_workers,
-    preprocess_site,
-    run_qc,
-)
-from neurofed.preprocess.qc import QCStatus, QCTable
+
+if TYPE_CHECKING:  # the commands import the data and preprocessing layers when they run
+    from neurofed.data.manifest import SiteCheckReport
+    from neurofed.data.splits import Splits
+    from neurofed.data.subject import Problem
+    from neurofed.preprocess.params import PreprocessParams
+    from neurofed.preprocess.pipeline import PreprocessReport
+    from neurofed.preprocess.qc import QCTable
 
 __all__ = ["render_preprocess", "render_qc", "render_report", "site_app"]
 
@@ -43,7 +33,6 @@ site_app = typer.Typer(
 )
 
 _MARK = {Severity.ERROR: "[red]✗[/red]", Severity.WARNING: "[yellow]![/yellow]"}
-_QC_MARK = {QCStatus.FAIL: "[red]✗[/red]", QCStatus.WARN: "[yellow]![/yellow]"}
 
 
 def _parse_modalities(value: str | None) -> tuple[Modality, ...] | None:
@@ -125,6 +114,11 @@ def check(
     Exit status: 0 all cases usable, 1 some cases excluded (or warnings with --strict),
     2 the folder could not be read at all.
     """
+    from neurofed.data.checks import CheckSettings
+    from neurofed.data.layouts.detect import LayoutError
+    from neurofed.data.manifest import check_site
+    from neurofed.data.splits import load_or_create_splits, split_parameters
+
     settings = CheckSettings(
         required_modalities=_parse_modalities(require), affine_tolerance_mm=tolerance_mm
     )
@@ -172,12 +166,15 @@ def check(
 
 def render_qc(table: QCTable) -> None:
     """One line per warning or failure, then the count of cases per status."""
+    from neurofed.preprocess.qc import QCStatus
+
+    marks = {QCStatus.FAIL: "[red]✗[/red]", QCStatus.WARN: "[yellow]![/yellow]"}
     for row in table.rows:
         if row.status is QCStatus.PASS:
             continue
         modality = f" {row.modality.value}" if row.modality else ""
         console.print(
-            f"  {_QC_MARK[row.status]} {row.subject_id}{modality} {row.check.value}: {row.reason} "
+            f"  {marks[row.status]} {row.subject_id}{modality} {row.check.value}: {row.reason} "
             f"[dim]({row.threshold})[/dim]",
             soft_wrap=True,
         )
@@ -188,6 +185,8 @@ def render_qc(table: QCTable) -> None:
 
 def render_preprocess(site: Path, report: PreprocessReport) -> None:
     """The run's counts, every failed case (files, reason, fix), then the QC findings."""
+    from neurofed.preprocess.pipeline import OutcomeStatus
+
     counts = ", ".join(f"{report.count(s)} {s.value}" for s in OutcomeStatus)
     ran = max(report.count(OutcomeStatus.DONE) + report.count(OutcomeStatus.FAILED), 1)
     console.print(
@@ -290,6 +289,8 @@ def preprocess(
     Exit status: 0 every case preprocessed and no QC failure, 1 some case failed (to preprocess
     or QC), 2 the site (or the study, or the plan) could not be read, or the options clash.
     """
+    from neurofed.preprocess.params import PreprocessParams
+    from neurofed.preprocess.pipeline import PipelineError, default_workers, preprocess_site
     from neurofed.tasks import get_task
 
     if study_file is not None:
@@ -366,6 +367,8 @@ def qc(
 
     Exit status: 0 no case fails QC, 1 some case fails, 2 nothing to judge.
     """
+    from neurofed.preprocess.pipeline import PipelineError, PipelineFile, run_qc
+
     try:
         report = run_qc(site, params_id=params_id, exclude_failures=exclude_failures)
     except PipelineError as exc:

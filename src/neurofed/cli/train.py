@@ -8,33 +8,16 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import torch
 import typer
 
 from neurofed.cli.console import console, err_console, progress_bar
-from neurofed.keys import ClinicalField, TaskId
-from neurofed.models import TransferMode
-from neurofed.training import (
-    HEADLINE_METRICS,
-    CheckpointError,
-    EpochRecord,
-    ModelFolderError,
-    Optimizer,
-    RunFolderError,
-    RunKind,
-    RunResult,
-    SiteDataError,
-    TrainConfig,
-    build_train_config,
-    load_model,
-    train_local,
-    train_pooled,
-    train_transfer,
-    transfer_config,
-)
+from neurofed.keys import ClinicalField, Optimizer, TaskId, TransferMode
 from neurofed.types import ProgressCallback
+
+if TYPE_CHECKING:  # the commands import torch and the training package when they run
+    from neurofed.training import EpochRecord, RunKind, RunResult, TrainConfig
 
 __all__ = ["format_metrics", "parse_triple", "train_app"]
 
@@ -89,6 +72,8 @@ def format_metrics(metrics: Mapping[str, float], names: Sequence[str]) -> str:
 
 
 def _epoch_printer(task: TaskId, epochs: int) -> Callable[[EpochRecord], None]:
+    from neurofed.training import HEADLINE_METRICS
+
     names = HEADLINE_METRICS[task]
 
     def show(record: EpochRecord) -> None:
@@ -102,6 +87,8 @@ def _epoch_printer(task: TaskId, epochs: int) -> Callable[[EpochRecord], None]:
 
 
 def _summary(result: RunResult, task: TaskId) -> None:
+    from neurofed.training import HEADLINE_METRICS, RunKind
+
     before, after = result.untrained, result.final
     was, now = (
         ("source", "transferred") if result.kind is RunKind.TRANSFER else ("untrained", "trained")
@@ -130,6 +117,10 @@ def _run(
 ) -> None:
     """Run ``train(progress=…, load_progress=…, on_epoch=…)``, showing progress and a summary;
     errors a user can fix exit 2 with their message."""
+    import torch
+
+    from neurofed.training import CheckpointError, ModelFolderError, RunFolderError, SiteDataError
+
     if threads is not None:
         torch.set_num_threads(threads)
     console.print(
@@ -222,6 +213,8 @@ def _config_from_options(options: Mapping[str, Any]) -> TrainConfig:
         "task_config": _json_option(options["task_config"], "--task-config"),
     }
     patch = parse_triple(options["patch"], "--patch", int)
+    from neurofed.training import build_train_config
+
     try:
         return build_train_config(
             options["task"],
@@ -236,11 +229,9 @@ def _config_from_options(options: Mapping[str, Any]) -> TrainConfig:
         _fail(exc)
 
 
-def _baseline(
-    kind: RunKind, train: Callable[..., RunResult], site_option: Any
-) -> Callable[..., None]:
-    """The ``train local`` / ``train pooled`` command: the same options but ``--site``, which
-    ``site_option`` annotates (one folder, or a list of them)."""
+def _baseline(kind: str, site_option: Any) -> Callable[..., None]:
+    """The ``train local`` / ``train pooled`` command (``kind``): the same options but
+    ``--site``, which ``site_option`` annotates (one folder, or a list of them)."""
 
     def command(
         site: Any,
@@ -262,6 +253,11 @@ def _baseline(
         task_config: _TaskConfig = None,
         config: _ConfigFile = None,
     ) -> None:
+        from neurofed import training
+
+        train: Callable[..., RunResult] = (
+            training.train_local if kind == "local" else training.train_pooled
+        )
         train_config = _config_from_options(locals())
         given_task_config = _json_option(task_config, "--task-config") or {}
         run = partial(
@@ -272,7 +268,7 @@ def _baseline(
             normalise_target=not {"target_mean", "target_std"} & set(given_task_config),
         )
         sites = [site] if isinstance(site, Path) else list(site)
-        _run(kind, _sites_label(sites), out, train_config, threads, run)
+        _run(training.RunKind(kind), _sites_label(sites), out, train_config, threads, run)
 
     command.__annotations__["site"] = site_option  # typer reads the option from here
     return command
@@ -282,12 +278,12 @@ train_app.command(
     "local",
     help="Train on one site's training split; validate on its validation split.\n\n"
     "Writes OUT/config.json, OUT/metrics.json, OUT/checkpoints/ and OUT/model/.",
-)(_baseline(RunKind.LOCAL, train_local, _Site))
+)(_baseline("local", _Site))
 train_app.command(
     "pooled",
     help="Train on all sites' training cases together (the centralised upper bound).\n\n"
     "Writes OUT/config.json, OUT/metrics.json, OUT/checkpoints/ and OUT/model/.",
-)(_baseline(RunKind.POOLED, train_pooled, _Sites))
+)(_baseline("pooled", _Sites))
 
 
 @train_app.command("transfer")
@@ -310,6 +306,8 @@ def transfer(
 
     Writes OUT/config.json, OUT/metrics.json, OUT/checkpoints/ and OUT/model/.
     """
+    from neurofed.training import RunKind, load_model, train_transfer, transfer_config
+
     given = {"epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "seed": seed}
     changes = {k: v for k, v in (given | {"device": device}).items() if v is not None}
     try:

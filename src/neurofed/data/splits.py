@@ -36,6 +36,11 @@ import numpy as np
 
 from neurofed import __version__
 from neurofed.data.manifest import read_site_file, site_file, write_site_file
+from neurofed.data.split_defaults import (
+    DEFAULT_SEED,
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VALIDATION_FRACTION,
+)
 from neurofed.data.subject import Problem, Subject
 from neurofed.keys import ClinicalField, ProblemKind, Severity, SiteFile, Split
 
@@ -53,12 +58,6 @@ __all__ = [
     "split_parameters",
 ]
 
-#: Seed of a site's first splits.
-DEFAULT_SEED = 0
-#: FeTS's 4:1 train/validation split.
-DEFAULT_VALIDATION_FRACTION = 0.2
-#: No test split unless the custodian asks for one.
-DEFAULT_TEST_FRACTION = 0.0
 
 FORMAT_VERSION = 1
 _CONTINUOUS = frozenset({ClinicalField.AGE, ClinicalField.SDMT})
