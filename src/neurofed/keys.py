@@ -212,7 +212,7 @@ class SiteFile(StrEnum):
 
 
 class Optimizer(StrEnum):
-    """Optimisers the engine builds (torch ``Adam`` / ``SGD``)."""
+    """Optimisers site-local training builds (torch ``Adam`` / ``SGD``)."""
 
     ADAM = "adam"
     SGD = "sgd"

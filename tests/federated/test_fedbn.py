@@ -85,7 +85,7 @@ def test_norm_patterns_match_exactly_the_normalisation_layers(
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_fedbn_keeps_norm_layers_local_and_averages_the_rest(name: str) -> None:
     # Prepare: a global model and two sites with different weights and statistics; sites send
-    # everything except their local entries, as the engine does.
+    # everything except their local entries, as site training does.
     config = TINY[name][0]
     global_params = _arrays(_model(name, config))
     local = FedBN().client_settings().local_parameters

@@ -279,7 +279,7 @@ def test_only_the_requested_split_is_fingerprinted(sites: dict[str, Path]) -> No
     # Execute
     train = compute_site_fingerprint(sites["pooled"], MODALITIES, min_cases=1)
 
-    # Assert: splits.json was made (defaults, as the training engine makes it) and respected
+    # Assert: splits.json was made (defaults, as training makes it) and respected
     expected = load_splits(sites["pooled"]).subject_ids(Split.TRAIN)
     assert 0 < len(expected) < 9
     assert train.num_cases == len(expected)

@@ -1,4 +1,4 @@
-"""Tiny sites for the engine tests (session-scoped: tests only add cache files to them)."""
+"""Tiny sites for the training tests (session-scoped: tests only add cache files to them)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ``tumor-regions`` trains on a small phantom glioma site (6 mm voxels); the other tasks on tiny
 written sites whose signal a few CPU seconds can learn (phantom MS lesions and brain age need
-minutes: see the engine's few-minute CLI runs).
+minutes: see the few-minute CLI runs).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 In ``glioma-multitask`` a site may lack some labels (no MGMT status, no masks). A head's
 parameters only change at sites that trained it, so averaging them over every site would pull the
 head back towards its old value. A :data:`HeadMap` maps glob patterns (``fnmatch``, as
-``local_parameters`` in the engine) of state-dict names to the label kind that trains them; kinds
+``TrainConfig.local_parameters``) of state-dict names to the label kind that trains them; kinds
 are :class:`~neurofed.models.OutputKey` values, the keys of
 :attr:`SiteUpdate.label_counts <neurofed.federated.update.SiteUpdate.label_counts>`. Parameters
 no pattern matches (the shared encoder) belong to every site.

@@ -1,6 +1,6 @@
 """Training-time preprocessing: pure ops, an on-disk cache of their results, and augmentation.
 
-The site-local training engine turns one case's arrays into network-ready arrays with
+Site-local training turns one case's arrays into network-ready arrays with
 :func:`preprocess_case`, keeps them in a :class:`PreprocessedCache` keyed by
 :attr:`PreprocessParams.params_id`, and augments them with :func:`sample_augmentation` /
 :func:`apply_augmentation` and :func:`sample_patch`, all driven by an explicit

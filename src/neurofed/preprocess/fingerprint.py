@@ -745,7 +745,7 @@ def case_fingerprint(
 
 
 def _split_ids(root: Path, subjects: Sequence[Subject], split: Split) -> set[str]:
-    """Ids in ``split``, with the site's splits as the training engine reads them.
+    """Ids in ``split``, with the site's splits as training reads them.
 
     Like :class:`neurofed.training.SiteData`: an existing ``splits.json`` is reused with its own
     parameters (new cases join it), and the default splits are made when there is none.
@@ -773,7 +773,7 @@ def compute_site_fingerprint(
     :func:`~neurofed.data.loading.load_subject`, then :func:`case_fingerprint`. A case that
     cannot be read or processed is skipped (reason logged here, at the site) and counted in
     :attr:`Fingerprint.num_failed`. The result's :meth:`~Fingerprint.to_json` is the payload.
-    With a ``split``, the site's ``splits.json`` is read as the training engine reads it (and
+    With a ``split``, the site's ``splits.json`` is read as training reads it (and
     made with the default parameters if the site has none yet).
 
     Parameters

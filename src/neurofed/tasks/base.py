@@ -3,7 +3,7 @@
 A task fixes its input channels (``modalities``), the registered model it uses and that model's
 default configuration, which labels it needs (label maps and/or ``clinical_fields``), and
 implements the loss, a mergeable :class:`~neurofed.tasks.metric_state.MetricState`, the final
-metrics and the post-processing of outputs into predictions. The training engine calls only
+metrics and the post-processing of outputs into predictions. The training loop calls only
 these methods, so it trains every task alike:
 
 .. code-block:: python

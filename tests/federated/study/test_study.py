@@ -235,7 +235,7 @@ def test_fedbn_on_a_model_without_norm_parameters_is_refused() -> None:
     assert study.client_settings() == FedBN().client_settings()
 
 
-def test_fedprox_reaches_the_engine_config() -> None:
+def test_fedprox_reaches_the_training_config() -> None:
     text = VALID.replace("mask_heads = true", "mu = 0.05").replace('"fedavg"', '"fedprox"')
     study = Study.from_toml(text)
     assert study.train.fedprox_mu == 0.05

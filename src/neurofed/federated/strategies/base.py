@@ -14,7 +14,7 @@ global parameters. :meth:`Strategy.aggregate` does the bookkeeping once for ever
    with a server optimiser (FedAdam, FedYogi) keeping a
    :class:`~neurofed.federated.state.StrategyState`.
 
-:meth:`Strategy.client_settings` tells the site engine what to do differently (FedProx's ``mu``,
+:meth:`Strategy.client_settings` tells each site's training what to do otherwise (FedProx's ``mu``,
 parameters that stay local, Ditto's ``lambda``).
 """
 
@@ -102,14 +102,14 @@ class StrategyParams(ConfigBase):
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """What a strategy asks of each site's training engine.
+    """What a strategy asks of each site's training.
 
     Attributes
     ----------
     fedprox_mu
-        Weight of the proximal term ``mu/2·||w - w_global||²`` (0 = off); engine ``fedprox_mu``.
+        Weight of the proximal term ``mu/2·||w - w_global||²`` (0 = off): ``fedprox_mu``.
     local_parameters
-        Glob patterns of state-dict names the site keeps (engine ``local_parameters``).
+        Glob patterns of state-dict names the site keeps (``TrainConfig.local_parameters``).
     ditto_lambda
         Ditto: also train a personalised model with ``lambda/2·||v - w_global||²``
         (``None`` = no personalised model).

@@ -4,8 +4,8 @@ Scanners and protocols shift intensity statistics from site to site; keeping eac
 normalisation weights, biases and running statistics local lets the shared layers learn what is
 common. The layers are found by state-dict name (:data:`NORM_PATTERNS`, ``fnmatch`` globs that
 match the normalisation layers of every registered model); they are excluded from aggregation and
-listed in :meth:`FedBN.client_settings` ``local_parameters``, so the site engine neither sends nor
-overwrites them.
+listed in :meth:`FedBN.client_settings` ``local_parameters``, so a site's training neither
+sends nor overwrites them.
 
 Examples
 --------

@@ -1,6 +1,6 @@
 """FedProx (Li et al. 2020): FedAvg on the server, a proximal term at the sites.
 
-Sites minimise ``loss + mu/2·||w - w_global||²`` (the engine's ``fedprox_mu``), which keeps
+Sites minimise ``loss + mu/2·||w - w_global||²`` (``TrainConfig.fedprox_mu``), which keeps
 heterogeneous sites from drifting apart; the server averages as FedAvg.
 
 Examples

@@ -62,7 +62,7 @@ _TRAIN_OWNED = frozenset(
     }
 )
 
-#: Fields of the engine's ``TrainConfig`` a study's ``[train]`` table may set.
+#: Fields of the training ``TrainConfig`` a study's ``[train]`` table may set.
 SETTABLE_TRAIN_FIELDS: tuple[str, ...] = tuple(
     f.name for f in fields(TrainConfig) if f.name not in _TRAIN_OWNED
 )

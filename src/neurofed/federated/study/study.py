@@ -29,7 +29,7 @@ whitespace and key order do not change it, any value does. Custodians approve st
     metric = "WT/dice"
     direction = "max"
 
-    [train]                           # fields of the engine's TrainConfig a study may set
+    [train]                           # fields of the TrainConfig a study may set
     batch_size = 2
     patch_shape = [48, 48, 48]
     [train.preprocess]
@@ -47,7 +47,7 @@ study must leave those keys out — e.g. the example above, planned, drops
 ``[train.preprocess] spacing``. Without ``[plan]`` a study is what it always was (same hash).
 
 Frozen dataclasses (not pydantic) because every config this one nests — task, model, strategy
-and the engine's ``TrainConfig`` — is a frozen dataclass validated in ``__post_init__`` with
+and the training ``TrainConfig`` — is a frozen dataclass validated in ``__post_init__`` with
 errors that name the field, the value and the fix; one mechanism keeps one error style.
 """
 
@@ -160,7 +160,7 @@ class Study:
     selection
         The metric and direction that pick the best round.
     train
-        The engine config each site trains with (task, model, ``epochs = local_epochs``, seed
+        The training config each site trains with (task, model, ``epochs = local_epochs``, seed
         and the strategy's client settings filled in; ``device`` is the site's choice).
     max_update_norm
         L2 bound on a site's change per round (``None`` = off).
@@ -291,11 +291,11 @@ class Study:
         )
 
     def client_settings(self) -> ClientSettings:
-        """What each site's engine must do for the strategy."""
+        """What each site's training must do for the strategy."""
         return self.build_strategy().client_settings()
 
     def train_config(self, *, device: str = "auto", plan: Plan | None = None) -> TrainConfig:
-        """The engine config a site trains with; ``device`` is the site's own choice.
+        """The training config a site trains with; ``device`` is the site's own choice.
 
         A study with ``[plan]`` needs the run's ``plan`` (its ``plan.json``), whose settings
         replace what the plan decides (:func:`~neurofed.federated.study.plan.apply_plan`).
