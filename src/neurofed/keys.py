@@ -191,6 +191,9 @@ class ProblemKind(StrEnum):
     CLINICAL_RANGE = "clinical-range"
     CLINICAL_UNPARSEABLE = "clinical-unparseable"
     PATH_ESCAPE = "path-escape"  # symlink or `..` leaving the site root
+    PERMISSION = "permission"  # the file exists but the account running neurofed cannot read it
+    BAD_HEADER = "bad-header"  # a header no scan can have: sizes, voxel size, affine, data type
+    HEADER_MISMATCH = "header-mismatch"  # sform and qform disagree (a warning)
     UNKNOWN_FILE = "unknown-file"  # a file the layout reader could not place
     LAYOUT = "layout"  # the folder matches no known layout, or its metadata is broken
     SPLIT = "split"  # splits.json and the site's cases disagree (new or vanished cases)

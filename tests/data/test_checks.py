@@ -219,7 +219,9 @@ def test_path_escaping_the_site_root_is_never_opened(
     opened: list[Path] = []
     real_read = file_checks.read_image
     monkeypatch.setattr(
-        file_checks, "read_image", lambda p, *a: opened.append(Path(p)) or real_read(p, *a)
+        file_checks,
+        "read_image",
+        lambda p, *a, **k: opened.append(Path(p)) or real_read(p, *a, **k),
     )
     # Execute
     problem = only(check_case(root, Subject("c1", images)).problems)
@@ -248,7 +250,9 @@ def test_4d_file_is_decompressed_once_for_all_its_channels(
     reads: list[str] = []
     real_read = file_checks.read_image
     monkeypatch.setattr(
-        file_checks, "read_image", lambda p, *a: reads.append(Path(p).name) or real_read(p, *a)
+        file_checks,
+        "read_image",
+        lambda p, *a, **k: reads.append(Path(p).name) or real_read(p, *a, **k),
     )
     # Execute
     report = check_case(tmp_path, case, expected=ALL)

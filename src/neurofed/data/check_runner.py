@@ -39,7 +39,7 @@ from neurofed.types import ProgressCallback
 __all__ = ["CHECK_VERSION", "case_key", "read_cache", "run_checks"]
 
 #: Bump when a check changes what it reports: every cached result then becomes stale.
-CHECK_VERSION = 1
+CHECK_VERSION = 2  # 2: gzip CRC, header sizes, voxel sizes, affines, data types
 
 
 def _stamp(root: Path, rel: PurePosixPath) -> list[Any]:

@@ -35,6 +35,7 @@ import numpy as np
 
 from neurofed.data.file_checks import FileUse, Grid, check_file, format_shape
 from neurofed.data.modalities import normalise_modality
+from neurofed.data.nifti import MAX_VOXEL_BYTES
 from neurofed.data.subject import Problem, Subject
 from neurofed.keys import Layout, Modality, ProblemKind, Severity
 
@@ -72,6 +73,9 @@ class CheckSettings:
         map to world points at most this far apart.
     require_label:
         Whether a case without a label map is excluded.
+    max_voxel_bytes:
+        The most voxel bytes one file may declare; a larger header is refused before anything
+        is allocated (:data:`~neurofed.data.nifti.MAX_VOXEL_BYTES` by default).
 
     Examples
     --------
@@ -82,8 +86,13 @@ class CheckSettings:
     required_modalities: tuple[Modality, ...] | None = None
     affine_tolerance_mm: float = 0.1
     require_label: bool = False
+    max_voxel_bytes: int = MAX_VOXEL_BYTES
 
     def __post_init__(self) -> None:
+        if not isinstance(self.max_voxel_bytes, int) or self.max_voxel_bytes < 1:
+            raise ValueError(
+                f"max_voxel_bytes={self.max_voxel_bytes!r}: give a positive number of bytes"
+            )
         if self.required_modalities is not None:
             modalities = tuple(_as_modality(m) for m in self.required_modalities)
             object.__setattr__(self, "required_modalities", modalities)
@@ -101,6 +110,7 @@ class CheckSettings:
             "required_modalities": None if required is None else [m.value for m in required],
             "affine_tolerance_mm": self.affine_tolerance_mm,
             "require_label": self.require_label,
+            "max_voxel_bytes": self.max_voxel_bytes,
         }
 
     @classmethod
@@ -110,6 +120,7 @@ class CheckSettings:
             required_modalities=None if required is None else tuple(required),
             affine_tolerance_mm=float(data.get("affine_tolerance_mm", 0.1)),
             require_label=bool(data.get("require_label", False)),
+            max_voxel_bytes=int(data.get("max_voxel_bytes", MAX_VOXEL_BYTES)),
         )
 
 
@@ -214,7 +225,14 @@ def check_case(
     grids: dict[Modality | None, Grid] = {}
     root_resolved = root.resolve()  # once per case, not once per file
     for path, file_uses in uses.items():  # each file is opened and decompressed once
-        found, file_grids = check_file(root, path, file_uses, subject, root_resolved=root_resolved)
+        found, file_grids = check_file(
+            root,
+            path,
+            file_uses,
+            subject,
+            root_resolved=root_resolved,
+            max_voxel_bytes=settings.max_voxel_bytes,
+        )
         problems.extend(found)
         grids.update(file_grids)
     problems.extend(_grid_problems(subject, grids, settings.affine_tolerance_mm))

@@ -22,6 +22,7 @@ Examples
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,9 +33,9 @@ import numpy as np
 import numpy.typing as npt
 
 from neurofed.data.labels import CONVENTION_VALUES, allowed_values, invalid_values
-from neurofed.data.nifti import read_image
+from neurofed.data.nifti import MAX_VOXEL_BYTES, HeaderError, read_image
 from neurofed.data.subject import ImageRef, Problem, Subject
-from neurofed.keys import LabelConvention, Modality, ProblemKind
+from neurofed.keys import LabelConvention, Modality, ProblemKind, Severity
 
 __all__ = ["FileUse", "Grid", "check_file", "format_shape"]
 
@@ -93,6 +94,10 @@ def _locate(root: Path, root_resolved: Path, rel: PurePosixPath, sid: str) -> Pa
     if not resolved.is_file():
         what = "a folder" if resolved.is_dir() else "not a regular file"
         return _error(_K.NOT_NIFTI, sid, where, f"is {what}, not a NIfTI file", _REEXPORT)
+    if not os.access(resolved, os.R_OK):
+        message = "permission denied: the account running neurofed cannot read the file"
+        fix = "let it read the file (e.g. `chmod o+r FILE`, or add the account to its group)"
+        return _error(_K.PERMISSION, sid, where, message, fix)
     if resolved.stat().st_size == 0:
         fix = "re-copy the file from its source; an interrupted transfer leaves empty files"
         return _error(_K.EMPTY_FILE, sid, where, "file is empty (0 bytes)", fix)
@@ -131,6 +136,10 @@ def _sniff(full: Path, rel: PurePosixPath, sid: str) -> Problem | None:
         if compressed:
             with gzip.open(full, "rb") as unzipped:
                 head = unzipped.read(_HEADER_BYTES)
+    except PermissionError:
+        message = "permission denied: the account running neurofed cannot read the file"
+        fix = "let it read the file (e.g. `chmod o+r FILE`, or add the account to its group)"
+        return _error(_K.PERMISSION, sid, where, message, fix)
     except (OSError, EOFError, zlib.error) as exc:
         message = f"gzip stream broken before the header ends ({exc})"
         return _error(_K.UNREADABLE, sid, where, message, _REEXPORT)
@@ -158,11 +167,15 @@ def check_file(
     subject: Subject,
     *,
     root_resolved: Path | None = None,
+    max_voxel_bytes: int = MAX_VOXEL_BYTES,
 ) -> tuple[list[Problem], dict[Modality | None, Grid]]:
     """Check one file of ``subject`` in each role it plays; the file is decompressed once.
 
-    Returns the problems found and, for every role whose volume was usable, its :class:`Grid`.
-    ``root_resolved`` saves resolving ``root`` again for each file of a case.
+    The whole file is verified (a gzip body against its CRC-32 and length) and its header
+    judged (declared size against the file and ``max_voxel_bytes``, voxel sizes, affine, data
+    type) before any voxel is allocated. Returns the problems found and, for every role whose
+    volume was usable, its :class:`Grid`. ``root_resolved`` saves resolving ``root`` again for
+    each file of a case.
     """
     root = Path(root)
     root_resolved = root.resolve() if root_resolved is None else root_resolved
@@ -174,13 +187,27 @@ def check_file(
     if sniffed is not None:
         return [sniffed], {}
     try:
-        volume = read_image(located)  # all voxels: a truncated gzip fails here, not in the header
+        volume = read_image(located, max_bytes=max_voxel_bytes)  # the whole file, verified
+    except HeaderError as exc:
+        text = str(exc).replace(f"{located}: ", "").replace(str(located), where)
+        message, _, fix = text.partition("; ")
+        return [_error(_K.BAD_HEADER, sid, where, message, fix or _REEXPORT)], {}
     except Exception as exc:  # VolumeError, MemoryError, ...: one broken file never stops a site
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         reason = f"{type(cause).__name__}: {cause}".replace(str(located), where)
         fix = f"{_REEXPORT}; a truncated copy often has an intact header"
         return [_error(_K.UNREADABLE, sid, where, f"voxel data unreadable ({reason})", fix)], {}
-    problems: list[Problem] = []
+    problems: list[Problem] = [
+        Problem(
+            _K.HEADER_MISMATCH,
+            warning.partition("; ")[0],
+            warning.partition("; ")[2],
+            subject_id=sid,
+            path=where,
+            severity=Severity.WARNING,
+        )
+        for warning in volume.warnings
+    ]
     grids: dict[Modality | None, Grid] = {}
     for use in uses:
         found, grid = _check_use(volume.array, volume.affine, use, where, subject)
