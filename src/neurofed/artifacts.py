@@ -46,6 +46,8 @@ __all__ = [
     "atomic_path",
     "sha256_bytes",
     "sha256_file",
+    "shown",
+    "spreadsheet_safe",
     "versions",
     "write_bytes_atomically",
     "write_json_atomically",
@@ -175,3 +177,38 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "absent"
     return out
+
+
+#: The longest value echoed in an error message (data can hold anything, of any length).
+SHOWN_CHARACTERS = 60
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def shown(value: Any, limit: int = SHOWN_CHARACTERS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters.
+
+    >>> shown("x" * 100, limit=12)
+    "'xxxxxxx… (102 characters)"
+    >>> shown(3.5)
+    '3.5'
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 4]}… ({len(text)} characters)"
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` for a CSV cell a spreadsheet cannot run as a formula: a cell starting with
+    ``= + - @`` (or a tab or carriage return) that is not a number gets a leading ``'``.
+
+    >>> spreadsheet_safe("=cmd()"), spreadsheet_safe("-2.5"), spreadsheet_safe("ok")
+    ("'=cmd()", '-2.5', 'ok')
+    """
+    if not text.startswith(_FORMULA_STARTS):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        return f"'{text}"
+    return text

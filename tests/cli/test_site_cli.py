@@ -80,3 +80,43 @@ def test_bad_missing_marker_names_the_format(tmp_path: Path) -> None:
     result = runner.invoke(app, ["phantom", "--out", str(tmp_path), "--missing-marker", "mgmt"])
     assert result.exit_code == 2
     assert "SITE:MARKER" in result.output
+
+
+def _table_site(root: Path, ids: list[str], empty: bool) -> Path:
+    """A CSV-layout site (subject_id, t1 columns); every image empty (0 bytes) if ``empty``."""
+    from tests.helpers import write_tiny_image
+
+    rows = ["subject_id,t1"]
+    for sid in ids:
+        image = root / "images" / f"case{len(rows)}.nii.gz"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        if empty:
+            image.write_bytes(b"")
+        else:
+            write_tiny_image(image)
+        rows.append(f"{sid},images/{image.name}")
+    (root / "cases.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+def test_thousands_of_problems_print_as_a_summary_by_kind(tmp_path: Path) -> None:
+    # Prepare: 60 cases, each with an empty image
+    site = _table_site(tmp_path / "site", [f"c{k:03d}" for k in range(60)], empty=True)
+    # Execute
+    result = runner.invoke(app, ["site", "check", str(site)], env={"COLUMNS": "200"})
+    # Assert: counts by kind, a few examples, and where the rest are; not 60 lines
+    assert result.exit_code == 1, result.output
+    assert "60 problems, by kind" in result.output and "empty-file: 60" in result.output
+    assert result.output.count("file is empty (0 bytes)") == 3
+    assert "check-report.json" in result.output
+    report = json.loads((site / "neurofed" / "check-report.json").read_text())
+    assert sum(len(c["problems"]) for c in report["cases"]) == 60
+
+
+def test_text_from_the_data_is_never_read_as_terminal_markup(tmp_path: Path) -> None:
+    # Prepare: subject ids that rich would take for styles (and the image of one is empty)
+    site = _table_site(tmp_path / "site", ["[bold red]evil[/]", "[link=x]b"], empty=True)
+    # Execute
+    result = runner.invoke(app, ["site", "check", str(site)], env={"COLUMNS": "200"})
+    # Assert: the ids are printed as they are
+    assert "[bold red]evil[/]" in result.output and "[link=x]b" in result.output

@@ -323,3 +323,11 @@ def test_row_problems_are_renamed_to_the_matched_subject(tmp_path: Path) -> None
     (problem,) = problems
     assert (problem.kind, problem.subject_id) == (ProblemKind.CLINICAL_RANGE, "BraTS2021_00005")
     assert joined[0].clinical.age is None
+
+
+def test_a_huge_unreadable_cell_is_echoed_cut_short() -> None:
+    from neurofed.data.clinical import ClinicalValueError, parse_clinical_value
+
+    with pytest.raises(ClinicalValueError) as caught:
+        parse_clinical_value(ClinicalField.AGE, "x" * 10_000)
+    assert "(10002 characters)" in str(caught.value) and len(str(caught.value)) < 200

@@ -152,3 +152,19 @@ def test_site_without_manifest_or_preprocessing_says_what_to_run(tmp_path: Path)
         preprocess_site(tmp_path, MODALITIES, PARAMS)
     with pytest.raises(PipelineError, match=r"nothing preprocessed yet; run `neurofed site"):
         run_qc(tmp_path)
+
+
+def test_the_qc_csv_cannot_run_as_a_spreadsheet_formula() -> None:
+    # Prepare: a case id a hostile or careless site could carry
+    from neurofed.preprocess.pipeline import _table_csv
+    from neurofed.preprocess.qc import QCConfig, QCRow, QCTable
+
+    row = QCRow(
+        '=HYPERLINK("http://x")', Modality.T1, QCCheck.SNR, QCStatus.FAIL, -1.5, "<5", "@low"
+    )
+    # Execute
+    text = _table_csv({"T1": QCTable(QCConfig(), (row,))})
+    # Assert: text cells are quoted for spreadsheets, numbers stay numbers
+    cells = list(csv.reader(text.splitlines()))[1]
+    assert cells[1] == '\'=HYPERLINK("http://x")' and cells[-1] == "'@low"
+    assert cells[5] == "-1.5"

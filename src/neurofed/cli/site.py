@@ -45,27 +45,50 @@ def _parse_modalities(value: str | None) -> tuple[Modality, ...] | None:
     return tuple(m for m in modalities if m is not None)
 
 
+#: Above this many problems, ``site check`` prints a summary by kind and a few of each.
+MAX_LISTED = 40
+_PER_KIND = 3
+
+
 def _print_problem(problem: Problem) -> None:
-    console.print(f"  {_MARK[problem.severity]} {problem.line()}", soft_wrap=True)
+    # text from the data (ids, file names, clinical cells) is never read as markup
+    console.print(f"  {_MARK[problem.severity]} {escape(problem.line())}", soft_wrap=True)
 
 
 def render_report(site: Path, report: SiteCheckReport) -> None:
-    """Print one line per problem and a summary a custodian can act on."""
+    """Print one line per problem and a summary a custodian can act on; with more than
+    :data:`MAX_LISTED` problems, the count of each kind and its first few lines."""
+    from collections import Counter
+
     cases = report.cases
     excluded = report.excluded_ids
-    n_warn = sum(1 for c in cases for p in c.problems if p.severity is Severity.WARNING)
+    problems = [*report.site_problems, *(p for c in cases for p in c.problems)]
+    n_warn = sum(1 for p in problems if p.severity is Severity.WARNING)
     per_case = report.seconds / max(len(cases), 1)
     console.print(
-        f"[bold]{site}[/bold] ({report.manifest.layout.value}): {len(cases)} cases, "
+        f"[bold]{escape(str(site))}[/bold] ({report.manifest.layout.value}): {len(cases)} cases, "
         f"{len(cases) - len(excluded)} usable, {len(excluded)} excluded, {n_warn} warnings "
         f"[dim]({report.seconds:.1f} s, {per_case:.2f} s/case)[/dim]",
         soft_wrap=True,
     )
-    for problem in report.site_problems:
-        _print_problem(problem)
-    for case in cases:
-        for problem in case.problems:
+    if len(problems) <= MAX_LISTED:
+        for problem in problems:
             _print_problem(problem)
+        return
+    kinds = Counter((p.kind, p.severity) for p in problems)
+    console.print(f"  {len(problems)} problems, by kind (the first {_PER_KIND} of each below):")
+    for (kind, severity), count in kinds.most_common():
+        console.print(f"    {_MARK[severity]} {kind.value}: {count}")
+    for kind, severity in kinds:
+        for problem in [p for p in problems if (p.kind, p.severity) == (kind, severity)][
+            :_PER_KIND
+        ]:
+            _print_problem(problem)
+    console.print(
+        f"  every problem, with its fix: {escape(str(site / SiteFile.FOLDER.value))}/"
+        f"{SiteFile.CHECK_REPORT.value}",
+        soft_wrap=True,
+    )
 
 
 def _splits_line(splits: Splits, available: list[str]) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
+from neurofed.artifacts import shown
 from neurofed.data.subject import Clinical, Problem, Subject
 from neurofed.keys import ClinicalField, ProblemKind, Severity, Sex
 
@@ -202,7 +203,7 @@ def parse_clinical_value(field: ClinicalField, text: str) -> bool | int | float 
         value = number
     if value is None:
         raise ClinicalValueError(
-            f"{field.value} = {raw!r} is not understood (expected {_EXPECTED[field]})",
+            f"{field.value} = {shown(raw)} is not understood (expected {_EXPECTED[field]})",
             ProblemKind.CLINICAL_UNPARSEABLE,
         )
     low, high = _RANGES.get(field, (None, None))

@@ -34,7 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from neurofed import __version__
-from neurofed.artifacts import versions, write_json_atomically, write_text_atomically
+from neurofed.artifacts import (
+    spreadsheet_safe,
+    versions,
+    write_json_atomically,
+    write_text_atomically,
+)
 from neurofed.data.loading import load_subject
 from neurofed.data.manifest import ManifestError, load_manifest
 from neurofed.data.nifti import VolumeError
@@ -214,8 +219,9 @@ def _table_csv(tables: Mapping[str, QCTable]) -> str:
             data = row.to_json()
             value = "" if data["value"] is None else f"{data['value']:g}"
             modality = data["modality"] or ""
-            writer.writerow([channels, row.subject_id, modality, data["check"], data["status"],
-                             value, row.threshold, row.reason])  # fmt: skip
+            cells = [channels, row.subject_id, modality, data["check"], data["status"], value,
+                     row.threshold, row.reason]  # fmt: skip
+            writer.writerow([spreadsheet_safe(str(c)) for c in cells])
     return buffer.getvalue()
 
 

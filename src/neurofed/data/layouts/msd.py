@@ -28,6 +28,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from neurofed.artifacts import shown
 from neurofed.data.layouts._files import (
     attach_clinical,
     dataset_kind,
@@ -124,7 +125,7 @@ class MsdReader:
                 image = entry.get("image") if isinstance(entry, dict) else entry
                 label = entry.get("label") if isinstance(entry, dict) else None
                 if not isinstance(image, str) or not (label is None or isinstance(label, str)):
-                    message = f"dataset.json {key}[{number}] = {entry!r} names no image"
+                    message = f"dataset.json {key}[{number}] = {shown(entry)} names no image"
                     problems.append(layout_error(message, _ENTRY_FIX))
                     continue
                 label_path = site_path(root, label) if label else None

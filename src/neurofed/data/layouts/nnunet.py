@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from neurofed.artifacts import shown
 from neurofed.data.labels import CONVENTION_VALUES, is_tumor
 from neurofed.data.layouts._files import (
     attach_clinical,
@@ -142,7 +143,9 @@ def channel_modalities(
         index = int(key) if str(key).isdigit() else None
         if modality is None or index is None or modality in found.values():
             why = "is listed twice" if modality in found.values() else "is not usable"
-            message = f"dataset.json {field} {key!r}: {name!r} {why} (use T1, T1CE, T2, FLAIR)"
+            message = (
+                f"dataset.json {field} {shown(key)}: {shown(name)} {why} (use T1, T1CE, T2, FLAIR)"
+            )
             fix = f"name each channel in {field} once as T1, T1ce, T2 or FLAIR (or remove it)"
             problems.append(layout_error(message, fix))
         else:
@@ -201,11 +204,11 @@ class NnunetReader:
         ending = data.get("file_ending")
         if not isinstance(ending, str) or not ending.startswith("."):
             fix = 'add "file_ending": ".nii.gz" to dataset.json'
-            problems.append(layout_error(f"dataset.json file_ending is {ending!r}", fix))
+            problems.append(layout_error(f"dataset.json file_ending is {shown(ending)}", fix))
             ending = ".nii.gz"
         elif ending not in NIFTI_SUFFIXES:
             fix = "convert the images to NIfTI (.nii.gz) and set file_ending to .nii.gz"
-            problems.append(layout_error(f"file_ending {ending!r} is not NIfTI", fix))
+            problems.append(layout_error(f"file_ending {shown(ending)} is not NIfTI", fix))
         declared = {int(k) for k in data.get("channel_names") or {} if str(k).isdigit()}
         cases: dict[tuple[str, str], dict[int, PurePosixPath]] = {}
         labels: dict[tuple[str, str], PurePosixPath] = {}  # (images folder, case) -> label

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from neurofed.artifacts import shown as show_value
 from neurofed.data.clinical import (
     ClinicalTableError,
     find_id_column,
@@ -162,7 +163,7 @@ class TableReader:
             stated = row[columns.convention] if columns.convention is not None else ""
             convention = _CONVENTIONS.get(_key(stated)) if stated else self.label_convention
             if label is not None and stated and convention is None:
-                message = f"label_convention = {stated!r} is not a known convention"
+                message = f"label_convention = {show_value(stated)} is not a known convention"
                 problems.append(_problem(message, _CONVENTION_FIX, subject_id, shown))
                 label = None
             elif label is not None and convention is None:
