@@ -104,6 +104,14 @@ class ProtocolError(ValueError):
     """A message does not follow the protocol; the message names the field and the value."""
 
 
+#: Bounds on what any answer may carry (a site's answer is hostile until checked).
+MAX_NAME = 200  # characters of a parameter, metric or label name
+MAX_ENTRIES = 100_000  # named arrays or numbers in one field
+MAX_EXAMPLES = 10_000_000  # cases a site may claim
+MAX_REASON = 1_000  # characters of an error reason kept
+MAX_FINGERPRINT = 16 * 1024**2  # characters of a fingerprint's JSON
+
+
 def _describe(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:57]}..."
@@ -113,16 +121,22 @@ def _wrong(where: str, value: Any, expected: str) -> ProtocolError:
     return ProtocolError(f"{where} is {_describe(value)} ({type(value).__name__}); {expected}")
 
 
-def _integer(where: str, value: Any) -> int:
+def _integer(where: str, value: Any, low: int | None = None, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise _wrong(where, value, "expected an integer")
-    return int(value)
+    number = int(value)
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise _wrong(where, value, f"expected an integer in {low}..{high}")
+    return number
 
 
-def _number(where: str, value: Any) -> float:
+def _number(where: str, value: Any, *, nan: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise _wrong(where, value, "expected a number")
-    return float(value)
+    number = float(value)
+    if math.isinf(number) or (math.isnan(number) and not nan):
+        raise _wrong(where, value, "expected a finite number")
+    return number
 
 
 def _text(where: str, value: Any) -> str:
@@ -134,6 +148,11 @@ def _text(where: str, value: Any) -> str:
 def _table(where: str, value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise _wrong(where, value, "expected a table keyed by names")
+    if len(value) > MAX_ENTRIES:
+        raise ProtocolError(f"{where} holds {len(value)} entries; at most {MAX_ENTRIES}")
+    long = next((k for k in value if len(k) > MAX_NAME), None)
+    if long is not None:
+        raise ProtocolError(f"{where} names an entry of {len(long)} characters; at most {MAX_NAME}")
     return value
 
 
@@ -141,7 +160,10 @@ def _arrays(where: str, value: Any) -> dict[str, np.ndarray]:
     table = _table(where, value)
     out = {}
     for name, item in table.items():
-        array = np.asarray(item)
+        try:
+            array = np.asarray(item)
+        except (ValueError, TypeError, OverflowError):  # ragged or unconvertible junk
+            raise _wrong(f"{where}[{name!r}]", item, "expected a numeric array") from None
         if array.dtype.kind not in "biuf":
             raise _wrong(f"{where}[{name!r}]", item, "expected a numeric array")
         out[name] = array
@@ -281,9 +303,13 @@ class TrainResult:
         metrics = _table("train_metrics", meta.get(MetaField.TRAIN_METRICS.value) or {})
         return cls(
             params=_arrays("the parameters", params),
-            num_examples=_integer("num_examples", meta.get(MetaField.NUM_EXAMPLES.value, 0)),
-            label_counts={k: _integer(f"label_counts[{k!r}]", v) for k, v in counts.items()},
-            metrics={k: _number(f"train_metrics[{k!r}]", v) for k, v in metrics.items()},
+            num_examples=_integer(
+                "num_examples", meta.get(MetaField.NUM_EXAMPLES.value, 0), 0, MAX_EXAMPLES
+            ),
+            label_counts={
+                k: _integer(f"label_counts[{k!r}]", v, 0, MAX_EXAMPLES) for k, v in counts.items()
+            },
+            metrics={k: _number(f"train_metrics[{k!r}]", v, nan=True) for k, v in metrics.items()},
         )
 
 
@@ -322,7 +348,7 @@ class ValidateResult:
         return cls(
             metric_state=state,
             personalised_metric_state=None if own is None else _arrays("personalised", own),
-            seconds=None if seconds is None else _number("validate_seconds", seconds),
+            seconds=None if seconds is None else abs(_number("validate_seconds", seconds)),
         )
 
 
@@ -342,7 +368,10 @@ class FingerprintResult:
 
     @classmethod
     def _decode(cls, params: Mapping[str, Any], meta: Mapping[str, Any]) -> FingerprintResult:
-        return cls(fingerprint=_text("fingerprint", meta.get(MetaField.FINGERPRINT.value)))
+        text = _text("fingerprint", meta.get(MetaField.FINGERPRINT.value))
+        if len(text) > MAX_FINGERPRINT:
+            raise ProtocolError(f"fingerprint is {len(text)} characters; at most {MAX_FINGERPRINT}")
+        return cls(fingerprint=text)
 
 
 #: What a site's answer carries when it did the task.
@@ -427,7 +456,12 @@ class SiteAnswer:
         error = meta.get(MetaField.ERROR.value)
         if error is not None:
             refused = meta.get(MetaField.REFUSED.value, False)
-            return cls.failure(str(error), refused=bool(refused), site_id=site_id)
+            if not isinstance(refused, bool | np.bool_):
+                raise _wrong("refused", refused, "expected true or false")
+            reason = _text("error", error)
+            if len(reason) > MAX_REASON:
+                reason = f"{reason[:MAX_REASON]}… (cut at {MAX_REASON} characters)"
+            return cls.failure(reason, refused=bool(refused), site_id=site_id)
         try:
             kind = _RESULTS[TaskName(task)]
         except (KeyError, ValueError):

@@ -138,9 +138,10 @@ class StudyController(ModelController):  # type: ignore[misc]
             meta.pop("props", None)
             try:
                 answer = SiteAnswer.decode(task, site, result.params, meta)
-            except ProtocolError as error:  # that site's failure, never the run's
-                self.warning(f"{task.value}: site {site} sent a malformed answer: {error}")
-                answer = SiteAnswer.failure(f"malformed answer: {error}", site_id=site)
+            except Exception as error:  # that site's failure, never the run's
+                reason = str(error) if isinstance(error, ProtocolError) else type(error).__name__
+                self.warning(f"{task.value}: site {site} sent a malformed answer: {reason}")
+                answer = SiteAnswer.failure(f"malformed answer: {reason}", site_id=site)
             answers.append(answer)
         return answers
 

@@ -10,14 +10,12 @@ round's metrics and checkpoint, and at the end writes the best round's model (se
 study's metric and explicit direction) and the last round's. A site whose custodian refused the
 study (its answer carries ``refused``) is recorded under ``refused`` — in the round's metrics and
 in the summary (every site refused in some round, with its latest reason) — not as a failure;
-it stays targeted, so a site that approves the study mid-run joins the next round. Ditto sites
-also send the metric state of their personalised models; it is merged the same way into the
-round's ``personalised`` validation and the summary's ``personalised`` entry (the last round
-that has one) — both absent for other strategies.
+it stays targeted, so a site that approves the study mid-run joins the next round. Ditto sites'
+personalised metric states are merged the same way (``personalised`` in the round and summary).
 
-The answers are :class:`~neurofed.federated.protocol.SiteAnswer` records the controller decoded
-(:mod:`~neurofed.federated.protocol`); what the run reports at the end is a
-:class:`~neurofed.federated.protocol.RunSummary`.
+Answers arrive decoded (:class:`~neurofed.federated.protocol.SiteAnswer`) and are checked
+against the study (:mod:`~neurofed.federated.server.answers`): a malformed one is that site's
+failure for the round. The new global model is checkpointed right after aggregation.
 """
 
 from __future__ import annotations
@@ -35,11 +33,16 @@ from neurofed.federated.protocol import (
     SiteAnswer,
     TaskRequest,
     TrainResult,
-    ValidateResult,
     encode_plan,
 )
 from neurofed.federated.round import QuorumError, aggregate_round
 from neurofed.federated.selection import best_round
+from neurofed.federated.server.answers import (
+    StateSchema,
+    state_schema,
+    training_failure,
+    validation_states,
+)
 from neurofed.federated.server.planning import (
     PlanningError,
     copy_plan_files,
@@ -64,7 +67,7 @@ from neurofed.federated.state import StrategyState
 from neurofed.federated.study import Study
 from neurofed.federated.update import Parameters, SiteUpdate
 from neurofed.preprocess.plan import Plan
-from neurofed.tasks import MetricState, merge_states
+from neurofed.tasks import merge_states
 from neurofed.training import LocalTrainer, RunFolderError, save_model
 from neurofed.training.config import TrainConfig
 from neurofed.training.parameters import check_arrays, load_arrays
@@ -109,6 +112,7 @@ class FederatedRun:
         self.next_round = 1
         self.plan: Plan | None = None  # a study with [plan]: the run's plan.json
         self.planning: dict[str, Any] = {}  # who contributed to it (run.json's "plan")
+        self._schema: StateSchema | None = None  # what the sites' metric states must hold
 
     # -- start / resume ------------------------------------------------------------------------
 
@@ -228,10 +232,10 @@ class FederatedRun:
                 logger.warning("round %d: %s %s", record.round, site, answer.error)
                 record.refused[site] = answer.error
                 continue
-            if not isinstance(answer.result, TrainResult):
-                reason = answer.error or "it answered the training task with another task's result"
+            reason = training_failure(answer)
+            if reason is not None or not isinstance(answer.result, TrainResult):
                 logger.warning("round %d: %s failed: %s", record.round, site, reason)
-                record.failed[site] = reason
+                record.failed[site] = str(reason)
                 continue
             update = _update(answer, answer.result)
             updates.append(update)
@@ -256,6 +260,8 @@ class FederatedRun:
         record.accepted = list(result.accepted)
         record.aggregated = True
         self.params, self.state = dict(result.params), result.state
+        # the new global model is kept before anything else can fail (validation comes next)
+        self._checkpoint(record, [*self.history, record])
         return True
 
     def record_validation(
@@ -271,19 +277,19 @@ class FederatedRun:
             if answer.error is not None and answer.refused:
                 record.refused.setdefault(site, answer.error)
                 continue
-            if not isinstance(answer.result, ValidateResult):
-                reason = answer.error or "it answered the validation task with another result"
+            if self._schema is None:
+                self._schema = state_schema(self.task, self.train_config())
+            checked, reason = validation_states(answer, self._schema, self.task)
+            if checked is None:
                 logger.warning("round %d: validation at %s failed: %s", record.round, site, reason)
                 record.failed.setdefault(site, f"validation: {reason}")
                 continue
-            result = answer.result
-            own = MetricState.from_arrays(result.personalised_metric_state or {})
-            if not own.is_empty:
+            state, own, seconds = checked
+            if own is not None and not own.is_empty:
                 personalised.append(own)
                 record.personalised_per_site[site] = finalize_metrics(self.task, own)
-            if result.seconds is not None:
-                record.validation_seconds[site] = float(result.seconds)
-            state = MetricState.from_arrays(result.metric_state)
+            if seconds is not None:
+                record.validation_seconds[site] = seconds
             if state.is_empty:
                 continue
             states.append(state)
@@ -292,9 +298,7 @@ class FederatedRun:
         if personalised:
             record.personalised = finalize_metrics(self.task, merge_states(personalised))
 
-    def end_round(self, record: RoundRecord) -> None:
-        """Write the round's metrics and checkpoint; the next round follows."""
-        self.history.append(record)
+    def _checkpoint(self, record: RoundRecord, history: Sequence[RoundRecord]) -> None:
         write_json_atomically(round_metrics_path(self.run_dir, record.round), record.to_json())
         save_round_checkpoint(
             self.run_dir,
@@ -302,11 +306,16 @@ class FederatedRun:
                 round=record.round,
                 params=self.params,
                 state=self.state,
-                history=tuple(self.history),
+                history=tuple(history),
                 dropped=tuple(self.dropped),
                 study_hash=self.study.content_hash,
             ),
         )
+
+    def end_round(self, record: RoundRecord) -> None:
+        """Write the round's metrics and checkpoint; the next round follows."""
+        self.history.append(record)
+        self._checkpoint(record, self.history)
         self.next_round = record.round + 1
 
     # -- the end -------------------------------------------------------------------------------
