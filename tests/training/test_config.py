@@ -59,7 +59,10 @@ def test_task_default_model_config_when_none_given() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"batch_size": 0}, r"TrainConfig.batch_size = 0 is invalid: use an integer >= 1"),
+        (
+            {"batch_size": 0},
+            r"TrainConfig.batch_size = 0 is invalid: use a whole number in 1..4096",
+        ),
         ({"learning_rate": -1.0}, r"TrainConfig.learning_rate = -1.0 is invalid"),
         ({"optimizer": "adamw"}, r"TrainConfig.optimizer = 'adamw' is invalid: use one of"),
         ({"patch_shape": (16, 16)}, r"TrainConfig.patch_shape = \(16, 16\) is invalid"),

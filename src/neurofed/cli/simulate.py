@@ -55,6 +55,13 @@ def simulate(
             f"{list(plan.patch_size)}, batch {plan.batch_size} → {result.run_dir / 'plan.json'}"
         )
     selected = summary.selected
+    if result.model_dir is None:
+        err_console.print(
+            f"[red]error:[/red] no round was aggregated, so there is no model; each round's "
+            f"reasons (quorum, failures, refusals) are in {result.run_dir / 'rounds'}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
     if selected is not None:
         console.print(
             f"best round {selected.round}: {selected.metric} = {selected.value} "

@@ -203,6 +203,11 @@ def run_demo(config: DemoConfig, stage: StageProgress | None = None) -> DemoResu
         )
     timed("pooled", began)
 
+    if federated.model_dir is None:
+        raise RuntimeError(
+            f"the federated run aggregated no round, so it has no model; see "
+            f"{out / FEDERATED / 'rounds'} for each round's reasons"
+        )
     models = {"federated": federated.model_dir, "pooled": out / POOLED / "model"}
     models |= {f"local {s.name}": out / LOCAL / s.name / "model" for s in training}
     _copy_plan(out / FEDERATED, models.values())

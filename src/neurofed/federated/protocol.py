@@ -590,7 +590,8 @@ class RunSummary:
     refused
         Site → the latest reason its custodian refused the study.
     model, last_model
-        The model folders' names in the run folder.
+        The model folders' names in the run folder; ``None`` when no round was aggregated
+        (the run has no model to give, and says so).
     personalised
         Ditto only: the sites' own models' validation.
     plan
@@ -604,8 +605,8 @@ class RunSummary:
     selected: SelectedRound | None
     dropped: tuple[str, ...] = ()
     refused: Mapping[str, str] = field(default_factory=dict)
-    model: str = "model"
-    last_model: str = "last_model"
+    model: str | None = "model"
+    last_model: str | None = "last_model"
     personalised: PersonalisedSummary | None = None
     plan: PlanSummary | None = None
 
@@ -643,8 +644,10 @@ class RunSummary:
             selected=None if not selected else SelectedRound.from_json(selected),
             dropped=tuple(str(s) for s in data.get("dropped", ())),
             refused={str(k): str(v) for k, v in dict(data.get("refused", {})).items()},
-            model=str(data.get("model", "model")),
-            last_model=str(data.get("last_model", "last_model")),
+            model=None if data.get("model", "model") is None else str(data.get("model", "model")),
+            last_model=None
+            if data.get("last_model", "last_model") is None
+            else str(data.get("last_model", "last_model")),
             personalised=None if not personalised else PersonalisedSummary.from_json(personalised),
             plan=None if not plan else PlanSummary.from_json(plan),
         )

@@ -49,6 +49,12 @@ __all__ = [
 #: TrainConfig fields a run may change when it resumes (more epochs, another device, validation
 #: more or less often); any other difference means another run.
 RESUMABLE_FIELDS = frozenset({"epochs", "device", "validate_every"})
+#: Upper bounds of a TrainConfig's sizes (far above any real run; below them nothing overflows).
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 4096
+MAX_SAMPLES_PER_EPOCH = 10_000_000
+MAX_PATCH_EDGE = 2048
+MAX_SEED = 2**63 - 1
 
 Shape3 = tuple[int, int, int]
 
@@ -77,9 +83,10 @@ def _shape(owner: object, name: str, value: Any) -> Shape3 | None:
     ok = (
         isinstance(value, tuple | list)
         and len(value) == 3
-        and all(is_positive_int(v) for v in value)
+        and all(is_positive_int(v) and v <= MAX_PATCH_EDGE for v in value)
     )
-    require(ok, owner, name, "give three positive whole numbers of voxels, e.g. (64, 64, 64)")
+    fix = f"give three whole numbers of voxels in 1..{MAX_PATCH_EDGE}, e.g. (64, 64, 64)"
+    require(ok, owner, name, fix)
     x, y, z = (int(v) for v in value)
     return (x, y, z)
 
@@ -202,8 +209,10 @@ class TrainConfig:
             "augment",
             "give an AugmentConfig mapping, or null for no augmentation",
         )
-        for name in ("epochs", "batch_size"):
-            require(is_positive_int(getattr(self, name)), self, name, "use an integer >= 1")
+        for name, most in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH_SIZE)):
+            value = getattr(self, name)
+            ok = is_positive_int(value) and value <= most
+            require(ok, self, name, f"use a whole number in 1..{most}")
         _number(self, "learning_rate", 1e-12, 10.0, "use a positive step size, e.g. 1e-3")
         if not isinstance(self.optimizer, Optimizer):
             names = [o.value for o in Optimizer]
@@ -218,17 +227,20 @@ class TrainConfig:
         set_(self, "patch_shape", _shape(self, "patch_shape", self.patch_shape))
         if self.samples_per_epoch is not None:
             require(
-                is_positive_int(self.samples_per_epoch),
+                is_positive_int(self.samples_per_epoch)
+                and self.samples_per_epoch <= MAX_SAMPLES_PER_EPOCH,
                 self,
                 "samples_per_epoch",
-                "use an integer >= 1, or null for one sample per training case",
+                f"use a whole number in 1..{MAX_SAMPLES_PER_EPOCH}, or null for one per case",
             )
         _number(self, "foreground_probability", 0.0, 1.0, "use a probability in [0, 1]")
         require(
-            isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+            isinstance(self.seed, int)
+            and not isinstance(self.seed, bool)
+            and 0 <= self.seed <= MAX_SEED,
             self,
             "seed",
-            "use a whole number >= 0",
+            f"use a whole number in 0..{MAX_SEED} (2**63 - 1)",
         )
         _number(self, "fedprox_mu", 0.0, 1e6, "use a number >= 0 (0 = plain local training)")
         patterns = self.local_parameters

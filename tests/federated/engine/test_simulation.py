@@ -231,3 +231,31 @@ def test_a_silent_site_is_dropped_after_the_timeout_and_not_waited_for_again(
     assert first["seconds"] >= timeout
     assert second["targets"] == ["site-1"] and second["seconds"] < timeout
     assert result.summary.dropped == ("site-2",) and result.summary.rounds_done == 2
+
+
+def test_a_quorum_larger_than_the_sites_given_is_refused_before_starting(
+    age_sites: list[Path], tmp_path: Path
+) -> None:
+    with pytest.raises(SimulationError, match=r"needs 3 sites per round \(min_sites\) but 2"):
+        run_simulation(tiny_study(min_sites=3), age_sites, tmp_path / "run")
+    assert not (tmp_path / "run" / "simulator").exists()
+
+
+def test_the_cli_exits_non_zero_when_no_round_was_aggregated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: a simulation whose every round missed its quorum
+    import neurofed.federated.engine as engine
+    from neurofed.federated.protocol import RunSummary
+
+    study = tiny_study()
+    (tmp_path / "study.toml").write_text(study.to_toml(), encoding="utf-8")
+    empty = RunSummary(study.name, study.content_hash, 2, 2, None, model=None, last_model=None)
+    result = SimulationResult(run_dir=tmp_path / "run", summary=empty, seconds=1.0)
+    monkeypatch.setattr(engine, "run_simulation", lambda *a, **k: result)
+    # Execute
+    args = ["simulate", str(tmp_path / "study.toml"), "--site", str(tmp_path), "--out", "x"]
+    outcome = CliRunner().invoke(app, args)
+    # Assert
+    assert outcome.exit_code == 1
+    assert "no round was aggregated, so there is no model" in outcome.output

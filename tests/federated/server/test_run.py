@@ -181,3 +181,22 @@ def test_without_personalised_states_the_round_record_is_unchanged(tmp_path: Pat
     assert record.personalised == {} and record.personalised_per_site == {}
     assert not {"personalised", "personalised_per_site"} & record.to_json().keys()
     assert summary.personalised is None and "personalised" not in summary.to_json()
+
+
+def test_a_run_in_which_no_round_was_aggregated_writes_no_model(tmp_path: Path) -> None:
+    # Prepare: every site fails every round
+    run = FederatedRun(tiny_study(rounds=2, min_sites=1), tmp_path / "run")
+    run.start(["site-1"])
+    for k in (1, 2):
+        record = RoundRecord(round=k)
+        failed = _answer(TaskName.TRAIN, "site-1", error="SiteDataError: no manifest")
+        assert not run.record_training(record, ["site-1"], [failed])
+        run.end_round(record)
+    # Execute
+    summary = run.finish()
+    # Assert: no model folder, and the summary says why there is none
+    assert summary.model is None and summary.last_model is None and summary.selected is None
+    assert not (tmp_path / "run" / "model").exists()
+    assert not (tmp_path / "run" / "last_model").exists()
+    written = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert written["model"] is None and written["rounds_done"] == 2

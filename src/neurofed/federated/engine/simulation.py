@@ -71,8 +71,9 @@ class SimulationResult:
     seconds: float
 
     @property
-    def model_dir(self) -> Path:
-        return self.run_dir / self.summary.model
+    def model_dir(self) -> Path | None:
+        """The selected model's folder (``None``: no round was aggregated, so no model)."""
+        return None if self.summary.model is None else self.run_dir / self.summary.model
 
 
 def site_names(count: int) -> list[str]:
@@ -195,6 +196,11 @@ def run_simulation(
     from neurofed.federated.engine.job import build_job
 
     roots = _check_sites(site_dirs)
+    if study.min_sites > len(roots):
+        raise SimulationError(
+            f"study {study.name!r} needs {study.min_sites} sites per round (min_sites) but "
+            f"{len(roots)} were given; give more --site folders or lower min_sites"
+        )
     run_dir = Path(out).resolve()
     check_run_folder(run_dir, study.content_hash)  # before any process starts
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -219,7 +225,7 @@ def run_simulation(
         study,
         run_dir=str(run_dir),
         site_configs={name: str(path) for name, path in zip(names, configs, strict=True)},
-        min_clients=min(study.min_sites, len(roots)),
+        min_clients=study.min_sites,
     )
 
     _write_allow_list(run_dir / SIMULATOR_FOLDER)

@@ -27,6 +27,7 @@ import torch
 
 from neurofed.data.subject import Clinical
 from neurofed.federated.protocol import ProtocolError, SiteAnswer, TrainResult, ValidateResult
+from neurofed.federated.update import SiteUpdate
 from neurofed.keys import ClinicalField, OutputKey
 from neurofed.tasks import MetricState, Task
 from neurofed.training.config import TrainConfig
@@ -38,6 +39,7 @@ __all__ = [
     "StateSchema",
     "check_metric_state",
     "check_train_result",
+    "site_update",
     "state_schema",
     "training_failure",
     "validation_states",
@@ -184,6 +186,17 @@ def training_failure(answer: SiteAnswer) -> str | None:
     except ProtocolError as error:
         return f"malformed answer: {error}"
     return None
+
+
+def site_update(answer: SiteAnswer, result: TrainResult) -> SiteUpdate:
+    """A checked training answer as the aggregation's input."""
+    return SiteUpdate(
+        answer.site_id,
+        dict(result.params),
+        num_examples=result.num_examples,
+        label_counts=dict(result.label_counts),
+        metrics=dict(result.metrics),
+    )
 
 
 #: A validation answer's checked metric states (global, Ditto's personalised) and seconds.

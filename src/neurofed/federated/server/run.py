@@ -39,6 +39,7 @@ from neurofed.federated.round import QuorumError, aggregate_round
 from neurofed.federated.selection import best_round
 from neurofed.federated.server.answers import (
     StateSchema,
+    site_update,
     state_schema,
     training_failure,
     validation_states,
@@ -65,7 +66,7 @@ from neurofed.federated.server.run_folder import (
 )
 from neurofed.federated.state import StrategyState
 from neurofed.federated.study import Study
-from neurofed.federated.update import Parameters, SiteUpdate
+from neurofed.federated.update import Parameters
 from neurofed.preprocess.plan import Plan
 from neurofed.tasks import merge_states
 from neurofed.training import LocalTrainer, RunFolderError, save_model
@@ -76,16 +77,6 @@ from neurofed.training.records import finalize_metrics
 __all__ = ["FederatedRun"]
 
 logger = logging.getLogger(__name__)
-
-
-def _update(answer: SiteAnswer, result: TrainResult) -> SiteUpdate:
-    return SiteUpdate(
-        answer.site_id,
-        dict(result.params),
-        num_examples=result.num_examples,
-        label_counts=dict(result.label_counts),
-        metrics=dict(result.metrics),
-    )
 
 
 class FederatedRun:
@@ -237,7 +228,7 @@ class FederatedRun:
                 logger.warning("round %d: %s failed: %s", record.round, site, reason)
                 record.failed[site] = str(reason)
                 continue
-            update = _update(answer, answer.result)
+            update = site_update(answer, answer.result)
             updates.append(update)
             record.train[site] = {"num_examples": float(update.num_examples)} | dict(update.metrics)
         try:
@@ -353,7 +344,10 @@ class FederatedRun:
         return saved
 
     def finish(self) -> RunSummary:
-        """Write ``model/`` (the selected round), ``last_model/`` and ``summary.json``."""
+        """Write ``model/`` (the selected round), ``last_model/`` and ``summary.json``; a run
+        in which no round was aggregated has no model, and its summary says so."""
+        if not any(r.aggregated for r in self.history):
+            return self._write_summary(None, has_model=False)
         by_round = {r.round: r for r in self.history}
         last = self.history[-1] if self.history else None
         self._save(self.run_dir / LAST_MODEL, self.params, last)
@@ -373,6 +367,9 @@ class FederatedRun:
             )
         else:  # nothing validated: the last model is the only candidate
             self._save(self.run_dir / MODEL, self.params, last)
+        return self._write_summary(selected, has_model=True)
+
+    def _write_summary(self, selected: SelectedRound | None, *, has_model: bool) -> RunSummary:
         personalised = None
         validated = [r for r in self.history if r.personalised_per_site]
         if validated:  # Ditto: the sites' own models after the last round that validated
@@ -390,8 +387,8 @@ class FederatedRun:
             selected=selected,
             dropped=tuple(self.dropped),
             refused={site: reason for r in self.history for site, reason in r.refused.items()},
-            model=MODEL,
-            last_model=LAST_MODEL,
+            model=MODEL if has_model else None,
+            last_model=LAST_MODEL if has_model else None,
             personalised=personalised,
             plan=plan_summary(self.plan, self.planning),
         )

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
+from neurofed.artifacts import shown
 from neurofed.config import ConfigBase, is_local, look_up
 from neurofed.federated.heads import heads_for_model
 from neurofed.federated.selection import Selection
@@ -21,9 +22,20 @@ from neurofed.federated.study.plan import PlanTableError, StudyPlan, parse_plan_
 from neurofed.keys import TaskId
 from neurofed.models import parse_model_config
 from neurofed.tasks import Task, get_task, task_ids
-from neurofed.training.config import TrainConfig
+from neurofed.training.config import MAX_EPOCHS, TrainConfig
 
-__all__ = ["OPTIONAL_KEYS", "REQUIRED_KEYS", "SETTABLE_TRAIN_FIELDS", "StudyError", "parse_study"]
+__all__ = [
+    "MAX_LOCAL_EPOCHS",
+    "MAX_ROUNDS",
+    "MAX_ROUND_TIMEOUT_S",
+    "MAX_SEED",
+    "MAX_SITES",
+    "OPTIONAL_KEYS",
+    "REQUIRED_KEYS",
+    "SETTABLE_TRAIN_FIELDS",
+    "StudyError",
+    "parse_study",
+]
 
 
 class StudyError(ValueError):
@@ -32,6 +44,13 @@ class StudyError(ValueError):
 
 #: Top-level keys every study must give.
 REQUIRED_KEYS: tuple[str, ...] = ("name", "rounds", "task", "strategy", "selection")
+#: Upper bounds a study's scalars are checked against when it is loaded (far above any real
+#: federation; below them no count, seed or timer overflows).
+MAX_ROUNDS = 10_000
+MAX_LOCAL_EPOCHS = 1_000
+MAX_SITES = 10_000
+MAX_SEED = 2**63 - 1
+MAX_ROUND_TIMEOUT_S = 7 * 24 * 3600.0
 #: Top-level keys with defaults (see :class:`~neurofed.federated.study.Study`).
 OPTIONAL_KEYS: tuple[str, ...] = (
     "local_epochs",
@@ -244,12 +263,23 @@ def parse_study(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     for key in ("task", "model", "strategy", "selection", "train", "plan"):
         scalars.pop(key, None)
     client = strategy.client_settings()
-    for key, minimum in (("rounds", 1), ("local_epochs", 1), ("seed", 0)):
+    bounds = (
+        ("rounds", 1, MAX_ROUNDS),
+        ("local_epochs", 1, MAX_LOCAL_EPOCHS),
+        ("seed", 0, MAX_SEED),
+    )
+    for key, minimum, maximum in bounds:
         value = scalars.get(key, minimum)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
             raise StudyError(
-                f"{source}: {key} = {value!r} is invalid: use a whole number >= {minimum}"
+                f"{source}: {key} = {shown(value)} is invalid: use a whole number in "
+                f"{minimum}..{maximum}"
             )
+    epochs = scalars["rounds"] * scalars.get("local_epochs", 1)
+    if epochs > MAX_EPOCHS:
+        raise StudyError(
+            f"{source}: rounds × local_epochs = {epochs} epochs of training; at most {MAX_EPOCHS}"
+        )
     owned = {
         # the whole run is the learning-rate schedule's length; a site trains local_epochs
         # of it per round (its epoch counter continues from round to round)

@@ -75,6 +75,11 @@ from neurofed.federated.strategies import (
     get_strategy_type,
 )
 from neurofed.federated.study.parse import (
+    MAX_LOCAL_EPOCHS,
+    MAX_ROUND_TIMEOUT_S,
+    MAX_ROUNDS,
+    MAX_SEED,
+    MAX_SITES,
     REQUIRED_KEYS,
     SETTABLE_TRAIN_FIELDS,
     StudyError,
@@ -136,8 +141,8 @@ def canonical_json(data: Mapping[str, Any]) -> str:
     )
 
 
-def _whole(value: object, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+def _whole(value: object, minimum: int, maximum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum
 
 
 @dataclass(frozen=True)
@@ -217,17 +222,21 @@ class Study:
             "use letters, digits, '.', '_' or '-' (at most 100, starting with a letter or digit)"
         )
         check(isinstance(self.name, str) and bool(_NAME.match(self.name)), "name", letters)
-        check(_whole(self.rounds, 1), "rounds", "use a whole number >= 1")
-        check(_whole(self.local_epochs, 1), "local_epochs", "use a whole number >= 1")
-        check(_whole(self.min_sites, 1), "min_sites", "use a whole number of sites >= 1")
-        check(_whole(self.seed, 0), "seed", "use a whole number >= 0")
+        check(
+            _whole(self.rounds, 1, MAX_ROUNDS), "rounds", f"use a whole number in 1..{MAX_ROUNDS}"
+        )
+        epochs = f"use a whole number in 1..{MAX_LOCAL_EPOCHS}"
+        check(_whole(self.local_epochs, 1, MAX_LOCAL_EPOCHS), "local_epochs", epochs)
+        sites = f"use a whole number of sites in 1..{MAX_SITES}"
+        check(_whole(self.min_sites, 1, MAX_SITES), "min_sites", sites)
+        check(_whole(self.seed, 0, MAX_SEED), "seed", "use a whole number in 0..2**63 - 1")
         timeout = self.round_timeout_s
         check(
             isinstance(timeout, int | float)
             and not isinstance(timeout, bool)
-            and 0 < timeout < math.inf,
+            and 0 < timeout <= MAX_ROUND_TIMEOUT_S,
             "round_timeout_s",
-            "use a number of seconds > 0, e.g. 3600",
+            f"use a number of seconds in (0, {MAX_ROUND_TIMEOUT_S:g}] (7 days), e.g. 3600",
         )
         object.__setattr__(self, "round_timeout_s", float(timeout))
         if self.max_update_norm is not None:
