@@ -19,6 +19,7 @@ from neurofed.training import (
     load_model,
     save_model,
 )
+from neurofed.training.model_folder import FINGERPRINT_FILE, PLAN_FILE, seal_model
 from tests.training.test_checkpoint import assert_no_pickle
 from tests.training.tiny import tiny_config
 
@@ -71,3 +72,45 @@ def test_missing_or_damaged_model_folder_is_a_clear_error(tmp_path: Path) -> Non
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ModelFolderError, match=r"SHA-256 differs"):
         load_model(folder)
+
+
+def _sealed(tmp_path: Path) -> Path:
+    config = tiny_config("brain-age")
+    model = config.build_task().build_model(config.model_config)
+    return save_model(tmp_path / "model", model, config)
+
+
+def test_every_part_that_changes_how_a_model_runs_is_under_one_seal(tmp_path: Path) -> None:
+    # Prepare: a sealed folder, then a plan file added and sealed in (as a planned run does)
+    folder = _sealed(tmp_path)
+    (folder / PLAN_FILE).write_text('{"plan": 1}')
+    seal_model(folder)
+    assert load_model(folder).task.task_id.value == "brain-age"
+    record = json.loads((folder / MODEL_JSON).read_text())
+    assert record["seal"]["files"] == [MODEL_JSON, MODEL_WEIGHTS, PLAN_FILE]
+    # Execute / Assert: an edited preprocessing, plan, or an added companion is refused
+    edited = dict(record)
+    edited["preprocess"] = record["preprocess"] | {"spacing": [1.0, 1.0, 1.0]}
+    (folder / MODEL_JSON).write_text(json.dumps(edited))
+    with pytest.raises(ModelFolderError, match="seal does not match"):
+        load_model(folder)
+    (folder / MODEL_JSON).write_text(json.dumps(record))
+    (folder / PLAN_FILE).write_text('{"plan": 2}')
+    with pytest.raises(ModelFolderError, match="seal does not match"):
+        load_model(folder)
+    (folder / PLAN_FILE).write_text('{"plan": 1}')
+    (folder / FINGERPRINT_FILE).write_text("{}")
+    with pytest.raises(ModelFolderError, match="sealed with"):
+        load_model(folder)
+
+
+def test_weights_named_outside_the_folder_and_a_task_mismatch_are_refused(tmp_path: Path) -> None:
+    folder = _sealed(tmp_path)
+    record = json.loads((folder / MODEL_JSON).read_text())
+    outside = record | {"weights": record["weights"] | {"file": "../../etc/weights.safetensors"}}
+    (folder / MODEL_JSON).write_text(json.dumps(outside))
+    with pytest.raises(ModelFolderError, match="never a path elsewhere"):
+        load_model(folder)
+    (folder / MODEL_JSON).write_text(json.dumps(record))
+    with pytest.raises(ModelFolderError, match="holds a 'brain-age' model, not a 'ms-lesion' one"):
+        load_model(folder, task="ms-lesion")

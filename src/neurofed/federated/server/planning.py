@@ -45,6 +45,7 @@ from neurofed.federated.study import Study
 from neurofed.federated.study.plan import FINGERPRINT_FILE, PLAN_FILE
 from neurofed.preprocess.fingerprint import Fingerprint, FingerprintError, merge_fingerprints
 from neurofed.preprocess.plan import Plan, PlanError, make_plan
+from neurofed.training.model_folder import seal_model
 
 __all__ = [
     "PlanningError",
@@ -236,8 +237,13 @@ def plan_summary(plan: Plan | None, planning: Mapping[str, Any]) -> PlanSummary 
 
 
 def copy_plan_files(run_dir: Path, folder: Path) -> None:
-    """Copy the run's ``plan.json`` and ``fingerprint.json`` into a model ``folder``."""
+    """Copy the run's ``plan.json`` and ``fingerprint.json`` into a model ``folder`` and seal
+    the folder again (its seal covers them)."""
+    copied = False
     for name in (PLAN_FILE, FINGERPRINT_FILE):
         source = Path(run_dir) / name
         if source.is_file():
             shutil.copyfile(source, Path(folder) / name)
+            copied = True
+    if copied:
+        seal_model(folder)

@@ -68,6 +68,7 @@ from neurofed.models import DynUNetConfig
 from neurofed.preprocess.plan import Plan, PlanError, PlannerSettings
 from neurofed.tasks import get_task
 from neurofed.training.config import TrainConfig
+from neurofed.training.model_folder import FINGERPRINT_FILE, PLAN_FILE
 from neurofed.training.planning import train_config_from_plan
 
 __all__ = [
@@ -83,12 +84,6 @@ __all__ = [
     "planned_keys",
     "strip_planned",
 ]
-
-#: A planned run's plan (``Plan.to_json()``): in the run folder, in every model folder trained
-#: under it, and in each site's state folder of the study.
-PLAN_FILE = "plan.json"
-#: The merged fingerprint the plan was made from (aggregates only), beside ``plan.json``.
-FINGERPRINT_FILE = "fingerprint.json"
 
 
 class PlanTableError(ValueError):
