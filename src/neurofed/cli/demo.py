@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from neurofed.cli.console import console, progress_bar
+from neurofed.cli.console import console, err_console, progress_bar
 
 __all__ = ["demo"]
 
@@ -26,6 +26,13 @@ def demo(
 
     from neurofed.demo import SUMMARY_MD, DemoConfig, run_demo
 
-    result = run_demo(DemoConfig(out=out, quick=quick, seed=seed), stage=progress_bar)
+    try:
+        result = run_demo(DemoConfig(out=out, quick=quick, seed=seed), stage=progress_bar)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"[yellow]interrupted[/yellow]: every process the demo started was stopped; run the "
+            f"same command again (same --out {out}) to resume where it stopped"
+        )
+        raise typer.Exit(130) from None
     console.print(Markdown((out / SUMMARY_MD).read_text()))
     console.print(f"run folder: {out} ({result.seconds:.0f} s)")

@@ -43,6 +43,12 @@ def simulate(
 
     try:
         result = run_simulation(study, site, out, progress=progress, device=device)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"[yellow]interrupted[/yellow]: every simulator process was stopped; run the same "
+            f"command again (same --out {out}) to resume after the last finished round"
+        )
+        raise typer.Exit(130) from None
     except (SimulationError, RunFolderError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -52,10 +52,12 @@ __all__ = [
     "Role",
     "ServiceError",
     "ServiceStatus",
+    "descendants",
     "inspect_kit",
     "kill_tree",
     "service_status",
     "start_service",
+    "stop_processes",
     "stop_service",
     "wait_ready",
 ]
@@ -247,6 +249,27 @@ def _signal(pids: Sequence[int], sig: signal.Signals) -> None:
         for send in (os.killpg, os.kill):  # its group (a session leader's) first, then itself
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 send(pid, sig)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, whatever session it started (Linux ``/proc``)."""
+    return _descendants(pid)
+
+
+def stop_processes(pids: Sequence[int], *, grace_s: float = 5.0) -> list[int]:
+    """``SIGTERM`` ``pids`` (and their process groups), ``SIGKILL`` what is left after
+    ``grace_s`` seconds; returns the pids that had to be killed."""
+    pids = [p for p in pids if _alive(p)]
+    _signal(pids, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    left = [p for p in pids if _alive(p)]
+    _signal(left, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and any(_alive(p) for p in left):
+        time.sleep(0.05)
+    return left
 
 
 def kill_tree(pid: int, *, grace_s: float = 10.0) -> list[int]:

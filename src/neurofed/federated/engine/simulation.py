@@ -17,12 +17,15 @@ inside its site folder, as at a deployed site (``<site>/neurofed/federated/<stud
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
+import os
+import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,43 @@ class SimulationResult:
     def model_dir(self) -> Path | None:
         """The selected model's folder (``None``: no round was aggregated, so no model)."""
         return None if self.summary.model is None else self.run_dir / self.summary.model
+
+
+#: What NVFlare's ``simulator_run`` returns after it caught a ``KeyboardInterrupt`` itself.
+_NVFLARE_INTERRUPTED = -9
+#: Seconds the simulator's processes get to end after ``SIGTERM`` before ``SIGKILL``.
+STOP_GRACE_S = 5.0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stop_cleanly() -> Iterator[None]:
+    """Run the simulator so that Ctrl-C or ``SIGTERM`` stops every process it started.
+
+    NVFlare starts the simulator in a session of its own (``setsid``), so a terminal's Ctrl-C
+    never reaches it; ``SIGTERM`` would leave it running. Here ``SIGTERM`` becomes a
+    ``KeyboardInterrupt``, and on any interruption every process started since (found through
+    ``/proc``, whatever its session) is ended: ``SIGTERM``, then ``SIGKILL`` after
+    :data:`STOP_GRACE_S` seconds. The run folder keeps the rounds already checkpointed, so the
+    same command resumes it.
+    """
+    from neurofed.federated.engine.services import descendants, stop_processes
+
+    before = set(descendants(os.getpid()))
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None
+    try:
+        yield
+    except BaseException:
+        started = [p for p in descendants(os.getpid()) if p not in before]
+        stop_processes(started, grace_s=STOP_GRACE_S)
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def site_names(count: int) -> list[str]:
@@ -239,7 +279,10 @@ def run_simulation(
         watcher.start()
     began = time.perf_counter()
     try:
-        job.simulator_run(str(run_dir / SIMULATOR_FOLDER), threads=len(roots))
+        with _stop_cleanly():
+            code = job.simulator_run(str(run_dir / SIMULATOR_FOLDER), threads=len(roots))
+        if code == _NVFLARE_INTERRUPTED:  # NVFlare caught a Ctrl-C itself and returned -9
+            raise KeyboardInterrupt
     finally:
         stop.set()
         if watcher is not None:
