@@ -120,6 +120,7 @@ def submit(
         study = load_study(study_file)
     except StudyError as exc:
         raise _fail(str(exc), 2) from None
+    job_id = "(not submitted yet)"
     try:
         with admin_session(admin_kit) as session:
             job_id = submit_study(session, study, run_name=run_name)
@@ -134,7 +135,21 @@ def submit(
         if out is not None:
             with admin_session(admin_kit) as session:
                 folder = download_run(session, job_id, out)
+            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+            if summary.get("model") is None:
+                raise _fail(
+                    f"run folder → {folder}: no round was aggregated, so there is no model; each "
+                    f"round's reasons are in {folder / 'rounds'}"
+                )
             console.print(f"run folder → {folder} (model in {folder / 'model'})", soft_wrap=True)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"[yellow]stopped following[/yellow] job {job_id}: it goes on in the federation; "
+            f"`neurofed study status {job_id}` shows it, `neurofed study download {job_id} --out "
+            "RUN` fetches it when it ends",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     except SubmitError as exc:
         raise _fail(str(exc)) from None
 
