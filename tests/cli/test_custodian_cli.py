@@ -131,17 +131,23 @@ def test_audit_prints_the_log_and_names_a_tampered_line(kit: Path) -> None:
     # Execute
     shown = runner.invoke(app, ["site", "audit", "--kit", str(kit)])
     tail = runner.invoke(app, ["site", "audit", "--kit", str(kit), "--json", "--tail", "1"])
+    head = shown.output.split("head (line 3) sha256:")[1].split()[0]
     text = config.audit_log.read_text().replace('"bytes":1234', '"bytes":12')
-    config.audit_log.write_text(text)
-    text = config.audit_log.read_text().replace('"round":1,"site"', '"round":9,"site"', 1)
+    config.audit_log.write_text(text)  # the last line: the chain alone cannot tell
+    tail_edited = runner.invoke(app, ["site", "audit", "--kit", str(kit)])
+    against_head = runner.invoke(app, ["site", "audit", "--kit", str(kit), "--expect-head", head])
+    text = config.audit_log.read_text().replace('"round":1,"seq":2', '"round":9,"seq":2', 1)
     config.audit_log.write_text(text)
     tampered = runner.invoke(app, ["site", "audit", "--kit", str(kit)])
     # Assert
     assert shown.exit_code == 0, shown.output
     assert "study-accepted  sha256:abababababab  fets" in shown.output
     assert "payload-sent" in shown.output and "bytes=1234" in shown.output
-    assert "3 lines, hash chain intact; head sha256:" in shown.output
+    assert "3 lines, hash chain intact" in shown.output and "head (line 3) sha256:" in shown.output
     assert tail.exit_code == 0 and json.loads(tail.stdout)["bytes"] == 1234
+    assert tail_edited.exit_code == 0  # why a head noted earlier matters:
+    assert against_head.exit_code == 1
+    assert "noted earlier is not in the log" in against_head.output
     assert tampered.exit_code == 1
     assert "line 3 does not chain to the line before it: line 2 was edited" in tampered.output
 

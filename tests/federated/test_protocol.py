@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -174,3 +175,22 @@ def test_a_run_summary_writes_the_same_json_it_reads() -> None:
     assert "plan" not in plain.to_json() and RunSummary.from_json(plain.to_json()) == plain
     nan = SelectedRound(round=1, metric="mae", direction="min", value=float("nan"))
     assert nan.to_json()["value"] is None
+
+
+def test_an_audit_head_travels_with_any_answer_and_a_bad_one_is_named() -> None:
+    answer = SiteAnswer.failure("refused: not approved", refused=True)
+    anchored = SiteAnswer(result=_ANSWERS[TaskName.TRAIN], audit_head=(7, "ab" * 32))
+    for one in (anchored, dataclasses.replace(answer, audit_head=(3, "cd" * 32))):
+        params, meta = one.encode()
+        assert meta["audit_head"]["seq"] in (7, 3)
+        back = SiteAnswer.decode(TaskName.TRAIN, "site-1", params, meta)
+        assert back.audit_head == one.audit_head
+    params, meta = anchored.encode()
+    with pytest.raises(ProtocolError, match="expected 64 hex digits"):
+        SiteAnswer.decode(
+            TaskName.TRAIN, "s", params, meta | {"audit_head": {"seq": 1, "sha256": "x"}}
+        )
+    with pytest.raises(ProtocolError, match=r"audit_head\.seq"):
+        SiteAnswer.decode(
+            TaskName.TRAIN, "s", params, meta | {"audit_head": {"seq": 0, "sha256": "ab" * 32}}
+        )

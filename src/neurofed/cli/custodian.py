@@ -271,10 +271,24 @@ def audit(
     kit: KitOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON lines.")] = False,
     tail: Annotated[int | None, typer.Option(min=1, help="Only the last N lines.")] = None,
+    expect_head: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--expect-head",
+            help="A head hash noted earlier (from an earlier `site audit`); the log must still "
+            "hold that line. Repeat for several.",
+        ),
+    ] = None,
 ) -> None:
-    """Print the site's audit log and verify its hash chain (exit 1 when it is broken)."""
-    from neurofed.federated.site.audit import read_audit_log, verify_audit_log
+    """Print the site's audit log and verify it (exit 1 when it was tampered with).
+
+    The hash chain must hold, and every head noted elsewhere must still be a line of the log at
+    its place: the heads given with --expect-head, and those the site kept in its state folders
+    after each task (also sent to the coordinator, who keeps them in the run folder).
+    """
+    from neurofed.federated.site.audit import AuditHead, read_audit_log, verify_audit_log
     from neurofed.federated.site.config import SiteConfig
+    from neurofed.federated.site.state import kept_audit_heads
 
     _, config = _load(kit)
     assert isinstance(config, SiteConfig)
@@ -282,7 +296,9 @@ def audit(
         raise _fail("this site keeps no audit log (no audit_log in its settings)")
     records = read_audit_log(config.audit_log)
     shown = records[-tail:] if tail else records
-    check = verify_audit_log(config.audit_log)
+    kept = kept_audit_heads(config.state_root)
+    expected: list[AuditHead | str] = [*kept, *(expect_head or [])]
+    check = verify_audit_log(config.audit_log, expected)
     if as_json:
         for record in shown:
             typer.echo(json.dumps(record, sort_keys=True))
@@ -292,7 +308,9 @@ def audit(
     out = err_console if as_json else console
     if check.ok:
         out.print(
-            f"{config.audit_log}: {check.lines} lines, hash chain intact; head sha256:{check.head}",
+            f"{config.audit_log}: {check.lines} lines, hash chain intact, {len(kept)} kept and "
+            f"{len(expect_head or [])} noted head(s) found; head (line {check.seq}) "
+            f"sha256:{check.head} — note it somewhere else to check the log against it later",
             soft_wrap=True,
         )
         return
@@ -306,13 +324,14 @@ def _audit_line(record: dict[str, object]) -> str:
 
     if "unreadable" in record:
         return f"(not a record) {record['unreadable']}"
-    parts = [str(record.get(F.TIME.value, "")), str(record.get(F.EVENT.value, ""))]
+    parts = [f"{record.get(F.SEQ.value, '?')}.", str(record.get(F.TIME.value, ""))]
+    parts.append(str(record.get(F.EVENT.value, "")))
     if F.STUDY_HASH.value in record:
         parts.append(f"sha256:{str(record[F.STUDY_HASH.value])[:12]}")
     if F.STUDY.value in record:
         parts.append(str(record[F.STUDY.value]))
     if F.ROUND.value in record:
         parts.append(f"round {record[F.ROUND.value]}")
-    shown = {F.TIME, F.EVENT, F.STUDY_HASH, F.STUDY, F.ROUND, F.SITE, F.PREV}
+    shown = {F.SEQ, F.TIME, F.EVENT, F.STUDY_HASH, F.STUDY, F.ROUND, F.SITE, F.PREV}
     parts += [f"{k}={v}" for k, v in record.items() if k not in {f.value for f in shown}]
     return "  ".join(parts)

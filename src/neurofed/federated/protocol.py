@@ -30,7 +30,9 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -96,6 +98,9 @@ class MetaField(StrEnum):
     # aggregates only: Fingerprint.canonical_json(), the text of its JSON (fixed-length
     # histograms, counts, integer sums — text, because the sums may exceed 64 bits)
     FINGERPRINT = "fingerprint"
+    # any answer of a site that keeps an audit log: {"seq", "sha256"} of its log's line for
+    # this task, which the server keeps in the run folder (the log's tail, anchored elsewhere)
+    AUDIT_HEAD = "audit_head"
     # added by NVFlare on the server
     CLIENT_NAME = "client_name"
 
@@ -383,6 +388,20 @@ _RESULTS: dict[TaskName, type[TrainResult] | type[ValidateResult] | type[Fingerp
 }
 
 
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _audit_head(value: Any) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    table = _table("audit_head", value)
+    seq = _integer("audit_head.seq", table.get("seq"), 1, 2**62)
+    digest = _text("audit_head.sha256", table.get("sha256"))
+    if not _HEX64.match(digest):
+        raise _wrong("audit_head.sha256", digest, "expected 64 hex digits")
+    return seq, digest
+
+
 def _plain(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {str(k): np.asarray(v) for k, v in arrays.items()}
 
@@ -408,6 +427,7 @@ class SiteAnswer:
     error: str | None = None
     refused: bool = False
     site_id: str = ""
+    audit_head: tuple[int, str] | None = None  # (seq, sha256) of the site's audit-log line
 
     def __post_init__(self) -> None:
         if (self.result is None) == (self.error is None):
@@ -431,11 +451,16 @@ class SiteAnswer:
     def encode(self) -> tuple[Parameters, dict[str, Any]]:
         """``(params, meta)`` as they travel in an ``FLModel``."""
         if self.result is None:
+            params: Parameters = {}
             meta: dict[str, Any] = {MetaField.ERROR.value: self.error}
             if self.refused:
                 meta[MetaField.REFUSED.value] = True
-            return {}, meta
-        return self.result._encode()
+        else:
+            params, meta = self.result._encode()
+        if self.audit_head is not None:
+            seq, digest = self.audit_head
+            meta[MetaField.AUDIT_HEAD.value] = {"seq": int(seq), "sha256": digest}
+        return params, meta
 
     @classmethod
     def decode(
@@ -453,6 +478,7 @@ class SiteAnswer:
             An unknown task, or a field of the wrong type (the message names it).
         """
         meta = meta or {}
+        head = _audit_head(meta.get(MetaField.AUDIT_HEAD.value))
         error = meta.get(MetaField.ERROR.value)
         if error is not None:
             refused = meta.get(MetaField.REFUSED.value, False)
@@ -461,12 +487,13 @@ class SiteAnswer:
             reason = _text("error", error)
             if len(reason) > MAX_REASON:
                 reason = f"{reason[:MAX_REASON]}… (cut at {MAX_REASON} characters)"
-            return cls.failure(reason, refused=bool(refused), site_id=site_id)
+            answer = cls.failure(reason, refused=bool(refused), site_id=site_id)
+            return dataclasses.replace(answer, audit_head=head)
         try:
             kind = _RESULTS[TaskName(task)]
         except (KeyError, ValueError):
             raise ProtocolError(f"unknown task {task!r}") from None
-        return cls(result=kind._decode(params or {}, meta), site_id=site_id)
+        return cls(result=kind._decode(params or {}, meta), site_id=site_id, audit_head=head)
 
 
 # -- what a run reports ----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from neurofed.federated.engine.kit import (
     check_server,
     doctor,
     init_site,
+    load_kit_config,
     site_authorization,
     site_resources,
 )
@@ -309,3 +310,26 @@ def test_doctor_passes_an_installed_kit_and_catches_a_loosened_allow_list(
     assert set(loosened) == {"local/resources.json", "local/authorization.json"}
     assert "also allows *" in loosened["local/resources.json"]
     assert "role(s) lead may deploy jobs that carry code" in loosened["local/authorization.json"]
+
+
+def test_doctor_flags_a_missing_or_empty_audit_log_at_a_site_that_has_run_studies(
+    kits: dict[str, Path], tmp_path: Path
+) -> None:
+    # Prepare: an installed site with no log yet, then a study's state folder (it ran one)
+    data = checked_folder(tmp_path / "data")
+    kit = init_site(kits["site-1"], data, kit_dir=tmp_path / "kit", timeout=0.5).kit.root
+    config = load_kit_config(kit)
+    assert config.audit_log is not None
+    fresh = _errors(doctor(kit, timeout=0.5))
+    (config.state_root / ("ab" * 8)).mkdir(parents=True)
+    # Execute
+    missing = _errors(doctor(kit, timeout=0.5))
+    config.audit_log.parent.mkdir(parents=True, exist_ok=True)
+    config.audit_log.write_text("")
+    empty = _errors(doctor(kit, timeout=0.5))
+    # Assert
+    assert fresh == {}  # a new site has run nothing yet
+    assert (
+        "the audit log is missing but this site has run 1 study" in missing[str(config.audit_log)]
+    )
+    assert "the audit log is empty" in empty[str(config.audit_log)]

@@ -14,8 +14,16 @@ import pytest
 
 from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName
 from neurofed.federated.server import FederatedRun, RoundRecord
-from neurofed.federated.site.audit import payload_digest, read_audit_log, verify_audit_log
+from neurofed.federated.site.audit import (
+    AuditHead,
+    AuditLog,
+    line_digest,
+    payload_digest,
+    read_audit_log,
+    verify_audit_log,
+)
 from neurofed.federated.site.config import SiteConfig
+from neurofed.federated.site.state import kept_audit_heads
 from neurofed.federated.site.worker import SiteWorker
 from neurofed.federated.study import Study
 from tests.federated.conftest import tiny_study
@@ -71,7 +79,12 @@ def test_an_unapproved_study_is_refused_with_a_reason_and_nothing_trained(
     assert answer.error is not None and answer.error.startswith(
         f"refused: study sha256:{study.content_hash} ('tiny-age') is not approved at this site"
     )
-    assert set(answer.meta) == {MetaField.ERROR.value, MetaField.REFUSED.value}
+    # the reason, and the head of the site's audit log after recording the refusal; nothing else
+    assert set(answer.meta) == {
+        MetaField.ERROR.value,
+        MetaField.REFUSED.value,
+        MetaField.AUDIT_HEAD.value,
+    }
     assert worker.training is None  # no case was even loaded
     assert "is not approved at this site" in caplog.text
     refused, sent = read_audit_log(config.audit_log)  # type: ignore[arg-type]
@@ -191,6 +204,42 @@ def test_the_audit_log_records_rounds_and_every_payload_and_shows_tampering(
     log.write_text("\n".join(lines) + "\n")
     tampered = verify_audit_log(log)
     assert tampered.broken_at == 4 and "line 3 was edited" in str(tampered.problem)
+
+
+def test_the_log_tail_is_anchored_in_the_answer_the_state_folder_and_the_run(
+    age_sites: list[Path], tmp_path: Path, params: dict[str, np.ndarray]
+) -> None:
+    # Prepare: an approving site that keeps an audit log, and the server's run
+    study = tiny_study()
+    config, _ = _guarded(age_sites[0], tmp_path, state_dir=tmp_path / "state")
+    worker = SiteWorker("site-1", config.with_approval(study.content_hash, study.name))
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1"])
+    # Execute: one round, its answers decoded as the server receives them
+    record = RoundRecord(round=1)
+    sent = worker.handle("train", run.params, run.task_request(1).encode())
+    params_, meta = sent.encode()
+    run.record_training(record, ["site-1"], [SiteAnswer.decode("train", "site-1", params_, meta)])
+    run.end_round(record)
+    # Assert: the answer carries the head after its round line; the site and the run keep it
+    log = tmp_path / "audit.jsonl"
+    lines = log.read_text().splitlines()
+    assert sent.audit_head is not None
+    seq, digest = sent.audit_head
+    assert seq == 2 and digest == line_digest(lines[1])  # study-accepted, round-train
+    assert kept_audit_heads(tmp_path / "state") == [AuditHead(seq, digest)]
+    written = json.loads((tmp_path / "run" / "rounds" / "1" / "metrics.json").read_text())
+    assert written["audit_heads"] == {"site-1": {"train": {"seq": 2, "sha256": digest}}}
+    # an edit that keeps the chain (the log rewritten whole from line 2 on) is caught by the kept
+    # head, which the editor of the log alone cannot change
+    forged = AuditLog(tmp_path / "forged.jsonl", "site-1")
+    for record_line in read_audit_log(log)[:1]:
+        forged.append(record_line["event"], study_hash=record_line["study_hash"])
+    forged.append("round-train", study_hash=study.content_hash, round=7)
+    (tmp_path / "forged.jsonl").replace(log)
+    assert verify_audit_log(log).ok  # the chain alone is satisfied
+    check = verify_audit_log(log, kept_audit_heads(tmp_path / "state"))
+    assert not check.ok and "noted earlier is not in the log" in str(check.problem)
 
 
 def test_parameters_with_an_unexpected_name_shape_or_dtype_are_refused_on_load(

@@ -13,6 +13,7 @@ import pytest
 from neurofed.federated.site.audit import (
     GENESIS,
     AuditEvent,
+    AuditHead,
     AuditLog,
     line_digest,
     payload_bytes,
@@ -110,4 +111,23 @@ def test_payload_bytes_are_canonical_and_cover_every_value() -> None:
     assert json.loads(tail) == json.loads(
         '{"metric_state":{"sum":{"dtype":"float64","shape":[2],"values":[1.5,NaN]}},'
         '"num_examples":3}'
+    )
+
+
+def test_every_line_carries_its_place_and_a_renumbered_log_is_caught(tmp_path: Path) -> None:
+    # Prepare
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, "site-1")
+    for k in range(3):
+        log.append(AuditEvent.ROUND_TRAIN, round=k)
+    # Assert: seq 1, 2, 3 and the head is the last line's
+    records = read_audit_log(path)
+    assert [r["seq"] for r in records] == [1, 2, 3]
+    assert log.head is not None and log.head.seq == 3
+    assert verify_audit_log(path, [log.head]).ok and verify_audit_log(path).seq == 3
+    assert verify_audit_log(path, [log.head.sha256]).ok  # a head hash alone, as a person notes it
+    # a head at another place than noted is refused too
+    moved = AuditHead(2, log.head.sha256)
+    assert "(line 2) noted earlier is not in the log" in str(
+        verify_audit_log(path, [moved]).problem
     )

@@ -72,6 +72,7 @@ from neurofed.artifacts import write_json_atomically
 from neurofed.data.manifest import site_file
 from neurofed.federated.site.audit import verify_audit_log
 from neurofed.federated.site.config import SITE_CONFIG_FILE, SiteConfig, SiteConfigError
+from neurofed.federated.site.state import kept_audit_heads
 from neurofed.keys import SiteFile
 
 __all__ = [
@@ -455,16 +456,34 @@ def check_site_files(kit: SiteKit) -> list[KitCheck]:
             checks.append(
                 _warn(str(path), "require_approval is false: this site runs any study it is sent")
             )
-        if config.audit_log is not None and config.audit_log.is_file():
-            verdict = verify_audit_log(config.audit_log)
-            checks.append(
-                _ok(str(config.audit_log), f"{verdict.lines} lines, hash chain intact")
-                if verdict.ok
-                else _error(str(config.audit_log), str(verdict.problem))
-            )
+        if config.audit_log is not None:
+            checks.append(_check_audit_log(config))
     checks.append(_check_authorization(kit.root, Path(LOCAL, AUTHORIZATION)))
     checks.append(_check_resources(kit.root, Path(LOCAL, RESOURCES)))
     return checks
+
+
+def _check_audit_log(config: SiteConfig) -> KitCheck:
+    """The audit log: its chain and kept heads hold, and it is not missing or empty at a site
+    that has run studies (a state folder per study)."""
+    assert config.audit_log is not None
+    log, subject = config.audit_log, str(config.audit_log)
+    ran = (
+        [p for p in config.state_root.iterdir() if p.is_dir()] if config.state_root.is_dir() else []
+    )
+    if not log.is_file() or log.stat().st_size == 0:
+        if ran:
+            return _error(
+                subject,
+                f"the audit log is {'empty' if log.is_file() else 'missing'} but this site has "
+                f"run {len(ran)} study(ies) (state folders in {config.state_root}): it was deleted "
+                "or replaced; keep the site stopped and restore the log from a backup",
+            )
+        return _ok(subject, "no audit log yet (no study has run here)")
+    verdict = verify_audit_log(log, kept_audit_heads(config.state_root))
+    if not verdict.ok:
+        return _error(subject, str(verdict.problem))
+    return _ok(subject, f"{verdict.lines} lines, hash chain and kept heads intact")
 
 
 def _check_data(data_root: Path, subject: str) -> KitCheck:

@@ -31,6 +31,7 @@ from neurofed.federated.protocol import (
     RunSummary,
     SelectedRound,
     SiteAnswer,
+    TaskName,
     TaskRequest,
     TrainResult,
     encode_plan,
@@ -219,6 +220,7 @@ class FederatedRun:
         updates = []
         for answer in sorted(answers, key=lambda a: a.site_id):  # order-independent result
             site = answer.site_id
+            record.note_audit_head(site, TaskName.TRAIN.value, answer.audit_head)
             if answer.error is not None and answer.refused:
                 logger.warning("round %d: %s %s", record.round, site, answer.error)
                 record.refused[site] = answer.error
@@ -265,6 +267,7 @@ class FederatedRun:
         personalised = []
         for answer in sorted(answers, key=lambda a: a.site_id):
             site = answer.site_id
+            record.note_audit_head(site, TaskName.VALIDATE.value, answer.audit_head)
             if answer.error is not None and answer.refused:
                 record.refused.setdefault(site, answer.error)
                 continue

@@ -119,6 +119,9 @@ class RoundRecord:
         The same, per site.
     validation_seconds
         Site → wall time of its validation task (training times are in ``train``).
+    audit_heads
+        Site → task → the head (``seq``, ``sha256``) of the site's audit log after it, as the
+        site sent it: a copy of each log's tail its custodian can check the log against.
     seconds
         Wall time of the round on the server.
     """
@@ -139,6 +142,12 @@ class RoundRecord:
     personalised_per_site: dict[str, dict[str, float]] = field(default_factory=dict)
     validation_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    audit_heads: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def note_audit_head(self, site: str, task: str, head: tuple[int, str] | None) -> None:
+        """Keep the audit-log head ``site`` sent with its answer to ``task`` (if any)."""
+        if head is not None:
+            self.audit_heads.setdefault(site, {})[task] = {"seq": head[0], "sha256": head[1]}
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -159,6 +168,8 @@ class RoundRecord:
             "validation_seconds": dict(self.validation_seconds),
             "seconds": self.seconds,
         }
+        if self.audit_heads:
+            out["audit_heads"] = {s: dict(v) for s, v in self.audit_heads.items()}
         if self.personalised_per_site:
             out["personalised"] = _metrics_json(self.personalised)
             out["personalised_per_site"] = {
@@ -191,6 +202,7 @@ class RoundRecord:
                 str(s): float(v) for s, v in data.get("validation_seconds", {}).items()
             },
             seconds=float(data.get("seconds", math.nan)),
+            audit_heads={str(s): dict(v) for s, v in data.get("audit_heads", {}).items()},
         )
 
 

@@ -46,7 +46,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -60,6 +60,7 @@ __all__ = [
     "AuditCheck",
     "AuditEvent",
     "AuditField",
+    "AuditHead",
     "AuditLog",
     "AuditLogError",
     "line_digest",
@@ -101,6 +102,7 @@ class AuditField(StrEnum):
     BYTES = "bytes"
     SHA256 = "sha256"
     PREV = "prev_sha256"
+    SEQ = "seq"  # 1, 2, 3, … : the line's place in the log
 
 
 class AuditLogError(ValueError):
@@ -200,6 +202,32 @@ def _tail(handle: IO[bytes]) -> tuple[bytes | None, bool]:
     return b"".join(reversed(chunks)), complete
 
 
+@dataclass(frozen=True)
+class AuditHead:
+    """A line of the log by its place (``seq``) and its SHA-256: noted elsewhere, it proves the
+    log up to that line was not edited, cut or replaced since."""
+
+    seq: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {AuditField.SEQ.value: self.seq, AuditField.SHA256.value: self.sha256}
+
+
+def _next_seq(handle: IO[bytes], last: bytes | None) -> int:
+    """The next line's ``seq``: one more than the last line's (or than the lines' count)."""
+    if last is None:
+        return 1
+    try:
+        seq = json.loads(last.decode("utf-8")).get(AuditField.SEQ.value)
+    except (ValueError, AttributeError):
+        seq = None
+    if isinstance(seq, int) and not isinstance(seq, bool):
+        return seq + 1
+    handle.seek(0)
+    return sum(1 for _ in handle) + 1  # an older log without seq, or a cut line
+
+
 class AuditLog:
     """The append-only audit log of one site.
 
@@ -214,6 +242,7 @@ class AuditLog:
     def __init__(self, path: Path, site_id: str) -> None:
         self.path = Path(path)
         self.site_id = str(site_id)
+        self.head: AuditHead | None = None  # the line this object appended last
 
     def append(self, event: AuditEvent | str, **fields: Any) -> dict[str, Any]:
         """Append one line (``None`` fields are left out); returns the record written.
@@ -234,11 +263,13 @@ class AuditLog:
             last, complete = _tail(handle)
             previous = GENESIS if last is None else line_digest(last.decode("utf-8", "replace"))
             record[AuditField.PREV.value] = previous
+            record[AuditField.SEQ.value] = _next_seq(handle, last)
             text = _encode(record)
             handle.seek(0, os.SEEK_END)
             handle.write((b"" if complete else b"\n") + text.encode("ascii") + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
+        self.head = AuditHead(record[AuditField.SEQ.value], line_digest(text))
         return record
 
 
@@ -260,12 +291,15 @@ class AuditCheck:
         What is wrong at ``broken_at`` and what it means.
     head
         SHA-256 of the last line (``GENESIS`` for an empty log).
+    seq
+        The last line's place in the log (0 for an empty log).
     """
 
     lines: int
     broken_at: int | None = None
     problem: str | None = None
     head: str = GENESIS
+    seq: int = 0
 
     @property
     def ok(self) -> bool:
@@ -301,10 +335,17 @@ def read_audit_log(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def verify_audit_log(path: Path) -> AuditCheck:
-    """Check the hash chain of ``path`` and name the first line that breaks it."""
+def verify_audit_log(path: Path, expect: Sequence[AuditHead | str] = ()) -> AuditCheck:
+    """Check the hash chain of ``path`` and name the first line that breaks it.
+
+    Every head in ``expect`` (an :class:`AuditHead`, or a head hash alone, noted earlier
+    somewhere the log's editor cannot reach) must still be a line of the log, at its place:
+    otherwise the log was edited up to it, cut, or replaced by a self-consistent forgery.
+    """
     lines = _lines(path)
     previous = GENESIS
+    seqs: dict[str, int] = {}
+    last_seq = 0
     for number, text in enumerate(lines, start=1):
         try:
             record = json.loads(text)
@@ -330,5 +371,28 @@ def verify_audit_log(path: Path) -> AuditCheck:
                 f"{path}: line {number} does not chain to the line before it: {where}",
                 line_digest(lines[-1]),
             )
+        seq = record.get(AuditField.SEQ.value, number)
+        if seq != number:
+            return AuditCheck(
+                len(lines),
+                number,
+                f"{path}: line {number} says it is line {seq}: the log was renumbered",
+                line_digest(lines[-1]),
+            )
         previous = line_digest(text)
-    return AuditCheck(len(lines), head=previous)
+        seqs[previous] = number
+        last_seq = number
+    for head in expect:
+        digest, seq = (head, None) if isinstance(head, str) else (head.sha256, head.seq)
+        found = seqs.get(str(digest).removeprefix("sha256:"))
+        if found is None or (seq is not None and found != seq):
+            at = "" if seq is None else f" (line {seq})"
+            return AuditCheck(
+                len(lines),
+                len(lines),
+                f"{path}: the head sha256:{str(digest)[:16]}…{at} noted earlier is not in the log: "
+                "the log was edited up to it, cut, or replaced",
+                previous,
+                last_seq,
+            )
+    return AuditCheck(len(lines), head=previous, seq=last_seq)

@@ -29,7 +29,7 @@ import numpy as np
 
 from neurofed.artifacts import write_json_atomically
 from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName, round_of
-from neurofed.federated.site.audit import AuditEvent, AuditLog, payload_fields
+from neurofed.federated.site.audit import AuditEvent, AuditHead, AuditLog, payload_fields
 from neurofed.federated.site.config import SiteConfig
 
 __all__ = ["TaskRecorder", "describe_payload"]
@@ -76,16 +76,20 @@ class TaskRecorder:
         self.site_id = site_id
         self._config = config
         self._sent = 0  # answers recorded in the payload folder by this process
+        self.head: AuditHead | None = None  # the line this recorder appended last
 
     def event(self, event: AuditEvent, **fields: Any) -> None:
         """Append one line to the audit log (if the site keeps one)."""
         path = self._config().audit_log
         if path is None:
             return
+        log = AuditLog(path, self.site_id)
         try:
-            AuditLog(path, self.site_id).append(event, **fields)
+            log.append(event, **fields)
         except (OSError, ValueError):
             logger.exception("site %s: could not append to the audit log %s", self.site_id, path)
+            return
+        self.head = log.head
 
     def refused(
         self, task: str, meta: Mapping[str, Any], reason: str, study: str | None = None
@@ -104,6 +108,39 @@ class TaskRecorder:
         """A ``study-accepted`` line (the first time a study passes in this process)."""
         self.event(AuditEvent.STUDY_ACCEPTED, study_hash=study_hash, study=name, dataset=dataset)
 
+    def begin(self) -> None:
+        """A new task: forget the head of the previous one."""
+        self.head = None
+
+    def _fields(
+        self, meta: Mapping[str, Any], answer: SiteAnswer, study: tuple[str, str] | None
+    ) -> dict[str, Any]:
+        claimed = _claimed_hash(meta)
+        same = study is not None and claimed == study[0] and not answer.refused
+        return {
+            "study_hash": claimed,
+            "study": study[1] if same and study is not None else None,
+            "round": round_of(meta),
+        }
+
+    def task_done(
+        self,
+        task: str,
+        meta: Mapping[str, Any],
+        answer: SiteAnswer,
+        study: tuple[str, str] | None,
+    ) -> AuditHead | None:
+        """The ``round-*`` line of one answered task; returns the log's head after this task's
+        lines (``None``: no log, or nothing appended since :meth:`begin`), which the answer
+        carries.
+
+        ``study`` is the ``(content hash, name)`` of the study the task ran for, if any.
+        """
+        if self._config().audit_log is not None and not answer.refused and task in _ROUND_EVENTS:
+            fields = self._fields(meta, answer, study)
+            self.event(_ROUND_EVENTS[task], **fields, error=answer.error)
+        return self.head
+
     def answered(
         self,
         task: str,
@@ -111,25 +148,14 @@ class TaskRecorder:
         answer: SiteAnswer,
         study: tuple[str, str] | None,
     ) -> None:
-        """Record one answer: its payload record, its ``round-*`` and ``payload-sent`` lines.
-
-        ``study`` is the ``(content hash, name)`` of the study the task ran for, if any.
-        """
+        """Record what one answer sent: its payload record and its ``payload-sent`` line."""
         params, sent = answer.encode()
         config = self._config()
         if config.audit_dir is not None:
             self._write_payload(config, task, meta, params, sent)
         if config.audit_log is None:
             return
-        claimed = _claimed_hash(meta)
-        same = study is not None and claimed == study[0] and not answer.refused
-        fields: dict[str, Any] = {
-            "study_hash": claimed,
-            "study": study[1] if same and study is not None else None,
-            "round": round_of(meta),
-        }
-        if not answer.refused and task in _ROUND_EVENTS:
-            self.event(_ROUND_EVENTS[task], **fields, error=answer.error)
+        fields = self._fields(meta, answer, study)
         try:
             payload = payload_fields(params, sent)
         except Exception:  # never stop a task for its record

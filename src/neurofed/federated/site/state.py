@@ -12,6 +12,8 @@ exactly the update an uninterrupted site would::
     <state>/personalised-model/                 the final personalised model (a model folder)
     <state>/plan.json                           a planned study: the plan its tasks carry
                                                 (``neurofed site preprocess --study --plan``)
+    <state>/audit-heads.jsonl                   the audit log's head after each task (seq,
+                                                SHA-256): a copy of the log's tail kept apart
 
 A round folder is written under a temporary name and renamed, and only the newest
 :data:`KEEP_ROUNDS` are kept (a site that crashed after writing round ``k`` but before the
@@ -46,15 +48,19 @@ from typing import Any
 import numpy as np
 
 from neurofed.artifacts import atomic_folder, sha256_file, write_json_atomically
+from neurofed.federated.site.audit import AuditHead
 from neurofed.federated.update import Parameters
 
 __all__ = [
+    "AUDIT_HEADS",
     "KEEP_ROUNDS",
     "PERSONALISED_MODEL",
     "STATE_JSON",
     "SiteState",
     "SiteStateError",
     "StatePart",
+    "keep_audit_head",
+    "kept_audit_heads",
     "latest_state_round",
     "load_site_state",
     "save_site_state",
@@ -65,6 +71,8 @@ __all__ = [
 KEEP_ROUNDS = 2
 #: The record of a round folder.
 STATE_JSON = "state.json"
+#: The audit log's head after each task of the study, one JSON line each.
+AUDIT_HEADS = "audit-heads.jsonl"
 #: The final personalised model (a model folder ``neurofed evaluate --model`` reads).
 PERSONALISED_MODEL = "personalised-model"
 _FORMAT = 1
@@ -199,3 +207,25 @@ def load_site_state(folder: Path, round_number: int, *, study_hash: str, site_id
         except (OSError, SafetensorError) as exc:
             raise SiteStateError(f"{file}: unreadable ({type(exc).__name__}: {exc})") from None
     return SiteState(round_number, parts)
+
+
+def keep_audit_head(folder: Path, round_number: int | None, task: str, head: AuditHead) -> None:
+    """Append the audit log's head after a task to the study's state folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    line = {"round": round_number, "task": task} | head.to_json()
+    with open(folder / AUDIT_HEADS, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line, sort_keys=True) + "\n")
+
+
+def kept_audit_heads(state_root: Path) -> list[AuditHead]:
+    """Every head kept in the study folders under ``state_root`` (unreadable lines skipped)."""
+    heads = []
+    for path in sorted(Path(state_root).glob(f"*/{AUDIT_HEADS}")):
+        for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                line = json.loads(text)
+                heads.append(AuditHead(int(line["seq"]), str(line["sha256"])))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return heads

@@ -20,6 +20,7 @@ error reason, with the site's paths masked.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,10 +34,13 @@ from neurofed.federated.protocol import (
     SiteAnswer,
     TaskName,
     TaskRequest,
+    round_of,
 )
 from neurofed.federated.site.approval import StudyGate, StudyRefusedError
+from neurofed.federated.site.audit import AuditHead
 from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.site.recorder import TaskRecorder
+from neurofed.federated.site.state import keep_audit_head
 from neurofed.federated.site.training import StudyTraining
 
 __all__ = ["SiteWorker"]
@@ -72,13 +76,30 @@ class SiteWorker:
         return self.gate.config
 
     def handle(self, task: str, params: Mapping[str, Any], meta: Mapping[str, Any]) -> SiteAnswer:
-        """Answer ``task``; any failure becomes an answer with an error reason only."""
+        """Answer ``task``; any failure becomes an answer with an error reason only.
+
+        A site that keeps an audit log adds the log's head after this task to the answer (the
+        server keeps it in the run folder) and to the study's state folder.
+        """
+        self.recorder.begin()
         answer = self._answer(task, params, meta)
         study = None if self.training is None else self.training.study
-        self.recorder.answered(
-            task, meta, answer, None if study is None else (study.content_hash, study.name)
-        )
+        key = None if study is None else (study.content_hash, study.name)
+        head = self.recorder.task_done(task, meta, answer, key)
+        if head is not None:
+            answer = dataclasses.replace(answer, audit_head=(head.seq, head.sha256))
+            if self.training is not None and not answer.refused:
+                self._keep(self.training, task, meta, head)
+        self.recorder.answered(task, meta, answer, key)
         return answer
+
+    def _keep(
+        self, training: StudyTraining, task: str, meta: Mapping[str, Any], head: AuditHead
+    ) -> None:
+        try:
+            keep_audit_head(training.state_dir, round_of(meta), task, head)
+        except OSError:  # the answer still carries the head to the server
+            logger.exception("site %s: could not keep the audit head", self.site_id)
 
     def _answer(self, task: str, params: Mapping[str, Any], meta: Mapping[str, Any]) -> SiteAnswer:
         try:
