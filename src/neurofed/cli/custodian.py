@@ -32,7 +32,7 @@ KitOption = Annotated[
     typer.Option(
         "--kit",
         envvar=KIT_ENV,
-        help=f"The site's kit folder \\[default: ${KIT_ENV}, or the current folder].",
+        help=f"The site's kit folder [default: ${KIT_ENV}, or the current folder].",
     ),
 ]
 
@@ -79,9 +79,7 @@ def init(
     ],
     kit_dir: Annotated[
         Path | None,
-        typer.Option(
-            "--kit-dir", help="Where to install the kit \\[default: ./neurofed-site-NAME]."
-        ),
+        typer.Option("--kit-dir", help="Where to install the kit [default: ./neurofed-site-NAME]."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:<n>.")] = "auto",
     allow_dataset: Annotated[

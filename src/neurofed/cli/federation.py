@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 __all__ = ["federation_app"]
 
 federation_app = typer.Typer(
-    help="Coordinator: provision a federation (project CA, mutual TLS kits) and add sites."
+    rich_markup_mode=None,  # plain help: option names are never cut to fit the terminal
+    help="Coordinator: provision a federation (project CA, mutual TLS kits) and add sites.",
 )
 
 

@@ -22,6 +22,7 @@ from neurofed.cli.train import train_app
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain help: option names are never cut to fit the terminal
     name="neurofed",
     help="Federated deep learning on brain MRI: every scan stays inside its hospital.",
     no_args_is_help=True,

@@ -24,7 +24,8 @@ __all__ = ["render_service", "server_app", "service_start", "service_status", "s
 SERVER_KIT_ENV = "NEUROFED_SERVER_KIT"
 
 server_app = typer.Typer(
-    help="Coordinator: run the federation's server from its kit, in the background."
+    rich_markup_mode=None,  # plain help: option names are never cut to fit the terminal
+    help="Coordinator: run the federation's server from its kit, in the background.",
 )
 
 ServerKitOption = Annotated[

@@ -29,7 +29,9 @@ if TYPE_CHECKING:  # the commands import the data and preprocessing layers when 
 __all__ = ["render_preprocess", "render_qc", "render_report", "site_app"]
 
 site_app = typer.Typer(
-    help="Data custodian: check a site's data, fix its splits, preprocess it and judge its quality."
+    rich_markup_mode=None,  # plain help: option names are never cut to fit the terminal
+    help="Data custodian: check a site's data, fix its splits, preprocess it and judge its "
+    "quality.",
 )
 
 _MARK = {Severity.ERROR: "[red]✗[/red]", Severity.WARNING: "[yellow]![/yellow]"}
@@ -112,16 +114,14 @@ def check(
     ] = 0.1,
     seed: Annotated[
         int | None,
-        typer.Option(
-            help=f"Seed of the split \\[default: {DEFAULT_SEED}, or the existing split's]."
-        ),
+        typer.Option(help=f"Seed of the split [default: {DEFAULT_SEED}, or the existing split's]."),
     ] = None,
     validation: Annotated[
         float | None,
-        typer.Option(help=f"Validation fraction \\[default: {DEFAULT_VALIDATION_FRACTION:g}]."),
+        typer.Option(help=f"Validation fraction [default: {DEFAULT_VALIDATION_FRACTION:g}]."),
     ] = None,
     test: Annotated[
-        float | None, typer.Option(help=f"Test fraction \\[default: {DEFAULT_TEST_FRACTION:g}].")
+        float | None, typer.Option(help=f"Test fraction [default: {DEFAULT_TEST_FRACTION:g}].")
     ] = None,
     stratify: Annotated[
         ClinicalField | None, typer.Option(help="Stratify the split on this label.")
@@ -282,7 +282,7 @@ def preprocess(
         float | None, typer.Option(min=0.1, help="Isotropic voxel size in mm (default 1.0).")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Processes \\[default: min(cores, 4)].")
+        int | None, typer.Option(min=1, help="Processes [default: min(cores, 4)].")
     ] = None,
     bias_correction: Annotated[
         bool | None, typer.Option(help="N4 bias-field correction (default on).")

@@ -24,7 +24,8 @@ __all__ = ["render_status", "study_app"]
 ADMIN_KIT_ENV = "NEUROFED_ADMIN_KIT"
 
 study_app = typer.Typer(
-    help="Study lead: submit a study to the federation, follow it, get its run."
+    rich_markup_mode=None,  # plain help: option names are never cut to fit the terminal
+    help="Study lead: submit a study to the federation, follow it, get its run.",
 )
 
 AdminKitOption = Annotated[
@@ -101,7 +102,7 @@ def submit(
         str,
         typer.Option(
             "--run-name",
-            help="The run folder's name on the server \\[default: <study name>-<hash[:12]>]; "
+            help="The run folder's name on the server [default: <study name>-<hash[:12]>]; "
             "the same name resumes the run.",
         ),
     ] = "",

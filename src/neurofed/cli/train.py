@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the commands import torch and the training package when the
 __all__ = ["format_metrics", "parse_triple", "train_app"]
 
 train_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: option names are never cut to fit the terminal
     help="Train the baselines (a model on one site only, or on several sites pooled), or "
     "transfer a brain-age model to a new target.",
     no_args_is_help=True,
