@@ -120,3 +120,32 @@ def test_text_from_the_data_is_never_read_as_terminal_markup(tmp_path: Path) -> 
     result = runner.invoke(app, ["site", "check", str(site)], env={"COLUMNS": "200"})
     # Assert: the ids are printed as they are
     assert "[bold red]evil[/]" in result.output and "[link=x]b" in result.output
+
+
+def test_a_table_without_label_conventions_says_so_and_the_option_names_them(
+    tmp_path: Path,
+) -> None:
+    # Prepare: a table of files whose label maps are binary lesion masks
+    from tests.helpers import write_tiny_image, write_tiny_label
+
+    root = tmp_path / "site"
+    rows = ["subject_id,flair,mask"]
+    for k in range(3):
+        write_tiny_image(root / f"c{k}_flair.nii.gz", seed=k)
+        write_tiny_label(root / f"c{k}_mask.nii.gz", values=(0, 1))
+        rows.append(f"c{k},c{k}_flair.nii.gz,c{k}_mask.nii.gz")
+    (root / "cases.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    # Execute
+    assumed = runner.invoke(app, ["site", "check", str(root)], env={"COLUMNS": "200"})
+    stated = runner.invoke(app, ["site", "check", str(root), "--label-convention", "binary-lesion"])
+    wrong = runner.invoke(
+        app, ["site", "check", str(root), "--layout", "bids", "--label-convention", "binary-lesion"]
+    )
+    # Assert: the assumption is spelled out with the command that fixes it
+    assert "assumed brats-2023" in assumed.output and "read as tumour core" in assumed.output
+    assert "--label-convention binary-lesion" in assumed.output
+    assert stated.exit_code == 0, stated.output
+    assert "assumed" not in stated.output
+    manifest = json.loads((root / "neurofed" / "manifest.json").read_text())
+    assert {s["label_convention"] for s in manifest["subjects"]} == {"binary-lesion"}
+    assert wrong.exit_code == 2 and "table layout only" in wrong.output

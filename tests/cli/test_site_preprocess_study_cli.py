@@ -85,3 +85,14 @@ def test_study_errors_name_the_fix(tmp_path: Path) -> None:
     assert plan_alone.exit_code == 2 and "--plan goes with --study" in plan_alone.output
     assert nothing.exit_code == 2 and "--study STUDY.toml" in nothing.output
     assert not (site / SiteFile.FOLDER.value / "preprocessed").exists()
+
+
+def test_a_run_that_preprocessed_nothing_exits_2_and_says_so(tmp_path: Path) -> None:
+    # Prepare: a brain-age site (T1 and FLAIR only) asked for the glioma task's four contrasts
+    site = write_site(tmp_path / "hospital", seed=3)
+    # Execute
+    result = runner.invoke(app, ["site", "preprocess", str(site), "--task", "tumor-regions"])
+    # Assert
+    assert result.exit_code == 2, result.output
+    assert "nothing was preprocessed" in result.output
+    assert "arrays, provenance.json" not in result.output

@@ -190,3 +190,18 @@ def test_bad_options_exit_with_a_clear_message(
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_evaluate_on_an_empty_split_names_why_and_the_splits_that_hold_cases(
+    trained_run: Path, sites: list[Path]
+) -> None:
+    model = str(trained_run / "model")
+
+    result = runner.invoke(
+        app, ["evaluate", "--model", model, "--site", str(sites[1]), "--split", "test"]
+    )
+
+    assert result.exit_code == 1
+    assert "no usable case in the test split" in result.output
+    assert "the site's splits hold train 6, validation 2, test 0 case(s)" in result.output
+    assert "try --split train or --split validation or --split all" in result.output

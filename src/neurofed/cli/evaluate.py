@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from neurofed.artifacts import write_json_atomically
 from neurofed.cli.console import console, err_console, progress_bar
 from neurofed.keys import Split
 
 __all__ = ["SplitChoice", "evaluate"]
+
+_SHOWN_SKIPPED = 5
 
 
 class SplitChoice(StrEnum):
@@ -61,10 +64,15 @@ def evaluate(
     task_id = trained.task.task_id
     if len(dataset) == 0:
         err_console.print(
-            f"[red]error:[/red] no usable case in the {split.value} split of {site} for task "
-            f"{task_id.value!r} ({len(dataset.skipped)} skipped); choose another --split",
+            f"[red]error:[/red] no usable case in the {split.value} split of "
+            f"{escape(str(site))} for task {task_id.value!r}",
             soft_wrap=True,
         )
+        for skipped in dataset.skipped[:_SHOWN_SKIPPED]:
+            err_console.print(f"  skipped {escape(skipped.line())}", soft_wrap=True)
+        if len(dataset.skipped) > _SHOWN_SKIPPED:
+            err_console.print(f"  … and {len(dataset.skipped) - _SHOWN_SKIPPED} more skipped")
+        err_console.print(f"  {_other_splits(site, split)}", soft_wrap=True)
         raise typer.Exit(1)
     metrics = finalize_metrics(trained.task, state)
     payload: dict[str, Any] = {
@@ -91,3 +99,23 @@ def evaluate(
     console.print(table)
     for skipped in dataset.skipped:
         console.print(f"  [yellow]![/yellow] skipped {skipped.line()}", soft_wrap=True)
+
+
+def _other_splits(site: Path, split: SplitChoice) -> str:
+    """What to try instead: the site's other splits that hold cases (before the task's needs)."""
+    from neurofed.data.manifest import load_manifest
+    from neurofed.data.splits import site_splits
+
+    try:
+        subjects = load_manifest(site).subjects
+        splits, _ = site_splits(site, subjects)
+    except (OSError, ValueError):
+        return "run `neurofed site check` on the site, then evaluate again"
+    ids = [s.subject_id for s in subjects]
+    sizes = {s: len(splits.subject_ids(s, ids)) for s in Split}
+    others = [s.value for s in Split if sizes[s] and s.value != split.value]
+    counts = ", ".join(f"{s.value} {n}" for s, n in sizes.items())
+    if not others:
+        return f"the site's splits hold {counts} case(s): fix the skipped cases above"
+    options = " or ".join(f"--split {name}" for name in [*others, "all"])
+    return f"the site's splits hold {counts} case(s): try {options}, or fix the cases above"

@@ -16,7 +16,16 @@ from neurofed.data.split_defaults import (
     DEFAULT_TEST_FRACTION,
     DEFAULT_VALIDATION_FRACTION,
 )
-from neurofed.keys import ClinicalField, Layout, Modality, Severity, SiteFile, Split, TaskId
+from neurofed.keys import (
+    ClinicalField,
+    LabelConvention,
+    Layout,
+    Modality,
+    Severity,
+    SiteFile,
+    Split,
+    TaskId,
+)
 
 if TYPE_CHECKING:  # the commands import the data and preprocessing layers when they run
     from neurofed.data.manifest import SiteCheckReport
@@ -106,6 +115,13 @@ def check(
     clinical: Annotated[
         Path | None, typer.Option(help="Clinical table (CSV/TSV/XLSX) to join on subject id.")
     ] = None,
+    label_convention: Annotated[
+        LabelConvention | None,
+        typer.Option(
+            help="The label maps' convention, for a table of files without a label_convention "
+            "column (e.g. binary-lesion for MS lesion masks)."
+        ),
+    ] = None,
     require: Annotated[
         str | None, typer.Option(help="Required modalities, e.g. T1,T1CE,T2,FLAIR.")
     ] = None,
@@ -151,6 +167,7 @@ def check(
                 site,
                 layout=layout,
                 clinical_table=clinical,
+                label_convention=label_convention,
                 settings=settings,
                 workers=workers,
                 progress=None if as_json else progress,
@@ -227,6 +244,13 @@ def render_preprocess(site: Path, report: PreprocessReport) -> None:
             )
         elif outcome.status is OutcomeStatus.SKIPPED:
             console.print(f"  [dim]- {outcome.subject_id}: skipped, {outcome.reason}[/dim]")
+    if report.produced == 0:
+        err_console.print(
+            "[red]nothing was preprocessed[/red]: every case was skipped or failed (reasons "
+            "above); fix them, or choose the task whose modalities the site has (--task)",
+            soft_wrap=True,
+        )
+        return
     render_qc(report.table)
     console.print(f"arrays, provenance.json, qc.json and qc.csv in {report.folder}", soft_wrap=True)
 
@@ -310,7 +334,8 @@ def preprocess(
     and run quality control; cases already done are skipped.
 
     Exit status: 0 every case preprocessed and no QC failure, 1 some case failed (to preprocess
-    or QC), 2 the site (or the study, or the plan) could not be read, or the options clash.
+    or QC), 2 nothing was preprocessed (every case skipped), the site (or the study, or the plan)
+    could not be read, or the options clash.
     """
     from neurofed.preprocess.params import PreprocessParams
     from neurofed.preprocess.pipeline import PipelineError, default_workers, preprocess_site

@@ -43,7 +43,7 @@ from neurofed.data.checks import CaseReport, CaseStatus, CheckSettings, find_dup
 from neurofed.data.layouts.base import LayoutScan
 from neurofed.data.modalities import normalise_modality
 from neurofed.data.subject import Problem, Subject
-from neurofed.keys import Layout, Modality, ProblemKind, Severity, SiteFile
+from neurofed.keys import LabelConvention, Layout, Modality, ProblemKind, Severity, SiteFile
 from neurofed.types import ProgressCallback
 
 T = TypeVar("T")
@@ -215,6 +215,7 @@ def check_site(
     *,
     layout: Layout | None = None,
     clinical_table: Path | None = None,
+    label_convention: LabelConvention | None = None,
     scan: LayoutScan | None = None,
     settings: CheckSettings = _DEFAULT_SETTINGS,
     workers: int = 1,
@@ -227,8 +228,9 @@ def check_site(
     ----------
     root:
         The site's data folder.
-    layout, clinical_table:
-        Passed to the layout reader; ignored when ``scan`` is given.
+    layout, clinical_table, label_convention:
+        Passed to the layout reader (the convention applies to a table of files without a
+        ``label_convention`` column); ignored when ``scan`` is given.
     scan:
         An already-read site; when None the site is read with
         :func:`neurofed.data.layouts.detect.read_site`.
@@ -259,7 +261,9 @@ def check_site(
     if scan is None:
         from neurofed.data.layouts.detect import read_site  # the readers' imports are heavy
 
-        scan = read_site(root, layout=layout, clinical_table=clinical_table)
+        scan = read_site(
+            root, layout=layout, clinical_table=clinical_table, label_convention=label_convention
+        )
     chosen = settings.required_modalities
     checked, cache = run_checks(
         root,

@@ -136,8 +136,16 @@ class PreprocessReport:
         return sum(1 for o in self.outcomes if o.status is status)
 
     @property
+    def produced(self) -> int:
+        """Cases whose arrays are in the cache now (made by this run, or already there)."""
+        return self.count(OutcomeStatus.DONE) + self.count(OutcomeStatus.CACHED)
+
+    @property
     def exit_code(self) -> int:
-        """1 if a case failed to preprocess or failed QC, else 0 (as ``site check``)."""
+        """2 if no case was (or had been) preprocessed, 1 if a case failed to preprocess or
+        failed QC, else 0 (as ``site check``)."""
+        if self.produced == 0 and self.count(OutcomeStatus.FAILED) == 0:
+            return 2
         failed_qc = any(s is QCStatus.FAIL for s in self.table.case_status().values())
         return int(self.count(OutcomeStatus.FAILED) > 0 or failed_qc)
 

@@ -56,7 +56,8 @@ _CONVENTIONS = {re.sub(r"[^a-z0-9]", "", c.value): c for c in LabelConvention}
 _CONVENTION_FIX = (
     "add a label_convention column holding one of "
     + ", ".join(c.value for c in LabelConvention)
-    + " (or pass label_convention= to the reader)"
+    + ", or name the site's convention: `neurofed site check DIR --label-convention "
+    + "binary-lesion` (MS lesion masks) or `brats-2023` (glioma)"
 )
 
 
@@ -182,8 +183,9 @@ class TableReader:
             )
         if assumed:
             message = (
-                f"no label_convention given for {assumed} labelled subject(s); "
-                f"assumed {LabelConvention.BRATS_2023.value}"
+                f"no label_convention given for {assumed} labelled subject(s): assumed "
+                f"{LabelConvention.BRATS_2023.value} (glioma labels 0-3); a binary lesion mask "
+                "(0/1) would then be read as tumour core"
             )
             problems.append(_problem(message, _CONVENTION_FIX, None, shown, Severity.WARNING))
         return subjects, problems
