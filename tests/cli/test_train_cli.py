@@ -20,10 +20,12 @@ from tests.training.test_checkpoint import assert_no_pickle
 
 runner = CliRunner()
 
-#: A tiny tumor-regions run: 8 epochs of 4 steps on 16³ patches of a 6 mm phantom.
+#: A tiny tumor-regions run: 8 epochs of 4 steps on 16³ patches of a 6 mm phantom. The task's
+#: default "poly" schedule decays the rate; from 0.01 most seeds stall near the untrained Dice,
+#: from 0.03 seeds 0-9 all clear the margin (WT Dice +0.66 or more).
 TINY = [
     "--task", "tumor-regions", "--epochs", "8", "--samples-per-epoch", "16",
-    "--batch-size", "4", "--lr", "0.01", "--patch", "16,16,16", "--spacing", "6",
+    "--batch-size", "4", "--lr", "0.03", "--patch", "16,16,16", "--spacing", "6",
     "--base-filters", "4", "--model-config", '{"depth": 3}', "--no-augment",
     "--seed", "0", "--device", "cpu", "--threads", "1",
 ]  # fmt: skip

@@ -100,8 +100,12 @@ def write_bids_site(
     shape: tuple[int, int, int] = (32, 32, 32),
     seed: int = 0,
     lesions: bool = True,
+    lesion_radius: float = 2.0,
 ) -> Path:
-    """A BIDS site with T1w + FLAIR, lesion masks and ``participants.tsv`` (age, sex, sdmt)."""
+    """A BIDS site with T1w + FLAIR, lesion masks and ``participants.tsv`` (age, sex, sdmt).
+
+    ``lesion_radius`` (voxels) changes only the lesions' size, not the random draws.
+    """
     rng = np.random.default_rng(seed)
     brain = _brain(shape)
     x, y, z = _grid(shape)
@@ -121,7 +125,7 @@ def write_bids_site(
         for _ in range(count):
             c = [rng.uniform(0.3 * n, 0.7 * n) for n in shape]
             d = np.sqrt(sum((g - v) ** 2 for g, v in zip((x, y, z), c, strict=True)))
-            lesion[(d <= 2.0) & brain & ~ventricle] = 1
+            lesion[(d <= lesion_radius) & brain & ~ventricle] = 1
         base = 100.0 + 5.0 * rng.standard_normal(shape)
         t1 = np.where(ventricle, 30.0, np.where(lesion > 0, 70.0, base))
         flair = np.where(ventricle, 20.0, np.where(lesion > 0, 220.0, base))

@@ -3,6 +3,11 @@
 ``tumor-regions`` trains on a small phantom glioma site (6 mm voxels); the other tasks on tiny
 written sites whose signal a few CPU seconds can learn (phantom MS lesions and brain age need
 minutes: see the few-minute CLI runs).
+
+The margins hold for training seeds 0-9 and 1 or 2 torch threads, not just the default seed:
+a tiny network's trajectory depends on the CPU's floating-point path, so a margin met by one
+seed only fails elsewhere. Hence the decaying ("poly") learning rates, which end each run on
+small steps instead of wherever the last large step left the weights.
 """
 
 from __future__ import annotations
@@ -12,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from neurofed.phantom import PhantomConfig, generate_federation
-from neurofed.training import LocalTrainer, train_local, train_pooled
-from neurofed.training.baselines import RUN_CONFIG, RUN_METRICS
+from neurofed.training import RUN_CONFIG, RUN_METRICS, LocalTrainer, train_local, train_pooled
 from neurofed.training.trainer import CHECKPOINTS
 from tests.training.sites import prepare_site
 from tests.training.test_checkpoint import assert_no_pickle
@@ -32,7 +36,14 @@ def test_tumor_regions_on_a_phantom_site_beats_the_untrained_model(
     phantom_glioma: list[Path],
 ) -> None:
     # Prepare
-    config = tiny_config("tumor-regions", epochs=8, samples_per_epoch=16, validate_every=8)
+    config = tiny_config(
+        "tumor-regions",
+        epochs=8,
+        samples_per_epoch=16,
+        validate_every=8,
+        learning_rate=3e-2,  # 1e-2 leaves some seeds stalled near the untrained Dice
+        lr_schedule="poly",
+    )
     trainer = LocalTrainer.from_sites(config, phantom_glioma[0])
     untrained = trainer.record_untrained().validation
     # Execute
@@ -44,7 +55,15 @@ def test_tumor_regions_on_a_phantom_site_beats_the_untrained_model(
 
 
 def test_glioma_multitask_learns_the_region_and_keeps_marker_metrics(glioma_site: Path) -> None:
-    config = tiny_config("glioma-multitask", epochs=6, samples_per_epoch=12, validate_every=6)
+    config = tiny_config(
+        "glioma-multitask",
+        epochs=8,
+        batch_size=2,  # 6 steps an epoch instead of 3: some seeds need them to leave the start
+        samples_per_epoch=12,
+        validate_every=8,
+        learning_rate=2e-2,
+        lr_schedule="poly",
+    )
     trainer = LocalTrainer.from_sites(config, glioma_site)
     untrained = trainer.record_untrained().validation
     final = trainer.fit()[-1].validation
@@ -53,17 +72,33 @@ def test_glioma_multitask_learns_the_region_and_keeps_marker_metrics(glioma_site
     assert trainer.history[-1].train_loss < trainer.history[1].train_loss  # type: ignore[operator]
 
 
-def test_ms_lesion_learns_the_lesions(bids_site: Path) -> None:
-    config = tiny_config("ms-lesion", epochs=8, samples_per_epoch=16, validate_every=8)
-    trainer = LocalTrainer.from_sites(config, bids_site)
+def test_ms_lesion_learns_the_lesions(lesion_site: Path) -> None:
+    config = tiny_config(
+        "ms-lesion",
+        epochs=10,
+        samples_per_epoch=16,
+        validate_every=10,
+        learning_rate=2e-2,
+        lr_schedule="poly",
+    )
+    trainer = LocalTrainer.from_sites(config, lesion_site)
     untrained = trainer.record_untrained().validation
     final = trainer.fit()[-1].validation
+    # one validation case has no lesion left outside the ventricle (Dice 1 if nothing is
+    # predicted there): lesion_f1 is what shows that lesions are found
     assert final["dice"] >= untrained["dice"] + 0.2
     assert final["lesion_f1"] > untrained["lesion_f1"]
 
 
 def test_brain_age_error_goes_down(bids_site: Path) -> None:
-    config = tiny_config("brain-age", epochs=12, samples_per_epoch=12, validate_every=12)
+    config = tiny_config(
+        "brain-age",
+        epochs=24,
+        samples_per_epoch=12,
+        validate_every=24,
+        learning_rate=1e-2,
+        lr_schedule="poly",
+    )
     trainer = LocalTrainer.from_sites(config, bids_site)
     untrained = trainer.record_untrained().validation
     final = trainer.fit()[-1].validation

@@ -14,6 +14,11 @@ from neurofed.models import (
 )
 from neurofed.training import TrainConfig
 
+#: SFCN channels with four pooling blocks instead of five: on a 32³ input the last blocks then
+#: see 2³ voxels, not one, so their batch norms do not normalise over the 4 cases of a batch
+#: alone (which makes a tiny brain-age model learn the order of ages but not their scale).
+TINY_SFCN_CHANNELS = (32, 64, 128, 256, 64)
+
 _TINY: dict[TaskId, dict[str, Any]] = {
     TaskId.TUMOR_REGIONS: {
         "model_config": ResidualUNetConfig(base_filters=4, depth=3, num_res_units=1),
@@ -29,7 +34,7 @@ _TINY: dict[TaskId, dict[str, Any]] = {
         "foreground_probability": 0.5,
     },
     TaskId.BRAIN_AGE: {
-        "model_config": SFCNConfig(width=0.125, dropout=0.0),
+        "model_config": SFCNConfig(channels=TINY_SFCN_CHANNELS, width=0.125, dropout=0.0),
         "preprocess": {"spatial_shape": [32, 32, 32]},
         "learning_rate": 3e-3,
     },

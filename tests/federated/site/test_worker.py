@@ -125,10 +125,13 @@ def _distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], names: l
 def test_ditto_personalised_model_differs_from_the_global_one_and_follows_lambda(
     tmp_path: Path, age_sites: list[Path]
 ) -> None:
-    # Prepare: one round (4 steps) from the same global model, a weak and a strong pull
+    # Prepare: one round (12 steps) from the same global model, a weak and a strong pull. Adam
+    # moves every weight by about the learning rate per step whatever the pull, so only over
+    # enough steps does a strong pull keep v measurably closer (with 4 steps and lambda 10 the
+    # ratio below reached 0.52-0.86 for some study seeds; here at most 0.44 for seeds 0-9)
     distances = {}
-    for ditto_lambda in (0.01, 10.0):
-        study = tiny_study(strategy="ditto", ditto_lambda=ditto_lambda, local_epochs=2)
+    for ditto_lambda in (0.01, 100.0):
+        study = tiny_study(strategy="ditto", ditto_lambda=ditto_lambda, local_epochs=6)
         run = FederatedRun(study, tmp_path / f"run-{ditto_lambda}")
         run.start(["site-1"])
         config = SiteConfig(age_sites[0], device="cpu", state_dir=tmp_path / "state")
@@ -144,7 +147,7 @@ def test_ditto_personalised_model_differs_from_the_global_one_and_follows_lambda
         distances[ditto_lambda] = _distance(personalised, run.params, names)
         loss = answer.meta[MetaField.TRAIN_METRICS.value]["personalised_train_loss"]
         assert math.isfinite(loss)
-    assert distances[10.0] < 0.5 * distances[0.01]  # a larger lambda keeps v closer to w_global
+    assert distances[100.0] < 0.5 * distances[0.01]  # a larger lambda keeps v closer to w_global
 
 
 def _strings(value: Any) -> list[str]:
