@@ -59,8 +59,10 @@ def test_the_federation_ran_its_rounds_and_never_trained_on_the_held_out_site(
     assert len(rounds) == summary["study"]["rounds"] == 3
     assert all(sorted(r["accepted"]) == ["site-1", "site-2", "site-3"] for r in rounds)
     selected = summary["study"]["selected"]
-    best = max(rounds, key=lambda r: r["validation"]["WT/dice"])
+    # selection on the pooled Dice: voxel sums every site sends, however few its cases
+    best = max(rounds, key=lambda r: r["validation"]["WT/dice_pooled"])
     assert selected["round"] == best["round"] and selected["direction"] == "max"
+    assert selected["metric"] == "WT/dice_pooled"
     pooled = json.loads((out / "pooled/config.json").read_text())
     assert pooled["sites"] == ["site-1", "site-2", "site-3"]
     locals_ = [json.loads((out / f"local/site-{k}/config.json").read_text()) for k in (1, 2, 3)]

@@ -122,7 +122,8 @@ class DemoConfig:
             "task": {"id": TaskId.TUMOR_REGIONS.value},
             "model": {"base_filters": b.base_filters, "depth": 4, "num_res_units": 1},
             "strategy": {"name": "fedavg"},
-            "selection": {"metric": f"{TumorRegion.WT}/dice", "direction": "max"},
+            # pooled Dice: voxel sums, which every site sends however few its cases are
+            "selection": {"metric": f"{TumorRegion.WT}/dice_pooled", "direction": "max"},
             "train": {
                 "patch_shape": [b.patch] * 3,
                 "samples_per_epoch": b.samples_per_epoch,

@@ -95,6 +95,8 @@ class MetaField(StrEnum):
     # Ditto only: the same for the site's personalised model (which itself never leaves)
     PERSONALISED_METRIC_STATE = "personalised_metric_state"
     VALIDATE_SECONDS = "validate_seconds"  # wall time of the site's validation (a number)
+    # what the site did not send because too few cases stand behind it (one line each)
+    WITHHELD = "withheld"
     # aggregates only: Fingerprint.canonical_json(), the text of its JSON (fixed-length
     # histograms, counts, integer sums — text, because the sums may exceed 64 bits)
     FINGERPRINT = "fingerprint"
@@ -330,11 +332,14 @@ class ValidateResult:
         Ditto: the same for the site's personalised model (which itself never leaves the site).
     seconds
         Wall time of the site's validation.
+    withheld
+        What the site did not send, and why (too few cases behind it), one line each.
     """
 
     metric_state: Mapping[str, np.ndarray] = field(default_factory=dict)
     personalised_metric_state: Mapping[str, np.ndarray] | None = None
     seconds: float | None = None
+    withheld: tuple[str, ...] = ()
 
     def _encode(self) -> tuple[Parameters, dict[str, Any]]:
         meta: dict[str, Any] = {MetaField.METRIC_STATE.value: _plain(self.metric_state)}
@@ -343,6 +348,8 @@ class ValidateResult:
             meta[MetaField.PERSONALISED_METRIC_STATE.value] = personalised
         if self.seconds is not None:
             meta[MetaField.VALIDATE_SECONDS.value] = float(self.seconds)
+        if self.withheld:
+            meta[MetaField.WITHHELD.value] = list(self.withheld)
         return {}, meta
 
     @classmethod
@@ -350,10 +357,14 @@ class ValidateResult:
         state = _arrays("metric_state", meta.get(MetaField.METRIC_STATE.value) or {})
         own = meta.get(MetaField.PERSONALISED_METRIC_STATE.value)
         seconds = meta.get(MetaField.VALIDATE_SECONDS.value)
+        withheld = meta.get(MetaField.WITHHELD.value, [])
+        if not isinstance(withheld, list) or len(withheld) > MAX_ENTRIES:
+            raise _wrong("withheld", withheld, "expected a list of lines")
         return cls(
             metric_state=state,
             personalised_metric_state=None if own is None else _arrays("personalised", own),
             seconds=None if seconds is None else abs(_number("validate_seconds", seconds)),
+            withheld=tuple(_text("withheld", w)[:MAX_NAME] for w in withheld),
         )
 
 

@@ -38,8 +38,10 @@ __all__ = [
     "auc_or_nan",
     "binary_counts",
     "binary_report",
+    "binary_report_with_auc",
     "multiclass_confusion",
     "multiclass_report",
+    "multiclass_report_with_aucs",
 ]
 
 IntArray = npt.NDArray[Any]  # int64 counts / classes
@@ -71,9 +73,14 @@ def binary_counts(scores: FloatArray, targets: IntArray, *, threshold: float) ->
 
 def binary_report(counts: IntArray, scores: FloatArray, targets: IntArray) -> dict[str, float]:
     """Metrics of one binary target from ``[TP, FP, TN, FN]`` counts and per-case scores."""
+    return binary_report_with_auc(counts, auc_or_nan(targets, scores))
+
+
+def binary_report_with_auc(counts: IntArray, auc: float) -> dict[str, float]:
+    """Metrics of one binary target from ``[TP, FP, TN, FN]`` counts and its ROC AUC."""
     tp, fp, tn, fn = (int(c) for c in counts)
     return {
-        MetricName.AUC: auc_or_nan(targets, scores),
+        MetricName.AUC: auc,
         MetricName.ACCURACY: ratio(tp + tn, tp + fp + tn + fn),
         MetricName.RECALL: ratio(tp, tp + fn),
         MetricName.SPECIFICITY: ratio(tn, tn + fp),
@@ -112,6 +119,16 @@ def multiclass_report(
     >>> r["accuracy"], r["III/recall"], r["recall"]
     (0.75, 0.5, 0.8333333333333334)
     """
+    aucs = [
+        auc_or_nan(np.asarray(targets) == k, probabilities[:, k]) for k in range(len(class_names))
+    ]
+    return multiclass_report_with_aucs(confusion, aucs, class_names)
+
+
+def multiclass_report_with_aucs(
+    confusion: IntArray, aucs: Sequence[float], class_names: Sequence[str]
+) -> dict[str, float]:
+    """As :func:`multiclass_report`, with each class's one-vs-rest AUC given."""
     total = int(confusion.sum())
     report: dict[str, float] = {}
     per_class: dict[str, list[float]] = {}
@@ -121,7 +138,7 @@ def multiclass_report(
         fp = int(confusion[:, k].sum()) - tp
         tn = total - tp - fn - fp
         values = {
-            MetricName.AUC: auc_or_nan(np.asarray(targets) == k, probabilities[:, k]),
+            MetricName.AUC: aucs[k],
             MetricName.RECALL: ratio(tp, tp + fn),
             MetricName.SPECIFICITY: ratio(tn, tn + fp),
             MetricName.F1: ratio(2 * tp, 2 * tp + fp + fn),

@@ -53,9 +53,9 @@ from neurofed.tasks.base import ModelOutput, Task
 from neurofed.tasks.batch import Batch
 from neurofed.tasks.classification_metrics import (
     binary_counts,
-    binary_report,
+    binary_report_with_auc,
     multiclass_confusion,
-    multiclass_report,
+    multiclass_report_with_aucs,
 )
 from neurofed.tasks.losses import masked_bce_with_logits, masked_cross_entropy, soft_dice, zero_loss
 from neurofed.tasks.metric_state import MetricState, StateKey
@@ -64,8 +64,8 @@ from neurofed.tasks.segmentation_metrics import (
     confusion_counts,
     dice_from_counts,
     dice_per_case,
-    fmean,
 )
+from neurofed.tasks.sharing import binary_auc, case_mean, class_auc
 
 __all__ = ["BINARY_MARKERS", "GliomaMultitaskConfig", "GliomaMultitaskTask", "Grade"]
 
@@ -274,7 +274,7 @@ class GliomaMultitaskTask(Task):
         tp, fp, fn = (
             int(state.sums[f"{_SEGMENTED}/{k}"]) for k in (StateKey.TP, StateKey.FP, StateKey.FN)
         )
-        out[f"{_SEGMENTED}/{MetricName.DICE}"] = fmean(state.cases[f"{_SEGMENTED}/{StateKey.DICE}"])
+        out[f"{_SEGMENTED}/{MetricName.DICE}"] = case_mean(state, f"{_SEGMENTED}/{StateKey.DICE}")
         out[f"{_SEGMENTED}/{MetricName.DICE_POOLED}"] = dice_from_counts(tp, fp, fn)
         out[f"{_SEGMENTED}/{MetricName.NUM_EXAMPLES}"] = float(
             state.sums[f"{_SEGMENTED}/{StateKey.NUM_EXAMPLES}"]
@@ -286,17 +286,13 @@ class GliomaMultitaskTask(Task):
                     for k in (StateKey.TP, StateKey.FP, StateKey.TN, StateKey.FN)
                 ]
             )
-            report = binary_report(
-                counts,
-                state.cases[f"{marker}/{StateKey.SCORE}"],
-                state.cases[f"{marker}/{StateKey.TARGET}"],
-            )
+            report = binary_report_with_auc(counts, binary_auc(state, str(marker)))
             out.update({f"{marker}/{name}": value for name, value in report.items()})
-        grade_report = multiclass_report(
+        grades = [g.value for g in Grade]
+        grade_report = multiclass_report_with_aucs(
             state.sums[f"{Marker.GRADE}/{StateKey.CONFUSION}"],
-            state.cases[f"{Marker.GRADE}/{StateKey.PROBABILITIES}"],
-            state.cases[f"{Marker.GRADE}/{StateKey.TARGET}"],
-            [g.value for g in Grade],
+            [class_auc(state, str(Marker.GRADE), k) for k in range(len(grades))],
+            grades,
         )
         out.update({f"{Marker.GRADE}/{name}": value for name, value in grade_report.items()})
         return out

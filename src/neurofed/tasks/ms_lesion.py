@@ -38,10 +38,10 @@ from neurofed.tasks.segmentation_metrics import (
     confusion_counts,
     dice_from_counts,
     dice_per_case,
-    fmean,
     lesion_counts,
     ratio,
 )
+from neurofed.tasks.sharing import case_mean
 
 __all__ = ["MSLesionConfig", "MSLesionTask"]
 
@@ -127,7 +127,7 @@ class MSLesionTask(Task):
             int(state.sums[k]) for k in (StateKey.LESION_TP, StateKey.LESION_FN, StateKey.LESION_FP)
         )
         return {
-            MetricName.DICE: fmean(state.cases[StateKey.DICE]),
+            MetricName.DICE: case_mean(state, StateKey.DICE),
             MetricName.DICE_POOLED: dice_from_counts(tp, fp, fn),
             MetricName.SENSITIVITY: ratio(tp, tp + fn),
             MetricName.PRECISION: ratio(tp, tp + fp),

@@ -51,10 +51,10 @@ from neurofed.tasks.segmentation_metrics import (
     confusion_counts,
     dice_from_counts,
     dice_per_case,
-    fmean,
     hd95_per_case,
     ratio,
 )
+from neurofed.tasks.sharing import case_mean
 
 __all__ = ["TumorRegionsConfig", "TumorRegionsTask"]
 
@@ -178,9 +178,9 @@ class TumorRegionsTask(Task):
             tp, fp, fn = (
                 int(state.sums[f"{region}/{k}"]) for k in (StateKey.TP, StateKey.FP, StateKey.FN)
             )
-            out[f"{region}/{MetricName.DICE}"] = fmean(state.cases[f"{region}/{StateKey.DICE}"])
+            out[f"{region}/{MetricName.DICE}"] = case_mean(state, f"{region}/{StateKey.DICE}")
             out[f"{region}/{MetricName.DICE_POOLED}"] = dice_from_counts(tp, fp, fn)
-            out[f"{region}/{MetricName.HD95}"] = fmean(state.cases[f"{region}/{StateKey.HD95}"])
+            out[f"{region}/{MetricName.HD95}"] = case_mean(state, f"{region}/{StateKey.HD95}")
             out[f"{region}/{MetricName.SENSITIVITY}"] = ratio(tp, tp + fn)
             out[f"{region}/{MetricName.PRECISION}"] = ratio(tp, tp + fp)
         out[MetricName.NUM_EXAMPLES] = float(state.sums[StateKey.NUM_EXAMPLES])

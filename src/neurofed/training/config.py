@@ -18,7 +18,7 @@ True
 >>> TrainConfig(task="tumor-regions", batch_size=0)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-ValueError: TrainConfig.batch_size = 0 is invalid: use an integer >= 1
+ValueError: TrainConfig.batch_size = 0 is invalid: use a whole number in 1..4096
 """
 
 from __future__ import annotations

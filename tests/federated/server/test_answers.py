@@ -33,6 +33,7 @@ from neurofed.federated.server.answers import (
     state_schema,
 )
 from neurofed.keys import TaskId
+from neurofed.tasks.sharing import share_state
 from neurofed.training import LocalTrainer
 from tests.federated.conftest import tiny_study
 from tests.training.conftest import bids_site, glioma_site
@@ -53,9 +54,14 @@ def test_the_expected_entries_are_what_a_real_site_sends(
     trainer = LocalTrainer.from_sites(config, site)
     # Execute
     expected = state_schema(trainer.task, config)
-    # Assert
-    assert StateSchema.of(trainer.evaluate()) == expected
+    # Assert: what a site sends by default, and with per-case values allowed
+    state = trainer.evaluate()
+    by_default, _ = share_state(state, min_cases=1)
+    with_cases, _ = share_state(state, min_cases=1, allow_cases=True)
+    assert StateSchema.of(by_default).entries == expected.entries
+    assert StateSchema.of(with_cases).entries == {**expected.entries, **expected.optional}
     assert expected.entries  # every task reports something
+    assert not any(name.startswith("case/") for name in expected.entries)  # never by default
 
 
 # -- one state, checked --------------------------------------------------------------------------
@@ -241,3 +247,19 @@ def test_a_validation_answer_that_is_honest_passes_unchanged(
 ) -> None:
     state = check_metric_state(ValidateResult(honest).metric_state, schema)
     assert int(state.sums["num_examples"]) == 3
+
+
+def test_sites_that_send_per_case_values_merge_with_sites_that_do_not() -> None:
+    from neurofed.federated.server.answers import mergeable
+    from neurofed.tasks import MetricState, merge_states
+    from neurofed.tasks.sharing import case_mean, share_state
+
+    allowed = MetricState(sums={}, cases={"dice": np.array([0.2, 0.4, 0.6, 0.8, 1.0])})
+    other = MetricState(sums={}, cases={"dice": np.array([0.5] * 5)})
+    with_cases, _ = share_state(allowed, min_cases=5, allow_cases=True)
+    without, _ = share_state(other, min_cases=5)
+
+    merged = merge_states(mergeable([with_cases, without]))
+
+    assert merged.cases == {} and case_mean(merged, "dice") == pytest.approx(0.55)
+    assert mergeable([with_cases, with_cases]) == [with_cases, with_cases]  # kept when all send

@@ -95,7 +95,8 @@ def test_failures_become_answers_with_a_reason_and_no_path(
     unknown = good.handle("predict", run.params, _meta(run))
 
     assert no_data.error is not None and "SiteDataError" in no_data.error
-    assert str(missing) not in no_data.error and "<site data>" in no_data.error
+    assert str(missing) not in no_data.error and "secret-hospital" not in no_data.error
+    assert "the site cannot serve" in no_data.error and "details in its log" in no_data.error
     assert no_data.params == {}
     assert wrong_hash.error is not None and "content hash" in wrong_hash.error
     assert unknown.error is not None and "unknown task 'predict'" in unknown.error
@@ -241,3 +242,46 @@ def test_answers_of_other_strategies_are_unchanged_and_keep_no_state(
     assert _training(worker).personalised is None
     assert _training(worker).personalised_parameters() is None
     assert not state_root.exists()  # FedAvg keeps nothing at the site
+
+
+@pytest.mark.parametrize(
+    ("settings", "cases_sent", "withheld"),
+    [
+        ({}, False, True),  # the default: histograms and sums only, nothing from 1 case
+        ({"min_cases_per_metric": 1}, False, False),
+        ({"min_cases_per_metric": 1, "share_case_values": ("tiny-ms",)}, True, False),
+        ({"share_case_values": ("tiny-ms",)}, False, True),  # allowed, but too few cases
+    ],
+    ids=["default", "min-1", "cases-allowed", "allowed-too-few"],
+)
+def test_per_case_values_leave_only_as_the_custodian_allows(
+    settings: dict[str, Any],
+    cases_sent: bool,
+    withheld: bool,
+    age_sites: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare: a study on dataset tiny-ms whose validation gives a Dice per case (one case)
+    from neurofed.federated.study import Study
+
+    study = Study.from_toml('dataset = "tiny-ms"\n' + tiny_study().to_toml())
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1"])
+    one_case = MetricState(sums={"tp": np.array(4)}, cases={"dice": np.array([0.8])})
+    monkeypatch.setattr(LocalTrainer, "evaluate", lambda self, *a, **k: one_case)
+    config = SiteConfig(age_sites[0], device="cpu", state_dir=tmp_path / "state", **settings)
+    # Execute
+    answer = SiteWorker("site-1", config).handle("validate", run.params, _meta(run))
+    # Assert
+    assert answer.error is None, answer.error
+    sent = answer.meta
+    state = sent[MetaField.METRIC_STATE.value]
+    assert any(name.startswith("case/") for name in state) is cases_sent
+    assert {"sum/dice@sum", "sum/dice@count", "sum/dice@hist", "sum/tp"} <= set(state)
+    assert (MetaField.WITHHELD.value in sent) is withheld
+    if withheld:
+        assert sent[MetaField.WITHHELD.value] == ["dice: 1 case(s), fewer than 5"]
+        assert int(state["sum/dice@count"]) == 0 and int(state["sum/dice@hist"].sum()) == 0
+    else:
+        assert int(state["sum/dice@count"]) == 1

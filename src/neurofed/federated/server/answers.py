@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from neurofed.federated.protocol import ProtocolError, SiteAnswer, TrainResult, 
 from neurofed.federated.update import SiteUpdate
 from neurofed.keys import ClinicalField, OutputKey
 from neurofed.tasks import MetricState, Task
+from neurofed.tasks.sharing import share_state
 from neurofed.training.config import TrainConfig
 from neurofed.training.dataset import collate
 
@@ -39,6 +40,7 @@ __all__ = [
     "StateSchema",
     "check_metric_state",
     "check_train_result",
+    "mergeable",
     "site_update",
     "state_schema",
     "training_failure",
@@ -72,9 +74,12 @@ class Entry:
 
 @dataclass(frozen=True)
 class StateSchema:
-    """The entries (``sum/…``, ``case/…``) of the metric state a study's sites send."""
+    """The entries (``sum/…``, ``case/…``) of the metric state a study's sites send: those
+    every site sends (sums, counts, histograms), and the per-case arrays a site sends only when
+    its custodian allows them (:mod:`~neurofed.tasks.sharing`)."""
 
     entries: Mapping[str, Entry]
+    optional: Mapping[str, Entry] = field(default_factory=dict)
 
     @classmethod
     def of(cls, state: MetricState) -> StateSchema:
@@ -97,7 +102,10 @@ def state_schema(task: Task, config: TrainConfig) -> StateSchema:
     model = task.build_model(config.model_config).eval()
     with torch.no_grad():
         outputs = model(batch.image)
-    return StateSchema.of(task.metric_state(outputs, batch))
+    raw = task.metric_state(outputs, batch)
+    shared, _ = share_state(raw, min_cases=0)
+    cases = StateSchema.of(MetricState(sums={}, cases=dict(raw.cases)))
+    return StateSchema(StateSchema.of(shared).entries, cases.entries)
 
 
 def _check_array(name: str, array: np.ndarray, entry: Entry) -> None:
@@ -138,14 +146,15 @@ def check_metric_state(arrays: Mapping[str, np.ndarray], schema: StateSchema) ->
     if not arrays:
         return MetricState.empty()
     missing = sorted(schema.entries.keys() - arrays.keys())
-    extra = sorted(arrays.keys() - schema.entries.keys())
+    extra = sorted(arrays.keys() - schema.entries.keys() - schema.optional.keys())
     if missing or extra:
         raise ProtocolError(
             f"metric_state holds other entries than the study's task makes (missing "
             f"{missing[:3]}, unexpected {[e[:40] for e in extra[:3]]})"
         )
     for name, array in arrays.items():
-        _check_array(name, np.asarray(array), schema.entries[name])
+        entry = schema.entries.get(name) or schema.optional[name]
+        _check_array(name, np.asarray(array), entry)
     try:
         return MetricState.from_arrays(arrays)
     except (ValueError, TypeError) as exc:
@@ -199,8 +208,18 @@ def site_update(answer: SiteAnswer, result: TrainResult) -> SiteUpdate:
     )
 
 
-#: A validation answer's checked metric states (global, Ditto's personalised) and seconds.
-ValidationStates = tuple[MetricState, MetricState | None, float | None]
+def mergeable(states: list[MetricState]) -> list[MetricState]:
+    """``states`` ready to merge: when some sites sent per-case arrays (their custodians allow
+    it) and others did not, everyone's are left out and the histograms serve."""
+    kinds = {frozenset(s.cases) for s in states}
+    if len(kinds) <= 1:
+        return states
+    return [MetricState(sums=dict(s.sums), cases={}) for s in states]
+
+
+#: A validation answer's checked metric states (global, Ditto's personalised), its seconds and
+#: what the site withheld.
+ValidationStates = tuple[MetricState, MetricState | None, float | None, tuple[str, ...]]
 
 
 def validation_states(
@@ -223,4 +242,4 @@ def validation_states(
         return None, f"malformed answer: {error}"
     except (ValueError, TypeError, KeyError, ArithmeticError) as error:
         return None, f"malformed answer: its metric state cannot be finalised ({error})"
-    return (state, own, answer.result.seconds), ""
+    return (state, own, answer.result.seconds, answer.result.withheld), ""

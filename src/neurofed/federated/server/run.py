@@ -40,6 +40,7 @@ from neurofed.federated.round import QuorumError, aggregate_round
 from neurofed.federated.selection import best_round
 from neurofed.federated.server.answers import (
     StateSchema,
+    mergeable,
     site_update,
     state_schema,
     training_failure,
@@ -271,14 +272,14 @@ class FederatedRun:
             if answer.error is not None and answer.refused:
                 record.refused.setdefault(site, answer.error)
                 continue
-            if self._schema is None:
-                self._schema = state_schema(self.task, self.train_config())
+            self._schema = self._schema or state_schema(self.task, self.train_config())
             checked, reason = validation_states(answer, self._schema, self.task)
             if checked is None:
                 logger.warning("round %d: validation at %s failed: %s", record.round, site, reason)
                 record.failed.setdefault(site, f"validation: {reason}")
                 continue
-            state, own, seconds = checked
+            state, own, seconds, withheld = checked
+            record.note_withheld(site, withheld)
             if own is not None and not own.is_empty:
                 personalised.append(own)
                 record.personalised_per_site[site] = finalize_metrics(self.task, own)
@@ -288,9 +289,9 @@ class FederatedRun:
                 continue
             states.append(state)
             record.validation_per_site[site] = finalize_metrics(self.task, state)
-        record.validation = finalize_metrics(self.task, merge_states(states))
+        record.validation = finalize_metrics(self.task, merge_states(mergeable(states)))
         if personalised:
-            record.personalised = finalize_metrics(self.task, merge_states(personalised))
+            record.personalised = finalize_metrics(self.task, merge_states(mergeable(personalised)))
 
     def _checkpoint(self, record: RoundRecord, history: Sequence[RoundRecord]) -> None:
         write_json_atomically(round_metrics_path(self.run_dir, record.round), record.to_json())

@@ -119,6 +119,8 @@ class RoundRecord:
         The same, per site.
     validation_seconds
         Site → wall time of its validation task (training times are in ``train``).
+    withheld
+        Site → what it did not send with its validation (too few cases behind it).
     audit_heads
         Site → task → the head (``seq``, ``sha256``) of the site's audit log after it, as the
         site sent it: a copy of each log's tail its custodian can check the log against.
@@ -143,6 +145,12 @@ class RoundRecord:
     validation_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     audit_heads: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    withheld: dict[str, list[str]] = field(default_factory=dict)
+
+    def note_withheld(self, site: str, lines: Sequence[str]) -> None:
+        """Keep what ``site`` did not send with its validation, and why (if anything)."""
+        if lines:
+            self.withheld[site] = list(lines)
 
     def note_audit_head(self, site: str, task: str, head: tuple[int, str] | None) -> None:
         """Keep the audit-log head ``site`` sent with its answer to ``task`` (if any)."""
@@ -170,6 +178,8 @@ class RoundRecord:
         }
         if self.audit_heads:
             out["audit_heads"] = {s: dict(v) for s, v in self.audit_heads.items()}
+        if self.withheld:
+            out["withheld"] = {s: list(v) for s, v in self.withheld.items()}
         if self.personalised_per_site:
             out["personalised"] = _metrics_json(self.personalised)
             out["personalised_per_site"] = {
@@ -203,6 +213,7 @@ class RoundRecord:
             },
             seconds=float(data.get("seconds", math.nan)),
             audit_heads={str(s): dict(v) for s, v in data.get("audit_heads", {}).items()},
+            withheld={str(s): list(v) for s, v in data.get("withheld", {}).items()},
         )
 
 

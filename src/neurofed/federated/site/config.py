@@ -61,6 +61,7 @@ from neurofed.artifacts import write_json_atomically
 from neurofed.keys import SiteFile
 
 __all__ = [
+    "DEFAULT_MIN_CASES",
     "SITE_CONFIG_FILE",
     "STATE_FOLDER",
     "ApprovedStudy",
@@ -68,6 +69,9 @@ __all__ = [
     "SiteConfigError",
 ]
 
+#: A site sends nothing derived from per-case values of fewer validation cases than this,
+#: unless its custodian sets ``min_cases_per_metric``.
+DEFAULT_MIN_CASES = 5
 #: The file name looked up in a deployed site's ``local/`` folder.
 SITE_CONFIG_FILE = "neurofed_site.json"
 #: The default state root inside the site folder: ``<data_root>/neurofed/federated``.
@@ -144,6 +148,12 @@ class SiteConfig:
     audit_log
         The site's append-only audit log (:class:`~neurofed.federated.site.audit.AuditLog`);
         ``None``: no log.
+    min_cases_per_metric
+        The site sends nothing derived from per-case values (a mean Dice, an AUC) of fewer
+        validation cases than this, and says so (:mod:`~neurofed.tasks.sharing`; default 5).
+    share_case_values
+        Datasets whose studies may receive per-case metric values (shuffled, without
+        identifiers) besides the histograms; empty (the default): none.
     """
 
     data_root: Path
@@ -154,6 +164,8 @@ class SiteConfig:
     allowed_datasets: tuple[str, ...] = ()
     require_approval: bool = False
     audit_log: Path | None = None
+    min_cases_per_metric: int = DEFAULT_MIN_CASES
+    share_case_values: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_root", Path(self.data_root))
@@ -182,6 +194,22 @@ class SiteConfig:
                 f"allowed_datasets = {list(datasets)!r}: give dataset names (non-empty strings)"
             )
         object.__setattr__(self, "allowed_datasets", tuple(sorted(set(datasets))))
+        minimum = self.min_cases_per_metric
+        if isinstance(minimum, bool) or not isinstance(minimum, int) or not 1 <= minimum <= 10**6:
+            raise SiteConfigError(
+                f"min_cases_per_metric = {minimum!r}: use a whole number of cases >= 1 "
+                f"(default {DEFAULT_MIN_CASES})"
+            )
+        shared = tuple(self.share_case_values)
+        if not all(isinstance(d, str) and d.strip() for d in shared):
+            raise SiteConfigError(
+                f"share_case_values = {list(shared)!r}: give dataset names (non-empty strings)"
+            )
+        object.__setattr__(self, "share_case_values", tuple(sorted(set(shared))))
+
+    def shares_cases(self, dataset: str | None) -> bool:
+        """Whether a study on ``dataset`` may receive per-case metric values from this site."""
+        return dataset is not None and dataset in self.share_case_values
 
     @property
     def guarded(self) -> bool:
@@ -263,6 +291,10 @@ class SiteConfig:
             out["state_dir"] = str(self.state_dir)
         if self.audit_log is not None:
             out["audit_log"] = str(self.audit_log)
+        if self.min_cases_per_metric != DEFAULT_MIN_CASES:
+            out["min_cases_per_metric"] = self.min_cases_per_metric
+        if self.share_case_values:
+            out["share_case_values"] = list(self.share_case_values)
         if self.guarded:
             out["require_approval"] = self.require_approval
             out["approved_studies"] = {a.study_hash: a.to_json() for a in self.approved_studies}
@@ -309,6 +341,10 @@ class SiteConfig:
                 allowed_datasets=_read_names(data.get("allowed_datasets", [])),
                 require_approval=data.get("require_approval", False),
                 audit_log=None if log is None else Path(str(log)),
+                min_cases_per_metric=data.get("min_cases_per_metric", DEFAULT_MIN_CASES),
+                share_case_values=_read_names(
+                    data.get("share_case_values", []), "share_case_values"
+                ),
             )
         except SiteConfigError as exc:
             raise SiteConfigError(f"{path}: {exc}") from None
@@ -330,7 +366,7 @@ def _read_approvals(value: Any) -> tuple[ApprovedStudy, ...]:
     return tuple(out)
 
 
-def _read_names(value: Any) -> tuple[str, ...]:
+def _read_names(value: Any, key: str = "allowed_datasets") -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SiteConfigError("'allowed_datasets' must be a list of dataset names")
+        raise SiteConfigError(f"'{key}' must be a list of dataset names")
     return tuple(value)

@@ -31,7 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from neurofed.artifacts import write_json_atomically
-from neurofed.federated.protocol import FingerprintResult, TrainResult, ValidateResult
+from neurofed.federated.protocol import (
+    FingerprintResult,
+    ProtocolError,
+    TrainResult,
+    ValidateResult,
+)
 from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.site.keeper import StateKeeper
 from neurofed.federated.site.personalised import PersonalisedModel
@@ -41,6 +46,7 @@ from neurofed.federated.study.plan import PLAN_FILE, check_plan
 from neurofed.federated.update import Parameters
 from neurofed.keys import ClinicalField, OutputKey, Split
 from neurofed.preprocess.plan import Plan, PlanError
+from neurofed.tasks.sharing import share_state
 from neurofed.training import LocalTrainer
 from neurofed.training.config import TrainConfig
 from neurofed.training.dataset import CaseDataset
@@ -205,7 +211,7 @@ class StudyTraining:
         saved in the state folder.
         """
         if round_number < 1:
-            raise ValueError(f"round {round_number} is invalid: rounds start at 1")
+            raise ProtocolError(f"round {round_number} is invalid: rounds start at 1")
         trainer = self.trainer
         personal = self.personalised
         self.keeper.restore(round_number - 1, trainer, personal)
@@ -234,7 +240,9 @@ class StudyTraining:
         )
 
     def validate(self, round_number: int, params: Parameters) -> ValidateResult:
-        """Evaluate the global parameters on the validation split: sums and counts only.
+        """Evaluate the global parameters on the validation split: sums, counts and fixed-bin
+        histograms only (:func:`~neurofed.tasks.sharing.share_state`: per-case values only for a
+        dataset the custodian allows, nothing derived from fewer cases than its minimum).
 
         A Ditto site adds the metric state of its personalised model.
         """
@@ -248,6 +256,11 @@ class StudyTraining:
             state = trainer.evaluate()
         finally:
             trainer.set_parameters(kept)  # training continues from the site's own weights
+        policy = self._config()
+        allow = policy.shares_cases(self.study.dataset)
+        shared, withheld = share_state(
+            state, min_cases=policy.min_cases_per_metric, allow_cases=allow
+        )
         own = None
         if personal is not None:
             evaluated = personal.evaluate()
@@ -259,11 +272,17 @@ class StudyTraining:
                     round_number,
                 )
             else:
-                own = _plain(dict(evaluated.to_arrays()))
+                mine, _ = share_state(
+                    evaluated, min_cases=policy.min_cases_per_metric, allow_cases=allow
+                )
+                own = _plain(dict(mine.to_arrays()))
+        if withheld:
+            logger.info("site %s: withheld (too few cases): %s", self.site_id, withheld)
         return ValidateResult(
-            metric_state=_plain(dict(state.to_arrays())),
+            metric_state=_plain(dict(shared.to_arrays())),
             personalised_metric_state=own,
             seconds=time.perf_counter() - began,
+            withheld=tuple(withheld),
         )
 
     def fingerprint(self) -> FingerprintResult:
@@ -272,14 +291,14 @@ class StudyTraining:
 
         Raises
         ------
-        ValueError
+        PlanError
             The study has no ``[plan]`` (a site fingerprints its data only for a planned study).
         FingerprintError
             Fewer than :data:`~neurofed.preprocess.fingerprint.MIN_CASES` usable training cases.
         """
         study = self.study
         if study.plan is None:
-            raise ValueError(
+            raise PlanError(
                 f"study {study.name!r} has no [plan]; this site sends a fingerprint only for a "
                 "planned study"
             )

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from neurofed.data.nifti import VolumeError
 from neurofed.federated.protocol import (
     Answer,
     ProtocolError,
@@ -42,8 +43,26 @@ from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.site.recorder import TaskRecorder
 from neurofed.federated.site.state import keep_audit_head
 from neurofed.federated.site.training import StudyTraining
+from neurofed.preprocess.fingerprint import FingerprintError
+from neurofed.preprocess.params import PreprocessError
+from neurofed.preprocess.plan import PlanError
+from neurofed.training.parameters import ParameterError
+from neurofed.training.site_data import SiteDataError
 
 __all__ = ["SiteWorker"]
+
+#: Failures whose message names only what the server sent; told to the server in full.
+_TOLD_IN_FULL: tuple[type[BaseException], ...] = (ParameterError, PlanError, ProtocolError)
+#: What the server is told of any other failure, by kind (the first match wins).
+_CATEGORIES: tuple[tuple[type[BaseException], str], ...] = (
+    (SiteDataError, "the site cannot serve the study's task with its data"),
+    (FingerprintError, "the site's data cannot be fingerprinted for this study"),
+    (VolumeError, "a scan of the site could not be read"),
+    (PreprocessError, "a scan of the site could not be preprocessed"),
+    (MemoryError, "the site ran out of memory"),
+    (OSError, "a file of the site could not be read or written"),
+    (ValueError, "a value at the site was invalid"),
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +156,8 @@ class SiteWorker:
         if task == TaskName.FINGERPRINT.value:
             return training.fingerprint()
         if task not in (TaskName.TRAIN.value, TaskName.VALIDATE.value):
-            raise ValueError(f"unknown task {task!r}; this site runs {[t.value for t in TaskName]}")
+            names = [t.value for t in TaskName]
+            raise ProtocolError(f"unknown task {str(task)[:40]!r}; this site runs {names}")
         training.accept_plan(request.decode_plan())
         arrays = {str(k): np.asarray(v) for k, v in params.items()}
         if task == TaskName.TRAIN.value:
@@ -145,12 +165,21 @@ class SiteWorker:
         return training.validate(request.round, arrays)
 
     def _reason(self, exc: BaseException) -> str:
-        """The exception as one line, with this site's folders masked (paths never leave)."""
-        text = f"{type(exc).__name__}: {exc}"
-        for root, mask in (
-            (self.config.data_root, "<site data>"),
-            (self.config.state_root, "<site state>"),
-        ):
-            for form in sorted({str(root.resolve()), str(root)}, key=len, reverse=True):
-                text = text.replace(form, mask)
-        return text.splitlines()[0][:500] if text else type(exc).__name__
+        """What the server may know of a failure: its category, never a case, file or path.
+
+        The exception itself (which may name them) goes to the site's own log only. Errors
+        about what the server sent (parameters, a plan, the protocol) are told in full: they
+        name the server's content, not the site's.
+        """
+        if isinstance(exc, _TOLD_IN_FULL):
+            text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            for root in (self.config.data_root, self.config.state_root):
+                for form in sorted({str(root.resolve()), str(root)}, key=len, reverse=True):
+                    text = text.replace(form, "<site folder>")
+            return text[:500]
+        category = next(
+            (text for kind, text in _CATEGORIES if isinstance(exc, kind)), "an unexpected error"
+        )
+        return (
+            f"{type(exc).__name__}: {category}; the site's custodian finds the details in its log"
+        )
