@@ -61,6 +61,7 @@ def test_site_check_json_is_machine_readable(sites: Path) -> None:
 
 def test_existing_split_is_kept_and_never_silently_reshuffled(sites: Path) -> None:
     site = str(sites / "site-1")
+    runner.invoke(app, ["site", "check", site])  # the split exists (whichever test ran first)
     first = json.loads((sites / "site-1" / "neurofed" / "splits.json").read_text())
     again = runner.invoke(app, ["site", "check", site])
     assert again.exit_code == 1

@@ -14,8 +14,10 @@ from neurofed.types import ProgressCallback
 
 __all__ = ["console", "err_console", "progress_bar", "quiet"]
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: a line is never broken by rich (the terminal wraps it), so a path or a command in
+# a log file or a pipe stays whole and can be copied
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def quiet() -> bool:

@@ -21,7 +21,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,9 @@ pytestmark = [
 ]
 
 HEARTBEAT_S = 15.0
+#: Only a safety cap: every wait ends on an event (the awaited state, the job's end, a
+#: participant ready), so a busy machine makes the tests slower, never wrong.
+CAP_S = 900.0
 #: Environment of every participant: one torch thread (the machine is small and shared).
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -97,7 +100,7 @@ class Deployment:
     def admin_kit(self) -> Path:
         return self.federation.admin_kit
 
-    def start(self, kit: Path, wait_s: float = 90.0) -> float:
+    def start(self, kit: Path, wait_s: float = CAP_S) -> float:
         """Start a participant; returns the seconds until it was ready."""
         if kit not in self.started:
             self.started.append(kit)
@@ -173,19 +176,30 @@ def deployment(
             print(f"killed leftover processes {leftovers}")
 
 
-def _wait(predicate: Any, timeout_s: float, what: str, poll_s: float = 1.0) -> Any:
+def _wait(
+    deployed: Deployment,
+    job_id: str,
+    check: Callable[[StudyStatus], Any],
+    what: str,
+    poll_s: float = 1.0,
+) -> Any:
+    """Poll the job until ``check`` of its status is truthy (returned); fail as soon as the
+    job ended without it."""
     began = time.monotonic()
-    while time.monotonic() - began < timeout_s:
-        value = predicate()
+    while time.monotonic() - began < CAP_S:
+        with admin_session(deployed.admin_kit) as session:
+            status = study_status(session, job_id)
+        value = check(status)
         if value:
             return value
+        if status.done:
+            raise AssertionError(f"job {job_id} ended ({status.status}) before {what}")
         time.sleep(poll_s)
-    raise AssertionError(f"{what} did not happen within {timeout_s:g} s")
+    raise AssertionError(f"{what} did not happen within {CAP_S:g} s")
 
 
-def _history(deployed: Deployment, job_id: str) -> list[dict[str, Any]]:
-    with admin_session(deployed.admin_kit) as session:
-        return list(study_status(session, job_id).progress.get("history") or [])
+def _history_of(status: StudyStatus) -> list[dict[str, Any]]:
+    return list(status.progress.get("history") or [])
 
 
 def _rounds(run: Path) -> dict[int, dict[str, Any]]:
@@ -328,13 +342,13 @@ def test_a_killed_site_is_dropped_within_the_detection_time_and_rejoins_later(
     with admin_session(deployment.admin_kit) as session:
         job_id = submit_study(session, study)
 
-    def training_after_round_1() -> int:
-        with admin_session(deployment.admin_kit) as session:
-            progress = study_status(session, job_id).progress
-        done = len(progress.get("history") or [])
-        return int(progress.get("round", 0)) if done >= 1 and progress["round"] > done else 0
+    def training_after_round_1(status: StudyStatus) -> int:
+        done, now = len(_history_of(status)), int(status.progress.get("round", 0))
+        return now if done >= 1 and now > done else 0
 
-    killed_round = _wait(training_after_round_1, 180, "a round after round 1", poll_s=0.2)
+    killed_round = _wait(
+        deployment, job_id, training_after_round_1, "a round after round 1", poll_s=0.2
+    )
 
     # Execute: site-2 crashes mid-round (its whole process tree, SIGKILL)
     killed_at = time.monotonic()
@@ -342,12 +356,13 @@ def test_a_killed_site_is_dropped_within_the_detection_time_and_rejoins_later(
     # the round that drops site-2: the one it died in, or the next one when it died after
     # answering every task of its round
     history = _wait(
-        lambda: [
+        deployment,
+        job_id,
+        lambda status: [
             r
-            for r in _history(deployment, job_id)
+            for r in _history_of(status)
             if r["round"] >= killed_round and "site-2" in r["dropped"]
         ],
-        240,
         f"a round from round {killed_round} on to drop site-2",
         poll_s=0.5,
     )
@@ -357,7 +372,7 @@ def test_a_killed_site_is_dropped_within_the_detection_time_and_rejoins_later(
     deployment.start(site_2)  # the custodian restarts the node
     updates: list[StudyStatus] = []
     final_job = follow_study(
-        deployment.admin_kit, job_id, study, on_update=updates.append, timeout_s=400
+        deployment.admin_kit, job_id, study, on_update=updates.append, timeout_s=CAP_S
     )
     with admin_session(deployment.admin_kit) as session:
         run = download_run(session, final_job, deployment.base / "run-killed")
@@ -389,7 +404,7 @@ def test_the_coordinator_stopped_mid_run_resumes_from_its_last_checkpoint(
     server_run = deployment.server_kit / "neurofed" / "runs" / default_run_name(study)
     with admin_session(deployment.admin_kit) as session:
         job_id = submit_study(session, study)
-    _wait(lambda: len(_history(deployment, job_id)) >= 2, 240, "two rounds", poll_s=0.5)
+    _wait(deployment, job_id, lambda status: len(_history_of(status)) >= 2, "two rounds", 0.5)
 
     # Execute: the server stops (between or during rounds) and comes back
     stop_service(deployment.server_kit, grace_s=10)
@@ -397,7 +412,7 @@ def test_the_coordinator_stopped_mid_run_resumes_from_its_last_checkpoint(
     began = time.monotonic()
     deployment.start(deployment.server_kit)
     deployment.measure("server_restart_to_ready_s", round(time.monotonic() - began, 2))
-    final_job = follow_study(deployment.admin_kit, job_id, study, timeout_s=400)
+    final_job = follow_study(deployment.admin_kit, job_id, study, timeout_s=CAP_S)
     with admin_session(deployment.admin_kit) as session:
         run = download_run(session, final_job, deployment.base / "run-restarted")
 
@@ -432,7 +447,7 @@ def test_a_study_edited_after_approval_is_refused_and_the_run_completes_elsewher
     # Execute
     with admin_session(deployment.admin_kit) as session:
         job_id = submit_study(session, edited)
-    final_job = follow_study(deployment.admin_kit, job_id, edited, timeout_s=300)
+    final_job = follow_study(deployment.admin_kit, job_id, edited, timeout_s=CAP_S)
     with admin_session(deployment.admin_kit) as session:
         status = study_status(session, final_job)
 
