@@ -77,6 +77,7 @@ def test_truncated_gzip_is_unreadable_although_its_header_reads(tmp_path: Path) 
         (b"patient list\nname,id\n" * 30, "text", "NIfTI"),
         (bytes(128) + b"DICM" + bytes(600), "DICOM", "dcm2niix"),
     ],
+    ids=["gzipped-text", "text", "dicom"],  # the gzip header holds a time: not an id
 )
 def test_file_that_is_not_nifti(tmp_path: Path, content: bytes, looks_like: str, fix: str) -> None:
     case = make_case(tmp_path)
