@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from neurofed.cli.console import console, err_console
 
@@ -31,7 +32,7 @@ def simulate(
     try:
         study = load_study(study_file)
     except StudyError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")  # [tables] are not markup
         raise typer.Exit(2) from None
     console.print(
         f"study {study.name!r} sha256:{study.content_hash[:12]}: {study.rounds} round(s) of "
@@ -50,7 +51,7 @@ def simulate(
         )
         raise typer.Exit(130) from None
     except (SimulationError, RunFolderError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")  # [tables] are not markup
         raise typer.Exit(1) from None
     summary = result.summary
     if summary.plan is not None:

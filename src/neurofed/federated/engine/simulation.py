@@ -25,6 +25,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,15 @@ from typing import Any
 from neurofed.artifacts import write_json_atomically
 from neurofed.data.manifest import site_file
 from neurofed.federated.protocol import RunSummary
-from neurofed.federated.server.run_folder import ROUNDS, SUMMARY, check_run_folder
+from neurofed.federated.server.run_folder import (
+    ROUNDS,
+    SUMMARY,
+    check_run_folder,
+    latest_round_checkpoint,
+)
 from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.study import Study
+from neurofed.federated.study.initial_model import InitialModelError
 from neurofed.keys import SiteFile
 from neurofed.types import ProgressCallback
 
@@ -114,6 +121,19 @@ def _stop_cleanly() -> Iterator[None]:
     finally:
         if main:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _quiet_weights_hash(study: Study) -> None:
+    """Inside ``warnings.catch_warnings()``: no NVFlare warning about a "potential secret" for a
+    study's ``[initial_model] sha256`` (NVFlare's scan of the job config flags every 64-digit hex
+    string; this one is the weights' hash, which custodians read when they approve the study)."""
+    if study.initial_model is None:
+        return
+    from nvflare.fuel.utils.secret_utils import PotentialSecretWarning
+
+    warnings.filterwarnings(
+        "ignore", message=r".*high-entropy hex string", category=PotentialSecretWarning
+    )
 
 
 def site_names(count: int) -> list[str]:
@@ -229,7 +249,8 @@ def run_simulation(
     Raises
     ------
     SimulationError
-        An unchecked site folder, or a run that ended without its summary.
+        An unchecked site folder, a new run whose ``[initial_model]`` is missing, changed or
+        does not fit the study, or a run that ended without its summary.
     RunFolderError
         ``out`` holds a run of another study.
     """
@@ -243,6 +264,11 @@ def run_simulation(
         )
     run_dir = Path(out).resolve()
     check_run_folder(run_dir, study.content_hash)  # before any process starts
+    if latest_round_checkpoint(run_dir) is None:  # a new run starts from the initial model
+        try:
+            study.load_initial_model()
+        except InitialModelError as error:
+            raise SimulationError(str(error)) from None
     run_dir.mkdir(parents=True, exist_ok=True)
     names = site_names(len(roots))
     configs = []
@@ -279,7 +305,8 @@ def run_simulation(
         watcher.start()
     began = time.perf_counter()
     try:
-        with _stop_cleanly():
+        with _stop_cleanly(), warnings.catch_warnings():
+            _quiet_weights_hash(study)
             code = job.simulator_run(str(run_dir / SIMULATOR_FOLDER), threads=len(roots))
         if code == _NVFLARE_INTERRUPTED:  # NVFlare caught a Ctrl-C itself and returned -9
             raise KeyboardInterrupt

@@ -2,9 +2,11 @@
 
 :class:`FederatedRun` is what the NVFlare controller
 (:class:`~neurofed.federated.engine.controller.StudyController`) drives, kept free of the FL
-engine so it is tested directly: it builds the initial global model from the study seed (or
-resumes from the newest round checkpoint), turns the sites' answers of a round into an
-aggregation (:func:`~neurofed.federated.round.aggregate_round`) and a federated validation
+engine so it is tested directly: it builds the initial global model from the study seed or from
+the study's ``[initial_model]`` (its weights' SHA-256, task and network checked first:
+:mod:`~neurofed.federated.study.initial_model`), or resumes from the newest round checkpoint; it
+turns the sites' answers of a round into an aggregation
+(:func:`~neurofed.federated.round.aggregate_round`) and a federated validation
 (merged :class:`~neurofed.tasks.MetricState`), drops sites that did not answer, writes each
 round's metrics and checkpoint, and at the end writes the best round's model (selected by the
 study's metric and explicit direction) and the last round's. A site whose custodian refused the
@@ -68,17 +70,25 @@ from neurofed.federated.server.run_folder import (
 )
 from neurofed.federated.state import StrategyState
 from neurofed.federated.study import Study
+from neurofed.federated.study.initial_model import InitialModelError
 from neurofed.federated.update import Parameters
 from neurofed.preprocess.plan import Plan
 from neurofed.tasks import merge_states
 from neurofed.training import LocalTrainer, RunFolderError, save_model
 from neurofed.training.config import TrainConfig
+from neurofed.training.model_folder import TrainedModel
 from neurofed.training.parameters import check_arrays, load_arrays
 from neurofed.training.records import finalize_metrics
 
 __all__ = ["FederatedRun"]
 
 logger = logging.getLogger(__name__)
+
+#: How to fix an initial model that does not fit the network a plan builds.
+_PLANNED_NETWORK_FIX = (
+    "give a model folder of the network the plan builds, or remove [plan] and set the network "
+    "in [model]"
+)
 
 
 class FederatedRun:
@@ -106,6 +116,7 @@ class FederatedRun:
         self.plan: Plan | None = None  # a study with [plan]: the run's plan.json
         self.planning: dict[str, Any] = {}  # who contributed to it (run.json's "plan")
         self._schema: StateSchema | None = None  # what the sites' metric states must hold
+        self._initial: TrainedModel | None = None  # the study's [initial_model], once checked
 
     # -- start / resume ------------------------------------------------------------------------
 
@@ -119,10 +130,17 @@ class FederatedRun:
         ------
         RunFolderError
             The run folder holds a run of another study.
+        InitialModelError
+            A new run of a study with ``[initial_model]`` whose folder is missing or damaged,
+            whose weights are not the study's (SHA-256), or of another task or network.
         """
+        latest = latest_round_checkpoint(self.run_dir)
+        if latest is None:
+            # a new run: its initial model is checked before the run folder is made (a fixed
+            # sha256 is another study) and, for a planned study, before its fingerprint round
+            self._initial = self.study.load_initial_model()
         open_run_folder(self.run_dir, self.study, sites)
         self.live = sorted(sites)
-        latest = latest_round_checkpoint(self.run_dir)
         try:
             self.plan, self.planning = read_run_plan(
                 self.run_dir, self.study, resuming=latest is not None
@@ -130,7 +148,7 @@ class FederatedRun:
         except PlanningError as error:
             raise RunFolderError(str(error)) from None
         if latest is None:
-            self.params = self.initial_parameters()  # seeded by the study
+            self.params = self.initial_parameters()
             self.next_round = 1
         else:
             checkpoint = load_round_checkpoint(latest)
@@ -157,10 +175,28 @@ class FederatedRun:
         return self.study.train_config(device="cpu", plan=self.plan)
 
     def initial_parameters(self) -> Parameters:
-        """The seeded initial global model; ``{}`` while a planned study waits for its plan."""
+        """The initial global model: the weights of the study's ``[initial_model]``, else
+        initialised from the study's seed; ``{}`` while a planned study waits for its plan.
+
+        Raises
+        ------
+        InitialModelError
+            The initial model is missing, changed, or does not fit the study's network.
+        """
         if self.needs_fingerprint():
             return {}
-        return LocalTrainer(self.train_config()).get_parameters(include_local=True)
+        return self._initial_parameters(self.train_config())
+
+    def _initial_parameters(self, config: TrainConfig) -> Parameters:
+        initial = self.study.initial_model
+        if initial is None:
+            return LocalTrainer(config).get_parameters(include_local=True)  # seeded
+        if self._initial is None:
+            self._initial = self.study.load_initial_model()
+        assert self._initial is not None
+        if self.study.plan is None:
+            return initial.parameters(self._initial, config)
+        return initial.parameters(self._initial, config, fix=_PLANNED_NETWORK_FIX)
 
     def needs_fingerprint(self) -> bool:
         """Whether the fingerprint round must run before round 1 (planned, no plan.json)."""
@@ -173,9 +209,17 @@ class FederatedRun:
         Raises
         ------
         PlanningError
-            Fewer than ``min_sites`` sites sent a fingerprint, or no plan fits it.
+            Fewer than ``min_sites`` sites sent a fingerprint, no plan fits it, or the study's
+            ``[initial_model]`` does not fit the planned network (the plan is then not kept).
         """
         plan, merged, record = plan_from_answers(self.study, targets, answers)
+        try:
+            params = self._initial_parameters(self.study.train_config(device="cpu", plan=plan))
+        except InitialModelError as error:
+            raise PlanningError(
+                f"plan {plan.plan_id} was not kept: the network it builds does not fit the "
+                f"study's initial model ({error})"
+            ) from None
         write_run_plan(self.run_dir, plan, merged, record)
         self.plan, self.planning = plan, record.to_json()
         for site in record.dropped:
@@ -183,7 +227,7 @@ class FederatedRun:
                 logger.warning("fingerprint round: %s did not answer in time; dropped", site)
                 self.live.remove(site)
                 self.dropped.append(site)
-        self.params = self.initial_parameters()
+        self.params = params
         logger.info(
             "plan %s from %d case(s) of %s: spacing %s, patch %s",
             plan.plan_id,

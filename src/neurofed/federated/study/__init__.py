@@ -3,6 +3,7 @@
 - :mod:`~neurofed.federated.study.study` — :class:`Study`, :func:`load_study`, the hash;
 - :mod:`~neurofed.federated.study.parse` — the tables of a study file, checked with the fix;
 - :mod:`~neurofed.federated.study.plan` — the ``[plan]`` table (a planned study);
+- :mod:`~neurofed.federated.study.initial_model` — the ``[initial_model]`` table (given weights);
 - :mod:`~neurofed.federated.study.toml_text` — the canonical TOML text a run folder keeps.
 """
 

@@ -4,6 +4,8 @@ Used by :meth:`neurofed.federated.study.Study.from_dict`. Every table is checked
 ("did you mean"); task, model, strategy and training settings are validated by the installed
 code's own config classes, and checked against each other (the model's parameter names must
 match the strategy's local patterns; ``mask_heads`` needs a model with labelled heads).
+``[initial_model]`` is checked for its form only (:mod:`~neurofed.federated.study.initial_model`:
+the server reads the weights when a run starts); a relative path is made absolute here.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from neurofed.artifacts import shown
@@ -18,6 +21,12 @@ from neurofed.config import ConfigBase, is_local, look_up
 from neurofed.federated.heads import heads_for_model
 from neurofed.federated.selection import Selection
 from neurofed.federated.strategies import Strategy, get_strategy, get_strategy_type
+from neurofed.federated.study.initial_model import (
+    INITIAL_MODEL_KEYS,
+    InitialModel,
+    InitialModelError,
+    resolve_path,
+)
 from neurofed.federated.study.plan import PlanTableError, StudyPlan, parse_plan_table
 from neurofed.keys import TaskId
 from neurofed.models import parse_model_config
@@ -62,6 +71,7 @@ OPTIONAL_KEYS: tuple[str, ...] = (
     "model",
     "train",
     "plan",
+    "initial_model",
 )
 
 #: TrainConfig fields the study sets elsewhere, or that each site chooses (``device``).
@@ -75,8 +85,8 @@ _TRAIN_OWNED = frozenset(
         "fedprox_mu",
         "local_parameters",
         "device",
-        # transfer starts from given initial weights, and a study cannot name initial weights
-        # yet: federated training always starts from the seed's weights
+        # a transfer's frozen layers are not federated: a study starts from given weights with
+        # [initial_model] and trains every parameter (a full fine-tune)
         "transfer",
     }
 )
@@ -240,8 +250,38 @@ def _parse_plan(source: str, data: Mapping[str, Any], task_id: TaskId) -> dict[s
         raise StudyError(f"{source}: {error}") from None
 
 
-def parse_study(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+def _parse_initial_model(
+    source: str, data: Mapping[str, Any], base_dir: Path | None
+) -> dict[str, InitialModel]:
+    """``{"initial_model": InitialModel}`` for a study with ``[initial_model]``; ``{}`` without."""
+    if data.get("initial_model") is None:
+        return {}
+    table = _table(source, data, "initial_model", required=False)
+    where = f"{source}: [initial_model]"
+    _unknown(where, table, INITIAL_MODEL_KEYS)
+    examples = ('"models/public-initial" (a model folder)', '"<64 hex digits>"')
+    for key, example in zip(INITIAL_MODEL_KEYS, examples, strict=True):
+        if key not in table:
+            raise StudyError(f"{where}: the key {key!r} is required, e.g. {key} = {example}")
+    path = table["path"]
+    if not isinstance(path, str) or not path.strip():
+        raise StudyError(
+            f"{where}: path = {shown(path)} is invalid: give the model folder (RUN/model) as a "
+            "string, relative to the study file's folder or absolute"
+        )
+    try:
+        return {"initial_model": InitialModel(resolve_path(path, base_dir), table["sha256"])}
+    except InitialModelError as error:
+        raise StudyError(f"{where}: {error}") from None
+
+
+def parse_study(
+    data: Mapping[str, Any], source: str, base_dir: Path | None = None
+) -> dict[str, Any]:
     """Keyword arguments of :class:`~neurofed.federated.study.Study` from parsed TOML.
+
+    A relative ``[initial_model] path`` is taken from ``base_dir`` (the study file's folder;
+    ``None``: the current directory).
 
     Raises
     ------
@@ -259,8 +299,9 @@ def parse_study(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     model = _parse_model(source, data, task)
     strategy = _parse_strategy(source, data, task, model)
     selection = _parse_selection(source, data)
+    initial = _parse_initial_model(source, data, base_dir)
     scalars = {k: data[k] for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if k in data}
-    for key in ("task", "model", "strategy", "selection", "train", "plan"):
+    for key in ("task", "model", "strategy", "selection", "train", "plan", "initial_model"):
         scalars.pop(key, None)
     client = strategy.client_settings()
     bounds = (
@@ -306,5 +347,6 @@ def parse_study(data: Mapping[str, Any], source: str) -> dict[str, Any]:
         "selection": selection,
         "train": train,
         **planned,
+        **initial,
         **scalars,
     }

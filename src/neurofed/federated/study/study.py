@@ -4,6 +4,9 @@ A study only *configures* code installed at every site — a task, its model and
 named, never shipped. Its identity is :attr:`Study.content_hash`, the SHA-256 of the canonical
 JSON of the validated study (defaults filled, keys sorted, numbers normalised): comments,
 whitespace and key order do not change it, any value does. Custodians approve studies by it.
+One value is left out of it: ``[initial_model] path``, where the initial weights lie — the hash
+covers their ``sha256`` instead, so approving a study approves exactly those weights, and moving
+them to another folder needs no new approval.
 
 .. code-block:: toml
 
@@ -39,12 +42,24 @@ whitespace and key order do not change it, any value does. Custodians approve st
     source = "fingerprint"
     memory_budget_gb = 8.0            # and the other planner settings (all optional)
 
+    [initial_model]                   # optional: round 1 starts from these weights
+    path = "models/public-initial"    # a model folder (RUN/model), relative to this file
+    sha256 = "9c1f…"                  # SHA-256 of its weights.safetensors (64 hex digits)
+
 With ``[plan]`` (:mod:`~neurofed.federated.study.plan`) the server runs a fingerprint round
 before round 1 (sites send aggregate histograms and counts of their training split), merges the
 fingerprints and plans with nnU-Net v2's rules; the plan sets the target spacing (and the
 whole-volume shape, or for ``ms-lesion`` the whole network, patch and batch size), so a planned
 study must leave those keys out — e.g. the example above, planned, drops
 ``[train.preprocess] spacing``. Without ``[plan]`` a study is what it always was (same hash).
+
+With ``[initial_model]`` (:mod:`~neurofed.federated.study.initial_model`) round 1 sends the
+weights of a model folder instead of a network initialised from ``seed`` — FeTS's public initial
+model, or a brain-age model moved to another target (``[task] target = "sdmt"``). The server
+checks at the start of a run that the folder's ``weights.safetensors`` has that SHA-256 and that
+the model is of the study's task and network (``[model]``). A relative path is taken from the
+study file's folder (:func:`load_study`), or from ``base_dir`` / the current directory for a study
+built from text or a dict. Without ``[initial_model]`` a study keeps its hash.
 
 Frozen dataclasses (not pydantic) because every config this one nests — task, model, strategy
 and the training ``TrainConfig`` — is a frozen dataclass validated in ``__post_init__`` with
@@ -74,6 +89,7 @@ from neurofed.federated.strategies import (
     get_strategy,
     get_strategy_type,
 )
+from neurofed.federated.study.initial_model import InitialModel
 from neurofed.federated.study.parse import (
     MAX_LOCAL_EPOCHS,
     MAX_ROUND_TIMEOUT_S,
@@ -97,6 +113,7 @@ from neurofed.keys import TaskId
 from neurofed.preprocess.plan import Plan, PlanError
 from neurofed.tasks import Task, get_task
 from neurofed.training.config import TrainConfig
+from neurofed.training.model_folder import TrainedModel
 
 __all__ = [
     "REQUIRED_KEYS",
@@ -175,6 +192,9 @@ class Study:
         The ``[plan]`` table (``None``: the study fixes its own spacing and network). A planned
         study's :attr:`train` holds placeholders for what the plan decides; train with
         :meth:`train_config` and the run's plan.
+    initial_model
+        The ``[initial_model]`` table (``None``: round 1 starts from the seed's weights); its
+        ``sha256`` is part of :attr:`content_hash`, its ``path`` is not.
 
     Examples
     --------
@@ -212,6 +232,7 @@ class Study:
     max_update_norm: float | None = None
     dataset: str | None = None
     plan: StudyPlan | None = None
+    initial_model: InitialModel | None = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, field: str, fix: str) -> None:
@@ -261,26 +282,39 @@ class Study:
             "epochs must equal rounds × local_epochs (the learning-rate schedule's length)",
         )
         check(self.train.seed == self.seed, "train", "its seed must equal the study's seed")
+        check(
+            self.initial_model is None or isinstance(self.initial_model, InitialModel),
+            "initial_model",
+            "give an InitialModel (or build the study with Study.from_dict)",
+        )
 
     # -- reading -----------------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = STUDY_FILE) -> Study:
-        """Validate parsed TOML; errors are :class:`StudyError` naming ``source`` and the key."""
-        kwargs = parse_study(data, source)
+    def from_dict(
+        cls, data: Mapping[str, Any], source: str = STUDY_FILE, *, base_dir: Path | None = None
+    ) -> Study:
+        """Validate parsed TOML; errors are :class:`StudyError` naming ``source`` and the key.
+
+        A relative ``[initial_model] path`` is taken from ``base_dir`` (``None``: the current
+        directory) and kept absolute.
+        """
+        kwargs = parse_study(data, source, base_dir)
         try:
             return cls(**kwargs)
         except ValueError as error:
             raise StudyError(f"{source}: {error}") from None
 
     @classmethod
-    def from_toml(cls, text: str, source: str = STUDY_FILE) -> Study:
-        """Parse and validate TOML text."""
+    def from_toml(
+        cls, text: str, source: str = STUDY_FILE, *, base_dir: Path | None = None
+    ) -> Study:
+        """Parse and validate TOML text (``base_dir`` as in :meth:`from_dict`)."""
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise StudyError(f"{source}: not valid TOML ({error}); fix the syntax") from None
-        return cls.from_dict(data, source)
+        return cls.from_dict(data, source, base_dir=base_dir)
 
     # -- derived -----------------------------------------------------------------------------
 
@@ -348,6 +382,23 @@ class Study:
             raise PlanError(f"{path}: {exc}") from None
         return plan
 
+    def load_initial_model(self) -> TrainedModel | None:
+        """The ``[initial_model]`` folder (``None`` without one), checked as far as it can be
+        before a run: its weights' SHA-256, its seal, its task, and — unless the plan decides
+        the network (``ms-lesion`` with ``[plan]``) — that it is the study's network.
+
+        Raises
+        ------
+        InitialModelError
+            Naming the folder, the expected and actual hashes or the differences, and the fix.
+        """
+        if self.initial_model is None:
+            return None
+        trained = self.initial_model.load(self.task)
+        if self.plan is None or ("model", "plan") not in planned_keys(self.task):
+            self.initial_model.parameters(trained, self.train)  # the network is known: check it
+        return trained
+
     # -- writing -----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -378,12 +429,21 @@ class Study:
         out["train"] = _drop_none(train)
         if self.plan is not None:  # what the plan decides is not the study's
             out = strip_planned(out, self.task) | {"plan": self.plan.to_dict()}
+        if self.initial_model is not None:
+            out["initial_model"] = self.initial_model.to_dict()
         return out
 
     @property
     def content_hash(self) -> str:
-        """SHA-256 (hex) of :func:`canonical_json` of :meth:`to_dict`: the study's identity."""
-        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()
+        """SHA-256 (hex) of :func:`canonical_json` of :meth:`to_dict`: the study's identity.
+
+        ``[initial_model]`` counts by its ``sha256`` only: where the weights lie is not the
+        study (see the module docstring).
+        """
+        data = self.to_dict()
+        if self.initial_model is not None:
+            data["initial_model"] = self.initial_model.hashed()
+        return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
     def to_toml(self) -> str:
         """The study as TOML with every default filled (reads back to the same hash)."""
@@ -457,6 +517,11 @@ class Study:
             f"  sites      {'; '.join(site) if site else 'train the shared model only'}",
             f"  updates    {norm}",
             *self._describe_plan(),
+            *(
+                []
+                if self.initial_model is None
+                else [f"  initial    {self.initial_model.describe()}"]
+            ),
             "  leaves a site: model parameters and aggregate metrics (sums and counts) only",
             "  code       none travels: task, model and strategy are names of installed code",
         ]
@@ -479,6 +544,8 @@ def _pairs(data: Mapping[str, Any], prefix: str = "") -> str:
 def load_study(path: Path | str) -> Study:
     """Read and validate a ``study.toml``.
 
+    A relative ``[initial_model] path`` is taken from the file's folder.
+
     Raises
     ------
     StudyError
@@ -492,4 +559,4 @@ def load_study(path: Path | str) -> Study:
         raise StudyError(f"{path}: no such study file; check the path") from None
     except (OSError, UnicodeDecodeError) as error:
         raise StudyError(f"{path}: cannot read the study ({error})") from None
-    return Study.from_toml(text, str(path))
+    return Study.from_toml(text, str(path), base_dir=path.parent)
