@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from neurofed.cli.main import app
 from neurofed.data.manifest import load_manifest
 from neurofed.federated.engine import SimulationError, SimulationResult, run_simulation
+from neurofed.federated.engine.simulation import _finished
 from neurofed.federated.server import FederatedRun
 from neurofed.training import RunFolderError, load_model
 from tests.federated.conftest import tiny_study
@@ -44,6 +45,9 @@ def finished(
         audit_dir=base / "audit",
     )
     assert [(d, t) for d, t, _ in seen] == [(1, 2), (2, 2)]
+    # each round is reported once validated, with the selection metric's value
+    metric = tiny_study().selection.metric
+    assert all(label.startswith(f"round {d}: {metric} ") for d, _, label in seen), seen
     yield result, base / "audit"
 
 
@@ -154,6 +158,29 @@ def test_resume_after_round_one_ends_as_an_uninterrupted_run(
     got = load_file(str(run / "checkpoints/round-2/global.safetensors"))
     assert expected.keys() == got.keys()
     assert all(np.array_equal(expected[k], got[k]) for k in expected)
+
+
+def test_a_finished_run_gives_its_result_again_without_starting_the_simulator(
+    finished: tuple[SimulationResult, Path], age_sites: list[Path], tmp_path: Path
+) -> None:
+    # Prepare: a copy of the finished run (without the simulator's workspace)
+    result, _ = finished
+    run = tmp_path / "run"
+    shutil.copytree(result.run_dir, run, ignore=shutil.ignore_patterns("simulator"))
+    summary = (run / "summary.json").read_bytes()
+
+    # Execute
+    again = run_simulation(tiny_study(rounds=2, min_sites=2), age_sites, run)
+
+    # Assert: the same summary, nothing run (no simulator workspace made, no file rewritten)
+    assert again.summary == result.summary and again.seconds == 0.0
+    assert not (run / "simulator").exists()
+    assert (run / "summary.json").read_bytes() == summary
+    # without its last round's checkpoint, or for more rounds, the run is not finished (it
+    # resumes, as the test above shows)
+    assert _finished(run, tiny_study(rounds=3, min_sites=2)) is None
+    shutil.rmtree(run / "checkpoints/round-2")
+    assert _finished(run, tiny_study(rounds=2, min_sites=2)) is None
 
 
 def test_an_unchecked_site_is_refused_with_the_fix(tmp_path: Path) -> None:

@@ -197,21 +197,55 @@ def _watch(
     progress: ProgressCallback,
     stop: threading.Event,
 ) -> None:
-    """Report each finished round with the study's selection metric."""
+    """Report each round once it closed, with the study's selection metric.
+
+    A round's ``metrics.json`` is first written right after aggregation (with the checkpoint),
+    then again once the sites validated the new model: a round is reported when it holds its
+    validation, was not aggregated, or a later round began (validation failed everywhere);
+    the rounds still open when the run ends are reported then.
+    """
     seen = 0
     metric = study.selection.metric
-    while not stop.wait(0.5):
+    finished = False
+    while not finished:
+        finished = stop.wait(0.5)
         done = sorted(
             int(p.parent.name)
             for p in (run_dir / ROUNDS).glob("*/metrics.json")
             if p.parent.name.isdigit()
         )
-        if done and done[-1] > seen:
-            seen = done[-1]
-            record = json.loads((run_dir / ROUNDS / str(seen) / "metrics.json").read_text())
-            value = record.get("validation", {}).get(metric)
-            shown = "not aggregated" if value is None else f"{metric} {value:.4g}"
-            progress(seen, study.rounds, f"round {seen}: {shown}")
+        for number in (n for n in done if n > seen):
+            try:
+                record = json.loads((run_dir / ROUNDS / str(number) / "metrics.json").read_text())
+            except (OSError, ValueError):  # being replaced: read at the next look
+                break
+            closed = bool(record.get("validation")) or not record.get("aggregated", True)
+            if not (closed or number < done[-1] or finished):
+                break
+            seen = number
+            progress(seen, study.rounds, f"round {seen}: {_round_label(record, metric)}")
+
+
+def _round_label(record: Mapping[str, Any], metric: str) -> str:
+    if not record.get("aggregated", True):
+        return "not aggregated"
+    value = (record.get("validation") or {}).get(metric)
+    return "aggregated, not validated" if value is None else f"{metric} {value:.4g}"
+
+
+def _finished(run_dir: Path, study: Study) -> RunSummary | None:
+    """The summary of a run of ``study`` in ``run_dir`` that did all its rounds (else ``None``)."""
+    checkpoint = latest_round_checkpoint(run_dir)
+    if checkpoint is None:
+        return None
+    try:
+        summary = RunSummary.from_json(json.loads((run_dir / SUMMARY).read_text("utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    done = summary.study_hash == study.content_hash and summary.rounds_done == study.rounds
+    last = checkpoint.name == f"round-{study.rounds}"
+    model = summary.model is not None and (run_dir / summary.model).is_dir()
+    return summary if done and last and model else None
 
 
 def run_simulation(
@@ -264,6 +298,9 @@ def run_simulation(
         )
     run_dir = Path(out).resolve()
     check_run_folder(run_dir, study.content_hash)  # before any process starts
+    finished = _finished(run_dir, study)
+    if finished is not None:  # nothing left to run: the run's result, without starting NVFlare
+        return SimulationResult(run_dir=run_dir, summary=finished, seconds=0.0)
     if latest_round_checkpoint(run_dir) is None:  # a new run starts from the initial model
         try:
             study.load_initial_model()
@@ -295,7 +332,7 @@ def run_simulation(
     )
 
     _write_allow_list(run_dir / SIMULATOR_FOLDER)
-    _write_log_config(run_dir / SIMULATOR_FOLDER)
+    log_config = _write_log_config(run_dir / SIMULATOR_FOLDER)
     stop = threading.Event()
     watcher = None
     if progress is not None:
@@ -307,7 +344,9 @@ def run_simulation(
     try:
         with _stop_cleanly(), warnings.catch_warnings():
             _quiet_weights_hash(study)
-            code = job.simulator_run(str(run_dir / SIMULATOR_FOLDER), threads=len(roots))
+            code = job.simulator_run(
+                str(run_dir / SIMULATOR_FOLDER), threads=len(roots), log_config=str(log_config)
+            )
         if code == _NVFLARE_INTERRUPTED:  # NVFlare caught a Ctrl-C itself and returned -9
             raise KeyboardInterrupt
     finally:
