@@ -45,6 +45,16 @@ def test_quick_demo_trains_every_model_and_scores_it_on_every_site(
             out / path / "weights.safetensors"
         ).is_file()
     assert "run folder:" in output and "held-out" in output
+    # compared as they ended: the federated model after its last round, not its best one
+    assert summary["models"]["federated"] == "federated/last_model"
+    assert json.loads((out / "federated/last_model/model.json").read_text())["epoch"] == 3
+    comparison = summary["comparison"]
+    usable = next(r["usable"] for r in summary["sites"] if r["site"] == "site-4")
+    assert comparison["cases"] == usable == summary["evaluation"]["federated"]["site-4"]["cases"]
+    assert {p["b"] for p in comparison["pairs"]} == set(MODELS) - {"federated"}
+    for pair in comparison["pairs"]:
+        assert 0.0 <= pair["p"] <= pair["p_holm"] <= 1.0, pair
+    assert "the comparison" in output and "smoke run" in output.lower()
 
 
 def test_the_federation_ran_its_rounds_and_never_trained_on_the_held_out_site(
@@ -106,3 +116,22 @@ def test_every_model_trains_under_the_plan_of_the_fingerprint_round(
         assert model["preprocess"]["spacing"] == plan["spacing"], path
         assert json.loads((out / path / "plan.json").read_text()) == plan, path
     assert f"`{summary['plan']['plan_id']}`" in (out / "summary.md").read_text()
+
+
+def test_a_rerun_of_the_finished_demo_keeps_its_timings_and_results(
+    demo_run: tuple[Path, str],
+) -> None:
+    # Prepare
+    out, _ = demo_run
+    first = json.loads((out / "summary.json").read_text())
+
+    # Execute: the same command again on the finished run folder
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)], env={"CI": "true"})
+
+    # Assert: every stage found its work done and kept the time of the run that did it
+    assert result.exit_code == 0, result.output
+    again = json.loads((out / "summary.json").read_text())
+    assert again["stage_seconds"] == first["stage_seconds"]
+    assert again["seconds"] == pytest.approx(sum(first["stage_seconds"].values()), abs=0.05)
+    assert again["rerun_seconds"] > 0
+    assert again["comparison"] == first["comparison"]

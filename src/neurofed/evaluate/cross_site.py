@@ -13,7 +13,7 @@ from neurofed.training.model_folder import load_model
 from neurofed.training.records import finalize_metrics, json_number
 from neurofed.types import ProgressCallback
 
-__all__ = ["ALL_TRAINING", "column", "cross_site_table"]
+__all__ = ["ALL_TRAINING", "column", "cross_site_table", "per_case_values"]
 
 #: Name of the merged validation column (all training sites' validation cases).
 ALL_TRAINING = "training sites"
@@ -26,7 +26,11 @@ def cross_site_table(
     progress: ProgressCallback,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """``{model: {column: metrics}}``: each training site's validation split, their merge, and
-    every case of the held-out site."""
+    every case of the held-out site.
+
+    The held-out column also keeps its per-case values (``per_case``: each per-case metric of
+    the task, the cases in the same order for every model, no identifiers), so that models can
+    be compared case by case there."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
     jobs = [(site, Split.VALIDATION) for site in training] + [(held_out, None)]
     total, done = len(models) * len(jobs), 0
@@ -41,6 +45,8 @@ def cross_site_table(
             if split is not None:
                 states.append(state)
             row[site.name] = column(trained.task, state, len(cases), split)
+            if split is None:
+                row[site.name]["per_case"] = per_case_values(state)
         merged = merge_states(states)
         row[ALL_TRAINING] = column(
             trained.task, merged, sum(row[s.name]["cases"] for s in training), Split.VALIDATION
@@ -56,4 +62,13 @@ def column(task: Any, state: MetricState, cases: int, split: Split | None) -> di
         "split": "all" if split is None else split.value,
         "cases": cases,
         "metrics": {k: json_number(v) for k, v in sorted(metrics.items())},
+    }
+
+
+def per_case_values(state: MetricState) -> dict[str, list[float | None]]:
+    """Every one-number-per-case array of ``state`` (e.g. ``WT/dice``) as JSON lists."""
+    return {
+        name: [json_number(float(v)) for v in values]
+        for name, values in sorted(state.cases.items())
+        if values.ndim == 1 and values.dtype.kind == "f"
     }
