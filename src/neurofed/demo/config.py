@@ -20,7 +20,7 @@ Examples
 >>> from pathlib import Path
 >>> config = DemoConfig(out=Path("demo"), quick=True)
 >>> config.budget.rounds, config.phantom.sites, config.phantom.spacing
-(3, 4, 4.0)
+(6, 4, 4.0)
 >>> config.study().to_dict()["strategy"]["name"]
 'fedavg'
 """
@@ -75,7 +75,17 @@ class DemoBudget:
     learning_rate: float = 3e-3
 
 
-QUICK = DemoBudget(cases=6, spacing=4.0, rounds=3, samples_per_epoch=8, patch=32, base_filters=4)
+#: Small enough for about a minute on two cores, large enough to learn: 6 rounds of 16 patches at
+#: a step size of 1e-2 (at 3 rounds of 8 patches every model stayed below 0.1 mean Dice).
+QUICK = DemoBudget(
+    cases=6,
+    spacing=4.0,
+    rounds=6,
+    samples_per_epoch=16,
+    patch=32,
+    base_filters=4,
+    learning_rate=1e-2,
+)
 DEFAULT = DemoBudget(
     cases=12, spacing=2.0, rounds=16, samples_per_epoch=16, patch=48, base_filters=8
 )
