@@ -55,6 +55,15 @@ def phantom(
             "misregistered FLAIR, cropped field of view, thick slices, in turn.",
         ),
     ] = 0,
+    annotation_styles: Annotated[
+        bool,
+        typer.Option(
+            "--annotation-styles/--same-annotators",
+            help="Each labelled site draws its masks with its own habit (looser or tighter "
+            "borders; MS: small lesions missed), as real sites do; --same-annotators writes "
+            "the phantom's truth everywhere.",
+        ),
+    ] = True,
     workers: Annotated[int, typer.Option(min=1, help="Processes to use.")] = 1,
 ) -> None:
     """Generate a realistic multi-site brain-MRI phantom (offline, deterministic)."""
@@ -71,6 +80,7 @@ def phantom(
             missing_markers=parse_missing_markers(missing_marker or []),
             broken_per_site=broken,
             qc_problems_per_site=qc_problems,
+            annotation_styles=annotation_styles,
         )
     except ValueError as exc:
         err_console.print(f"[red]error:[/red] {exc}")

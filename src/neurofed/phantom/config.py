@@ -91,6 +91,11 @@ class PhantomConfig:
     qc_problems_per_site:
         Readable cases per site given a quality problem for ``neurofed site qc`` (low SNR, a
         misregistered modality, a cropped field of view, thick slices; see ``phantom.json``).
+    annotation_styles:
+        Each labelled site's annotators have a habit (on by default, as in every real
+        federation): masks drawn systematically looser or tighter, and for MS small lesions
+        left out (:class:`~neurofed.phantom.site.Annotation`; recorded in ``phantom.json``).
+        ``False``: every site's masks are the phantom's truth.
     """
 
     preset: PhantomPreset
@@ -104,6 +109,7 @@ class PhantomConfig:
     )
     broken_per_site: int = 0
     qc_problems_per_site: int = 0
+    annotation_styles: bool = True
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -143,6 +149,8 @@ class PhantomConfig:
         b = self.broken_per_site
         if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= self.cases:
             raise _bad("broken_per_site", b, f"must be a whole number in 0..cases ({self.cases})")
+        if not isinstance(self.annotation_styles, bool):
+            raise _bad("annotation_styles", self.annotation_styles, "must be true or false")
         q, room = self.qc_problems_per_site, self.cases - b
         if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q <= room:
             raise _bad(
@@ -178,6 +186,7 @@ class PhantomConfig:
             },
             "broken_per_site": self.broken_per_site,
             "qc_problems_per_site": self.qc_problems_per_site,
+            "annotation_styles": self.annotation_styles,
         }
 
     @classmethod
@@ -195,6 +204,8 @@ class PhantomConfig:
             },
             broken_per_site=int(data.get("broken_per_site", 0)),
             qc_problems_per_site=int(data.get("qc_problems_per_site", 0)),
+            # a phantom.json written before annotation styles existed had none
+            annotation_styles=bool(data.get("annotation_styles", False)),
         )
 
 

@@ -31,6 +31,7 @@ from scipy import ndimage
 from neurofed.keys import Modality
 from neurofed.phantom.acquisition import bias_log, flip_to, rician, slice_average, slices_to_iso
 from neurofed.phantom.anatomy import Lattice, brain_box_mm, ventricle_roi
+from neurofed.phantom.annotation import annotate
 from neurofed.phantom.case import CaseParams
 from neurofed.phantom.deformation import (
     Deformation,
@@ -44,7 +45,7 @@ from neurofed.phantom.glioma import draw_glioma
 from neurofed.phantom.physics import Tissue, signal
 from neurofed.phantom.population import draw_lesions
 from neurofed.phantom.qc_problems import label_measures, plant
-from neurofed.phantom.site import SiteParams
+from neurofed.phantom.site import Annotation, SiteParams
 from neurofed.phantom.sources import FAR_MM, head_layers, source, support_mask, thinned_source
 
 __all__ = ["RenderedCase", "render_case"]
@@ -290,11 +291,16 @@ def _finish_brats(
 
 
 def render_case(site: SiteParams, case: CaseParams, spacing: float) -> RenderedCase:
-    """Render ``case`` at ``spacing`` mm (deterministic), with its QC problem if it has one."""
+    """Render ``case`` at ``spacing`` mm (deterministic), its label map drawn with the site's
+    annotation habit, with its QC problem if it has one."""
+    glioma = case.glioma is not None
     rendered = _render(site, case, spacing)
+    if site.annotation != Annotation():
+        label = annotate(rendered.label, rendered.affine, site.annotation, glioma=glioma)
+        measures = dict(rendered.measures) | label_measures(label, rendered.affine, glioma)
+        rendered = RenderedCase(rendered.images, label, rendered.affine, MappingProxyType(measures))
     if case.qc_problem is None:
         return rendered
-    glioma = case.glioma is not None
     planted = plant(
         case.qc_problem,
         rendered.images,

@@ -32,6 +32,7 @@ __all__ = [
     "BROKEN_KINDS",
     "QC_PROBLEMS",
     "Acquisition",
+    "Annotation",
     "Cohort",
     "Orientation",
     "QCProblem",
@@ -110,6 +111,24 @@ class Cohort:
 
 
 @dataclass(frozen=True)
+class Annotation:
+    """How a site's annotators draw masks, the same way for every case of the site.
+
+    ``boundary_mm`` moves the outer border of every mask (the whole tumour, or each MS lesion)
+    outwards (> 0, looser) or inwards (< 0, tighter); a shift smaller than the voxel size
+    changes nothing. ``missed_below_mm3`` leaves out MS lesions smaller than that volume.
+
+    Ranges: between BraTS raters the whole-tumour Dice is about 0.85 (Menze et al., IEEE TMI
+    2015), which a border moved by 1–2 mm on a 50 mL tumour reproduces; MS raters agree less
+    (Dice about 0.63–0.73 between the ISBI 2015 raters, Carass et al., NeuroImage 2017), and
+    most disagreements are small lesions, under about 20 mm³, that one rater did not mark.
+    """
+
+    boundary_mm: float = 0.0
+    missed_below_mm3: float = 0.0
+
+
+@dataclass(frozen=True)
 class SiteParams:
     """Everything sampled for one site (``site`` is 1-based as in ``site-<k>``)."""
 
@@ -121,6 +140,7 @@ class SiteParams:
     missing: tuple[ClinicalField, ...]
     broken: Mapping[int, ProblemKind]  # case number -> what is broken
     qc_problems: Mapping[int, QCProblem] = field(default_factory=lambda: MappingProxyType({}))
+    annotation: Annotation = Annotation()
 
     @property
     def name(self) -> str:
@@ -128,9 +148,10 @@ class SiteParams:
 
 
 def site_rng(seed: int, site: int) -> tuple[np.random.Generator, ...]:
-    """Independent generators for acquisition, cohort, broken-case and QC-problem choice of one
-    site (the first three are those of earlier versions: a child depends only on its index)."""
-    children = np.random.SeedSequence([seed, site]).spawn(4)
+    """Independent generators for acquisition, cohort, broken-case, QC-problem and annotation
+    choice of one site (the first ones are those of earlier versions: a child depends only on
+    its index)."""
+    children = np.random.SeedSequence([seed, site]).spawn(5)
     return tuple(np.random.Generator(np.random.PCG64(c)) for c in children)
 
 
@@ -282,9 +303,18 @@ def _qc_problems(
     return dict(zip(cases, qc_schedule(config)[site], strict=True))
 
 
+def _annotation(rng: np.random.Generator, preset: PhantomPreset) -> Annotation:
+    if preset is PhantomPreset.GLIOMA:
+        return Annotation(boundary_mm=round(float(rng.uniform(-2.0, 2.0)), 2))
+    return Annotation(
+        boundary_mm=round(float(rng.uniform(-1.0, 1.0)), 2),
+        missed_below_mm3=round(float(rng.uniform(0.0, 20.0)), 1),
+    )
+
+
 def sample_site(config: PhantomConfig, site: int) -> SiteParams:
     """Sample site ``site`` (1-based) of ``config``; independent of the other sites."""
-    acquisition_rng, cohort_rng, broken_rng, qc_rng = site_rng(config.seed, site)
+    acquisition_rng, cohort_rng, broken_rng, qc_rng, annotation_rng = site_rng(config.seed, site)
     labelled = site not in config.unlabelled_sites
     broken = _broken(config, site, broken_rng)
     return SiteParams(
@@ -296,4 +326,9 @@ def sample_site(config: PhantomConfig, site: int) -> SiteParams:
         missing=tuple(config.missing_markers.get(site, ())),
         broken=MappingProxyType(broken),
         qc_problems=MappingProxyType(_qc_problems(config, site, qc_rng, broken)),
+        annotation=(
+            _annotation(annotation_rng, config.preset)
+            if config.annotation_styles and labelled
+            else Annotation()
+        ),
     )
