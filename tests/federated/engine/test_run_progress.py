@@ -93,3 +93,28 @@ def test_a_published_run_leaves_the_checkpoints_on_the_server_and_reads_back(
     assert not (copy / "checkpoints").exists() and (copy / "rounds" / "1").is_dir()
     assert progress["state"] == "stopped" and progress["round"] == 1
     assert progress["history"][0]["value"] == 3.0 and progress["history"][0]["metric"] == "mae"
+
+
+def test_a_run_that_cannot_start_stops_with_the_reason_for_the_lead(tmp_path: Path) -> None:
+    # Prepare: a study whose initial model is not where it says (the server's controller,
+    # without NVFlare around it)
+    from neurofed.federated.engine.controller import StudyController
+
+    study = tiny_study().to_dict() | {
+        "initial_model": {"path": str(tmp_path / "nowhere"), "sha256": "ab" * 32}
+    }
+    controller = StudyController(study=study, run_dir=str(tmp_path / "run"))
+    errors: list[str] = []
+    controller.sample_clients = lambda *a, **k: ["site-1", "site-2"]  # type: ignore[method-assign]
+    controller.error = errors.append  # type: ignore[method-assign]
+
+    # Execute
+    controller.run()
+
+    # Assert: stopped, why, and no run folder of the unusable study
+    assert controller.progress is not None
+    shown = controller.progress.to_json()
+    assert shown["state"] == RunState.STOPPED.value
+    assert shown["reason"].startswith("the run cannot start: ") and "nowhere" in shown["reason"]
+    assert errors == [shown["reason"]]
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -55,6 +55,8 @@ from neurofed.federated.server.planning import PlanningError
 from neurofed.federated.server.run import FederatedRun
 from neurofed.federated.server.run_folder import RoundRecord
 from neurofed.federated.study import Study
+from neurofed.federated.study.initial_model import InitialModelError
+from neurofed.training import RunFolderError
 
 __all__ = ["StudyController"]
 
@@ -145,8 +147,9 @@ class StudyController(ModelController):  # type: ignore[misc]
             answers.append(answer)
         return answers
 
-    def _fingerprint_round(self, run: FederatedRun) -> bool:
-        """A planned study's round 0: fingerprints → plan.json; ``False``: no plan, stop."""
+    def _fingerprint_round(self, run: FederatedRun) -> str | None:
+        """A planned study's round 0: fingerprints → plan.json; returns why there is no plan
+        (the run stops), ``None`` when there is one."""
         targets = list(run.live)
         self.info(f"fingerprint round: asking {targets} for their training splits' fingerprints")
         answers = self._send(TaskName.FINGERPRINT, run, targets, 0)
@@ -154,14 +157,14 @@ class StudyController(ModelController):  # type: ignore[misc]
             plan = run.record_fingerprints(targets, answers)
         except PlanningError as error:
             self.error(f"no plan, so the run stops: {error}")
-            return False
+            return f"no plan, so the run stopped: {error}"
         for site, reason in run.planning.get("failed", {}).items():
             self.warning(f"fingerprint round: site {site} sent no fingerprint: {reason}")
         self.info(
             f"plan {plan.plan_id} from {run.planning.get('sites')}: spacing {plan.spacing}, "
             f"patch {plan.patch_size}, batch {plan.batch_size}"
         )
-        return True
+        return None
 
     def run(self) -> None:
         study = Study.from_dict(self.study, source="the job's study")
@@ -187,12 +190,17 @@ class StudyController(ModelController):  # type: ignore[misc]
 
     def _run(self, study: Study, run_dir: Path, progress: RunProgress) -> None:
         run = FederatedRun(study, run_dir)
-        first = run.start(self.sample_clients())
+        try:
+            first = run.start(self.sample_clients())
+        except (InitialModelError, RunFolderError) as error:  # the lead's to fix; no traceback
+            self.error(f"the run cannot start: {error}")
+            progress.finish(RunState.STOPPED, reason=f"the run cannot start: {error}")
+            return
         progress.start(first, run.live, run.history)
         if first > 1:
             self.info(f"resuming {run_dir} at round {first}")
-        if run.needs_fingerprint() and not self._fingerprint_round(run):
-            progress.finish(RunState.STOPPED)
+        if run.needs_fingerprint() and (why := self._fingerprint_round(run)) is not None:
+            progress.finish(RunState.STOPPED, reason=why)
             return
         for round_number in range(first, study.rounds + 1):
             if self.abort_signal is not None and self.abort_signal.triggered:

@@ -182,10 +182,15 @@ class RunProgress:
             self._data["history"].append(round_summary(record, self._metric))
             self._data["live"] = list(live)
 
-    def finish(self, state: RunState, summary: RunSummary | None = None) -> None:
+    def finish(
+        self, state: RunState, summary: RunSummary | None = None, reason: str | None = None
+    ) -> None:
+        """The run ended (``reason``: why a run stopped before finishing, shown to the lead)."""
         with self._lock:
             self._data["state"] = state.value
             self._data["summary"] = None if summary is None else summary.to_json()
+            if reason is not None:
+                self._data["reason"] = reason
 
     def request_pause(self) -> None:
         """Stop after the current round (the run resumes when the study is submitted again)."""

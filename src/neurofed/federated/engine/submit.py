@@ -464,9 +464,11 @@ def _follow_step(
                 on_update(final)
             return True
         if not abandoned and not state.pausing:
+            reason = final.progress.get("reason") or state.last.get("reason")
+            because = f": {reason}" if reason else ""
             raise SubmitError(
-                f"job {job_id} ended {status} before the run finished; see the server's log "
-                "(`neurofed server status`)"
+                f"job {job_id} ended {status} before the run finished{because}; see the "
+                "server's log (`neurofed server status`)"
             )
         if abandoned:
             with contextlib.suppress(Exception):
