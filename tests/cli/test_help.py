@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import typer.main
 from typer.testing import CliRunner
 
@@ -31,3 +32,14 @@ def test_no_option_name_is_cut_at_80_columns() -> None:
         for param in command.params:
             for option in param.opts:
                 assert option in result.output, (path, option)
+
+
+def test_an_error_message_is_shown_as_written_never_read_as_markup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from neurofed.cli.console import print_error
+
+    print_error("study.toml: [initial_model] sha256 = 'x' is invalid; see /data/[site]/a.nii")
+
+    shown = capsys.readouterr().err
+    assert "[initial_model] sha256" in shown and "/data/[site]/a.nii" in shown

@@ -12,12 +12,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from neurofed.types import ProgressCallback
 
-__all__ = ["console", "err_console", "progress_bar", "quiet"]
+__all__ = ["console", "err_console", "print_error", "progress_bar", "quiet"]
 
 # soft_wrap: a line is never broken by rich (the terminal wraps it), so a path or a command in
 # a log file or a pipe stays whole and can be copied
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_error(message: object) -> None:
+    """``error: <message>`` on stderr; the message is never read as markup (a study's
+    ``[initial_model]`` or a path with brackets is shown as written)."""
+    from rich.markup import escape
+
+    err_console.print(f"[red]error:[/red] {escape(str(message))}")
 
 
 def quiet() -> bool:

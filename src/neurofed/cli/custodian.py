@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from neurofed.cli.console import console, err_console
+from neurofed.cli.console import console, err_console, print_error
 from neurofed.cli.site import site_app
 
 __all__ = ["KIT_ENV", "KitOption", "resolve_kit"]
@@ -40,7 +40,7 @@ _MARK = {"ok": "[green]✓[/green]", "warning": "[yellow]![/yellow]", "error": "
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    print_error(message)
     return typer.Exit(code)
 
 

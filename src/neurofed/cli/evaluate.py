@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from neurofed.artifacts import write_json_atomically
-from neurofed.cli.console import console, err_console, progress_bar
+from neurofed.cli.console import console, err_console, print_error, progress_bar
 from neurofed.keys import Split
 
 __all__ = ["SplitChoice", "evaluate"]
@@ -59,7 +59,7 @@ def evaluate(
                 load_progress=None if as_json else bar,
             )
     except (SiteDataError, ModelFolderError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        print_error(exc)
         raise typer.Exit(2) from exc
     task_id = trained.task.task_id
     if len(dataset) == 0:

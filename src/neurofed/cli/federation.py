@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from neurofed.cli.console import console, err_console
+from neurofed.cli.console import console, print_error
 
 if TYPE_CHECKING:
     from neurofed.federated.engine.provision import Federation
@@ -24,7 +24,7 @@ federation_app = typer.Typer(
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    print_error(message)
     return typer.Exit(1)
 
 

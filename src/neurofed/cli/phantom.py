@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from neurofed.cli.console import console, err_console, progress_bar
+from neurofed.cli.console import console, print_error, progress_bar
 from neurofed.keys import ClinicalField, PhantomPreset
 
 __all__ = ["parse_missing_markers", "phantom"]
@@ -83,7 +83,7 @@ def phantom(
             annotation_styles=annotation_styles,
         )
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from exc
     with progress_bar(f"phantom {preset.value}") as progress:
         summary = generate_federation(config, out, workers=workers, progress=progress)

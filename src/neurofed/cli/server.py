@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from neurofed.cli.console import console, err_console
+from neurofed.cli.console import console, print_error
 
 if TYPE_CHECKING:
     from neurofed.federated.engine.services import ServiceStatus
@@ -69,7 +69,7 @@ def render_service(status: ServiceStatus, *, as_json: bool = False) -> None:
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    print_error(message)
     return typer.Exit(1)
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from neurofed.cli.console import console, err_console, progress_bar
+from neurofed.cli.console import console, err_console, print_error, progress_bar
 from neurofed.data.modalities import normalise_modality
 from neurofed.data.split_defaults import (
     DEFAULT_SEED,
@@ -185,7 +185,7 @@ def check(
             site, report.manifest.subjects, reshuffle=reshuffle, **parameters.as_kwargs()
         )
     except (LayoutError, FileNotFoundError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from exc
     available = [s.subject_id for s in report.manifest.subjects]
     if as_json:
@@ -390,7 +390,7 @@ def preprocess(
                 progress=progress,
             )
     except PipelineError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from exc
     render_preprocess(site, report)
     raise typer.Exit(report.exit_code)
@@ -420,7 +420,7 @@ def qc(
     try:
         report = run_qc(site, params_id=params_id, exclude_failures=exclude_failures)
     except PipelineError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from exc
     if as_json:
         status = report.table.case_status()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from neurofed.cli.console import console, err_console
+from neurofed.cli.console import console, err_console, print_error
 
 if TYPE_CHECKING:
     from neurofed.federated.engine.submit import StudyStatus
@@ -39,7 +39,7 @@ AdminKitOption = Annotated[
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    print_error(message)
     return typer.Exit(code)
 
 

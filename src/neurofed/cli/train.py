@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from neurofed.cli.console import console, err_console, progress_bar
+from neurofed.cli.console import console, err_console, print_error, progress_bar
 from neurofed.keys import ClinicalField, Optimizer, TaskId, TransferMode
 from neurofed.types import ProgressCallback
 
@@ -151,7 +151,7 @@ def _run(
 
 
 def _fail(exc: Exception) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+    print_error(exc)
     raise typer.Exit(2) from exc
 
 
