@@ -31,13 +31,29 @@ def parse_missing_markers(values: list[str]) -> dict[int, tuple[ClinicalField, .
     return {site: tuple(fields) for site, fields in out.items()}
 
 
+def parse_site_cases(values: list[str]) -> dict[int, int]:
+    """Parse ``SITE:CASES`` pairs (e.g. ``4:30``) into site -> number of cases."""
+    out: dict[int, int] = {}
+    for value in values:
+        site, sep, count = value.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            out[int(site)] = int(count)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{value!r}: expected SITE:CASES such as 4:30") from exc
+    return out
+
+
 def phantom(
     out: Annotated[Path, typer.Option(help="Folder to write site-1 … site-N into.")],
     preset: Annotated[PhantomPreset, typer.Option(help="Which study the sites look like.")] = (
         PhantomPreset.GLIOMA
     ),
     sites: Annotated[int, typer.Option(min=1, help="Number of sites.")] = 3,
-    cases: Annotated[int, typer.Option(min=1, help="Cases per site.")] = 10,
+    cases: Annotated[
+        int, typer.Option(min=1, help="Cases per site (with --long-tail: the median site's).")
+    ] = 10,
     seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
     spacing: Annotated[float, typer.Option(help="Output grid in mm (1 full, 2 quick).")] = 2.0,
     unlabelled_site: Annotated[
@@ -55,6 +71,17 @@ def phantom(
             "misregistered FLAIR, cropped field of view, thick slices, in turn.",
         ),
     ] = 0,
+    site_cases: Annotated[
+        list[str] | None,
+        typer.Option(help="SITE:CASES, a site with its own number of cases, e.g. 4:30."),
+    ] = None,
+    long_tail: Annotated[
+        bool,
+        typer.Option(
+            help="Site sizes with a long tail as in real federations (a few sites with many "
+            "cases, many with few); --cases is then the median size."
+        ),
+    ] = False,
     annotation_styles: Annotated[
         bool,
         typer.Option(
@@ -80,6 +107,8 @@ def phantom(
             missing_markers=parse_missing_markers(missing_marker or []),
             broken_per_site=broken,
             qc_problems_per_site=qc_problems,
+            site_cases=parse_site_cases(site_cases or []),
+            long_tail=long_tail,
             annotation_styles=annotation_styles,
         )
     except ValueError as exc:
@@ -87,10 +116,12 @@ def phantom(
         raise typer.Exit(2) from exc
     with progress_bar(f"phantom {preset.value}") as progress:
         summary = generate_federation(config, out, workers=workers, progress=progress)
+    sizes = [config.cases_at(k) for k in range(1, config.sites + 1)]
+    shown = f"× {cases} cases" if len(set(sizes)) == 1 else f"({sum(sizes)} cases)"
     console.print(
-        f"wrote {len(summary.site_dirs)} sites × {cases} cases to {out} "
+        f"wrote {len(summary.site_dirs)} sites {shown} to {out} "
         f"in {summary.seconds:.1f} s ({summary.seconds_per_case:.2f} s/case)"
     )
-    for site_dir in summary.site_dirs:
-        console.print(f"  {site_dir}")
+    for site_dir, size in zip(summary.site_dirs, sizes, strict=True):
+        console.print(f"  {site_dir} ({size} cases)")
     console.print(f"next: neurofed site check {summary.site_dirs[0]}")

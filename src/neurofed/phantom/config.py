@@ -14,11 +14,14 @@ ValueError: PhantomConfig.unlabelled_sites = (3,): site 3 does not exist; ...
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+import numpy as np
 
 from neurofed.keys import ClinicalField, Modality, PhantomPreset
 
@@ -34,6 +37,8 @@ __all__ = [
 
 MAX_SITES = 99  # BraTS ids are site * 1000 + case in five digits
 MAX_CASES = 999
+#: The random stream of long-tailed site sizes (apart from every other draw of a site).
+_TAIL_STREAM = 0x7A11
 
 
 _M, _F = Modality, ClinicalField
@@ -91,6 +96,15 @@ class PhantomConfig:
     qc_problems_per_site:
         Readable cases per site given a quality problem for ``neurofed site qc`` (low SNR, a
         misregistered modality, a cropped field of view, thick slices; see ``phantom.json``).
+    site_cases:
+        Site (1-based) -> its number of cases, instead of ``cases`` (e.g. a larger held-out
+        site to evaluate on).
+    long_tail:
+        Site sizes with a long tail, as in real federations (FeTS: 71 sites from a handful of
+        cases to several hundred): each site not in ``site_cases`` gets ``cases × e^Z`` cases,
+        Z ~ N(0, 1) drawn from the seed (so ``cases`` is the median size), at least enough for
+        its broken and QC cases plus one. ``False`` (the default, which every test fixture
+        relies on): every site has ``cases``.
     annotation_styles:
         Each labelled site's annotators have a habit (on by default, as in every real
         federation): masks drawn systematically looser or tighter, and for MS small lesions
@@ -109,6 +123,8 @@ class PhantomConfig:
     )
     broken_per_site: int = 0
     qc_problems_per_site: int = 0
+    site_cases: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
+    long_tail: bool = False
     annotation_styles: bool = True
 
     def __post_init__(self) -> None:
@@ -146,12 +162,26 @@ class PhantomConfig:
                 fields_.append(marker)
             missing[int(site)] = tuple(f for f in allowed if f in fields_)
         set_(self, "missing_markers", MappingProxyType(dict(sorted(missing.items()))))
+        sizes: dict[int, int] = {}
+        for site, count in dict(self.site_cases).items():
+            self._check_site("site_cases", dict(self.site_cases), int(site))
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_CASES:
+                raise _bad("site_cases", dict(self.site_cases), f"counts lie in 1..{MAX_CASES}")
+            sizes[int(site)] = count
+        set_(self, "site_cases", MappingProxyType(dict(sorted(sizes.items()))))
+        for name in ("long_tail", "annotation_styles"):
+            if not isinstance(getattr(self, name), bool):
+                raise _bad(name, getattr(self, name), "must be true or false")
+        smallest = min(self.cases_at(k) for k in range(1, self.sites + 1))
         b = self.broken_per_site
-        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= self.cases:
-            raise _bad("broken_per_site", b, f"must be a whole number in 0..cases ({self.cases})")
-        if not isinstance(self.annotation_styles, bool):
-            raise _bad("annotation_styles", self.annotation_styles, "must be true or false")
-        q, room = self.qc_problems_per_site, self.cases - b
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= smallest:
+            bound = (
+                f"cases ({smallest})"
+                if smallest == self.cases
+                else f"{smallest} (the smallest site)"
+            )
+            raise _bad("broken_per_site", b, f"must be a whole number in 0..{bound}")
+        q, room = self.qc_problems_per_site, smallest - b
         if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q <= room:
             raise _bad(
                 "qc_problems_per_site",
@@ -168,6 +198,16 @@ class PhantomConfig:
                 f"site {site} does not exist; sites are numbered 1..{self.sites} "
                 f"(site-1 … site-{self.sites})",
             )
+
+    def cases_at(self, site: int) -> int:
+        """The number of cases of site ``site`` (1-based)."""
+        if site in self.site_cases:
+            return int(self.site_cases[site])
+        if not self.long_tail:
+            return self.cases
+        z = float(np.random.default_rng([self.seed, site, _TAIL_STREAM]).standard_normal())
+        floor = self.broken_per_site + self.qc_problems_per_site + 1
+        return int(min(MAX_CASES, max(floor, round(self.cases * math.exp(z)))))
 
     @property
     def modalities(self) -> tuple[Modality, ...]:
@@ -186,6 +226,8 @@ class PhantomConfig:
             },
             "broken_per_site": self.broken_per_site,
             "qc_problems_per_site": self.qc_problems_per_site,
+            "site_cases": {str(k): v for k, v in self.site_cases.items()},
+            "long_tail": self.long_tail,
             "annotation_styles": self.annotation_styles,
         }
 
@@ -204,6 +246,8 @@ class PhantomConfig:
             },
             broken_per_site=int(data.get("broken_per_site", 0)),
             qc_problems_per_site=int(data.get("qc_problems_per_site", 0)),
+            site_cases={int(k): int(v) for k, v in data.get("site_cases", {}).items()},
+            long_tail=bool(data.get("long_tail", False)),
             # a phantom.json written before annotation styles existed had none
             annotation_styles=bool(data.get("annotation_styles", False)),
         )

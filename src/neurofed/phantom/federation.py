@@ -155,7 +155,7 @@ def generate_federation(
     out = Path(out)
     _prepare(out)
     sites = [sample_site(config, k) for k in range(1, config.sites + 1)]
-    tasks = [(site.site, case) for site in sites for case in range(1, config.cases + 1)]
+    tasks = [(site.site, case) for site in sites for case in range(1, site.cases + 1)]
     results: dict[tuple[int, int], dict[str, Any]] = {}
     total = len(tasks)
     if workers == 1:

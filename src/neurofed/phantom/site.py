@@ -141,6 +141,7 @@ class SiteParams:
     broken: Mapping[int, ProblemKind]  # case number -> what is broken
     qc_problems: Mapping[int, QCProblem] = field(default_factory=lambda: MappingProxyType({}))
     annotation: Annotation = Annotation()
+    cases: int = 0  # how many cases the site has (0: written before sizes were recorded)
 
     @property
     def name(self) -> str:
@@ -279,7 +280,8 @@ def _broken(config: PhantomConfig, site: int, rng: np.random.Generator) -> dict[
     count = config.broken_per_site
     if count == 0:
         return {}
-    cases = sorted(int(c) for c in rng.choice(np.arange(1, config.cases + 1), count, False))
+    pool = np.arange(1, config.cases_at(site) + 1)
+    cases = sorted(int(c) for c in rng.choice(pool, count, False))
     return dict(zip(cases, broken_schedule(config)[site], strict=True))
 
 
@@ -298,7 +300,7 @@ def _qc_problems(
     count = config.qc_problems_per_site
     if count == 0:
         return {}
-    readable = np.array([c for c in range(1, config.cases + 1) if c not in broken])
+    readable = np.array([c for c in range(1, config.cases_at(site) + 1) if c not in broken])
     cases = sorted(int(c) for c in rng.choice(readable, count, False))
     return dict(zip(cases, qc_schedule(config)[site], strict=True))
 
@@ -326,6 +328,7 @@ def sample_site(config: PhantomConfig, site: int) -> SiteParams:
         missing=tuple(config.missing_markers.get(site, ())),
         broken=MappingProxyType(broken),
         qc_problems=MappingProxyType(_qc_problems(config, site, qc_rng, broken)),
+        cases=config.cases_at(site),
         annotation=(
             _annotation(annotation_rng, config.preset)
             if config.annotation_styles and labelled

@@ -1,0 +1,87 @@
+"""Site sizes: equal by default, one site larger on request, or a long tail as in FeTS."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from neurofed.cli.main import app
+from neurofed.phantom import PhantomConfig, generate_federation, sample_site
+
+
+def test_a_long_tail_has_cases_as_its_median_and_a_few_large_sites() -> None:
+    # Prepare / Execute: 99 sites of median 10
+    config = PhantomConfig(preset="glioma", sites=99, cases=10, seed=0, long_tail=True)
+    sizes = [config.cases_at(k) for k in range(1, 100)]
+
+    # Assert
+    assert 7 <= statistics.median(sizes) <= 13
+    assert max(sizes) >= 5 * statistics.median(sizes) and min(sizes) <= 3
+    assert sizes == [config.cases_at(k) for k in range(1, 100)]  # deterministic
+    other = PhantomConfig(preset="glioma", sites=99, cases=10, seed=1, long_tail=True)
+    assert [other.cases_at(k) for k in range(1, 100)] != sizes
+
+
+def test_every_site_keeps_room_for_its_broken_and_qc_cases() -> None:
+    config = PhantomConfig(
+        preset="ms",
+        sites=40,
+        cases=3,
+        seed=0,
+        long_tail=True,
+        broken_per_site=2,
+        qc_problems_per_site=1,
+    )
+    assert min(config.cases_at(k) for k in range(1, 41)) >= 4
+
+
+def test_a_site_given_its_size_has_it_and_the_others_keep_theirs(tmp_path: Path) -> None:
+    # Prepare
+    config = PhantomConfig(
+        preset="ms", sites=3, cases=2, seed=0, spacing=8.0, site_cases={3: 4}, broken_per_site=1
+    )
+
+    # Execute
+    summary = generate_federation(config, tmp_path)
+
+    # Assert: files, phantom.json and the sampled sites agree
+    manifest = json.loads((tmp_path / "phantom.json").read_text())
+    per_site = [sum(c["site"] == k for c in manifest["cases"]) for k in (1, 2, 3)]
+    assert per_site == [2, 2, 4] == [sample_site(config, k).cases for k in (1, 2, 3)]
+    assert [s["cases"] for s in manifest["sites"]] == per_site
+    assert manifest["config"]["site_cases"] == {"3": 4}
+    assert PhantomConfig.from_json(manifest["config"]) == config
+    assert len(summary.site_dirs) == 3
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"site_cases": {5: 3}}, "site 5 does not exist"),
+        ({"site_cases": {1: 0}}, "counts lie in 1..999"),
+        ({"site_cases": {1: 1}, "broken_per_site": 2}, "the smallest site"),
+        ({"long_tail": "yes"}, "must be true or false"),
+    ],
+    ids=["no-such-site", "zero-cases", "broken-exceeds-smallest", "not-a-bool"],
+)
+def test_impossible_sizes_are_refused_naming_the_field(
+    settings: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        PhantomConfig(preset="ms", sites=2, cases=3, seed=0, **settings)  # type: ignore[arg-type]
+
+
+def test_the_cli_takes_site_sizes_and_names_the_format(tmp_path: Path) -> None:
+    runner = CliRunner()
+    common = ["phantom", "--preset", "ms", "--sites", "2", "--cases", "1", "--spacing", "8"]
+
+    good = runner.invoke(app, [*common, "--site-cases", "2:3", "--out", str(tmp_path / "a")])
+    bad = runner.invoke(app, [*common, "--site-cases", "2-3", "--out", str(tmp_path / "b")])
+
+    assert good.exit_code == 0, good.output
+    assert "site-2 (3 cases)" in good.output and "(4 cases)" in good.output
+    assert bad.exit_code == 2 and "SITE:CASES" in bad.output
