@@ -50,7 +50,11 @@ class DemoBudget:
     Parameters
     ----------
     cases
-        Cases per phantom site (one of them deliberately broken).
+        Cases per training site (one of them deliberately broken).
+    held_out_cases
+        Cases of the held-out site (one of them broken): every model is compared on all the
+        others, so they decide how narrow the intervals are and which differences a paired
+        test can find (with 5 cases none can reach p < 0.05).
     spacing
         Voxel size of the phantom, in mm (training resamples to the plan's target spacing,
         which the fingerprint round finds to be this one).
@@ -73,6 +77,7 @@ class DemoBudget:
     patch: int
     base_filters: int
     learning_rate: float = 3e-3
+    held_out_cases: int = 0  # 0: as many as a training site
 
 
 #: Small enough for about a minute on two cores, large enough to learn: 6 rounds of 16 patches at
@@ -85,9 +90,16 @@ QUICK = DemoBudget(
     patch=32,
     base_filters=4,
     learning_rate=1e-2,
+    held_out_cases=12,
 )
 DEFAULT = DemoBudget(
-    cases=12, spacing=2.0, rounds=16, samples_per_epoch=16, patch=48, base_filters=8
+    cases=12,
+    spacing=2.0,
+    rounds=16,
+    samples_per_epoch=16,
+    patch=48,
+    base_filters=8,
+    held_out_cases=30,
 )
 
 
@@ -117,6 +129,11 @@ class DemoConfig:
             spacing=self.budget.spacing,
             missing_markers={2: (ClinicalField.MGMT,)},
             broken_per_site=1,
+            site_cases=(
+                {TRAINING_SITES + 1: self.budget.held_out_cases}
+                if self.budget.held_out_cases
+                else {}
+            ),
         )
 
     def study(self) -> Study:
