@@ -85,3 +85,48 @@ def test_the_cli_takes_site_sizes_and_names_the_format(tmp_path: Path) -> None:
     assert good.exit_code == 0, good.output
     assert "site-2 (3 cases)" in good.output and "(4 cases)" in good.output
     assert bad.exit_code == 2 and "SITE:CASES" in bad.output
+
+
+def test_a_site_that_never_acquired_flair_writes_no_flair_and_check_says_so(
+    tmp_path: Path,
+) -> None:
+    # Prepare / Execute: site 2 of a BraTS-like federation has no FLAIR
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "phantom",
+            "--preset",
+            "glioma",
+            "--sites",
+            "2",
+            "--cases",
+            "2",
+            "--spacing",
+            "8",
+            "--missing-modality",
+            "2:flair",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+
+    # Assert
+    assert result.exit_code == 0, result.output
+    assert not list((tmp_path / "site-2").rglob("*_flair.nii.gz"))
+    assert len(list((tmp_path / "site-1").rglob("*_flair.nii.gz"))) == 2
+    manifest = json.loads((tmp_path / "phantom.json").read_text())
+    assert manifest["config"]["missing_modalities"] == {"2": ["FLAIR"]}
+    assert [s["missing_modalities"] for s in manifest["sites"]] == [[], ["FLAIR"]]
+    checked = runner.invoke(
+        app, ["site", "check", str(tmp_path / "site-2"), "--require", "T1,T1CE,T2,FLAIR"]
+    )
+    assert checked.exit_code == 1 and "FLAIR" in checked.output
+
+
+@pytest.mark.parametrize("given", [{3: ("FLAIR",)}, {1: ("DWI",)}, {1: ("T1", "T2", "FLAIR")}])
+def test_a_missing_modality_must_be_one_the_preset_writes_and_not_all(
+    given: dict[int, tuple[str, ...]],
+) -> None:
+    with pytest.raises(ValueError, match="missing_modalities"):
+        PhantomConfig(preset="ms", sites=2, cases=1, seed=0, missing_modalities=given)  # type: ignore[arg-type]

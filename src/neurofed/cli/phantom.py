@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from neurofed.cli.console import console, print_error, progress_bar
-from neurofed.keys import ClinicalField, PhantomPreset
+from neurofed.keys import ClinicalField, Modality, PhantomPreset
 
 __all__ = ["parse_missing_markers", "phantom"]
 
@@ -29,6 +29,23 @@ def parse_missing_markers(values: list[str]) -> dict[int, tuple[ClinicalField, .
                 f"{value!r}: expected SITE:MARKER such as 2:mgmt (markers: {names})"
             ) from exc
     return {site: tuple(fields) for site, fields in out.items()}
+
+
+def parse_missing_modalities(values: list[str]) -> dict[int, tuple[Modality, ...]]:
+    """Parse ``SITE:MODALITY`` pairs (e.g. ``2:FLAIR``) into site -> modalities not acquired."""
+    out: dict[int, list[Modality]] = {}
+    for value in values:
+        site, sep, modality = value.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            out.setdefault(int(site), []).append(Modality(modality.strip().upper()))
+        except ValueError as exc:
+            names = ", ".join(m.value for m in Modality)
+            raise typer.BadParameter(
+                f"{value!r}: expected SITE:MODALITY such as 2:FLAIR (modalities: {names})"
+            ) from exc
+    return {site: tuple(names) for site, names in out.items()}
 
 
 def parse_site_cases(values: list[str]) -> dict[int, int]:
@@ -71,6 +88,10 @@ def phantom(
             "misregistered FLAIR, cropped field of view, thick slices, in turn.",
         ),
     ] = 0,
+    missing_modality: Annotated[
+        list[str] | None,
+        typer.Option(help="SITE:MODALITY a site never acquired (no such files), e.g. 2:FLAIR."),
+    ] = None,
     site_cases: Annotated[
         list[str] | None,
         typer.Option(help="SITE:CASES, a site with its own number of cases, e.g. 4:30."),
@@ -107,6 +128,7 @@ def phantom(
             missing_markers=parse_missing_markers(missing_marker or []),
             broken_per_site=broken,
             qc_problems_per_site=qc_problems,
+            missing_modalities=parse_missing_modalities(missing_modality or []),
             site_cases=parse_site_cases(site_cases or []),
             long_tail=long_tail,
             annotation_styles=annotation_styles,

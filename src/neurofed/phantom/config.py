@@ -96,6 +96,9 @@ class PhantomConfig:
     qc_problems_per_site:
         Readable cases per site given a quality problem for ``neurofed site qc`` (low SNR, a
         misregistered modality, a cropped field of view, thick slices; see ``phantom.json``).
+    missing_modalities:
+        Site (1-based) -> modalities that site never acquired (their files are not written),
+        as a hospital whose protocol has no FLAIR.
     site_cases:
         Site (1-based) -> its number of cases, instead of ``cases`` (e.g. a larger held-out
         site to evaluate on).
@@ -123,6 +126,9 @@ class PhantomConfig:
     )
     broken_per_site: int = 0
     qc_problems_per_site: int = 0
+    missing_modalities: Mapping[int, tuple[Modality, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     site_cases: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
     long_tail: bool = False
     annotation_styles: bool = True
@@ -162,6 +168,20 @@ class PhantomConfig:
                 fields_.append(marker)
             missing[int(site)] = tuple(f for f in allowed if f in fields_)
         set_(self, "missing_markers", MappingProxyType(dict(sorted(missing.items()))))
+        absent: dict[int, tuple[Modality, ...]] = {}
+        for site, given in dict(self.missing_modalities).items():
+            self._check_site("missing_modalities", dict(self.missing_modalities), int(site))
+            wanted = {str(n).upper() for n in ((given,) if isinstance(given, str) else given)}
+            unknown = wanted - {m.value.upper() for m in self.modalities}
+            if unknown or len(wanted) >= len(self.modalities):
+                raise _bad(
+                    "missing_modalities",
+                    dict(self.missing_modalities),
+                    f"a site may lack some of {', '.join(m.value for m in self.modalities)} "
+                    "(not all of them)",
+                )
+            absent[int(site)] = tuple(m for m in self.modalities if m.value.upper() in wanted)
+        set_(self, "missing_modalities", MappingProxyType(dict(sorted(absent.items()))))
         sizes: dict[int, int] = {}
         for site, count in dict(self.site_cases).items():
             self._check_site("site_cases", dict(self.site_cases), int(site))
@@ -226,6 +246,9 @@ class PhantomConfig:
             },
             "broken_per_site": self.broken_per_site,
             "qc_problems_per_site": self.qc_problems_per_site,
+            "missing_modalities": {
+                str(k): [m.value for m in v] for k, v in self.missing_modalities.items()
+            },
             "site_cases": {str(k): v for k, v in self.site_cases.items()},
             "long_tail": self.long_tail,
             "annotation_styles": self.annotation_styles,
@@ -246,6 +269,10 @@ class PhantomConfig:
             },
             broken_per_site=int(data.get("broken_per_site", 0)),
             qc_problems_per_site=int(data.get("qc_problems_per_site", 0)),
+            missing_modalities={
+                int(k): tuple(Modality(m) for m in v)
+                for k, v in data.get("missing_modalities", {}).items()
+            },
             site_cases={int(k): int(v) for k, v in data.get("site_cases", {}).items()},
             long_tail=bool(data.get("long_tail", False)),
             # a phantom.json written before annotation styles existed had none

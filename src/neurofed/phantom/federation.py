@@ -80,7 +80,14 @@ def generate_case(config: PhantomConfig, site: SiteParams, case: int, out: Path)
     params = sample_case(config, site, case)
     rendered = render_case(site, params, config.spacing)
     site_dir = Path(out) / site.name
-    files = write_case(site_dir, config.preset, params.subject_id, rendered, site.labelled)
+    files = write_case(
+        site_dir,
+        config.preset,
+        params.subject_id,
+        rendered,
+        site.labelled,
+        missing=site.missing_modalities,
+    )
     broken_file = None
     if params.broken is not None:
         broken_file = break_case(

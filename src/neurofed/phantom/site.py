@@ -142,6 +142,7 @@ class SiteParams:
     qc_problems: Mapping[int, QCProblem] = field(default_factory=lambda: MappingProxyType({}))
     annotation: Annotation = Annotation()
     cases: int = 0  # how many cases the site has (0: written before sizes were recorded)
+    missing_modalities: tuple[Modality, ...] = ()  # never acquired at this site
 
     @property
     def name(self) -> str:
@@ -329,6 +330,7 @@ def sample_site(config: PhantomConfig, site: int) -> SiteParams:
         broken=MappingProxyType(broken),
         qc_problems=MappingProxyType(_qc_problems(config, site, qc_rng, broken)),
         cases=config.cases_at(site),
+        missing_modalities=tuple(config.missing_modalities.get(site, ())),
         annotation=(
             _annotation(annotation_rng, config.preset)
             if config.annotation_styles and labelled

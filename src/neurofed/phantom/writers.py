@@ -77,12 +77,20 @@ def case_paths(preset: PhantomPreset, subject_id: str) -> dict[Modality | str, P
 
 
 def write_case(
-    site_dir: Path, preset: PhantomPreset, subject_id: str, rendered: RenderedCase, labelled: bool
+    site_dir: Path,
+    preset: PhantomPreset,
+    subject_id: str,
+    rendered: RenderedCase,
+    labelled: bool,
+    missing: tuple[Modality, ...] = (),
 ) -> dict[Modality | str, PurePosixPath]:
-    """Write the images (and the label if ``labelled``); returns what was written."""
+    """Write the images but the ``missing`` ones (and the label if ``labelled``); returns what
+    was written."""
     paths = case_paths(preset, subject_id)
     written: dict[Modality | str, PurePosixPath] = {}
     for modality, image in rendered.images.items():
+        if modality in missing:
+            continue
         write_image(site_dir / paths[modality], image, rendered.affine)
         written[modality] = paths[modality]
     if labelled:
