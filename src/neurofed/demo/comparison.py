@@ -74,7 +74,7 @@ def compare_on_held_out(
         adjusted = holm([r.p_value for r in results])
         for other, result, p_holm in zip(others, results, adjusted, strict=True):
             entry = {"a": FEDERATED, "b": other} | result.to_json()
-            pairs.append(entry | {"p_holm": p_holm, "significant": p_holm < ALPHA})
+            pairs.append(entry | {"p_holm": round(p_holm, 6), "significant": p_holm < ALPHA})
     return {
         "cases": len(keep),
         "left_out": n - len(keep),
