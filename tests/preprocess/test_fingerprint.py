@@ -15,6 +15,7 @@ import pytest
 from neurofed.data.splits import load_splits
 from neurofed.keys import Modality, Split
 from neurofed.preprocess.fingerprint import (
+    CASE_WEIGHT,
     DEFAULT_SPEC,
     SUM_FRACTION_BITS,
     Fingerprint,
@@ -51,11 +52,21 @@ def box_case(
     shape: tuple[int, int, int],
     spacing: tuple[float, float, float],
     values: npt.NDArray[np.float32] | None = None,
+    *,
+    labelled: bool = True,
 ) -> Fingerprint:
-    """One T1 case: a box "brain" of ``shape`` voxels (intensities ``values``) in a zero rim."""
+    """One T1 case: a box "brain" of ``shape`` voxels (intensities ``values``) in a zero rim,
+    the whole box labelled (or no label map)."""
     image = np.zeros((1, *(n + 2 for n in shape)), np.float32)
     image[0, 1:-1, 1:-1, 1:-1] = 1.0 if values is None else values
-    return case_fingerprint(image, None, np.diag([*spacing, 1.0]), [Modality.T1])
+    label = (image[0] != 0).astype(np.uint8) if labelled else None
+    return case_fingerprint(image, label, np.diag([*spacing, 1.0]), [Modality.T1])
+
+
+def equal_weight_pool(values: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float64]:
+    """Every case's values repeated to the same count (their sizes' least common multiple)."""
+    common = int(np.lcm.reduce([v.size for v in values]))
+    return np.concatenate([np.repeat(v.ravel(), common // v.size) for v in values]).astype(float)
 
 
 def leaves(data: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
@@ -136,6 +147,8 @@ def test_fingerprints_of_other_modalities_or_bins_do_not_merge() -> None:
         merge_fingerprints([t1, other_bins])
     with pytest.raises(FingerprintError, match="format_version"):
         Fingerprint.from_json(t1.to_json() | {"format_version": 99})
+    with pytest.raises(FingerprintError, match=r"is 1; this neurofed reads 2 \(its intensity"):
+        Fingerprint.from_json(t1.to_json() | {"format_version": 1})
     with pytest.raises(FingerprintError, match="counts must add up"):
         Fingerprint.from_json(t1.to_json() | {"num_cases": 2})
 
@@ -190,28 +203,84 @@ def test_off_grid_values_are_within_half_a_bin() -> None:
 
 
 def test_intensity_mean_and_std_are_exact_and_percentiles_within_half_a_bin() -> None:
-    # Prepare: three unlabelled cases (intensities inside the brain), scales far apart
+    # Prepare: three labelled cases of different sizes, scales far apart
     rng = np.random.default_rng(1)
+    shapes = [(9, 10, 11), (5, 6, 7), (12, 10, 8)]
     values = [
-        rng.normal(mean, std, (9, 10, 11)).astype(np.float32)
-        for mean, std in ((800.0, 60.0), (2500.0, 300.0), (150.5, 7.25))
+        rng.normal(mean, std, shape).astype(np.float32)
+        for (mean, std), shape in zip(
+            ((800.0, 60.0), (2500.0, 300.0), (150.5, 7.25)), shapes, strict=True
+        )
     ]
-    parts = [box_case((9, 10, 11), (1.0, 1.0, 1.0), v) for v in values]
-    pooled = np.concatenate([v.ravel() for v in values]).astype(np.float64)
+    parts = [box_case(shape, (1.0, 1.0, 1.0), v) for shape, v in zip(shapes, values, strict=True)]
+    pooled = equal_weight_pool(values)  # what nnU-Net's equal per-case sample tends to
 
     # Execute
     stats = merge_fingerprints(parts).intensity_stats(Modality.T1)
 
     # Assert
-    assert stats.count == pooled.size
+    assert (stats.num_cases, stats.num_voxels) == (3, sum(v.size for v in values))
+    assert stats.histogram.total == 3 * CASE_WEIGHT
     assert stats.mean() == pytest.approx(float(pooled.mean()), rel=1e-13)
     assert stats.std() == pytest.approx(float(pooled.std()), rel=1e-12)
     half_bin = DEFAULT_SPEC.intensity.half_bin
     for q in (0.5, 5, 50, 95, 99.5):
         assert abs(stats.percentile(q) - float(np.percentile(pooled, q))) <= half_bin + 1e-9
-    assert stats.sum_x == sum(
-        round(float(np.sum(v.astype(np.float64))) * 2.0**SUM_FRACTION_BITS) for v in values
+    assert stats.sum_mean == sum(
+        round(float(np.mean(v.astype(np.float64))) * 2.0**SUM_FRACTION_BITS) for v in values
     )
+
+
+def test_a_case_without_labelled_voxels_adds_no_intensities() -> None:
+    # Prepare: one labelled case, one without a label map, one with an empty label map
+    rng = np.random.default_rng(4)
+    values = rng.normal(700.0, 50.0, (6, 7, 8)).astype(np.float32)
+    labelled = box_case((6, 7, 8), (1.0, 1.0, 1.0), values)
+    image = np.zeros((1, 8, 9, 10), np.float32)
+    image[0, 1:-1, 1:-1, 1:-1] = 3 * values  # a brighter brain that must not count
+    unlabelled = case_fingerprint(image, None, np.eye(4), [Modality.T1])
+    empty = case_fingerprint(image, np.zeros((8, 9, 10), np.uint8), np.eye(4), [Modality.T1])
+
+    # Execute
+    merged = merge_fingerprints([labelled, unlabelled, empty])
+
+    # Assert: the intensities are the labelled case's alone; the others count as cases
+    assert (merged.num_cases, merged.num_label_foreground) == (3, 1)
+    assert merged.intensity == labelled.intensity
+    assert unlabelled.intensity_stats(Modality.T1).num_cases == 0
+    with pytest.raises(FingerprintError, match=r"labelled voxels \(label > 0\) only"):
+        unlabelled.intensity_stats(Modality.T1).mean()
+    with pytest.raises(FingerprintError, match="no case had any"):
+        empty.intensity_stats(Modality.T1).percentile(50)
+
+
+def test_each_labelled_case_weighs_the_same_however_large_its_foreground() -> None:
+    # Prepare: 8 voxels of 1000 in one case, 80 voxels of 3000 in the other (10 times more)
+    small = box_case((2, 2, 2), (1.0, 1.0, 1.0), np.full((2, 2, 2), 1000.0, np.float32))
+    large = box_case((4, 4, 5), (1.0, 1.0, 1.0), np.full((4, 4, 5), 3000.0, np.float32))
+
+    # Execute
+    stats = merge_fingerprints([small, large]).intensity_stats(Modality.T1)
+
+    # Assert: half the weight each (pooled voxels would give a mean of 2818 and a median of 3000)
+    assert stats.num_voxels == 88
+    assert (stats.mean(), stats.std()) == (2000.0, 1000.0)
+    assert [stats.percentile(q) for q in (25, 50, 75)] == [1000.0, 2000.0, 3000.0]
+    bins = DEFAULT_SPEC.intensity.indices(np.array([1000.0, 3000.0])).tolist()
+    assert [stats.histogram.counts[b] for b in bins] == [CASE_WEIGHT, CASE_WEIGHT]
+
+
+def test_uneven_weights_round_to_exactly_one_case_each() -> None:
+    # Prepare: 3 voxels in 3 bins: 2**32 / 3 is not whole
+    values = np.array([8.0, 16.0, 24.0], np.float32).reshape(3, 1, 1)
+
+    # Execute
+    stats = box_case((3, 1, 1), (1.0, 1.0, 1.0), values).intensity_stats(Modality.T1)
+
+    # Assert: the largest remainders go to the lowest bins; nothing lands in an empty bin
+    third = CASE_WEIGHT // 3
+    assert stats.histogram.counts[1:4] == (third + 1, third, third)
+    assert stats.histogram.total == sum(stats.histogram.counts[1:4]) == CASE_WEIGHT
 
 
 def test_label_foreground_is_used_when_the_case_has_one() -> None:
@@ -224,11 +293,10 @@ def test_label_foreground_is_used_when_the_case_has_one() -> None:
     labelled = case_fingerprint(image, arrays.label, arrays.affine, MODALITIES)
     unlabelled = case_fingerprint(image, None, arrays.affine, MODALITIES)
 
-    # Assert: the 2x2x2 lesion is FLAIR 1500; without a label, the whole brain counts
+    # Assert: the 2x2x2 lesion is FLAIR 1500; without a label, no intensity counts
     flair = labelled.intensity_stats(Modality.FLAIR)
-    assert (flair.count, flair.mean(), labelled.num_label_foreground) == (8, 1500.0, 1)
-    brain_voxels = int(np.count_nonzero(arrays.t1))
-    assert unlabelled.intensity_stats(Modality.T1).count == brain_voxels
+    assert (flair.num_voxels, flair.mean(), labelled.num_label_foreground) == (8, 1500.0, 1)
+    assert unlabelled.intensity_stats(Modality.T1).num_voxels == 0
     assert unlabelled.num_label_foreground == 0
 
 
@@ -238,7 +306,7 @@ def test_percentiles_outside_the_grid_are_refused() -> None:
 
     # Execute / Assert
     stats = bright.intensity_stats(Modality.T1)
-    assert stats.histogram.overflow == 216 and stats.mean() == 50_000.0
+    assert stats.histogram.overflow == CASE_WEIGHT and stats.mean() == 50_000.0
     with pytest.raises(FingerprintError, match="above the histogram's range"):
         stats.percentile(50)
 
@@ -321,25 +389,25 @@ def test_the_payload_has_no_identifier_path_or_per_case_list(
     assert payloads[1]["num_cases"] == 7
 
 
-def test_one_changed_voxel_moves_one_count_and_shows_no_value() -> None:
-    # Prepare: three unlabelled cases; in the second, one brain voxel becomes 12345.678
+def test_one_changed_voxel_moves_one_voxel_weight_and_shows_no_value() -> None:
+    # Prepare: three labelled cases of 512 voxels; in the second, one voxel becomes 12345.678
     rng = np.random.default_rng(2)
-    values = [rng.normal(700.0, 50.0, (8, 9, 10)).astype(np.float32) for _ in range(3)]
+    values = [rng.normal(700.0, 50.0, (8, 8, 8)).astype(np.float32) for _ in range(3)]
     changed = [v.copy() for v in values]
     changed[1][4, 4, 4] = np.float32(12345.678)
 
     # Execute
-    before = merge_fingerprints([box_case((8, 9, 10), (1.0, 1.0, 1.0), v) for v in values])
-    after = merge_fingerprints([box_case((8, 9, 10), (1.0, 1.0, 1.0), v) for v in changed])
+    before = merge_fingerprints([box_case((8, 8, 8), (1.0, 1.0, 1.0), v) for v in values])
+    after = merge_fingerprints([box_case((8, 8, 8), (1.0, 1.0, 1.0), v) for v in changed])
 
-    # Assert: only one intensity count moved by one, and the exact sums changed
+    # Assert: one voxel's weight (a 512th of a case) moved between two bins, and the exact
+    # sums changed; nothing else
     old, new = dict(leaves(before.to_json())), dict(leaves(after.to_json()))
     differing = sorted(str(p) for p in old if old[p] != new[p])
     counts = [p for p in old if old[p] != new[p] and "counts" in p]
-    assert sorted(new[p] - old[p] for p in counts) == [-1, 1]
-    assert differing == sorted(
-        [str(p) for p in counts] + [str(("intensity", 0, "sum_x")), str(("intensity", 0, "sum_x2"))]
-    )
+    assert sorted(new[p] - old[p] for p in counts) == [-CASE_WEIGHT // 512, CASE_WEIGHT // 512]
+    sums = [str(("intensity", 0, name)) for name in ("sum_mean", "sum_mean_square")]
+    assert differing == sorted([str(p) for p in counts] + sums)
     # no value of a voxel appears: the only floats are the grids' own parameters
     grids = {DEFAULT_SPEC.spacing, DEFAULT_SPEC.shape, DEFAULT_SPEC.extent, DEFAULT_SPEC.intensity}
     grid_floats = {x for g in grids for x in (g.origin, g.per_unit)}

@@ -15,6 +15,7 @@ from neurofed.preprocess.fingerprint import (
     compute_site_fingerprint,
     merge_fingerprints,
 )
+from neurofed.preprocess.params import PreprocessParams
 from neurofed.preprocess.plan import (
     Plan,
     PlanError,
@@ -231,3 +232,74 @@ def test_a_plan_round_trips_and_its_id_follows_its_content() -> None:
         Plan.from_json({**plan.to_json(), "spacnig": [1, 1, 1]})
     with pytest.raises(PlanError, match="missing field"):
         Plan.from_json({k: v for k, v in plan.to_json().items() if k != "filters"})
+
+
+# -- what the plan says about preprocessing -------------------------------------------------------
+
+
+def test_plan_json_records_the_preprocessing_and_names_each_departure_from_nnunet() -> None:
+    # Prepare
+    fingerprint = box((30, 36, 30), (1.0, 1.0, 1.0))
+    settings = PlannerSettings(memory_budget_gb=0.1)
+
+    # Execute
+    plain = make_plan(fingerprint, settings).to_json()
+    harmonised = make_plan(
+        fingerprint, settings, PreprocessParams(bias_correction=True, margin=2, zscore=False)
+    ).to_json()
+
+    # Assert: nnU-Net's names where they exist, neurofed's values
+    assert plain["preprocessing"] == {
+        "crop": "brain-mask-box",
+        "crop_margin": 0,
+        "brain_mask": "nonzero-else-otsu",
+        "normalization": "zscore",
+        "normalization_mask": "brain",
+        "use_mask_for_norm": [True],
+        "image_interpolation": "linear",
+        "image_order": 1,
+        "label_interpolation": "nearest",
+        "label_order": 0,
+        "separate_z": False,
+        "bias_correction": False,
+        "registration": False,
+        "intensity_foreground": "label>0, each labelled case weighted equally",
+    }
+    topics = [d.split(":")[0] for d in plain["departures_from_nnunet"]]
+    assert topics == ["crop", "normalisation", "resampling", "axes", "fingerprint"]
+    crop = plain["departures_from_nnunet"][0]
+    assert "nonzero box" in crop and "Otsu" in crop and "whole field of view" in crop
+    assert "4 of the exact values" in plain["departures_from_nnunet"][4]  # half an intensity bin
+    # a study's own preprocessing shows, and so does the departure it makes
+    record = harmonised["preprocessing"]
+    assert (record["crop_margin"], record["normalization"], record["use_mask_for_norm"]) == (
+        2,
+        "none",
+        [False],
+    )
+    assert record["normalization_mask"] == "none" and record["bias_correction"] is True
+    assert "2 voxel(s) of margin" in harmonised["departures_from_nnunet"][0]
+    assert harmonised["departures_from_nnunet"][1].startswith("normalisation: none")
+    assert harmonised["departures_from_nnunet"][-1].startswith("bias correction: N4")
+    assert harmonised["preprocessing"] != plain["preprocessing"]
+
+
+def test_a_plan_that_claims_other_preprocessing_or_lacks_the_record_is_refused() -> None:
+    # Prepare
+    data = make_plan(box((30, 36, 30), (1.0, 1.0, 1.0)), PlannerSettings(memory_budget_gb=0.1))
+    sent = data.to_json()
+    cubic = {**sent, "preprocessing": {**sent["preprocessing"], "image_order": 3}}
+    unmasked = {**sent, "preprocessing": {**sent["preprocessing"], "use_mask_for_norm": [False]}}
+    two_channels = {**sent, "preprocessing": {**sent["preprocessing"], "use_mask_for_norm": [True]}}
+    two_channels["modalities"] = ["FLAIR", "T1"]
+    old = {k: v for k, v in sent.items() if k not in ("preprocessing", "departures_from_nnunet")}
+
+    # Execute / Assert
+    with pytest.raises(PlanError, match=r"image_order = 3, but this neurofed's is 1"):
+        Plan.from_json(cubic)
+    with pytest.raises(PlanError, match="goes with normalization_mask 'brain'"):
+        Plan.from_json(unmasked)
+    with pytest.raises(PlanError, match="one use_mask_for_norm each"):
+        Plan.from_json(two_channels)
+    with pytest.raises(PlanError, match=r"no 'preprocessing' record.*plan again"):
+        Plan.from_json(old)

@@ -2,13 +2,24 @@
 
 A :class:`Fingerprint` describes a set of cases by aggregates only — the number of cases, per
 axis histograms of voxel spacing (after reorientation to RAS), of the brain's bounding box in
-voxels and in mm, and per modality a histogram of foreground intensities with their exact count,
-sum and sum of squares. Every histogram has fixed, study-wide bins (:class:`FingerprintSpec`), so
-the payload's structure never depends on the data (no list has one entry per case), and
+voxels and in mm, and per modality the foreground intensities (:class:`IntensityStats`): a
+histogram and exact sums. Every histogram has fixed, study-wide bins (:class:`FingerprintSpec`),
+so the payload's structure never depends on the data (no list has one entry per case), and
 :func:`merge_fingerprints` is integer addition: merging the sites' fingerprints gives, byte for
 byte, the fingerprint of all their cases pooled, in any order and grouping. Nothing in a
 fingerprint names a case, a file or a site; min/max intensities are left out on purpose (they
 would be single voxels' values).
+
+**Foreground intensities, as nnU-Net v2 computes them.** nnU-Net's
+``DatasetFingerprintExtractor`` takes the voxels whose label is > 0 (cases without any
+contribute nothing) and draws the same number of them, with replacement, from every case, so
+each labelled case weighs the same however large its foreground. Here each case's foreground
+histogram is scaled to the same total weight, :data:`CASE_WEIGHT` (largest-remainder rounding,
+so every case sums to exactly that integer), and the sums kept are each case's mean and mean
+square. The percentiles, mean and std are therefore those of the equal-weight mixture of the
+cases' foreground distributions — what nnU-Net's random sample estimates — with no sampling
+noise; the only departures are the bins (half a bin) and the weight rounding (at most
+``1 / CASE_WEIGHT`` of a case per bin). The brain (the bounding box) plays no part in them.
 
 **Site side** (the payload is ``fingerprint.to_json()``)::
 
@@ -35,8 +46,9 @@ intensity     0 … 32768, 8 units          4 units
 **Error bounds.** Rounding to the grid is monotone, so the k-th smallest rounded value is the
 rounded k-th smallest value, and a percentile (numpy's default linear interpolation between
 order statistics) of the rounded values is within half a bin of the true percentile — exact when
-the values lie on the grid. Intensity mean and std are computed from exact integer sums of each
-case's float64 sums (see :class:`IntensityStats`).
+the values lie on the grid (for intensities: of the equal-weight mixture, see above). Intensity
+mean and std are computed from exact integer sums of each case's float64 mean and mean square
+(see :class:`IntensityStats`).
 
 **Small sites.** :func:`compute_site_fingerprint` refuses (:class:`FingerprintError`) when fewer
 than ``min_cases`` (default :data:`MIN_CASES` = 3) cases could be fingerprinted, so that no
@@ -46,17 +58,21 @@ Examples
 --------
 >>> import numpy as np
 >>> image = np.zeros((1, 10, 10, 6), np.float32)
->>> image[0, 2:8, 3:7, 1:5] = 100.0
->>> one = case_fingerprint(image, None, np.diag([1.0, 1.0, 3.0, 1.0]), ("T1",))
->>> two = case_fingerprint(2 * image, None, np.diag([0.5, 0.5, 5.0, 1.0]), ("T1",))
+>>> image[0, 2:8, 3:7, 1:5] = 120.0  # on the intensity grid (8 units): no rounding
+>>> lesion = np.zeros((10, 10, 6), np.uint8)
+>>> lesion[4, 4, 2] = 1  # one labelled voxel ...
+>>> one = case_fingerprint(image, lesion, np.diag([1.0, 1.0, 3.0, 1.0]), ("T1",))
+>>> big = (image[0] > 0).astype(np.uint8)  # ... and 96: both cases weigh the same
+>>> two = case_fingerprint(2 * image, big, np.diag([0.5, 0.5, 5.0, 1.0]), ("T1",))
 >>> merged = merge_fingerprints([one, two])
 >>> merged.num_cases, merged.spacing_percentile(50), merged.shape_percentile(50)
 (2, (0.75, 0.75, 4.0), (6.0, 4.0, 4.0))
 >>> merged.extent_percentile(50)  # (6, 4, 4) voxels of (1, 1, 3) and of (0.5, 0.5, 5) mm
 (4.5, 3.0, 16.0)
->>> stats = merged.intensity_stats(Modality.T1)
->>> stats.mean(), stats.std()
-(150.0, 50.0)
+>>> none = case_fingerprint(3 * image, None, np.eye(4), ("T1",))  # no label: no intensities
+>>> stats = merge_fingerprints([merged, none]).intensity_stats(Modality.T1)
+>>> stats.num_cases, stats.num_voxels, stats.mean(), stats.std(), stats.percentile(50)
+(2, 97, 180.0, 60.0, 180.0)
 >>> Fingerprint.from_json(merged.to_json()) == merged
 True
 """
@@ -87,6 +103,7 @@ from neurofed.preprocess.params import PreprocessError
 from neurofed.types import ProgressCallback
 
 __all__ = [
+    "CASE_WEIGHT",
     "DEFAULT_SPEC",
     "FORMAT_VERSION",
     "MIN_CASES",
@@ -104,8 +121,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Version of the JSON layout; fingerprints of different versions do not merge.
-FORMAT_VERSION = 1
+#: Version of the JSON layout; fingerprints of different versions do not merge. Version 2:
+#: intensities of labelled voxels only, each case weighted equally (see the module docstring).
+FORMAT_VERSION = 2
+#: What each version's intensity statistics were, for the message refusing an old fingerprint.
+_OLD_VERSIONS = {
+    1: "its intensity statistics pooled every voxel, and the whole brain of cases without a "
+    "lesion, instead of weighing each labelled case equally as nnU-Net does",
+}
+#: Total weight of each case's foreground intensity histogram (see the module docstring).
+CASE_WEIGHT = 2**32
 #: Intensity sums are stored as integers in units of ``2 ** -SUM_FRACTION_BITS``.
 SUM_FRACTION_BITS = 32
 #: Fewest cases a site fingerprints by default (see the module docstring).
@@ -348,95 +373,165 @@ _SPEC_FIELDS = ("spacing", "shape", "extent", "intensity")
 DEFAULT_SPEC = FingerprintSpec()
 
 
+def _equal_weight(histogram: Histogram, weight: int) -> Histogram:
+    """``histogram`` scaled to a total of exactly ``weight`` (largest remainder; ties: lowest bin).
+
+    A bin without values gets nothing; a total that divides ``weight`` scales exactly.
+
+    >>> h = Histogram(Grid(0.0, 1.0, 3), (1, 1, 1))
+    >>> _equal_weight(h, 8).counts  # 8/3 each: the two remainders of 2/3 go to the lowest bins
+    (3, 3, 2)
+    >>> scaled = _equal_weight(Histogram(Grid(0.0, 1.0, 3), (0, 3, 1), overflow=4), 16)
+    >>> scaled.counts, scaled.overflow  # 8 values in 16: exactly 2 each, none in the empty bin
+    ((0, 6, 2), 8)
+    """
+    raw = [histogram.underflow, *histogram.counts, histogram.overflow]
+    total = sum(raw)
+    shares = [divmod(count * weight, total) for count in raw]
+    scaled = [whole for whole, _ in shares]
+    deficit = weight - sum(scaled)
+    for index in sorted(range(len(raw)), key=lambda i: (-shares[i][1], i))[:deficit]:
+        scaled[index] += 1
+    return Histogram(histogram.grid, tuple(scaled[1:-1]), scaled[0], scaled[-1])
+
+
 @dataclass(frozen=True)
 class IntensityStats:
-    """One modality's foreground intensities: a histogram and exact sums.
+    """One modality's foreground (labelled) intensities, each case weighted equally.
 
-    ``sum_x`` and ``sum_x2`` are integers in units of ``2 ** -SUM_FRACTION_BITS``: the sum over
-    cases of each case's float64 ``Σx`` and ``Σx²`` (numpy's pairwise summation, relative error
-    below ~1e-14 of ``Σ|x|``), each rounded to that unit. Integers add exactly, so merging sites
-    in any order gives the same sums. :meth:`mean` and :meth:`std` (population std, as numpy's
-    default) are then computed in exact rational arithmetic and rounded once; the std's relative
-    error is about ``1e-14 · (1 + mean² / std²)``. :meth:`percentile` is within
-    :attr:`Grid.half_bin` of the true percentile (4 units with the default grid).
+    Attributes
+    ----------
+    modality
+        The channel.
+    histogram
+        The sum over cases of each case's foreground histogram scaled to :data:`CASE_WEIGHT`
+        (its total is ``num_cases * CASE_WEIGHT``).
+    num_cases
+        Cases with labelled foreground (the only ones counted).
+    num_voxels
+        Their foreground voxels, all cases together.
+    sum_mean, sum_mean_square
+        The sums over cases of each case's mean and mean square, in units of
+        ``2 ** -SUM_FRACTION_BITS``.
+
+    Notes
+    -----
+    Each case's mean and mean square are float64 (numpy's pairwise summation, relative error
+    below ~1e-14), rounded to the unit. Integers add exactly, so merging sites in any order
+    gives the same sums. :meth:`mean` and :meth:`std` (population std of the equal-weight
+    mixture, as numpy's of nnU-Net's pooled sample) are then computed in exact rational
+    arithmetic and rounded once; the std's relative error is about
+    ``1e-14 · (1 + mean² / std²)``. :meth:`percentile` is within :attr:`Grid.half_bin` of the
+    mixture's percentile (4 units with the default grid).
     """
 
     modality: Modality
     histogram: Histogram
-    count: int = 0
-    sum_x: int = 0
-    sum_x2: int = 0
+    num_cases: int = 0
+    num_voxels: int = 0
+    sum_mean: int = 0
+    sum_mean_square: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modality", Modality(self.modality))
-        for name in ("count", "sum_x", "sum_x2"):
+        for name in ("num_cases", "num_voxels", "sum_mean", "sum_mean_square"):
             if not _whole(getattr(self, name)):
                 raise FingerprintError(f"intensity {name}: got {getattr(self, name)!r}")
             object.__setattr__(self, name, int(getattr(self, name)))
-        if self.count < 0 or self.sum_x2 < 0 or self.count != self.histogram.total:
+        ok = (
+            0 <= self.num_cases <= self.num_voxels
+            and self.sum_mean_square >= 0
+            and self.histogram.total == self.num_cases * CASE_WEIGHT
+            and (self.num_cases > 0 or (self.num_voxels, self.sum_mean) == (0, 0))
+        )
+        if not ok:
             raise FingerprintError(
-                f"intensity of {self.modality.value}: count {self.count} must equal the "
-                f"histogram's total {self.histogram.total} and sums of squares be >= 0"
+                f"intensity of {self.modality.value}: {self.num_cases} case(s) of "
+                f"{self.num_voxels} voxel(s) and a histogram of total {self.histogram.total} "
+                f"do not fit: each case weighs {CASE_WEIGHT} and has at least one voxel"
             )
 
     @classmethod
+    def empty(cls, modality: Modality, grid: Grid) -> IntensityStats:
+        """No case (merging with it changes nothing)."""
+        return cls(modality, Histogram.empty(grid))
+
+    @classmethod
     def of(cls, modality: Modality, grid: Grid, values: npt.NDArray[np.floating]) -> IntensityStats:
-        values = np.asarray(values, dtype=np.float64)
+        """One case's statistics of its foreground ``values`` (none: the case adds nothing)."""
+        values = np.asarray(values, dtype=np.float64).ravel()
+        if values.size == 0:
+            return cls.empty(modality, grid)
         scale = 2.0**SUM_FRACTION_BITS
         return cls(
             modality,
-            Histogram.of(grid, values),
+            _equal_weight(Histogram.of(grid, values), CASE_WEIGHT),
+            1,
             int(values.size),
-            round(float(np.sum(values)) * scale),
-            round(float(np.sum(values * values)) * scale),
+            round(float(np.mean(values)) * scale),
+            round(float(np.mean(values * values)) * scale),
         )
 
     @classmethod
     def sum(cls, stats: Sequence[IntensityStats]) -> IntensityStats:
-        """The statistics of all their voxels (exact: counts and sums add)."""
+        """The statistics of all their cases (exact: weights, counts and sums add)."""
         first = stats[0]
         if any(s.modality is not first.modality for s in stats):
             raise FingerprintError(f"cannot merge {first.modality.value} with other modalities")
         return cls(
             first.modality,
             Histogram.sum([s.histogram for s in stats]),
-            sum(s.count for s in stats),
-            sum(s.sum_x for s in stats),
-            sum(s.sum_x2 for s in stats),
+            sum(s.num_cases for s in stats),
+            sum(s.num_voxels for s in stats),
+            sum(s.sum_mean for s in stats),
+            sum(s.sum_mean_square for s in stats),
         )
 
     def _moments(self) -> tuple[Fraction, Fraction]:
-        if self.count == 0:
-            raise FingerprintError(f"no {self.modality.value} foreground voxel was counted")
-        unit = 2**SUM_FRACTION_BITS * self.count
-        return Fraction(self.sum_x, unit), Fraction(self.sum_x2, unit)
+        if self.num_cases == 0:
+            raise FingerprintError(
+                f"no {self.modality.value} foreground was counted: intensity statistics come "
+                "from labelled voxels (label > 0) only, as nnU-Net's, and no case had any"
+            )
+        unit = 2**SUM_FRACTION_BITS * self.num_cases
+        return Fraction(self.sum_mean, unit), Fraction(self.sum_mean_square, unit)
 
     def mean(self) -> float:
-        """Mean foreground intensity (see the class docstring for the error)."""
+        """Mean foreground intensity, each case weighted equally (error: see the class)."""
         return float(self._moments()[0])
 
     def std(self) -> float:
-        """Population standard deviation of the foreground intensities."""
+        """Population standard deviation of the foreground intensities, cases weighted equally."""
         mean, mean_square = self._moments()
         return math.sqrt(max(float(mean_square - mean * mean), 0.0))
 
     def percentile(self, q: float) -> float:
         """The ``q``-th percentile, within half a bin (see :meth:`Histogram.percentile`)."""
+        if self.num_cases == 0:
+            self._moments()  # raises, saying why
         return self.histogram.percentile(q)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "modality": self.modality.value,
             "histogram": self.histogram.to_json(),
-            "count": self.count,
-            "sum_x": self.sum_x,
-            "sum_x2": self.sum_x2,
+            "num_cases": self.num_cases,
+            "num_voxels": self.num_voxels,
+            "sum_mean": self.sum_mean,
+            "sum_mean_square": self.sum_mean_square,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> IntensityStats:
         histogram = Histogram.from_json(data["histogram"])
-        return cls(data["modality"], histogram, data["count"], data["sum_x"], data["sum_x2"])
+        return cls(
+            data["modality"],
+            histogram,
+            data["num_cases"],
+            data["num_voxels"],
+            data["sum_mean"],
+            data["sum_mean_square"],
+        )
 
 
 def _axes(values: Sequence[Histogram]) -> tuple[Histogram, Histogram, Histogram]:
@@ -458,8 +553,8 @@ class Fingerprint:
     num_failed
         Cases that could not be read or processed (skipped, reasons logged at the site).
     num_label_foreground
-        Cases whose intensity foreground was their label map's foreground; the others' was the
-        brain mask (no label map, or an empty one).
+        Cases with labelled foreground (label > 0): the only cases whose intensities are
+        counted (``intensity[c].num_cases`` for every channel).
     spacing, shape, extent
         Per RAS axis: voxel spacing (mm), the brain's bounding box in voxels, and in mm.
     intensity
@@ -498,12 +593,17 @@ class Fingerprint:
             object.__setattr__(self, name, histograms)
         if not self.intensity:
             grid = DEFAULT_SPEC.intensity
-            empty = tuple(IntensityStats(m, Histogram.empty(grid)) for m in modalities)
+            empty = tuple(IntensityStats.empty(m, grid) for m in modalities)
             object.__setattr__(self, "intensity", empty)
         if tuple(s.modality for s in self.intensity) != modalities:
             raise FingerprintError("Fingerprint.intensity: give one entry per modality, in order")
         if self.num_label_foreground > self.num_cases:
             raise FingerprintError("Fingerprint.num_label_foreground exceeds num_cases")
+        if any(s.num_cases != self.num_label_foreground for s in self.intensity):
+            raise FingerprintError(
+                "Fingerprint.intensity: every modality must count the num_label_foreground "
+                f"({self.num_label_foreground}) labelled cases"
+            )
 
     @classmethod
     def empty(
@@ -516,7 +616,7 @@ class Fingerprint:
             spacing=(Histogram.empty(spec.spacing),) * 3,
             shape=(Histogram.empty(spec.shape),) * 3,
             extent=(Histogram.empty(spec.extent),) * 3,
-            intensity=tuple(IntensityStats(m, Histogram.empty(spec.intensity)) for m in chosen),
+            intensity=tuple(IntensityStats.empty(m, spec.intensity) for m in chosen),
         )
 
     @property
@@ -566,7 +666,8 @@ class Fingerprint:
         return (x, y, z)
 
     def intensity_stats(self, modality: Modality | str) -> IntensityStats:
-        """The foreground intensity statistics of ``modality``."""
+        """The foreground intensity statistics of ``modality`` (labelled voxels, cases weighted
+        equally; see the module docstring)."""
         wanted = Modality(modality)
         for stats in self.intensity:
             if stats.modality is wanted:
@@ -595,9 +696,11 @@ class Fingerprint:
         """Parse :meth:`to_json` output (malformed input raises :class:`FingerprintError`)."""
         if not isinstance(data, Mapping) or data.get("format_version") != FORMAT_VERSION:
             version = data.get("format_version") if isinstance(data, Mapping) else None
+            why = _OLD_VERSIONS.get(version) if isinstance(version, int) else None
             raise FingerprintError(
                 f"fingerprint format_version is {version!r}; this neurofed reads "
-                f"{FORMAT_VERSION} — compute it again with the same neurofed version at every site"
+                f"{FORMAT_VERSION}{f' ({why})' if why else ''} — compute it again with the "
+                "same neurofed version at every site"
             )
         try:
             return cls(
@@ -691,8 +794,9 @@ def case_fingerprint(
     """The fingerprint of one case (never sent alone: sites send merges of at least ``MIN_CASES``).
 
     The arrays are reoriented to RAS (:func:`~neurofed.preprocess.ops.reorient_to_ras`); the
-    brain is :func:`~neurofed.preprocess.ops.brain_mask` of all channels; intensities are taken
-    inside the label map's foreground (``label > 0``) when it has any, else inside the brain.
+    brain is :func:`~neurofed.preprocess.ops.brain_mask` of all channels (its bounding box gives
+    the shape and extent); intensities are those of the label map's foreground (``label > 0``),
+    as nnU-Net's: a case without a label map, or with an empty one, adds no intensities.
 
     Parameters
     ----------
@@ -727,8 +831,8 @@ def case_fingerprint(
         present = np.flatnonzero(mask.any(axis=others))
         box.append(int(present[-1] - present[0] + 1))
     voxels = np.array(box, dtype=np.float64)
-    labelled = arrays.label is not None and bool(np.any(arrays.label > 0))
-    foreground = arrays.label > 0 if labelled and arrays.label is not None else mask
+    foreground = np.zeros(mask.shape, bool) if arrays.label is None else arrays.label > 0
+    labelled = bool(foreground.any())
     return Fingerprint(
         chosen,
         1,
@@ -818,8 +922,8 @@ def compute_site_fingerprint(
     >>> fingerprint = compute_site_fingerprint(root, ["T1"], split=None)
     >>> fingerprint.num_cases, fingerprint.extent_percentile(50)
     (3, (4.0, 4.0, 4.0))
-    >>> round(fingerprint.intensity_stats("T1").mean(), 6)
-    100.0
+    >>> fingerprint.intensity_stats("T1").num_cases  # no label map: no foreground intensities
+    0
     >>> compute_site_fingerprint(root, ["T1"], split=None, min_cases=5)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...

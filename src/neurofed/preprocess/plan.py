@@ -2,15 +2,17 @@
 
 :func:`make_plan` turns a :class:`~neurofed.preprocess.fingerprint.Fingerprint` into a frozen
 :class:`Plan`: target spacing, median shape, patch size, per-level strides, kernels and filters,
-batch size, and the whole-volume shape for tasks that train on whole volumes. It reads nothing
-but the fingerprint, so the plan made from the sites' merged fingerprints equals, field by field,
-the plan made from all cases pooled. A plan is a property of the data (as nnU-Net's plans are);
+batch size, the whole-volume shape for tasks that train on whole volumes, and a record of how
+the cases are cropped, normalised and resampled with every departure from nnU-Net named. It
+reads nothing but the fingerprint (and the preprocessing settings it records), so the plan made
+from the sites' merged fingerprints equals, field by field, the plan made from all cases
+pooled. A plan is a property of the data (as nnU-Net's plans are);
 :func:`neurofed.training.planning.train_config_from_plan` makes it a task's training settings.
 
 **Server side** (the payloads are the sites' ``Fingerprint.to_json()``)::
 
     merged = merge_fingerprints([Fingerprint.from_json(p) for p in payloads])
-    plan = make_plan(merged, PlannerSettings(memory_budget_gb=8.0))
+    plan = make_plan(merged, PlannerSettings(memory_budget_gb=8.0), study.train.preprocess)
     # plan.to_json() is saved as plan.json with the run and the exported model
 
 **Rules** (after nnU-Net v2's ``ExperimentPlanner``; axes stay in RAS order, no transposition):
@@ -41,9 +43,22 @@ the plan made from all cases pooled. A plan is a property of the data (as nnU-Ne
 8. *Volume shape* (whole-volume tasks) = ``ceil(extent / target spacing)`` at the
    ``volume_percentile`` (95th) of the cropped brains' extents, per axis.
 
-Bounds: the fingerprint's (module :mod:`neurofed.preprocess.fingerprint`): the target spacing is
-within 0.005 mm of nnU-Net's on the same cases (exact for spacings on the 0.01 mm grid), the
-median shape within 1 voxel (exact when extents lie on the 0.5 mm grid).
+9. *Preprocessing* (:class:`~neurofed.preprocess.plan_preprocessing.PlanPreprocessing`): the
+   crop, brain mask, normalisation, resampling orders and intensity foreground the cases get
+   (from the :class:`~neurofed.preprocess.params.PreprocessParams` given, the defaults if none),
+   and one sentence per departure from nnU-Net
+   (:func:`~neurofed.preprocess.plan_preprocessing.departures_from_nnunet`); both go into
+   ``plan.json``.
+
+Bounds: given the same per-case spacings and cropped shapes as nnU-Net's fingerprint, the rules
+above give nnU-Net's plan up to the fingerprint's bins (module
+:mod:`neurofed.preprocess.fingerprint`): the target spacing within 0.005 mm (exact for spacings
+on the 0.01 mm grid), the median shape within 1 voxel (exact when extents lie on the 0.5 mm
+grid). The cropped shapes are the same only where the crops are: nnU-Net crops to the box of
+the nonzero voxels, neurofed to the box of its brain mask, which is that box when the
+background is exactly 0 (skull-stripped data) and a smaller, Otsu, box on raw scans whose
+background is not. There the median shape, and so the patch and batch size, differ from
+nnU-Net's — a departure the plan names (``departures_from_nnunet``).
 
 Examples
 --------
@@ -61,6 +76,10 @@ Examples
 ((40.0, 40.0, 11.0), (32, 32, 10), 2)
 >>> plan.strides
 ((1, 1, 1), (2, 2, 1), (2, 2, 1), (2, 2, 2))
+>>> plan.preprocessing.crop.value, plan.preprocessing.image_order  # rule 9
+('brain-mask-box', 1)
+>>> [d.split(":")[0] for d in plan.departures_from_nnunet]
+['crop', 'normalisation', 'resampling', 'axes', 'fingerprint']
 >>> Plan.from_json(plan.to_json()) == plan, len(plan.plan_id)
 (True, 12)
 """
@@ -78,6 +97,7 @@ from typing import Any, NamedTuple
 from neurofed.keys import Modality
 from neurofed.preprocess.fingerprint import Fingerprint
 from neurofed.preprocess.params import PreprocessParams
+from neurofed.preprocess.plan_preprocessing import PlanPreprocessing, departures_from_nnunet
 
 __all__ = [
     "REFERENCE_BATCH_SIZE",
@@ -320,6 +340,10 @@ class Plan:
         What the plan was made from.
     settings
         The planner's settings.
+    preprocessing
+        How the cases are cropped, normalised and resampled (rule 9).
+    departures_from_nnunet
+        One short sentence per way the plan or its preprocessing departs from nnU-Net v2's.
     """
 
     spacing: FloatTriple
@@ -336,6 +360,8 @@ class Plan:
     num_cases: int
     fingerprint_id: str
     settings: PlannerSettings
+    preprocessing: PlanPreprocessing
+    departures_from_nnunet: tuple[str, ...]
 
     def __post_init__(self) -> None:
         def fix(name: str, ok: bool, what: str) -> None:
@@ -370,6 +396,26 @@ class Plan:
         if isinstance(self.settings, Mapping):
             set_(self, "settings", PlannerSettings.from_json(self.settings))
         fix("settings", isinstance(self.settings, PlannerSettings), "give PlannerSettings")
+        if isinstance(self.preprocessing, Mapping):
+            try:
+                set_(self, "preprocessing", PlanPreprocessing.from_json(self.preprocessing))
+            except ValueError as exc:
+                raise PlanError(f"Plan.{exc}") from None
+        fix(
+            "preprocessing",
+            isinstance(self.preprocessing, PlanPreprocessing)
+            and len(self.preprocessing.use_mask_for_norm) == len(self.modalities),
+            "give the PlanPreprocessing of the plan's modalities (one use_mask_for_norm each)",
+        )
+        departures = self.departures_from_nnunet
+        if not isinstance(departures, str):
+            set_(self, "departures_from_nnunet", tuple(departures))
+        fix(
+            "departures_from_nnunet",
+            isinstance(self.departures_from_nnunet, tuple)
+            and all(isinstance(d, str) and d for d in self.departures_from_nnunet),
+            "give a list of sentences",
+        )
 
     def preprocess_params(self, spatial_divisor: Sequence[int] | None = None) -> PreprocessParams:
         """The preprocessing this plan implies.
@@ -406,7 +452,7 @@ class Plan:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, PlannerSettings):
+            if isinstance(value, PlannerSettings | PlanPreprocessing):
                 value = value.to_json()
             elif f.name == "modalities":
                 value = [m.value for m in value]
@@ -420,6 +466,13 @@ class Plan:
         """Parse :meth:`to_json` output; unknown or missing fields raise :class:`PlanError`."""
         values = _known(cls, data)
         missing = [f.name for f in fields(cls) if f.name not in values]
+        record_only = {"preprocessing", "departures_from_nnunet"}
+        if "preprocessing" in missing and set(missing) <= record_only:
+            raise PlanError(
+                "Plan: no 'preprocessing' record: the plan.json was made by a neurofed whose "
+                "plans did not say how cases are cropped, normalised and resampled; plan again "
+                "(delete plan.json and fingerprint.json for a new fingerprint round)"
+            )
         if missing:
             raise PlanError(f"Plan: missing field(s) {missing}; the plan.json is incomplete")
         try:
@@ -462,8 +515,16 @@ def _filters(levels: int, settings: PlannerSettings) -> tuple[int, ...]:
     return tuple(min(settings.base_filters * 2**i, settings.max_filters) for i in range(levels))
 
 
-def make_plan(fingerprint: Fingerprint, settings: PlannerSettings | None = None) -> Plan:
+def make_plan(
+    fingerprint: Fingerprint,
+    settings: PlannerSettings | None = None,
+    preprocess: PreprocessParams | None = None,
+) -> Plan:
     """Plan training from a fingerprint with nnU-Net v2's rules (see the module docstring).
+
+    ``preprocess`` is the preprocessing the cases will get (a study's ``[train.preprocess]``;
+    its spacing and shape are ignored, the plan sets them); it is only recorded (rule 9), with
+    the defaults of :class:`~neurofed.preprocess.params.PreprocessParams` when ``None``.
 
     Raises
     ------
@@ -528,6 +589,7 @@ def make_plan(fingerprint: Fingerprint, settings: PlannerSettings | None = None)
     dataset_voxels = math.prod(median) * fingerprint.num_cases
     cap = round(dataset_voxels * settings.max_dataset_fraction / math.prod(topology.patch_size))
     batch = max(min(batch, cap), settings.min_batch_size)
+    record = PlanPreprocessing.of(preprocess or PreprocessParams(), len(fingerprint.modalities))
     extent = fingerprint.extent_percentile(settings.volume_percentile)
     vx, vy, vz = (max(1, math.ceil(e / s)) for e, s in zip(extent, spacing, strict=True))
     return Plan(
@@ -545,4 +607,6 @@ def make_plan(fingerprint: Fingerprint, settings: PlannerSettings | None = None)
         num_cases=fingerprint.num_cases,
         fingerprint_id=fingerprint.fingerprint_id,
         settings=settings,
+        preprocessing=record,
+        departures_from_nnunet=departures_from_nnunet(record, fingerprint.spec),
     )

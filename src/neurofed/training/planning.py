@@ -10,7 +10,9 @@ this module is where a plan meets a task and a model:
   batch size from the plan; ``tumor-regions`` keeps its fixed network and patch and takes the
   target spacing; ``glioma-multitask`` and ``brain-age`` keep their fixed networks and take the
   target spacing and the whole-volume shape (rounded up to the model's divisor). Everything
-  else comes from :func:`~neurofed.training.defaults.default_train_config`.
+  else comes from :func:`~neurofed.training.defaults.default_train_config`, whose
+  preprocessing (crop to the brain, z-score inside it) is what a plan made without a study's
+  settings records (:attr:`Plan.preprocessing <neurofed.preprocess.plan.Plan.preprocessing>`).
 
 Examples
 --------

@@ -21,6 +21,7 @@ from neurofed.federated.study.plan import FINGERPRINT_FILE, PLAN_FILE
 from neurofed.models import DynUNetConfig
 from neurofed.preprocess.fingerprint import DEFAULT_SPEC, Fingerprint
 from neurofed.preprocess.plan import Plan
+from neurofed.preprocess.plan_preprocessing import PlanPreprocessing
 from neurofed.training import LocalTrainer, RunFolderError
 from tests.federated.conftest import planned_study, tiny_study
 
@@ -125,7 +126,8 @@ def test_the_fingerprint_payload_holds_fixed_length_histograms_counts_and_sums_o
         for histogram in payload["spacing"] + payload["shape"] + payload["extent"]:
             assert all(isinstance(c, int) for c in histogram["counts"])
         for stats in payload["intensity"]:
-            assert all(isinstance(stats[k], int) for k in ("count", "sum_x", "sum_x2"))
+            names = ("num_cases", "num_voxels", "sum_mean", "sum_mean_square")
+            assert all(isinstance(stats[k], int) for k in names)
         for item in _numbers_and_strings(payload):
             assert isinstance(item, int | float | str)
             if isinstance(item, str):
@@ -163,7 +165,16 @@ def test_the_fingerprint_round_writes_the_plan_and_builds_the_planned_network(
     plan = run.record_fingerprints(SITES, replies)
     # Assert: the files, the record of who contributed, the plan sent with every task
     folder = tmp_path / "run"
-    assert Plan.from_json(json.loads((folder / PLAN_FILE).read_text())) == plan
+    written = json.loads((folder / PLAN_FILE).read_text())
+    assert Plan.from_json(written) == plan
+    # the plan says how the study's cases are preprocessed, and where that is not nnU-Net's
+    assert written["preprocessing"] == PlanPreprocessing.of(study.train.preprocess, 2).to_json()
+    assert written["preprocessing"]["normalization_mask"] == "brain"
+    assert [d.split(":")[0] for d in written["departures_from_nnunet"]][:3] == [
+        "crop",
+        "normalisation",
+        "resampling",
+    ]
     merged = Fingerprint.from_json(json.loads((folder / FINGERPRINT_FILE).read_text()))
     assert merged.num_cases == plan.num_cases == 6 and merged.fingerprint_id == plan.fingerprint_id
     record = json.loads((folder / "run.json").read_text())["plan"]

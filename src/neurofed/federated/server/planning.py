@@ -11,7 +11,8 @@ round 1, unless its run folder already holds ``plan.json`` (a resumed run reads 
 3. :func:`plan_from_answers` merges the fingerprints of the sites that sent one (exactly:
    :func:`~neurofed.preprocess.fingerprint.merge_fingerprints`) once at least ``min_sites``
    did, and makes the plan (:func:`~neurofed.preprocess.plan.make_plan`) with the study's
-   planner settings;
+   planner settings, recording the study's ``[train.preprocess]`` (crop, normalisation, N4,
+   registration) and each departure from nnU-Net in the plan;
 4. :func:`write_run_plan` writes ``<run>/fingerprint.json`` (the merged aggregate),
    ``<run>/plan.json`` and a ``plan`` entry in ``run.json`` saying which sites contributed.
 
@@ -158,7 +159,7 @@ def plan_from_answers(
         )
     try:
         merged = merge_fingerprints(fingerprints)
-        plan = make_plan(merged, study.plan.settings)
+        plan = make_plan(merged, study.plan.settings, study.train.preprocess)
     except (FingerprintError, PlanError) as exc:
         raise PlanningError(f"the merged fingerprint cannot be planned: {exc}") from exc
     record.plan_id = plan.plan_id

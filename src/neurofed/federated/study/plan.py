@@ -3,8 +3,10 @@
 A study with ``[plan]`` does not fix its target spacing (nor, for ``ms-lesion``, its network):
 before round 1 the server asks every site for the fingerprint of its training split (aggregate
 histograms and counts, :mod:`neurofed.preprocess.fingerprint`), merges them exactly and makes a
-plan with nnU-Net v2's rules (:func:`neurofed.preprocess.plan.make_plan`). The plan is saved with
-the run (``plan.json``) and sent with every training and validation task; every site trains with
+plan with nnU-Net v2's rules (:func:`neurofed.preprocess.plan.make_plan`), recording the study's
+``[train.preprocess]`` (crop, normalisation, resampling) and each departure from nnU-Net in it.
+The plan is saved with the run (``plan.json``) and sent with every training and validation
+task; every site trains with
 :meth:`Study.train_config(plan=...) <neurofed.federated.study.Study.train_config>`, i.e.
 :func:`apply_plan`.
 
