@@ -1,0 +1,352 @@
+"""Marker AUCs on the glioma phantom: the oracle's ceiling, a shallow baseline, a deep model.
+
+Per marker of ``glioma-multitask`` (IDH, 1p/19q, MGMT, and grade as WHO IV vs II–III, the task's
+``grade/IV/auc``), with 95 % bootstrap intervals:
+
+- **oracle (population)**: the best of a logistic regression and gradient boosting fitted on the
+  tumour latents the phantom renders (``neurofed.phantom.oracle``), ``--draws`` training cases
+  from one set of sites, scored on ``--draws`` cases from other sites — the ceiling of any image
+  model over the phantom's population;
+- **oracle (test site)**: the same fitted oracle on the held-out site's own cases (the cases the
+  next rows are scored on; a site's grade mix moves every AUC);
+- **shallow (test site)**: hand-crafted features inside the *ground-truth* label map + logistic
+  regression (``neurofed.phantom.shallow``), trained on the other sites' cases, scored on the
+  held-out site's cases;
+- **shallow (leave-one-site-out)**: every site held out in turn, the out-of-site scores of all
+  cases pooled (more cases, tighter intervals);
+- **deep** (with ``--deep RUN_OR_MODEL``): a trained ``glioma-multitask`` model folder scored on
+  every case of the held-out site (``neurofed.evaluate.evaluate_model``).
+
+A phantom of ``--sites`` sites of ``--cases`` cases is generated under ``--work`` (or an existing
+one is read with ``--phantom``, e.g. the sites a deep model was trained on); the held-out site is
+the last one unless ``--test-site`` says otherwise. Cases deliberately broken, unlabelled sites
+and sites lacking a modality are left out, and a marker a site does not record is neither trained
+nor scored there. The label maps are the sites' own (each site's annotators draw the border a
+little looser or tighter), so the shallow features carry that site effect too.
+
+Usage::
+
+    python bench/markers.py [--sites 5] [--cases 60] [--spacing 2] [--seed 0] [--test-site K]
+                            [--draws 20000] [--resamples 1000] [--workers 2] [--work DIR]
+                            [--phantom DIR] [--deep RUN_OR_MODEL] [--out FILE]
+
+Prints a table and writes JSON (default ``bench/results/markers.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from neurofed import __version__
+from neurofed.data.subject import Clinical
+from neurofed.keys import ClinicalField, Marker, TaskId
+from neurofed.phantom import (
+    MANIFEST,
+    CaseRecord,
+    PhantomConfig,
+    PhantomPreset,
+    generate_federation,
+)
+from neurofed.phantom.oracle import (
+    ORACLE_TARGETS,
+    AucEstimate,
+    LatentDraws,
+    OracleResult,
+    auc_with_ci,
+    case_latents,
+    fit_scores,
+    oracle_table,
+    population_draws,
+)
+from neurofed.phantom.shallow import SHALLOW_FEATURES, read_case_features, shallow_scores
+
+F64 = npt.NDArray[np.float64]
+
+#: The clinical field that records each target at a site (grade IV vs II–III comes from grade).
+_FIELD = {m: ClinicalField(m.value) for m in ORACLE_TARGETS}
+_LABELS = {
+    Marker.IDH: "IDH",
+    Marker.CODEL_1P19Q: "1p/19q",
+    Marker.MGMT: "MGMT",
+    Marker.GRADE: "grade IV",
+}
+
+
+@dataclass(frozen=True)
+class Cases:
+    """The usable cases of the phantom: features, latents, targets and what each site records."""
+
+    subject_ids: list[str]
+    sites: npt.NDArray[np.int64]
+    features: F64  # (N, len(SHALLOW_FEATURES))
+    latents: F64  # (N, len(LATENTS))
+    targets: dict[Marker, npt.NDArray[np.int64]]
+    known: dict[Marker, npt.NDArray[np.bool_]]  # the site records the marker
+
+
+def _target(clinical: Clinical, marker: Marker) -> int:
+    if marker is Marker.GRADE:
+        return int(clinical.grade == 4)
+    return int(bool(clinical.get(_FIELD[marker])))
+
+
+def _phantom(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """An existing phantom (``--phantom``), or the one under ``--work`` (generated if needed)."""
+    if args.phantom is not None:
+        root = Path(args.phantom)
+        return root, json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    config = PhantomConfig(
+        preset=PhantomPreset.GLIOMA,
+        sites=args.sites,
+        cases=args.cases,
+        seed=args.seed,
+        spacing=args.spacing,
+    )
+    root = Path(args.work) / "phantom"
+    manifest = root / MANIFEST
+    if manifest.is_file():
+        stored = json.loads(manifest.read_text(encoding="utf-8"))
+        if stored.get("config") == config.to_json():
+            print(f"reusing the phantom in {root}", flush=True)
+            return root, stored
+    start = time.perf_counter()
+    print(
+        f"generating {args.sites} sites x {args.cases} cases at {args.spacing:g} mm …", flush=True
+    )
+    generate_federation(config, root, workers=args.workers)
+    print(f"  {time.perf_counter() - start:.0f} s", flush=True)
+    return root, json.loads(manifest.read_text(encoding="utf-8"))
+
+
+def _cases(root: Path, manifest: dict[str, Any]) -> Cases:
+    """Features of every readable, labelled case; its latents and true targets from the
+    manifest; a marker counts as known where the site's clinical table records it."""
+    site_info = {int(s["site"]): s for s in manifest["sites"]}
+    ids, sites, features, latents = [], [], [], []
+    targets: dict[Marker, list[int]] = {m: [] for m in ORACLE_TARGETS}
+    known: dict[Marker, list[bool]] = {m: [] for m in ORACLE_TARGETS}
+    for data in manifest["cases"]:
+        record = CaseRecord.from_json(data)
+        params, info = record.params, site_info[record.params.site]
+        if params.broken is not None or not info["labelled"] or info.get("missing_modalities"):
+            continue  # the shallow features need every modality and the label map
+        features.append([*read_case_features(root / info["dir"], params.subject_id).values()])
+        latents.append(case_latents(params))
+        ids.append(params.subject_id)
+        sites.append(params.site)
+        missing = {str(f) for f in info.get("missing", [])}
+        for m in ORACLE_TARGETS:
+            targets[m].append(_target(params.clinical, m))
+            known[m].append(_FIELD[m].value not in missing)
+    return Cases(
+        subject_ids=ids,
+        sites=np.asarray(sites, dtype=np.int64),
+        features=np.asarray(features, dtype=np.float64),
+        latents=np.asarray(latents, dtype=np.float64),
+        targets={m: np.asarray(v, dtype=np.int64) for m, v in targets.items()},
+        known={m: np.asarray(v, dtype=bool) for m, v in known.items()},
+    )
+
+
+def _shallow_held_out(
+    cases: Cases, test_sites: Sequence[int], seed: int, resamples: int
+) -> dict[Marker, AucEstimate]:
+    """Train on every other site, score each site of ``test_sites`` in turn, pool the scores."""
+    out = {}
+    for m in ORACLE_TARGETS:
+        ys, scores = [], []
+        for site in test_sites:
+            train = (cases.sites != site) & cases.known[m]
+            test = (cases.sites == site) & cases.known[m]
+            if not test.any():
+                continue
+            ys.append(cases.targets[m][test])
+            scores.append(
+                shallow_scores(cases.features[train], cases.targets[m][train], cases.features[test])
+            )
+        y = np.concatenate(ys) if ys else np.array([], np.int64)
+        s = np.concatenate(scores) if scores else np.array([])
+        finite = np.isfinite(s)
+        out[m] = auc_with_ci(y[finite], s[finite], seed=seed, resamples=resamples)
+    return out
+
+
+def _oracle_on_cases(
+    cases: Cases,
+    site: int,
+    train: LatentDraws,
+    population: dict[Marker, OracleResult],
+    seed: int,
+    resamples: int,
+) -> dict[Marker, AucEstimate]:
+    """The population oracle (its better classifier) scored on the test site's own cases."""
+    out = {}
+    for m in ORACLE_TARGETS:
+        test = (cases.sites == site) & cases.known[m]
+        model = population[m].best
+        scores = fit_scores(model, train.latents, train.targets[m], cases.latents[test], seed=seed)
+        out[m] = auc_with_ci(cases.targets[m][test], scores, seed=seed, resamples=resamples)
+    return out
+
+
+def _model_folder(path: Path) -> Path:
+    for folder in (path, path / "model"):
+        if (folder / "model.json").is_file():
+            return folder
+    raise SystemExit(
+        f"--deep {path}: no model.json there nor in {path / 'model'}; give a run "
+        "folder of a glioma-multitask training or its model/ folder"
+    )
+
+
+def _deep(model: Path, site_dir: Path, seed: int, resamples: int) -> dict[Marker, AucEstimate]:
+    """Every case of ``site_dir`` scored by the model; AUCs from its per-case scores."""
+    from neurofed.data.manifest import check_site
+    from neurofed.data.splits import site_splits
+    from neurofed.evaluate import evaluate_model
+    from neurofed.tasks import Grade, StateKey
+    from neurofed.training import load_model
+
+    trained = load_model(_model_folder(model), task=TaskId.GLIOMA_MULTITASK)
+    report = check_site(site_dir)
+    site_splits(site_dir, report.manifest.subjects)
+    state, dataset, _ = evaluate_model(trained, site_dir, split=None)
+    print(f"  deep model scored {len(dataset)} cases of {site_dir.name}", flush=True)
+    out = {}
+    for m in ORACLE_TARGETS:
+        target = state.cases[f"{m}/{StateKey.TARGET}"]
+        if m is Marker.GRADE:  # the task's grade/IV/auc: IV against II and III
+            four = list(Grade).index(Grade.IV)
+            y = (target == four).astype(np.int64)
+            scores = state.cases[f"{m}/{StateKey.PROBABILITIES}"][:, four]  # (n, 3) -> (n,)
+        else:
+            y, scores = target, state.cases[f"{m}/{StateKey.SCORE}"]
+        out[m] = auc_with_ci(y, scores, seed=seed, resamples=resamples)
+    return out
+
+
+def _cell(estimate: AucEstimate | None) -> str:
+    if estimate is None:
+        return "—"
+    if math.isnan(estimate.auc):
+        return f"n/a (n={estimate.n}, {estimate.num_positive}+)"
+    low, high = estimate.ci
+    return f"{estimate.auc:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sites", type=int, default=5, help="phantom sites (last one held out)")
+    parser.add_argument("--cases", type=int, default=60, help="cases per phantom site")
+    parser.add_argument("--spacing", type=float, default=2.0, help="phantom voxel size, mm")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-site", type=int, default=None, help="held-out site (default last)")
+    parser.add_argument("--draws", type=int, default=20000, help="oracle draws per half")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering the phantom")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the phantom")
+    parser.add_argument("--phantom", type=Path, default=None, help="use this existing phantom")
+    parser.add_argument("--deep", type=Path, default=None, help="glioma-multitask run or model")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/markers.json"))
+    args = parser.parse_args()
+    if args.work is None:
+        args.work = Path(tempfile.mkdtemp(prefix="bench-markers-"))
+    began = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    start = time.perf_counter()
+    print(f"oracle: {args.draws} + {args.draws} latent draws …", flush=True)
+    train, test = population_draws(args.seed, args.draws)
+    population = oracle_table(train, test, seed=args.seed, resamples=args.resamples)
+    seconds["oracle"] = time.perf_counter() - start
+
+    root, manifest = _phantom(args)
+    site_numbers = sorted(int(s["site"]) for s in manifest["sites"])
+    test_site = site_numbers[-1] if args.test_site is None else args.test_site
+    if test_site not in site_numbers:
+        raise SystemExit(f"--test-site {test_site}: the phantom has sites {site_numbers}")
+    start = time.perf_counter()
+    cases = _cases(root, manifest)
+    seconds["features"] = time.perf_counter() - start
+    start = time.perf_counter()
+    held_out = _shallow_held_out(cases, [test_site], args.seed, args.resamples)
+    loso = _shallow_held_out(cases, site_numbers, args.seed, args.resamples)
+    on_cases = _oracle_on_cases(cases, test_site, train, population, args.seed, args.resamples)
+    seconds["shallow"] = time.perf_counter() - start
+    deep: dict[Marker, AucEstimate] | None = None
+    if args.deep is not None:
+        start = time.perf_counter()
+        site_dir = root / f"site-{test_site}"
+        deep = _deep(args.deep, site_dir, args.seed, args.resamples)
+        seconds["deep"] = time.perf_counter() - start
+    seconds["total"] = time.perf_counter() - began
+
+    columns = ["oracle (population)", f"oracle (site-{test_site})", f"shallow (site-{test_site})"]
+    columns += ["shallow (leave-one-site-out)"] + ([f"deep (site-{test_site})"] if deep else [])
+    rows = []
+    for m in ORACLE_TARGETS:
+        cells = [population[m].estimate, on_cases[m], held_out[m], loso[m]]
+        cells += [deep[m]] if deep else []
+        rows.append((m, cells))
+    width = 28
+    print()
+    print(f"{'marker':<9}" + "".join(f"{c:>{width + 2}}" for c in columns))
+    for m, cells in rows:
+        print(f"{_LABELS[m]:<9}" + "".join(f"{_cell(c):>{width + 2}}" for c in cells))
+    test_mask = cases.sites == test_site
+    print(
+        f"\ncases: {len(cases.sites)} usable ({int(test_mask.sum())} at site-{test_site}); "
+        f"oracle best model: "
+        + ", ".join(f"{_LABELS[m]} {population[m].best.value}" for m in ORACLE_TARGETS)
+    )
+    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+
+    report = {
+        "benchmark": "markers",
+        "what": "per-marker AUC [95% bootstrap CI]: oracle ceiling from the phantom's latents, "
+        "shallow hand-crafted features in the ground-truth label map + logistic regression, and "
+        "optionally a deep glioma-multitask model, on a held-out site",
+        "neurofed": __version__,
+        "phantom": {"root": str(root), "config": manifest["config"], "test_site": test_site},
+        "settings": {
+            "draws": args.draws,
+            "resamples": args.resamples,
+            "seed": args.seed,
+            "deep": None if args.deep is None else str(args.deep),
+        },
+        "num_cases": len(cases.sites),
+        "num_test_cases": int(test_mask.sum()),
+        "shallow_features": list(SHALLOW_FEATURES),
+        "markers": {
+            m.value: {
+                "oracle_population": population[m].to_json(),
+                "oracle_test_site": on_cases[m].to_json(),
+                "shallow_test_site": held_out[m].to_json(),
+                "shallow_leave_one_site_out": loso[m].to_json(),
+                **({"deep_test_site": deep[m].to_json()} if deep else {}),
+            }
+            for m in ORACLE_TARGETS
+        },
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "machine": {"python": platform.python_version(), "platform": sys.platform},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
