@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -433,6 +435,44 @@ def test_the_coordinator_stopped_mid_run_resumes_from_its_last_checkpoint(
 
 def _metric_files(run: Path) -> list[tuple[int, Path]]:
     return sorted((int(p.parent.name), p) for p in (run / "rounds").glob("*/metrics.json"))
+
+
+def test_ctrl_c_on_submit_follow_stops_following_and_the_run_goes_on(
+    deployment: Deployment,
+) -> None:
+    # Prepare: a study of several rounds, submitted and followed as the lead would
+    study = tiny_study(rounds=4, min_sites=1)
+    deployment.approve(study, "site-1", "site-2")
+    study_file = deployment.base / "study-ctrl-c.toml"
+    study_file.write_text(study.to_toml())
+    console = deployment.base / "submit-console.txt"
+    command = [shutil.which("neurofed") or "neurofed", "study", "submit", str(study_file)]
+    command += ["--admin-kit", str(deployment.admin_kit), "--follow"]
+    with console.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
+    try:
+        began = time.monotonic()
+        while "round 1:" not in console.read_text():  # the event: it is following a round
+            assert process.poll() is None, console.read_text()[-2000:]
+            assert time.monotonic() - began < CAP_S, "round 1 was never shown"
+            time.sleep(0.2)
+
+        # Execute: Ctrl-C
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=CAP_S)  # a hang here is the failure
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = console.read_text()
+
+    # Assert: it stopped following with status 130 and said how to pick the job up; the job
+    # itself goes on and finishes in the federation
+    assert code == 130, output[-2000:]
+    job_id = output.split("submitted: job ", 1)[1].split()[0].strip("().,:;")
+    assert f"stopped following job {job_id}" in output and "neurofed study status" in output
+    final_job = follow_study(deployment.admin_kit, job_id, study, timeout_s=CAP_S)
+    with admin_session(deployment.admin_kit) as session:
+        assert study_status(session, final_job).progress["summary"]["rounds_done"] == 4
 
 
 # -- governance ----------------------------------------------------------------------------------
