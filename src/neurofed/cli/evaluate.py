@@ -63,10 +63,8 @@ def evaluate(
         raise typer.Exit(2) from exc
     task_id = trained.task.task_id
     if len(dataset) == 0:
-        err_console.print(
-            f"[red]error:[/red] no usable case in the {split.value} split of "
-            f"{escape(str(site))} for task {task_id.value!r}",
-            soft_wrap=True,
+        print_error(
+            f"no usable case in the {split.value} split of {site} for task {task_id.value!r}"
         )
         for skipped in dataset.skipped[:_SHOWN_SKIPPED]:
             err_console.print(f"  skipped {escape(skipped.line())}", soft_wrap=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -12,54 +13,61 @@ from neurofed.keys import ClinicalField, Modality, PhantomPreset
 
 __all__ = ["parse_missing_markers", "phantom"]
 
+T = TypeVar("T")
 
-def parse_missing_markers(values: list[str]) -> dict[int, tuple[ClinicalField, ...]]:
-    """Parse ``SITE:MARKER`` pairs (e.g. ``2:mgmt``) into site -> markers left unknown."""
-    out: dict[int, list[ClinicalField]] = {}
+
+def _site_pairs(
+    values: list[str], example: str, convert: Callable[[str], T], choices: str = ""
+) -> list[tuple[int, T]]:
+    """``SITE:VALUE`` options as ``(site, convert(VALUE))``; a malformed one names the format
+    (``example``, e.g. ``SITE:MARKER such as 2:mgmt``) and the ``choices``."""
+    pairs = []
     for value in values:
-        site, sep, marker = value.partition(":")
+        site, sep, rest = value.partition(":")
         try:
             if not sep:
                 raise ValueError
-            field = ClinicalField(marker.strip().lower())
-            out.setdefault(int(site), []).append(field)
+            pairs.append((int(site), convert(rest.strip())))
         except ValueError as exc:
-            names = ", ".join(f.value for f in ClinicalField)
-            raise typer.BadParameter(
-                f"{value!r}: expected SITE:MARKER such as 2:mgmt (markers: {names})"
-            ) from exc
-    return {site: tuple(fields) for site, fields in out.items()}
+            hint = f" ({choices})" if choices else ""
+            raise typer.BadParameter(f"{value!r}: expected {example}{hint}") from exc
+    return pairs
+
+
+def _grouped(pairs: list[tuple[int, T]]) -> dict[int, tuple[T, ...]]:
+    out: dict[int, list[T]] = {}
+    for site, item in pairs:
+        out.setdefault(site, []).append(item)
+    return {site: tuple(items) for site, items in out.items()}
+
+
+def parse_missing_markers(values: list[str]) -> dict[int, tuple[ClinicalField, ...]]:
+    """Parse ``SITE:MARKER`` pairs (e.g. ``2:mgmt``) into site -> markers left unknown."""
+    names = ", ".join(f.value for f in ClinicalField)
+    pairs = _site_pairs(
+        values,
+        "SITE:MARKER such as 2:mgmt",
+        lambda m: ClinicalField(m.lower()),
+        f"markers: {names}",
+    )
+    return _grouped(pairs)
 
 
 def parse_missing_modalities(values: list[str]) -> dict[int, tuple[Modality, ...]]:
     """Parse ``SITE:MODALITY`` pairs (e.g. ``2:FLAIR``) into site -> modalities not acquired."""
-    out: dict[int, list[Modality]] = {}
-    for value in values:
-        site, sep, modality = value.partition(":")
-        try:
-            if not sep:
-                raise ValueError
-            out.setdefault(int(site), []).append(Modality(modality.strip().upper()))
-        except ValueError as exc:
-            names = ", ".join(m.value for m in Modality)
-            raise typer.BadParameter(
-                f"{value!r}: expected SITE:MODALITY such as 2:FLAIR (modalities: {names})"
-            ) from exc
-    return {site: tuple(names) for site, names in out.items()}
+    names = ", ".join(m.value for m in Modality)
+    pairs = _site_pairs(
+        values,
+        "SITE:MODALITY such as 2:FLAIR",
+        lambda m: Modality(m.upper()),
+        f"modalities: {names}",
+    )
+    return _grouped(pairs)
 
 
 def parse_site_cases(values: list[str]) -> dict[int, int]:
     """Parse ``SITE:CASES`` pairs (e.g. ``4:30``) into site -> number of cases."""
-    out: dict[int, int] = {}
-    for value in values:
-        site, sep, count = value.partition(":")
-        try:
-            if not sep:
-                raise ValueError
-            out[int(site)] = int(count)
-        except ValueError as exc:
-            raise typer.BadParameter(f"{value!r}: expected SITE:CASES such as 4:30") from exc
-    return out
+    return dict(_site_pairs(values, "SITE:CASES such as 4:30", int))
 
 
 def phantom(

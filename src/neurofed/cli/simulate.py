@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from neurofed.cli.console import console, err_console
+from neurofed.cli.console import console, err_console, print_error
 
 __all__ = ["simulate"]
 
@@ -32,7 +31,7 @@ def simulate(
     try:
         study = load_study(study_file)
     except StudyError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")  # [tables] are not markup
+        print_error(exc)
         raise typer.Exit(2) from None
     console.print(
         f"study {study.name!r} sha256:{study.content_hash[:12]}: {study.rounds} round(s) of "
@@ -51,7 +50,7 @@ def simulate(
         )
         raise typer.Exit(130) from None
     except (SimulationError, RunFolderError) as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")  # [tables] are not markup
+        print_error(exc)
         raise typer.Exit(1) from None
     summary = result.summary
     if summary.plan is not None:
@@ -63,10 +62,9 @@ def simulate(
         )
     selected = summary.selected
     if result.model_dir is None:
-        err_console.print(
-            f"[red]error:[/red] no round was aggregated, so there is no model; each round's "
-            f"reasons (quorum, failures, refusals) are in {result.run_dir / 'rounds'}",
-            soft_wrap=True,
+        print_error(
+            "no round was aggregated, so there is no model; each round's reasons (quorum, "
+            f"failures, refusals) are in {result.run_dir / 'rounds'}"
         )
         raise typer.Exit(1)
     if selected is not None:

@@ -257,7 +257,7 @@ def render_preprocess(site: Path, report: PreprocessReport) -> None:
 
 def _usage_error(message: str) -> typer.Exit:
     """Print ``message`` as an error (unwrapped, no markup) and exit 2."""
-    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    print_error(message)
     return typer.Exit(2)
 
 
