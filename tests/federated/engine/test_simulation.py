@@ -24,6 +24,7 @@ from neurofed.data.manifest import load_manifest
 from neurofed.federated.engine import SimulationError, SimulationResult, run_simulation
 from neurofed.federated.engine.simulation import _finished
 from neurofed.federated.server import FederatedRun
+from neurofed.federated.server.run_folder import latest_round_checkpoint
 from neurofed.training import RunFolderError, load_model
 from tests.federated.conftest import tiny_study
 
@@ -178,9 +179,9 @@ def test_a_finished_run_gives_its_result_again_without_starting_the_simulator(
     assert (run / "summary.json").read_bytes() == summary
     # without its last round's checkpoint, or for more rounds, the run is not finished (it
     # resumes, as the test above shows)
-    assert _finished(run, tiny_study(rounds=3, min_sites=2)) is None
+    assert _finished(run, tiny_study(rounds=3, min_sites=2), latest_round_checkpoint(run)) is None
     shutil.rmtree(run / "checkpoints/round-2")
-    assert _finished(run, tiny_study(rounds=2, min_sites=2)) is None
+    assert _finished(run, tiny_study(rounds=2, min_sites=2), latest_round_checkpoint(run)) is None
 
 
 def test_an_unchecked_site_is_refused_with_the_fix(tmp_path: Path) -> None:

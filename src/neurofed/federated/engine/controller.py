@@ -156,7 +156,6 @@ class StudyController(ModelController):  # type: ignore[misc]
         try:
             plan = run.record_fingerprints(targets, answers)
         except PlanningError as error:
-            self.error(f"no plan, so the run stops: {error}")
             return f"no plan, so the run stopped: {error}"
         for site, reason in run.planning.get("failed", {}).items():
             self.warning(f"fingerprint round: site {site} sent no fingerprint: {reason}")
@@ -188,19 +187,23 @@ class StudyController(ModelController):  # type: ignore[misc]
             finally:
                 self._publish(run_dir)
 
+    def _stop(self, progress: RunProgress, why: str) -> None:
+        """The run stops before finishing: in the server log and, for the lead, in its progress."""
+        self.error(why)
+        progress.finish(RunState.STOPPED, reason=why)
+
     def _run(self, study: Study, run_dir: Path, progress: RunProgress) -> None:
         run = FederatedRun(study, run_dir)
         try:
             first = run.start(self.sample_clients())
         except (InitialModelError, RunFolderError) as error:  # the lead's to fix; no traceback
-            self.error(f"the run cannot start: {error}")
-            progress.finish(RunState.STOPPED, reason=f"the run cannot start: {error}")
+            self._stop(progress, f"the run cannot start: {error}")
             return
         progress.start(first, run.live, run.history)
         if first > 1:
             self.info(f"resuming {run_dir} at round {first}")
         if run.needs_fingerprint() and (why := self._fingerprint_round(run)) is not None:
-            progress.finish(RunState.STOPPED, reason=why)
+            self._stop(progress, why)
             return
         for round_number in range(first, study.rounds + 1):
             if self.abort_signal is not None and self.abort_signal.triggered:

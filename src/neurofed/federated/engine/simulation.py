@@ -233,9 +233,9 @@ def _round_label(record: Mapping[str, Any], metric: str) -> str:
     return "aggregated, not validated" if value is None else f"{metric} {value:.4g}"
 
 
-def _finished(run_dir: Path, study: Study) -> RunSummary | None:
-    """The summary of a run of ``study`` in ``run_dir`` that did all its rounds (else ``None``)."""
-    checkpoint = latest_round_checkpoint(run_dir)
+def _finished(run_dir: Path, study: Study, checkpoint: Path | None) -> RunSummary | None:
+    """The summary of a run of ``study`` in ``run_dir`` whose newest round checkpoint is
+    ``checkpoint`` and that did all its rounds (else ``None``)."""
     if checkpoint is None:
         return None
     try:
@@ -298,10 +298,11 @@ def run_simulation(
         )
     run_dir = Path(out).resolve()
     check_run_folder(run_dir, study.content_hash)  # before any process starts
-    finished = _finished(run_dir, study)
+    latest = latest_round_checkpoint(run_dir)
+    finished = _finished(run_dir, study, latest)
     if finished is not None:  # nothing left to run: the run's result, without starting NVFlare
         return SimulationResult(run_dir=run_dir, summary=finished, seconds=0.0)
-    if latest_round_checkpoint(run_dir) is None:  # a new run starts from the initial model
+    if latest is None:  # a new run starts from the initial model
         try:
             study.load_initial_model()
         except InitialModelError as error:
