@@ -217,7 +217,7 @@ def _deep(model: Path, site_dir: Path, seed: int, resamples: int) -> dict[Marker
     from neurofed.data.manifest import check_site
     from neurofed.data.splits import site_splits
     from neurofed.evaluate import evaluate_model
-    from neurofed.tasks import Grade, StateKey
+    from neurofed.tasks.glioma_multitask import marker_scores
     from neurofed.training import load_model
 
     trained = load_model(_model_folder(model), task=TaskId.GLIOMA_MULTITASK)
@@ -225,17 +225,8 @@ def _deep(model: Path, site_dir: Path, seed: int, resamples: int) -> dict[Marker
     site_splits(site_dir, report.manifest.subjects)
     state, dataset, _ = evaluate_model(trained, site_dir, split=None)
     print(f"  deep model scored {len(dataset)} cases of {site_dir.name}", flush=True)
-    out = {}
-    for m in ORACLE_TARGETS:
-        target = state.cases[f"{m}/{StateKey.TARGET}"]
-        if m is Marker.GRADE:  # the task's grade/IV/auc: IV against II and III
-            four = list(Grade).index(Grade.IV)
-            y = (target == four).astype(np.int64)
-            scores = state.cases[f"{m}/{StateKey.PROBABILITIES}"][:, four]  # (n, 3) -> (n,)
-        else:
-            y, scores = target, state.cases[f"{m}/{StateKey.SCORE}"]
-        out[m] = auc_with_ci(y, scores, seed=seed, resamples=resamples)
-    return out
+    scored = marker_scores(state.cases)  # grade: IV against II and III, as grade/IV/auc
+    return {m: auc_with_ci(*scored[m], seed=seed, resamples=resamples) for m in ORACLE_TARGETS}
 
 
 def _cell(estimate: AucEstimate | None) -> str:

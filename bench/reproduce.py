@@ -44,7 +44,6 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import stats
-from sklearn.metrics import roc_auc_score
 
 from neurofed import __version__
 from neurofed.artifacts import sha256_file
@@ -55,8 +54,10 @@ from neurofed.federated.engine import run_simulation
 from neurofed.federated.server.planning import read_run_plan
 from neurofed.federated.server.run_folder import LAST_MODEL
 from neurofed.federated.study import Study
-from neurofed.keys import Split
+from neurofed.keys import Marker, Split
 from neurofed.phantom import PhantomConfig, generate_federation
+from neurofed.phantom.oracle import auc_with_ci
+from neurofed.tasks.glioma_multitask import marker_scores
 from neurofed.training import train_local, train_pooled
 from neurofed.training.baselines import train_transfer
 from neurofed.training.records import finalize_metrics
@@ -387,8 +388,9 @@ def glioma(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
     for name, folder in models.items():
         cases, metrics = _cases(folder, held_out, None)
         row: dict[str, Any] = {"WT/dice": metrics.get("WT/dice")}
+        scored = marker_scores(cases)  # grade: IV against II and III, as grade/IV/auc
         for marker in MARKERS:
-            row[f"{marker}/auc"] = _auc(cases, marker, seed)
+            row[f"{marker}/auc"] = auc_with_ci(*scored[Marker(marker)], seed=seed).to_json()
         out["models"][name] = row
     out["claims"] = {
         "federated AUC >= mean local-only AUC, " + marker: bool(
@@ -404,34 +406,6 @@ def glioma(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
         for marker in MARKERS
     }
     return out
-
-
-def _auc(cases: Mapping[str, np.ndarray], marker: str, seed: int) -> dict[str, Any]:
-    """AUC of ``marker`` (binary score, or grade IV vs lower from class probabilities)."""
-    target = cases.get(f"{marker}/target")
-    score = cases.get(f"{marker}/score")
-    if score is None and f"{marker}/probabilities" in cases and target is not None:
-        probabilities = np.asarray(cases[f"{marker}/probabilities"])
-        score, target = probabilities[:, -1], (np.asarray(target) == probabilities.shape[1] - 1)
-    if score is None or target is None:
-        return {"auc": None, "ci": [None, None], "n": 0}
-    y, s = np.asarray(target, dtype=float), np.asarray(score, dtype=float)
-    known = np.isfinite(y) & np.isfinite(s) & (y >= 0)
-    y, s = y[known].astype(int), s[known]
-    if len(set(y.tolist())) < 2:
-        return {"auc": None, "ci": [None, None], "n": len(y)}
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(2000):
-        pick = rng.integers(0, len(y), len(y))
-        if len(set(y[pick].tolist())) == 2:
-            draws.append(roc_auc_score(y[pick], s[pick]))
-    low, high = np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan)
-    return {
-        "auc": round(float(roc_auc_score(y, s)), 4),
-        "ci": [round(float(low), 4), round(float(high), 4)],
-        "n": len(y),
-    }
 
 
 STUDIES: dict[str, Callable[[Path, Budget, int], dict[str, Any]]] = {

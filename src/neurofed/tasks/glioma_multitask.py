@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch.nn import functional as nnf
 
@@ -67,7 +68,13 @@ from neurofed.tasks.segmentation_metrics import (
 )
 from neurofed.tasks.sharing import binary_auc, case_mean, class_auc
 
-__all__ = ["BINARY_MARKERS", "GliomaMultitaskConfig", "GliomaMultitaskTask", "Grade"]
+__all__ = [
+    "BINARY_MARKERS",
+    "GliomaMultitaskConfig",
+    "GliomaMultitaskTask",
+    "Grade",
+    "marker_scores",
+]
 
 #: Markers with one logit each, in output order.
 BINARY_MARKERS: tuple[Marker, ...] = (Marker.IDH, Marker.CODEL_1P19Q, Marker.MGMT)
@@ -86,6 +93,34 @@ class Grade(StrEnum):
     def who(self) -> int:
         """The WHO CNS grade number."""
         return list(Grade).index(self) + 2
+
+
+def marker_scores(
+    cases: Mapping[str, npt.ArrayLike],
+) -> dict[Marker, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
+    """Per marker, the true classes of the cases with a known value and the model's scores for
+    them, from a metric state's per-case arrays: each binary marker's score, and for the grade
+    the probability of IV against II and III (as ``grade/IV/auc``).
+
+    Examples
+    --------
+    >>> cases = {"idh/score": [0.2, 0.9], "idh/target": [0, 1],
+    ...          "grade/probabilities": [[0.6, 0.3, 0.1], [0.1, 0.2, 0.7]], "grade/target": [0, 2]}
+    >>> {m.value: (y.tolist(), s.tolist()) for m, (y, s) in marker_scores(cases).items()}
+    {'idh': ([0, 1], [0.2, 0.9]), 'grade': ([0, 1], [0.1, 0.7])}
+    """
+    out = {}
+    for marker in BINARY_MARKERS:
+        if f"{marker}/{StateKey.SCORE}" in cases:
+            target = np.asarray(cases[f"{marker}/{StateKey.TARGET}"], dtype=np.int64)
+            score = np.asarray(cases[f"{marker}/{StateKey.SCORE}"], dtype=np.float64)
+            out[marker] = (target, score)
+    if f"{Marker.GRADE}/{StateKey.PROBABILITIES}" in cases:
+        four = list(Grade).index(Grade.IV)
+        classes = np.asarray(cases[f"{Marker.GRADE}/{StateKey.TARGET}"], dtype=np.int64)
+        probabilities = np.asarray(cases[f"{Marker.GRADE}/{StateKey.PROBABILITIES}"], np.float64)
+        out[Marker.GRADE] = ((classes == four).astype(np.int64), probabilities[:, four])  # (n,)
+    return out
 
 
 @dataclass(frozen=True)
