@@ -124,14 +124,9 @@ def _study(name: str, budget: Budget, seed: int, **tables: Any) -> Study:
     return Study.from_dict(data, source=f"bench/reproduce.py {name}")
 
 
-def _baseline(study: Study, budget: Budget, sites: int, run_dir: Path | None = None) -> Any:
+def _baseline(study: Study, sites: int, run_dir: Path | None = None) -> Any:
     plan = read_run_plan(run_dir, study)[0] if run_dir is not None and study.plan else None
-    return study.train_config(device="cpu", plan=plan).with_changes(
-        epochs=budget.rounds,
-        seed=study.seed,
-        samples_per_epoch=budget.samples * sites,
-        validate_every=budget.rounds,
-    )
+    return study.baseline_config(sites, device="cpu", plan=plan)
 
 
 def _cases(model: Path, site: Path, split: Split | None) -> tuple[dict[str, np.ndarray], Any]:
@@ -175,7 +170,7 @@ def fets(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
         "fets-public", budget, seed, task=task, model=model, train=train, selection=selection
     )
     public = work / "fets" / "public"
-    train_local(_baseline(public_study, budget, 1), sites[0], public)
+    train_local(_baseline(public_study, 1), sites[0], public)
     weights = public / "model" / "weights.safetensors"
     initial = {"path": str(public / "model"), "sha256": sha256_file(weights)}
     study = _study(
@@ -242,7 +237,7 @@ def ms(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {"published": PUBLISHED["ms"], "sizes": sizes, "sites": {}}
     for k, site in enumerate(sites, start=1):
         local = work / "ms" / f"local-{k}"
-        train_local(_baseline(study, budget, 1, run.run_dir), site, local)
+        train_local(_baseline(study, 1, run.run_dir), site, local)
         mine, local_metrics = _cases(local / "model", site, Split.VALIDATION)
         theirs, federated_metrics = _cases(federated, site, Split.VALIDATION)
         pooled = ("dice_pooled", "sensitivity", "precision", "lesion_f1")
@@ -294,7 +289,7 @@ def age(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
     )
     run = run_simulation(study, sites, work / "age" / "federated")
     pooled = work / "age" / "pooled"
-    train_pooled(_baseline(study, budget, len(sites)), sites, pooled)
+    train_pooled(_baseline(study, len(sites)), sites, pooled)
     models = {"federated": run.run_dir / LAST_MODEL, "centralised": pooled / "model"}
     out: dict[str, Any] = {"published": PUBLISHED["age"], "age": {}, "sdmt": {}}
     for name, folder in models.items():
@@ -378,11 +373,11 @@ def glioma(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
     run = run_simulation(study, training, work / "glioma" / "federated")
     models = {"federated": run.run_dir / LAST_MODEL}
     pooled = work / "glioma" / "pooled"
-    train_pooled(_baseline(study, budget, len(training)), training, pooled)
+    train_pooled(_baseline(study, len(training)), training, pooled)
     models["pooled"] = pooled / "model"
     for k, site in enumerate(training, start=1):
         folder = work / "glioma" / f"local-{k}"
-        train_local(_baseline(study, budget, 1), site, folder)
+        train_local(_baseline(study, 1), site, folder)
         models[f"local site-{k}"] = folder / "model"
     out: dict[str, Any] = {"published": PUBLISHED["glioma"], "models": {}}
     for name, folder in models.items():

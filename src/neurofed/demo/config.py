@@ -164,20 +164,8 @@ class DemoConfig:
 
     def baseline_config(self, training_sites: int, plan: Plan) -> TrainConfig:
         """The study's training settings under the federation's ``plan`` (its ``plan.json``) for
-        a baseline over ``training_sites`` sites.
-
-        Same network, patch, learning rate, seed and planned spacing; ``rounds`` epochs; pooled
-        runs draw ``samples_per_epoch`` per site per epoch, i.e. the federation's number of
-        steps.
+        a baseline over ``training_sites`` sites (:meth:`Study.baseline_config`): the same
+        network, patch, learning rate, seed and planned spacing; ``rounds`` epochs; pooled runs
+        draw ``samples_per_epoch`` per site per epoch, i.e. the federation's number of steps.
         """
-        b = self.budget
-        return (
-            self.study()
-            .train_config(device=self.device, plan=plan)
-            .with_changes(
-                epochs=b.rounds,
-                seed=self.seed,
-                samples_per_epoch=b.samples_per_epoch * training_sites,
-                validate_every=b.rounds,
-            )
-        )
+        return self.study().baseline_config(training_sites, device=self.device, plan=plan)

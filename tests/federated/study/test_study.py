@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from pathlib import Path
@@ -299,3 +300,21 @@ def test_example_study_loads_and_round_trips(path: Path) -> None:
     again = Study.from_toml(study.to_toml())
     assert again.content_hash == study.content_hash
     assert tomllib.loads(study.to_toml())["name"] == study.name
+
+
+def test_a_baseline_trains_for_the_whole_federations_budget() -> None:
+    # Prepare: 2 rounds of 3 local epochs, 4 samples per site and epoch
+    from tests.federated.conftest import tiny_study
+
+    study = tiny_study(rounds=2, local_epochs=3)
+    assert study.train.samples_per_epoch == 4
+
+    # Execute
+    pooled = study.baseline_config(3, device="cpu")
+    whole = dataclasses.replace(study, train=study.train.with_changes(samples_per_epoch=None))
+    unsampled = whole.baseline_config(3, device="cpu")
+
+    # Assert
+    assert (pooled.epochs, pooled.validate_every, pooled.samples_per_epoch) == (6, 6, 12)
+    assert pooled.seed == study.seed and pooled.model_config == study.train.model_config
+    assert unsampled.samples_per_epoch is None  # one pass over the pooled cases per epoch

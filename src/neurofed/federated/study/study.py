@@ -358,6 +358,24 @@ class Study:
         train = self.train if plan is None else apply_plan(self.train, plan)
         return train if device == train.device else train.with_changes(device=device)
 
+    def baseline_config(
+        self, training_sites: int, *, device: str = "auto", plan: Plan | None = None
+    ) -> TrainConfig:
+        """The training config of a baseline trained without federation for the same budget:
+        the study's network, patch, learning rate, seed and (planned) spacing, ``rounds ×
+        local_epochs`` epochs (validated after the last), and ``training_sites`` times the
+        samples per epoch (a pooled model then takes as many steps as the whole federation).
+        """
+        config = self.train_config(device=device, plan=plan)
+        epochs = self.rounds * self.local_epochs
+        per_site = config.samples_per_epoch  # None: an epoch is one pass over the cases anyway
+        return config.with_changes(
+            epochs=epochs,
+            seed=self.seed,
+            samples_per_epoch=None if per_site is None else per_site * training_sites,
+            validate_every=epochs,
+        )
+
     def read_plan(self, path: Path) -> Plan:
         """A plan file of this study (the run's ``plan.json``, or the copy a site keeps).
 
