@@ -86,7 +86,6 @@ Examples
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -97,7 +96,11 @@ from typing import Any, NamedTuple
 from neurofed.keys import Modality
 from neurofed.preprocess.fingerprint import Fingerprint
 from neurofed.preprocess.params import PreprocessParams
-from neurofed.preprocess.plan_preprocessing import PlanPreprocessing, departures_from_nnunet
+from neurofed.preprocess.plan_preprocessing import (
+    PlanPreprocessing,
+    departures_from_nnunet,
+    known_fields,
+)
 
 __all__ = [
     "REFERENCE_BATCH_SIZE",
@@ -217,15 +220,7 @@ class PlannerSettings:
 
 
 def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(data, Mapping):
-        raise PlanError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
-    names = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known fields: {names}"
-            raise PlanError(f"{cls.__name__}: unknown field {key!r}; {hint}")
-    return dict(data)
+    return known_fields(cls, data, cls.__name__, PlanError)
 
 
 class Topology(NamedTuple):

@@ -65,6 +65,7 @@ __all__ = [
     "NormalizationMask",
     "PlanPreprocessing",
     "departures_from_nnunet",
+    "known_fields",
 ]
 
 
@@ -228,21 +229,30 @@ class PlanPreprocessing:
     def from_json(cls, data: Mapping[str, Any]) -> PlanPreprocessing:
         """Parse :meth:`to_json` output; unknown, missing or impossible values raise
         ``ValueError`` naming the field."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"preprocessing: expected a JSON object, got {type(data).__name__}")
-        names = [f.name for f in fields(cls)]
-        for key in data:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known fields: {names}"
-                raise ValueError(f"preprocessing: unknown field {key!r}; {hint}")
-        missing = [n for n in names if n not in data]
+        values = known_fields(cls, data, "preprocessing")
+        missing = [f.name for f in fields(cls) if f.name not in values]
         if missing:
             raise ValueError(f"preprocessing: missing field(s) {missing}")
-        values = dict(data)
         if isinstance(values["use_mask_for_norm"], list):
             values["use_mask_for_norm"] = tuple(values["use_mask_for_norm"])
         return cls(**values)
+
+
+def known_fields(
+    cls: type, data: object, where: str, error: type[ValueError] = ValueError
+) -> dict[str, Any]:
+    """``data`` as keyword arguments of the dataclass ``cls``, once it is a JSON object with no
+    field ``cls`` lacks (an unknown one is named, with the closest known one); raises ``error``
+    prefixed with ``where``."""
+    if not isinstance(data, Mapping):
+        raise error(f"{where}: expected a JSON object, got {type(data).__name__}")
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known fields: {names}"
+            raise error(f"{where}: unknown field {key!r}; {hint}")
+    return dict(data)
 
 
 def departures_from_nnunet(
