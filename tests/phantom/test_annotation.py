@@ -96,39 +96,9 @@ def test_small_ms_lesions_are_missed_and_large_ones_kept() -> None:
 
 def test_phantom_json_records_each_sites_habit_and_the_switch(tmp_path: Path) -> None:
     # Execute
-    result = CliRunner().invoke(
-        app,
-        [
-            "phantom",
-            "--preset",
-            "ms",
-            "--sites",
-            "2",
-            "--cases",
-            "1",
-            "--spacing",
-            "4",
-            "--out",
-            str(tmp_path / "on"),
-        ],
-    )
-    same = CliRunner().invoke(
-        app,
-        [
-            "phantom",
-            "--preset",
-            "ms",
-            "--sites",
-            "2",
-            "--cases",
-            "1",
-            "--spacing",
-            "4",
-            "--same-annotators",
-            "--out",
-            str(tmp_path / "off"),
-        ],
-    )
+    common = ["phantom", "--preset", "ms", "--sites", "2", "--cases", "1", "--spacing", "4"]
+    result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "on")])
+    same = CliRunner().invoke(app, [*common, "--same-annotators", "--out", str(tmp_path / "off")])
 
     # Assert
     assert result.exit_code == 0 and same.exit_code == 0, result.output + same.output
