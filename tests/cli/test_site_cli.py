@@ -32,6 +32,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "8",
             "--broken",
             "1",
+            "--equal-sizes",
             "--out",
             str(out),
         ],

@@ -20,7 +20,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
     """One glioma site at 4 mm: 6 cases, 4 with a planted QC problem, checked."""
     out = tmp_path_factory.mktemp("cli-qc") / "fed"
     args = ["phantom", "--preset", "glioma", "--sites", "1", "--cases", "6", "--seed", "2"]
-    args += ["--spacing", "4", "--qc-problems", "4", "--out", str(out)]
+    args += ["--spacing", "4", "--qc-problems", "4", "--equal-sizes", "--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     planted = json.loads((out / "phantom.json").read_text())["qc_problems"]

@@ -78,6 +78,7 @@ def test_impossible_sizes_are_refused_naming_the_field(
 def test_the_cli_takes_site_sizes_and_names_the_format(tmp_path: Path) -> None:
     runner = CliRunner()
     common = ["phantom", "--preset", "ms", "--sites", "2", "--cases", "1", "--spacing", "8"]
+    common += ["--equal-sizes"]
 
     good = runner.invoke(app, [*common, "--site-cases", "2:3", "--out", str(tmp_path / "a")])
     bad = runner.invoke(app, [*common, "--site-cases", "2-3", "--out", str(tmp_path / "b")])
@@ -85,6 +86,25 @@ def test_the_cli_takes_site_sizes_and_names_the_format(tmp_path: Path) -> None:
     assert good.exit_code == 0, good.output
     assert "site-2 (3 cases)" in good.output and "(4 cases)" in good.output
     assert bad.exit_code == 2 and "SITE:CASES" in bad.output
+
+
+def test_the_command_draws_long_tailed_sizes_unless_told_equal_sizes(tmp_path: Path) -> None:
+    # Execute: the same federation with the command's default and with --equal-sizes
+    runner = CliRunner()
+    common = ["phantom", "--preset", "ms", "--sites", "4", "--cases", "2", "--spacing", "8"]
+    tail = runner.invoke(app, [*common, "--out", str(tmp_path / "tail")])
+    equal = runner.invoke(app, [*common, "--equal-sizes", "--out", str(tmp_path / "equal")])
+
+    # Assert: phantom.json records the choice and the sizes follow it
+    assert tail.exit_code == 0 and equal.exit_code == 0, tail.output + equal.output
+    drawn = json.loads((tmp_path / "tail/phantom.json").read_text())
+    fixed = json.loads((tmp_path / "equal/phantom.json").read_text())
+    assert drawn["config"]["long_tail"] is True and fixed["config"]["long_tail"] is False
+    expected = PhantomConfig.from_json(drawn["config"])
+    sizes = [len(list((tmp_path / f"tail/site-{k}").glob("sub-*"))) for k in range(1, 5)]
+    assert sizes == [expected.cases_at(k) for k in range(1, 5)]
+    assert len(set(sizes)) > 1
+    assert [len(list((tmp_path / f"equal/site-{k}").glob("sub-*"))) for k in range(1, 5)] == [2] * 4
 
 
 def test_a_site_that_never_acquired_flair_writes_no_flair_and_check_says_so(
@@ -106,6 +126,7 @@ def test_a_site_that_never_acquired_flair_writes_no_flair_and_check_says_so(
             "8",
             "--missing-modality",
             "2:flair",
+            "--equal-sizes",
             "--out",
             str(tmp_path),
         ],

@@ -107,10 +107,12 @@ def phantom(
     long_tail: Annotated[
         bool,
         typer.Option(
+            "--long-tail/--equal-sizes",
             help="Site sizes with a long tail as in real federations (a few sites with many "
-            "cases, many with few); --cases is then the median size."
+            "cases, many with few); --cases is then the median size. --equal-sizes gives "
+            "every site --cases.",
         ),
-    ] = False,
+    ] = True,
     annotation_styles: Annotated[
         bool,
         typer.Option(

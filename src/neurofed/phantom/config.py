@@ -106,8 +106,9 @@ class PhantomConfig:
         Site sizes with a long tail, as in real federations (FeTS: 71 sites from a handful of
         cases to several hundred): each site not in ``site_cases`` gets ``cases × e^Z`` cases,
         Z ~ N(0, 1) drawn from the seed (so ``cases`` is the median size), at least enough for
-        its broken and QC cases plus one. ``False`` (the default, which every test fixture
-        relies on): every site has ``cases``.
+        its broken and QC cases plus one. ``False``: every site has ``cases`` — the default
+        here, for programs that choose their sites' sizes (the demo, the benchmarks, tests);
+        ``neurofed phantom`` defaults to ``True``.
     annotation_styles:
         Each labelled site's annotators have a habit (on by default, as in every real
         federation): masks drawn systematically looser or tighter, and for MS small lesions
