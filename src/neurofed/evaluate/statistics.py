@@ -8,6 +8,12 @@ every model); scipy does the statistics:
 - :func:`paired_comparison` — model A against model B on the same cases: the mean difference
   with a paired bootstrap interval and the two-sided Wilcoxon signed-rank test (exact for small
   samples without ties, as scipy chooses);
+- :func:`unpaired_comparison` — two groups of different cases (two sites, two cohorts): the
+  difference of means with a bootstrap interval and the two-sided Mann–Whitney U test;
+- :func:`kruskal_wallis` — do three or more groups (e.g. a model's Dice at each site) share one
+  distribution: Kruskal–Wallis H and its p-value;
+- :func:`mae_with_ci` — the mean absolute error of predictions against truth, with its interval;
+- :func:`correlation` — Pearson's r with its two-sided p-value and Fisher's z interval;
 - :func:`holm` — Holm's step-down correction of several p-values (family-wise error), written
   here because scipy offers only Benjamini–Hochberg (:func:`scipy.stats.false_discovery_control`);
 - :func:`smallest_p` — the smallest two-sided p-value the signed-rank test can give with ``n``
@@ -24,6 +30,11 @@ Examples
 (0.039, 11, True)
 >>> result.ci[0] > 0 < result.ci[1]
 True
+>>> unpaired_comparison(a, [0.55, 0.58, 0.61, 0.52, 0.60]).p_value < 0.01
+True
+>>> r = correlation([1, 2, 3, 4, 5, 6], [1.1, 1.9, 3.2, 3.9, 5.1, 6.2])
+>>> round(r.r, 3), r.p_value < 0.001, r.ci[0] < r.r < r.ci[1]
+(0.998, True, True)
 >>> holm([0.01, 0.04, 0.03])
 [0.03, 0.06, 0.06]
 >>> smallest_p(5)
@@ -42,12 +53,18 @@ from scipy import stats
 
 __all__ = [
     "CONFIDENCE",
+    "Correlation",
     "Estimate",
+    "GroupTest",
     "PairedComparison",
+    "correlation",
     "holm",
+    "kruskal_wallis",
+    "mae_with_ci",
     "mean_with_ci",
     "paired_comparison",
     "smallest_p",
+    "unpaired_comparison",
 ]
 
 #: Confidence level of every interval.
@@ -105,6 +122,47 @@ class PairedComparison:
             "p": _number(self.p_value),
             "p_holm": _number(self.p_holm),
             "significant": self.significant,
+        }
+
+
+@dataclass(frozen=True)
+class GroupTest:
+    """A rank test over groups of different cases: its statistic (U or H), p-value, group sizes,
+    and for two groups the difference of means A − B with its bootstrap interval."""
+
+    test: str
+    statistic: float
+    p_value: float
+    sizes: tuple[int, ...]
+    difference: float = math.nan
+    ci: tuple[float, float] = (math.nan, math.nan)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "test": self.test,
+            "statistic": _number(self.statistic),
+            "p": _number(self.p_value),
+            "sizes": list(self.sizes),
+            "difference": _number(self.difference),
+            "ci": [_number(v) for v in self.ci],
+        }
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Pearson's ``r`` over ``n`` pairs, its two-sided p-value and Fisher's z interval."""
+
+    r: float
+    p_value: float
+    ci: tuple[float, float]
+    n: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "r": _number(self.r),
+            "p": _number(self.p_value),
+            "ci": [_number(v) for v in self.ci],
+            "n": self.n,
         }
 
 
@@ -185,6 +243,93 @@ def paired_comparison(
     else:
         p_value = float(stats.wilcoxon(first, second, alternative="two-sided").pvalue)
     return PairedComparison(n, difference, ci, p_value, p_value)
+
+
+def unpaired_comparison(
+    a: Sequence[float] | npt.ArrayLike, b: Sequence[float] | npt.ArrayLike, *, seed: int = 0
+) -> GroupTest:
+    """Group A against group B of *different* cases: mean A − mean B with a bootstrap interval
+    (each group resampled on its own) and the two-sided Mann–Whitney U test (exact for small
+    groups without ties, as scipy chooses)."""
+    first, second = _values(a, "unpaired_comparison (A)"), _values(b, "unpaired_comparison (B)")
+    sizes = (int(first.size), int(second.size))
+    if min(sizes) == 0:
+        return GroupTest("mann-whitney", math.nan, math.nan, sizes)
+    difference = float(first.mean() - second.mean())
+    result = stats.mannwhitneyu(first, second, alternative="two-sided")
+    ci: tuple[float, float] = (math.nan, math.nan)
+    if min(sizes) >= 2:
+        ci = _difference_interval(first, second, seed=seed)
+    return GroupTest(
+        "mann-whitney", float(result.statistic), float(result.pvalue), sizes, difference, ci
+    )
+
+
+def _difference_interval(
+    first: npt.NDArray[np.float64], second: npt.NDArray[np.float64], *, seed: int
+) -> tuple[float, float]:
+    def statistic(
+        x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], axis: int = -1
+    ) -> npt.NDArray[np.float64]:
+        return np.asarray(np.mean(x, axis=axis) - np.mean(y, axis=axis), dtype=np.float64)
+
+    result = stats.bootstrap(
+        (first, second),
+        statistic,
+        vectorized=True,
+        confidence_level=CONFIDENCE,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def kruskal_wallis(groups: Sequence[Sequence[float] | npt.ArrayLike]) -> GroupTest:
+    """Kruskal–Wallis H over two or more groups of different cases (e.g. one per site); NaN
+    when fewer than two groups hold a case or every value is equal."""
+    arrays = [_values(g, f"kruskal_wallis (group {k + 1})") for k, g in enumerate(groups)]
+    sizes = tuple(int(a.size) for a in arrays)
+    present = [a for a in arrays if a.size]
+    values = np.concatenate(present) if present else np.empty(0)
+    if len(present) < 2 or np.all(values == values[0]):
+        return GroupTest("kruskal-wallis", math.nan, math.nan, sizes)
+    result = stats.kruskal(*present)
+    return GroupTest("kruskal-wallis", float(result.statistic), float(result.pvalue), sizes)
+
+
+def mae_with_ci(
+    predicted: Sequence[float] | npt.ArrayLike,
+    truth: Sequence[float] | npt.ArrayLike,
+    *,
+    seed: int = 0,
+) -> Estimate:
+    """Mean absolute error of ``predicted`` against ``truth`` (same cases) with its interval."""
+    guess, real = _values(predicted, "mae_with_ci (predicted)"), _values(truth, "mae_with_ci")
+    if guess.shape != real.shape:
+        raise ValueError(f"mae_with_ci: {guess.size} predictions for {real.size} true values")
+    return mean_with_ci(np.abs(guess - real), seed=seed)
+
+
+def correlation(
+    x: Sequence[float] | npt.ArrayLike, y: Sequence[float] | npt.ArrayLike
+) -> Correlation:
+    """Pearson's r of paired values with its p-value and Fisher's z interval (NaN with fewer
+    than 3 pairs or a constant variable)."""
+    first, second = _values(x, "correlation (x)"), _values(y, "correlation (y)")
+    if first.shape != second.shape:
+        raise ValueError(f"correlation needs pairs: {first.size} vs {second.size} values")
+    n = int(first.size)
+    if n < 3 or np.all(first == first[0]) or np.all(second == second[0]):
+        return Correlation(math.nan, math.nan, (math.nan, math.nan), n)
+    result = stats.pearsonr(first, second)
+    interval = result.confidence_interval(confidence_level=CONFIDENCE)
+    return Correlation(
+        float(result.statistic),
+        float(result.pvalue),
+        (float(interval.low), float(interval.high)),
+        n,
+    )
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
