@@ -13,6 +13,7 @@ from neurofed.cli.main import app
 from neurofed.demo import DemoConfig
 from neurofed.demo.run import _phantom
 from neurofed.evaluate import ALL_TRAINING
+from tests.browser import rendered_figures
 
 MODELS = ("federated", "pooled", "local site-1", "local site-2", "local site-3")
 
@@ -138,3 +139,18 @@ def test_a_rerun_of_the_finished_demo_keeps_its_timings_and_results(
     assert again["seconds"] == pytest.approx(sum(first["stage_seconds"].values()), abs=0.05)
     assert again["rerun_seconds"] > 0
     assert again["comparison"] == first["comparison"]
+
+
+def test_the_demo_writes_a_report_whose_figures_all_render(demo_run: tuple[Path, str]) -> None:
+    out, output = demo_run
+    page = out / "report.html"
+    html = page.read_text()
+
+    assert "report with figures:" in output
+    assert json.loads((out / "summary.json").read_text())["report"] == "report.html"
+    for title in ("Training over rounds", "Held-out site site-4", "Every model on every site"):
+        assert title in html
+    assert "p (Holm)" in html
+    assert "BraTS2021_" not in html  # no case identifier, even from the demo's own data
+    rendered, total = rendered_figures(page)
+    assert rendered == total >= 3

@@ -35,4 +35,5 @@ def demo(
         )
         raise typer.Exit(130) from None
     console.print(Markdown((out / SUMMARY_MD).read_text()))
+    console.print(f"report with figures: {out / 'report.html'}", markup=False, soft_wrap=True)
     console.print(f"run folder: {out} ({result.seconds:.0f} s)")

@@ -13,6 +13,7 @@ from neurofed.cli.demo import demo
 from neurofed.cli.evaluate import evaluate
 from neurofed.cli.federation import federation_app
 from neurofed.cli.phantom import phantom
+from neurofed.cli.report import report
 from neurofed.cli.server import server_app
 from neurofed.cli.simulate import simulate
 from neurofed.cli.site import site_app
@@ -38,6 +39,7 @@ app.command()(phantom)
 app.command()(demo)
 app.command()(evaluate)
 app.command()(simulate)
+app.command()(report)
 
 
 @app.command()

@@ -20,6 +20,8 @@ The run folder::
     <out>/pooled/           the pooled run
     <out>/summary.json      everything below, machine-readable
     <out>/summary.md        the tables a person reads
+    <out>/report.html       the federated run's report with figures, the held-out comparison
+                            and every model on every site (opens offline)
     <out>/stage_seconds.json each finished stage's time (a re-run keeps those of stages it
                             found finished)
 
@@ -48,8 +50,10 @@ from neurofed.data.manifest import check_site
 from neurofed.data.splits import site_splits
 from neurofed.demo.comparison import compare_on_held_out
 from neurofed.demo.config import DemoConfig
+from neurofed.demo.html import write_demo_report
 from neurofed.demo.report import SUMMARY_JSON, SUMMARY_MD, headline, markdown
 from neurofed.evaluate import cross_site_table
+from neurofed.evaluate.report import REPORT_HTML
 from neurofed.federated.protocol import RunSummary
 from neurofed.federated.server.run_folder import LAST_MODEL
 from neurofed.federated.study import Study
@@ -268,8 +272,10 @@ def run_demo(config: DemoConfig, stage: StageProgress | None = None) -> DemoResu
         summary["rerun_seconds"] = wall
     else:
         summary["seconds"] = wall
+    summary["report"] = REPORT_HTML
     (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2) + "\n")
     (out / SUMMARY_MD).write_text(markdown(summary))
+    write_demo_report(out, out / FEDERATED, summary)
     return DemoResult(out=out, summary=summary, seconds=summary["seconds"])
 
 

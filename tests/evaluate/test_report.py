@@ -1,0 +1,101 @@
+"""``neurofed report``: a run folder's HTML report, rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from neurofed.cli.main import app
+from neurofed.evaluate.report import ReportError, run_report
+from neurofed.federated.server.run_folder import RoundRecord
+from neurofed.federated.study import load_study
+from tests.browser import rendered_figures
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "studies"
+
+
+def _run_folder(folder: Path, dice: dict[str, list[float]], *, failed_round: int = 0) -> Path:
+    """A run folder as the server writes it: study, summary, rounds, last model's weights."""
+    study = load_study(EXAMPLES / "fets-fedavg.toml")
+    folder.mkdir(parents=True)
+    (folder / "study.toml").write_text(study.to_toml())
+    rounds = len(next(iter(dice.values())))
+    for k in range(1, rounds + 1):
+        record = RoundRecord(round=k, targets=list(dice), accepted=list(dice), aggregated=True)
+        if k == failed_round:
+            record.accepted = record.accepted[1:]
+            record.failed = {"site-1": "training failed: out-of-memory"}
+        record.train = {s: {"num_examples": 8.0, "train_loss": 1.0 / k} for s in record.accepted}
+        record.validation_per_site = {
+            s: {"WT/dice": v[k - 1], "num_examples": 6.0} for s, v in dice.items()
+        }
+        record.validation = {"WT/dice": sum(v[k - 1] for v in dice.values()) / len(dice)}
+        record.seconds = 2.0
+        (folder / "rounds" / str(k)).mkdir(parents=True)
+        (folder / "rounds" / str(k) / "metrics.json").write_text(json.dumps(record.to_json()))
+    best = max(range(1, rounds + 1), key=lambda k: sum(v[k - 1] for v in dice.values()))
+    summary = {
+        "study": study.name,
+        "study_hash": study.content_hash,
+        "rounds_done": rounds,
+        "rounds": rounds,
+        "selected": {"round": best, "metric": "WT/dice", "direction": "max", "value": 0.7},
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "last_model").mkdir()
+    (folder / "last_model" / "weights.safetensors").write_bytes(b"\0" * 250_000)
+    return folder
+
+
+def test_the_report_shows_curves_sites_the_worst_site_and_what_left_each_site(
+    tmp_path: Path,
+) -> None:
+    # Prepare: site-2 is the worst site; site-1 failed in round 2
+    dice = {"site-1": [0.5, 0.6, 0.7], "site-2": [0.3, 0.35, 0.4], "site-3": [0.6, 0.7, 0.8]}
+    run = _run_folder(tmp_path / "run", dice, failed_round=2)
+
+    # Execute
+    html, view = run_report(run)
+
+    # Assert
+    assert view.selected == 3 and len(view.rounds) == 3
+    for title in ("Study", "Training over rounds", "Sites at round 3", "Who took part"):
+        assert f"<h2>{title}</h2>" in html
+    assert "Worst site on WT/dice: <b>site-2</b> (0.400)" in html
+    assert "site-1 failed — training failed: out-of-memory" in html
+    assert "model update (weights) in 2 rounds" in html  # site-1 missed round 2
+    assert "0.250" in html  # MB per update, from the weights' size
+    assert str(tmp_path) not in html  # no path of the server's disk
+
+
+def test_the_report_renders_every_figure_in_headless_chromium(tmp_path: Path) -> None:
+    # Prepare
+    first = _run_folder(tmp_path / "a", {"site-1": [0.5, 0.6], "site-2": [0.4, 0.5]})
+    second = _run_folder(tmp_path / "b", {"site-1": [0.3, 0.4], "site-2": [0.2, 0.3]})
+
+    # Execute
+    result = CliRunner().invoke(
+        app, ["report", str(first), "--compare", str(second), "--out", str(tmp_path / "out")]
+    )
+
+    # Assert: the curves and the comparison, both drawn
+    assert result.exit_code == 0, result.output
+    page = tmp_path / "out" / "report.html"
+    assert "<h2>Runs compared</h2>" in page.read_text()
+    assert rendered_figures(page) == (2, 2)
+
+
+def test_a_folder_that_is_not_a_run_is_refused_with_what_to_give(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "summary.json" in result.output and "simulate --out" in result.output
+
+
+def test_a_damaged_round_file_is_named(tmp_path: Path) -> None:
+    run = _run_folder(tmp_path / "run", {"site-1": [0.5, 0.6]})
+    (run / "rounds" / "2" / "metrics.json").write_text("{not json")
+    with pytest.raises(ReportError, match=r"rounds/2/metrics.json: unreadable"):
+        run_report(run)
