@@ -12,7 +12,9 @@ from neurofed.cli.main import app
 from neurofed.evaluate.report import ReportError, run_report
 from neurofed.federated.server.run_folder import RoundRecord
 from neurofed.federated.study import load_study
+from neurofed.training import LocalTrainer, save_model
 from tests.browser import rendered_figures
+from tests.training.tiny import tiny_config
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "studies"
 
@@ -99,3 +101,36 @@ def test_a_damaged_round_file_is_named(tmp_path: Path) -> None:
     (run / "rounds" / "2" / "metrics.json").write_text("{not json")
     with pytest.raises(ReportError, match=r"rounds/2/metrics.json: unreadable"):
         run_report(run)
+
+
+def test_scoring_the_selected_model_on_local_sites_adds_distributions_and_roc_curves(
+    glioma_site: Path, tmp_path: Path
+) -> None:
+    # Prepare: a run whose selected model is a tiny multi-task network
+    run = _run_folder(tmp_path / "run", {"site-1": [0.5, 0.6]})
+    config = tiny_config("glioma-multitask", epochs=1)
+    trainer = LocalTrainer.from_sites(config, glioma_site)
+    trainer.fit()
+    save_model(run / "model", trainer.model, config)
+
+    # Execute
+    result = CliRunner().invoke(
+        app, ["report", str(run), "--site", str(glioma_site), "--out", str(tmp_path / "out")]
+    )
+
+    # Assert: WT Dice per case and one ROC panel per marker, all drawn; no case id on the page
+    assert result.exit_code == 0, result.output
+    page = tmp_path / "out" / "report.html"
+    html = page.read_text()
+    assert f"{glioma_site.name} (n=12)" in html  # every case of the site, scored here
+    assert "WT/dice per case" in html and "ROC curve of each marker" in html
+    assert "BraTS2021_" not in html
+    assert rendered_figures(page) == (3, 3)  # curves, Dice distribution, ROC panels
+
+
+def test_a_run_without_a_selected_model_to_score_is_named(tmp_path: Path) -> None:
+    run = _run_folder(tmp_path / "run", {"site-1": [0.5, 0.6]})
+    result = CliRunner().invoke(
+        app, ["report", str(run), "--site", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "run/model/model.json: not found" in result.output

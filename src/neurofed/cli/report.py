@@ -19,6 +19,13 @@ def report(
         list[Path] | None,
         typer.Option(help="Another run folder to set beside it (repeat for more)."),
     ] = None,
+    site: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A site folder on this machine to score the run's selected model on, case by "
+            "case (repeat for more): per-case distributions and, for markers, ROC curves."
+        ),
+    ] = None,
 ) -> None:
     """Write one self-contained HTML report of a run: study, curves per site, sites, who took
     part, what left each site."""
@@ -26,7 +33,7 @@ def report(
     from neurofed.evaluate.report import REPORT_HTML, ReportError, run_report
 
     try:
-        html, view = run_report(run, compare or ())
+        html, view = run_report(run, compare or (), sites=site or ())
     except ReportError as exc:
         print_error(exc)
         raise typer.Exit(2) from exc

@@ -7,7 +7,8 @@ selected round is a dashed vertical line labelled in words, and every axis names
   model, the merged validation, the selected round marked;
 - :func:`compare_curves` — the merged validation metric of several runs over rounds;
 - :func:`case_distributions` — per model, the per-case values on the same cases (box and points);
-- :func:`site_dots` — per model, its value at each site (the worst site is the lowest dot).
+- :func:`site_dots` — per model, its value at each site (the worst site is the lowest dot);
+- :func:`roc_curves` — per marker, one ROC curve per site with its AUC and DeLong interval.
 
 Examples
 --------
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["case_distributions", "compare_curves", "round_curves", "site_dots"]
+__all__ = ["case_distributions", "compare_curves", "roc_curves", "round_curves", "site_dots"]
 
 #: Line styles and markers cycled per series, so that greyscale prints keep them apart.
 _STYLES = ("-", "--", "-.", ":")
@@ -146,4 +147,33 @@ def site_dots(values: Mapping[str, Mapping[str, float | None]], metric: str) -> 
     ax.set_xticks(range(1, len(models) + 1), models, rotation=20, fontsize=8)
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
+    return _uri(figure)
+
+
+def roc_curves(
+    markers: Mapping[str, Mapping[str, tuple[Sequence[int], Sequence[float]]]],
+) -> str:
+    """One panel per marker; in it one ROC curve per site (``labels, scores``), the legend
+    giving each AUC with its DeLong interval. A site whose cases hold one class is left out."""
+    from sklearn.metrics import roc_curve
+
+    from neurofed.evaluate.roc import auc_delong
+
+    figure, axes = _figure(
+        width=3.0 * max(len(markers), 1), height=3.2, columns=max(len(markers), 1)
+    )
+    for ax, (marker, sites) in zip(axes, markers.items(), strict=False):
+        for k, (site, (labels, scores)) in enumerate(sites.items()):
+            estimate = auc_delong(scores, labels)
+            if not math.isfinite(estimate.auc):
+                continue
+            fpr, tpr, _ = roc_curve(labels, scores)
+            low, high = estimate.ci
+            label = f"{site}: {estimate.auc:.2f} [{low:.2f}, {high:.2f}]"
+            ax.plot(fpr, tpr, label=label, linestyle=_STYLES[k % len(_STYLES)])
+        ax.plot([0, 1], [0, 1], color="lightgrey", linewidth=0.8)
+        ax.set_title(marker, fontsize=9)
+        ax.set_xlabel("1 − specificity")
+        ax.set_ylabel("sensitivity")
+        ax.legend(fontsize=6, loc="lower right")
     return _uri(figure)

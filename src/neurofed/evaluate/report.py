@@ -40,6 +40,7 @@ __all__ = [
     "figure",
     "render_html",
     "run_report",
+    "site_sections",
     "table",
 ]
 
@@ -364,15 +365,90 @@ def _compare(runs: Sequence[RunView]) -> Section:
     return Section("Runs compared", html)
 
 
+def site_sections(model: Path, sites: Sequence[Path]) -> list[Section]:
+    """Per-case sections from scoring ``model`` on every case of local ``sites`` (data this
+    machine holds: a hospital's own cases, or phantom sites): the distribution of each per-case
+    metric by site and, for the glioma markers, ROC curves with DeLong intervals.
+
+    Raises
+    ------
+    ReportError
+        A site cannot serve the model or the model folder is unusable.
+    """
+    from neurofed.evaluate.site import evaluate_model
+    from neurofed.tasks.glioma_multitask import marker_scores
+    from neurofed.training import ModelFolderError, SiteDataError
+
+    per_case: dict[str, dict[str, list[float]]] = {}
+    markers: dict[str, dict[str, tuple[Sequence[int], Sequence[float]]]] = {}
+    for site in sites:
+        try:
+            state, dataset, _ = evaluate_model(model, site, None)
+        except (SiteDataError, ModelFolderError) as exc:
+            raise ReportError(str(exc)) from exc
+        name = f"{Path(site).name} (n={len(dataset)})"
+        for key, values in state.cases.items():
+            if key.endswith("/dice") or key == "dice":
+                kept = [float(v) for v in values if math.isfinite(float(v))]
+                per_case.setdefault(key, {})[name] = kept
+        for marker, (labels, scores) in marker_scores(state.cases).items():
+            markers.setdefault(str(marker), {})[name] = (labels.tolist(), scores.tolist())
+    from neurofed.evaluate.roc import auc_delong
+    from neurofed.evaluate.statistics import mean_with_ci
+
+    def interval(value: float, ci: tuple[float, float]) -> str:
+        if not math.isfinite(value):
+            return "–"
+        return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+    names = list(next(iter(per_case.values()), {})) or list(next(iter(markers.values()), {}))
+    rows: list[list[Any]] = []
+    for name in names:
+        row: list[Any] = [name]
+        for site_values in per_case.values():
+            estimate = mean_with_ci(site_values.get(name, []))
+            row.append(interval(estimate.mean, estimate.ci))
+        for marker_sites in markers.values():
+            pair = marker_sites.get(name)
+            auc = auc_delong(list(pair[1]), list(pair[0])) if pair else None
+            row.append("–" if auc is None else interval(auc.auc, auc.ci))
+        rows.append(row)
+    header = [
+        "site",
+        *(f"{k} (mean, 95% CI)" for k in per_case),
+        *(f"{m} AUC (DeLong)" for m in markers),
+    ]
+    html = table(header, rows)
+    for key, by_site in sorted(per_case.items()):
+        caption = f"{key} per case at each site (every case of the site, scored here)."
+        html += figure(figures.case_distributions(by_site, key), caption)
+    if markers:
+        caption = (
+            "ROC curve of each marker at each site (grade: IV against II–III); the legend "
+            "gives the AUC with its 95% DeLong interval."
+        )
+        html += figure(figures.roc_curves(markers), caption)
+    title = f"The model {Path(model).name} on every case of {len(sites)} local site(s)"
+    return [Section(title, html or "<p>No per-case values for this task.</p>")]
+
+
 def run_report(
-    run: Path, compare: Sequence[Path] = (), extra: Sequence[Section] = ()
+    run: Path,
+    compare: Sequence[Path] = (),
+    extra: Sequence[Section] = (),
+    sites: Sequence[Path] = (),
 ) -> tuple[str, RunView]:
-    """The HTML of ``run``'s report (and the run as read), with other runs and sections."""
+    """The HTML of ``run``'s report (and the run as read), with other runs, the selected model
+    scored on local ``sites``, and extra sections."""
     view = RunView.read(run)
     others = [RunView.read(p) for p in compare]
     sections = [_study_section(view), _curves(view), _sites(view), _participation(view)]
     if others:
         sections.append(_compare([view, *others]))
+    if sites:
+        from neurofed.federated.server.run_folder import MODEL
+
+        sections += site_sections(view.folder / MODEL, sites)
     sections += list(extra)
     sections.append(_privacy(view))
     return render_html(f"neurofed report: {view.name}", sections), view
