@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,46 +9,10 @@ from typer.testing import CliRunner
 
 from neurofed.cli.main import app
 from neurofed.evaluate.report import ReportError, run_report
-from neurofed.federated.server.run_folder import RoundRecord
-from neurofed.federated.study import load_study
 from neurofed.training import LocalTrainer, save_model
 from tests.browser import rendered_figures
+from tests.evaluate.runs import run_folder
 from tests.training.tiny import tiny_config
-
-EXAMPLES = Path(__file__).parents[2] / "examples" / "studies"
-
-
-def _run_folder(folder: Path, dice: dict[str, list[float]], *, failed_round: int = 0) -> Path:
-    """A run folder as the server writes it: study, summary, rounds, last model's weights."""
-    study = load_study(EXAMPLES / "fets-fedavg.toml")
-    folder.mkdir(parents=True)
-    (folder / "study.toml").write_text(study.to_toml())
-    rounds = len(next(iter(dice.values())))
-    for k in range(1, rounds + 1):
-        record = RoundRecord(round=k, targets=list(dice), accepted=list(dice), aggregated=True)
-        if k == failed_round:
-            record.accepted = record.accepted[1:]
-            record.failed = {"site-1": "training failed: out-of-memory"}
-        record.train = {s: {"num_examples": 8.0, "train_loss": 1.0 / k} for s in record.accepted}
-        record.validation_per_site = {
-            s: {"WT/dice": v[k - 1], "num_examples": 6.0} for s, v in dice.items()
-        }
-        record.validation = {"WT/dice": sum(v[k - 1] for v in dice.values()) / len(dice)}
-        record.seconds = 2.0
-        (folder / "rounds" / str(k)).mkdir(parents=True)
-        (folder / "rounds" / str(k) / "metrics.json").write_text(json.dumps(record.to_json()))
-    best = max(range(1, rounds + 1), key=lambda k: sum(v[k - 1] for v in dice.values()))
-    summary = {
-        "study": study.name,
-        "study_hash": study.content_hash,
-        "rounds_done": rounds,
-        "rounds": rounds,
-        "selected": {"round": best, "metric": "WT/dice", "direction": "max", "value": 0.7},
-    }
-    (folder / "summary.json").write_text(json.dumps(summary))
-    (folder / "last_model").mkdir()
-    (folder / "last_model" / "weights.safetensors").write_bytes(b"\0" * 250_000)
-    return folder
 
 
 def test_the_report_shows_curves_sites_the_worst_site_and_what_left_each_site(
@@ -57,7 +20,7 @@ def test_the_report_shows_curves_sites_the_worst_site_and_what_left_each_site(
 ) -> None:
     # Prepare: site-2 is the worst site; site-1 failed in round 2
     dice = {"site-1": [0.5, 0.6, 0.7], "site-2": [0.3, 0.35, 0.4], "site-3": [0.6, 0.7, 0.8]}
-    run = _run_folder(tmp_path / "run", dice, failed_round=2)
+    run = run_folder(tmp_path / "run", dice, failed_round=2)
 
     # Execute
     html, view = run_report(run)
@@ -75,8 +38,8 @@ def test_the_report_shows_curves_sites_the_worst_site_and_what_left_each_site(
 
 def test_the_report_renders_every_figure_in_headless_chromium(tmp_path: Path) -> None:
     # Prepare
-    first = _run_folder(tmp_path / "a", {"site-1": [0.5, 0.6], "site-2": [0.4, 0.5]})
-    second = _run_folder(tmp_path / "b", {"site-1": [0.3, 0.4], "site-2": [0.2, 0.3]})
+    first = run_folder(tmp_path / "a", {"site-1": [0.5, 0.6], "site-2": [0.4, 0.5]})
+    second = run_folder(tmp_path / "b", {"site-1": [0.3, 0.4], "site-2": [0.2, 0.3]})
 
     # Execute
     result = CliRunner().invoke(
@@ -97,7 +60,7 @@ def test_a_folder_that_is_not_a_run_is_refused_with_what_to_give(tmp_path: Path)
 
 
 def test_a_damaged_round_file_is_named(tmp_path: Path) -> None:
-    run = _run_folder(tmp_path / "run", {"site-1": [0.5, 0.6]})
+    run = run_folder(tmp_path / "run", {"site-1": [0.5, 0.6]})
     (run / "rounds" / "2" / "metrics.json").write_text("{not json")
     with pytest.raises(ReportError, match=r"rounds/2/metrics.json: unreadable"):
         run_report(run)
@@ -107,7 +70,7 @@ def test_scoring_the_selected_model_on_local_sites_adds_distributions_and_roc_cu
     glioma_site: Path, tmp_path: Path
 ) -> None:
     # Prepare: a run whose selected model is a tiny multi-task network
-    run = _run_folder(tmp_path / "run", {"site-1": [0.5, 0.6]})
+    run = run_folder(tmp_path / "run", {"site-1": [0.5, 0.6]})
     config = tiny_config("glioma-multitask", epochs=1)
     trainer = LocalTrainer.from_sites(config, glioma_site)
     trainer.fit()
@@ -129,7 +92,7 @@ def test_scoring_the_selected_model_on_local_sites_adds_distributions_and_roc_cu
 
 
 def test_a_run_without_a_selected_model_to_score_is_named(tmp_path: Path) -> None:
-    run = _run_folder(tmp_path / "run", {"site-1": [0.5, 0.6]})
+    run = run_folder(tmp_path / "run", {"site-1": [0.5, 0.6]})
     result = CliRunner().invoke(
         app, ["report", str(run), "--site", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
     )

@@ -1,0 +1,47 @@
+"""A federated run folder written by hand, as the server writes it, for report and monitor
+tests that need no simulation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from neurofed.federated.server.run_folder import RoundRecord
+from neurofed.federated.study import load_study
+
+__all__ = ["run_folder"]
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "studies"
+
+
+def run_folder(folder: Path, dice: dict[str, list[float]], *, failed_round: int = 0) -> Path:
+    """A run folder as the server writes it: study, summary, rounds, last model's weights."""
+    study = load_study(EXAMPLES / "fets-fedavg.toml")
+    folder.mkdir(parents=True)
+    (folder / "study.toml").write_text(study.to_toml())
+    rounds = len(next(iter(dice.values())))
+    for k in range(1, rounds + 1):
+        record = RoundRecord(round=k, targets=list(dice), accepted=list(dice), aggregated=True)
+        if k == failed_round:
+            record.accepted = record.accepted[1:]
+            record.failed = {"site-1": "training failed: out-of-memory"}
+        record.train = {s: {"num_examples": 8.0, "train_loss": 1.0 / k} for s in record.accepted}
+        record.validation_per_site = {
+            s: {"WT/dice": v[k - 1], "num_examples": 6.0} for s, v in dice.items()
+        }
+        record.validation = {"WT/dice": sum(v[k - 1] for v in dice.values()) / len(dice)}
+        record.seconds = 2.0
+        (folder / "rounds" / str(k)).mkdir(parents=True)
+        (folder / "rounds" / str(k) / "metrics.json").write_text(json.dumps(record.to_json()))
+    best = max(range(1, rounds + 1), key=lambda k: sum(v[k - 1] for v in dice.values()))
+    summary = {
+        "study": study.name,
+        "study_hash": study.content_hash,
+        "rounds_done": rounds,
+        "rounds": rounds,
+        "selected": {"round": best, "metric": "WT/dice", "direction": "max", "value": 0.7},
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "last_model").mkdir()
+    (folder / "last_model" / "weights.safetensors").write_bytes(b"\0" * 250_000)
+    return folder
