@@ -24,10 +24,15 @@ def _chromium() -> str:
     pytest.skip("chromium is not installed (apt-get install chromium)")
 
 
-def dump_dom(page: Path) -> str:
-    """The page's DOM after load, as headless Chromium serialises it."""
+def dump_dom(page: Path | str, *, virtual_time_ms: int = 0) -> str:
+    """The page's DOM after load (a file, or a URL), as headless Chromium serialises it;
+    ``virtual_time_ms`` lets the page's timers and fetches run that long first."""
+    command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
+    if virtual_time_ms:
+        command.append(f"--virtual-time-budget={virtual_time_ms}")
+    target = page.as_uri() if isinstance(page, Path) else page
     result = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+        [*command, target],
         capture_output=True,
         text=True,
         timeout=300,

@@ -12,6 +12,7 @@ from neurofed.cli import (
 from neurofed.cli.demo import demo
 from neurofed.cli.evaluate import evaluate
 from neurofed.cli.federation import federation_app
+from neurofed.cli.monitor import monitor
 from neurofed.cli.phantom import phantom
 from neurofed.cli.report import report
 from neurofed.cli.server import server_app
@@ -40,6 +41,7 @@ app.command()(demo)
 app.command()(evaluate)
 app.command()(simulate)
 app.command()(report)
+app.command()(monitor)
 
 
 @app.command()
