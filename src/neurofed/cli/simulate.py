@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from neurofed.cli.console import console, err_console, print_error
+
+if TYPE_CHECKING:
+    from neurofed.federated.study import Study
 
 __all__ = ["simulate"]
 
@@ -25,7 +29,7 @@ def simulate(
 ) -> None:
     """Run a study over several site folders, each as one simulated NVFlare site."""
     from neurofed.federated.engine import SimulationError, run_simulation
-    from neurofed.federated.study import StudyError, load_study
+    from neurofed.federated.study import StudyError, StudyKind, load_study
     from neurofed.training import RunFolderError
 
     try:
@@ -33,9 +37,14 @@ def simulate(
     except StudyError as exc:
         print_error(exc)
         raise typer.Exit(2) from None
+    doing = (
+        "evaluation of its initial model"
+        if study.kind is StudyKind.EVALUATE
+        else f"{study.rounds} round(s) of {study.strategy.value}"
+    )
     console.print(
-        f"study {study.name!r} sha256:{study.content_hash[:12]}: {study.rounds} round(s) of "
-        f"{study.strategy.value} over {len(site)} site(s) → {out}"
+        f"study {study.name!r} sha256:{study.content_hash[:12]}: {doing} over {len(site)} "
+        f"site(s) → {out}"
     )
 
     def progress(done: int, total: int, label: str) -> None:
@@ -61,6 +70,9 @@ def simulate(
             f"{list(plan.patch_size)}, batch {plan.batch_size} → {result.run_dir / 'plan.json'}"
         )
     selected = summary.selected
+    if study.kind is StudyKind.EVALUATE:
+        _show_evaluation(study, result.run_dir)
+        return
     if result.model_dir is None:
         print_error(
             "no round was aggregated, so there is no model; each round's reasons (quorum, "
@@ -79,3 +91,38 @@ def simulate(
     console.print(
         f"done in {result.seconds:.1f} s; per-round metrics in {result.run_dir / 'rounds'}"
     )
+
+
+def _show_evaluation(study: Study, run_dir: Path) -> None:
+    """Each site's metrics of the evaluated model (every case of the site) and their merge;
+    exit 1 when no site could score it."""
+    import json
+
+    from rich.table import Table
+
+    from neurofed.training import HEADLINE_METRICS
+
+    record = json.loads((run_dir / "rounds" / "1" / "metrics.json").read_text(encoding="utf-8"))
+    names = [study.selection.metric]
+    names += [m for m in HEADLINE_METRICS[study.task] if m not in names]
+    table = Table("site", *names, "cases", title="the given model on every case of each site")
+    rows = dict(sorted(record.get("validation_per_site", {}).items()))
+    if rows:
+        rows["all sites"] = record.get("validation", {})
+    for name, values in rows.items():
+        cells = [_number(values.get(m)) for m in names]
+        table.add_row(escape(name), *cells, _number(values.get("num_examples"), 0))
+    console.print(table)
+    for kind in ("failed", "refused"):
+        for name, why in record.get(kind, {}).items():
+            err_console.print(f"{escape(name)} {kind}: {escape(str(why))}", soft_wrap=True)
+    if not rows:
+        print_error(f"no site could score the model; see {run_dir / 'rounds' / '1'}")
+        raise typer.Exit(1)
+    console.print(f"per-site metrics in {run_dir / 'rounds' / '1' / 'metrics.json'}")
+
+
+def _number(value: object, digits: int = 3) -> str:
+    if isinstance(value, int | float) and value == value:
+        return f"{value:.{digits}f}"
+    return "–"

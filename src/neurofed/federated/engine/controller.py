@@ -54,7 +54,7 @@ from neurofed.federated.protocol import MetaField, ProtocolError, SiteAnswer, Ta
 from neurofed.federated.server.planning import PlanningError
 from neurofed.federated.server.run import FederatedRun
 from neurofed.federated.server.run_folder import RoundRecord
-from neurofed.federated.study import Study
+from neurofed.federated.study import Study, StudyKind
 from neurofed.federated.study.initial_model import InitialModelError
 from neurofed.training import RunFolderError
 
@@ -220,10 +220,15 @@ class StudyController(ModelController):  # type: ignore[misc]
             progress.begin_round(round_number, run.live)
             began = time.perf_counter()
             record = RoundRecord(round=round_number)
-            self.info(f"round {round_number}/{study.rounds}: training at {run.live}")
             targets = list(run.live)
-            answers = self._send(TaskName.TRAIN, run, targets, round_number)
-            if run.record_training(record, targets, answers):
+            if study.kind is StudyKind.EVALUATE:  # the given model, scored at every site
+                self.info(f"evaluation: scoring the study's initial model at {targets}")
+                answers = self._send(TaskName.VALIDATE, run, targets, round_number)
+                run.record_validation(record, targets, answers)
+            else:
+                self.info(f"round {round_number}/{study.rounds}: training at {run.live}")
+                answers = self._send(TaskName.TRAIN, run, targets, round_number)
+            if study.kind is StudyKind.TRAIN and run.record_training(record, targets, answers):
                 targets = list(run.live)
                 answers = self._send(TaskName.VALIDATE, run, targets, round_number)
                 run.record_validation(record, targets, answers)

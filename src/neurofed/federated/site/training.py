@@ -41,7 +41,7 @@ from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.site.keeper import StateKeeper
 from neurofed.federated.site.personalised import PersonalisedModel
 from neurofed.federated.site.state import PERSONALISED_MODEL
-from neurofed.federated.study import Study
+from neurofed.federated.study import Study, StudyKind
 from neurofed.federated.study.plan import PLAN_FILE, check_plan
 from neurofed.federated.update import Parameters
 from neurofed.keys import ClinicalField, OutputKey, Split
@@ -240,7 +240,8 @@ class StudyTraining:
         )
 
     def validate(self, round_number: int, params: Parameters) -> ValidateResult:
-        """Evaluate the global parameters on the validation split: sums, counts and fixed-bin
+        """Evaluate the global parameters on the validation split (an evaluation-only study:
+        every case of the site): sums, counts and fixed-bin
         histograms only (:func:`~neurofed.tasks.sharing.share_state`: per-case values only for a
         dataset the custodian allows, nothing derived from fewer cases than its minimum).
 
@@ -252,8 +253,13 @@ class StudyTraining:
         self.keeper.restore(round_number, trainer, personal)
         kept = trainer.get_parameters()
         trainer.set_parameters(params)
+        # an evaluation-only study scores the given model on every case of the site
+        cases = None
+        if self.study.kind is StudyKind.EVALUATE:
+            assert trainer.source is not None  # from_sites
+            cases = trainer.source.split(None)
         try:
-            state = trainer.evaluate()
+            state = trainer.evaluate(cases)
         finally:
             trainer.set_parameters(kept)  # training continues from the site's own weights
         policy = self._config()

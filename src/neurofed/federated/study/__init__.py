@@ -13,6 +13,7 @@ from neurofed.federated.study.study import (
     STUDY_FILE,
     Study,
     StudyError,
+    StudyKind,
     canonical_json,
     load_study,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "STUDY_FILE",
     "Study",
     "StudyError",
+    "StudyKind",
     "canonical_json",
     "load_study",
 ]

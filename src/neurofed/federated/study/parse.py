@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "REQUIRED_KEYS",
     "SETTABLE_TRAIN_FIELDS",
     "StudyError",
+    "StudyKind",
     "parse_study",
 ]
 
@@ -62,6 +64,7 @@ MAX_SEED = 2**63 - 1
 MAX_ROUND_TIMEOUT_S = 7 * 24 * 3600.0
 #: Top-level keys with defaults (see :class:`~neurofed.federated.study.Study`).
 OPTIONAL_KEYS: tuple[str, ...] = (
+    "kind",
     "local_epochs",
     "min_sites",
     "round_timeout_s",
@@ -97,6 +100,40 @@ SETTABLE_TRAIN_FIELDS: tuple[str, ...] = tuple(
 )
 
 _SELECTION_KEYS = ("metric", "direction")
+
+
+class StudyKind(StrEnum):
+    """What a study does: ``train`` a model over rounds (the default), or ``evaluate`` the
+    ``[initial_model]`` on every case of every site in one round, training nothing."""
+
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+
+
+def _parse_kind(source: str, data: Mapping[str, Any]) -> StudyKind:
+    value = data.get("kind", StudyKind.TRAIN.value)
+    try:
+        kind = StudyKind(value)
+    except ValueError:
+        choices = " or ".join(f'"{k.value}"' for k in StudyKind)
+        raise StudyError(f"{source}: kind = {shown(value)} is invalid: use {choices}") from None
+    if kind is StudyKind.EVALUATE:
+        if data.get("initial_model") is None:
+            raise StudyError(
+                f'{source}: kind = "evaluate" scores a given model: add [initial_model] with '
+                "its path and sha256 (e.g. a run's model/ folder)"
+            )
+        if data.get("rounds") != 1:
+            raise StudyError(
+                f'{source}: kind = "evaluate" runs one round (the model scored at every site): '
+                f"set rounds = 1 (got {shown(data.get('rounds'))})"
+            )
+        if data.get("plan") is not None:
+            raise StudyError(
+                f'{source}: kind = "evaluate" plans nothing: the model keeps the preprocessing '
+                "it was trained with; remove [plan] and give [train.preprocess] as trained"
+            )
+    return kind
 
 
 def _unknown(where: str, keys: Iterable[str], allowed: Iterable[str]) -> None:
@@ -300,7 +337,9 @@ def parse_study(
     strategy = _parse_strategy(source, data, task, model)
     selection = _parse_selection(source, data)
     initial = _parse_initial_model(source, data, base_dir)
+    kind = _parse_kind(source, data)
     scalars = {k: data[k] for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if k in data}
+    scalars["kind"] = kind
     for key in ("task", "model", "strategy", "selection", "train", "plan", "initial_model"):
         scalars.pop(key, None)
     client = strategy.client_settings()

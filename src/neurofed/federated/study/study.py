@@ -89,7 +89,7 @@ from neurofed.federated.strategies import (
     get_strategy,
     get_strategy_type,
 )
-from neurofed.federated.study.initial_model import InitialModel
+from neurofed.federated.study.initial_model import InitialModel, InitialModelError
 from neurofed.federated.study.parse import (
     MAX_LOCAL_EPOCHS,
     MAX_ROUND_TIMEOUT_S,
@@ -99,6 +99,7 @@ from neurofed.federated.study.parse import (
     REQUIRED_KEYS,
     SETTABLE_TRAIN_FIELDS,
     StudyError,
+    StudyKind,
     parse_study,
 )
 from neurofed.federated.study.plan import (
@@ -121,6 +122,7 @@ __all__ = [
     "STUDY_FILE",
     "Study",
     "StudyError",
+    "StudyKind",
     "canonical_json",
     "load_study",
 ]
@@ -233,6 +235,7 @@ class Study:
     dataset: str | None = None
     plan: StudyPlan | None = None
     initial_model: InitialModel | None = None
+    kind: StudyKind = StudyKind.TRAIN
 
     def __post_init__(self) -> None:
         def check(ok: bool, field: str, fix: str) -> None:
@@ -287,6 +290,11 @@ class Study:
             "initial_model",
             "give an InitialModel (or build the study with Study.from_dict)",
         )
+        check(isinstance(self.kind, StudyKind), "kind", 'use "train" or "evaluate"')
+        if self.kind is StudyKind.EVALUATE:
+            check(self.initial_model is not None, "kind", "an evaluation needs [initial_model]")
+            check(self.rounds == 1, "kind", "an evaluation runs one round: rounds = 1")
+            check(self.plan is None, "kind", "an evaluation plans nothing: remove [plan]")
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -415,7 +423,28 @@ class Study:
         trained = self.initial_model.load(self.task)
         if self.plan is None or ("model", "plan") not in planned_keys(self.task):
             self.initial_model.parameters(trained, self.train)  # the network is known: check it
+        if self.kind is StudyKind.EVALUATE:
+            self._check_evaluated(trained)
         return trained
+
+    def _check_evaluated(self, trained: TrainedModel) -> None:
+        """An evaluation scores the model as it was trained: the sites must preprocess and
+        score as its folder says, or the numbers describe another model."""
+        assert self.initial_model is not None
+        pairs = (
+            ("[train.preprocess]", trained.preprocess.to_json(), self.train.preprocess.to_json()),
+            ("[task]", trained.config.task_config.to_json(), self.train.task_config.to_json()),
+        )
+        for table, theirs, ours in pairs:
+            differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            if differ:
+                model_side = ", ".join(f"{k} = {theirs.get(k)!r}" for k in differ)
+                study_side = ", ".join(f"{k} = {ours.get(k)!r}" for k in differ)
+                raise InitialModelError(
+                    f"{self.initial_model.path}: the model was trained with {table} "
+                    f"{model_side}; the evaluation study has {study_side} — give the study's "
+                    f"{table} the model's values"
+                )
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -425,8 +454,10 @@ class Study:
         train = {k: train_json[k] for k in SETTABLE_TRAIN_FIELDS if train_json[k] is not None}
         if self.train.augment is None:
             train["augment"] = False
-        out: dict[str, Any] = {
-            "name": self.name,
+        out: dict[str, Any] = {"name": self.name}
+        if self.kind is not StudyKind.TRAIN:  # a training study keeps the hash it had
+            out["kind"] = self.kind.value
+        out |= {
             "rounds": self.rounds,
             "local_epochs": self.local_epochs,
             "min_sites": self.min_sites,
@@ -540,7 +571,20 @@ class Study:
                 if self.initial_model is None
                 else [f"  initial    {self.initial_model.describe()}"]
             ),
-            "  leaves a site: model parameters and aggregate metrics (sums and counts) only",
+            *(
+                [
+                    "  kind       evaluation only: the given model is scored on every case of "
+                    "the site; nothing is trained"
+                ]
+                if self.kind is StudyKind.EVALUATE
+                else []
+            ),
+            "  leaves a site: "
+            + (
+                "aggregate metrics (sums and counts) only"
+                if self.kind is StudyKind.EVALUATE
+                else "model parameters and aggregate metrics (sums and counts) only"
+            ),
             "  code       none travels: task, model and strategy are names of installed code",
         ]
         return "\n".join(lines)

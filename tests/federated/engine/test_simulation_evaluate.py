@@ -1,0 +1,78 @@
+"""An evaluation-only study (``kind = "evaluate"``) in NVFlare's simulator: the given model is
+scored on every case of every site and nothing is trained (one ~20 s simulation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from neurofed.artifacts import sha256_file
+from neurofed.evaluate import evaluate_model
+from neurofed.training import LocalTrainer, save_model
+from neurofed.training.model_folder import MODEL_WEIGHTS
+from neurofed.training.records import finalize_metrics
+from tests.federated.conftest import tiny_study
+from tests.federated.engine.test_simulation_initial_model import _public_model, _simulate
+
+
+def _model_for(folder: Path) -> tuple[Path, str]:
+    """A tiny brain-age model trained (here: initialised) as the study preprocesses."""
+    config = tiny_study().train_config(device="cpu").with_changes(seed=99)
+    save_model(folder, LocalTrainer(config).model, config)
+    return folder, sha256_file(folder / MODEL_WEIGHTS)
+
+
+def _evaluation_study(folder: Path, sha256: str) -> Path:
+    study = tiny_study(rounds=1, min_sites=2)
+    text = (
+        f'kind = "evaluate"\n{study.to_toml()}\n'
+        f'[initial_model]\npath = "models/public"\nsha256 = "{sha256}"\n'
+    )
+    path = folder / "study.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_an_evaluation_study_scores_the_given_model_on_every_case_and_trains_nothing(
+    tmp_path: Path, age_sites: list[Path]
+) -> None:
+    # Prepare
+    model, sha = _model_for(tmp_path / "lead" / "models" / "public")
+    study = _evaluation_study(tmp_path / "lead", sha)
+
+    # Execute
+    code, output = _simulate(study, age_sites, tmp_path / "run")
+
+    # Assert: no training task, each site's metrics are the model's on all its cases
+    assert code == 0, output
+    assert "evaluation of its initial model" in output and "all sites" in output
+    record = json.loads((tmp_path / "run/rounds/1/metrics.json").read_text())
+    assert record["train"] == {} and record["aggregated"] is False
+    assert set(record["validation_per_site"]) == {"site-1", "site-2"}
+    for k, site in enumerate(age_sites, start=1):
+        state, cases, trained = evaluate_model(model, site, None)
+        expected = finalize_metrics(trained.task, state)
+        scored = record["validation_per_site"][f"site-{k}"]
+        assert scored["num_examples"] == len(cases) > 1  # every case, not the validation split
+        assert scored["mae"] == pytest.approx(expected["mae"], rel=1e-5)
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["model"] is None and summary["rounds_done"] == 1
+
+
+def test_a_model_trained_with_other_preprocessing_is_refused_before_any_site_runs(
+    tmp_path: Path, age_sites: list[Path]
+) -> None:
+    # Prepare: a model trained at its native spacing, the study preprocesses at 8 mm
+    _, sha = _public_model(tmp_path / "lead" / "models" / "public")
+    study = _evaluation_study(tmp_path / "lead", sha)
+
+    # Execute
+    code, output = _simulate(study, age_sites, tmp_path / "run")
+
+    # Assert
+    assert code != 0
+    assert "the model was trained with [train.preprocess] spacing = None" in output
+    assert "give the study's [train.preprocess] the model's values" in output
