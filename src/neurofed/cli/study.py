@@ -115,7 +115,7 @@ def submit(
         follow_study,
         submit_study,
     )
-    from neurofed.federated.study import StudyError, load_study
+    from neurofed.federated.study import StudyError, StudyKind, load_study
 
     try:
         study = load_study(study_file)
@@ -137,6 +137,10 @@ def submit(
             with admin_session(admin_kit) as session:
                 folder = download_run(session, job_id, out)
             summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+            if study.kind is StudyKind.EVALUATE:
+                metrics = folder / "rounds" / "1" / "metrics.json"
+                console.print(f"run folder → {folder} (each site's metrics in {metrics})")
+                return
             if summary.get("model") is None:
                 raise _fail(
                     f"run folder → {folder}: no round was aggregated, so there is no model; each "
