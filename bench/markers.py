@@ -15,7 +15,13 @@ Per marker of ``glioma-multitask`` (IDH, 1p/19q, MGMT, and grade as WHO IV vs II
 - **shallow (leave-one-site-out)**: every site held out in turn, the out-of-site scores of all
   cases pooled (more cases, tighter intervals);
 - **deep** (with ``--deep RUN_OR_MODEL``): a trained ``glioma-multitask`` model folder scored on
-  every case of the held-out site (``neurofed.evaluate.evaluate_model``).
+  every case of the held-out site (``neurofed.evaluate.evaluate_model``);
+- **deep, E epochs** (with ``--train-epochs E1,E2,…``): the budget sweep — a ``glioma-multitask``
+  model trained here on the other sites' training cases pooled (``train_pooled``, the task's
+  default network and schedule at ``--train-spacing`` mm, ``E`` epochs), one run folder per
+  budget under ``--work`` (an interrupted sweep resumes), scored on every case of the held-out
+  site. The summary names the smallest budget whose AUC reaches 0.9× the population oracle on
+  each marker.
 
 A phantom of ``--sites`` sites of ``--cases`` cases is generated under ``--work`` (or an existing
 one is read with ``--phantom``, e.g. the sites a deep model was trained on); the held-out site is
@@ -29,6 +35,7 @@ Usage::
     python bench/markers.py [--sites 5] [--cases 60] [--spacing 2] [--seed 0] [--test-site K]
                             [--draws 20000] [--resamples 1000] [--workers 2] [--work DIR]
                             [--phantom DIR] [--deep RUN_OR_MODEL] [--out FILE]
+                            [--train-epochs 10,30] [--train-spacing 4] [--threads N]
 
 Prints a table and writes JSON (default ``bench/results/markers.json``).
 """
@@ -49,8 +56,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from neurofed import __version__
+from neurofed.data.manifest import check_site
 from neurofed.data.subject import Clinical
 from neurofed.keys import ClinicalField, Marker, TaskId
 from neurofed.phantom import (
@@ -72,6 +81,9 @@ from neurofed.phantom.oracle import (
     population_draws,
 )
 from neurofed.phantom.shallow import SHALLOW_FEATURES, read_case_features, shallow_scores
+from neurofed.training import train_pooled
+from neurofed.training.defaults import default_train_config
+from neurofed.training.records import EpochRecord
 
 F64 = npt.NDArray[np.float64]
 
@@ -229,6 +241,44 @@ def _deep(model: Path, site_dir: Path, seed: int, resamples: int) -> dict[Marker
     return {m: auc_with_ci(*scored[m], seed=seed, resamples=resamples) for m in ORACLE_TARGETS}
 
 
+def _train_deep(
+    root: Path, manifest: dict[str, Any], test_site: int, epochs: int, args: argparse.Namespace
+) -> Path:
+    """A pooled ``glioma-multitask`` model of ``epochs`` epochs on every usable site but
+    ``test_site`` (checked first); its run folder resumes if interrupted."""
+    sites = [
+        root / str(s["dir"])
+        for s in manifest["sites"]
+        if int(s["site"]) != test_site and s["labelled"] and not s.get("missing_modalities")
+    ]
+    for site in sites:
+        check_site(site)
+    config = default_train_config(
+        TaskId.GLIOMA_MULTITASK,
+        spacing=args.train_spacing,
+        device="cpu",
+        epochs=epochs,
+        validate_every=epochs,
+        seed=args.seed,
+    )
+    run = Path(args.work) / f"deep-{args.train_spacing:g}mm-{epochs}ep"
+    print(
+        f"training a pooled model on {len(sites)} sites for {epochs} epochs at "
+        f"{args.train_spacing:g} mm → {run}",
+        flush=True,
+    )
+
+    def report(record: EpochRecord) -> None:
+        print(
+            f"  epoch {record.epoch}/{epochs}: loss {record.train_loss:.3f} "
+            f"({record.seconds:.0f} s)",
+            flush=True,
+        )
+
+    train_pooled(config, sites, run, on_epoch=report)
+    return run / "model"
+
+
 def _cell(estimate: AucEstimate | None) -> str:
     if estimate is None:
         return "—"
@@ -251,8 +301,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder for the phantom")
     parser.add_argument("--phantom", type=Path, default=None, help="use this existing phantom")
     parser.add_argument("--deep", type=Path, default=None, help="glioma-multitask run or model")
+    parser.add_argument(
+        "--train-epochs", default="", help="budgets to train and score, e.g. 10,30 (epochs)"
+    )
+    parser.add_argument("--train-spacing", type=float, default=4.0, help="training grid, mm")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
     parser.add_argument("--out", type=Path, default=Path("bench/results/markers.json"))
     args = parser.parse_args()
+    budgets = sorted({int(e) for e in args.train_epochs.split(",") if e.strip()})
+    torch.set_num_threads(args.threads)
     if args.work is None:
         args.work = Path(tempfile.mkdtemp(prefix="bench-markers-"))
     began = time.perf_counter()
@@ -283,15 +340,30 @@ def main() -> None:
         site_dir = root / f"site-{test_site}"
         deep = _deep(args.deep, site_dir, args.seed, args.resamples)
         seconds["deep"] = time.perf_counter() - start
+    swept: dict[int, dict[Marker, AucEstimate]] = {}
+    for epochs in budgets:
+        start = time.perf_counter()
+        model = _train_deep(root, manifest, test_site, epochs, args)
+        swept[epochs] = _deep(model, root / f"site-{test_site}", args.seed, args.resamples)
+        seconds[f"deep {epochs} epochs"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - began
 
     columns = ["oracle (population)", f"oracle (site-{test_site})", f"shallow (site-{test_site})"]
     columns += ["shallow (leave-one-site-out)"] + ([f"deep (site-{test_site})"] if deep else [])
+    columns += [f"deep {e} ep (site-{test_site})" for e in budgets]
     rows = []
     for m in ORACLE_TARGETS:
         cells = [population[m].estimate, on_cases[m], held_out[m], loso[m]]
         cells += [deep[m]] if deep else []
+        cells += [swept[e][m] for e in budgets]
         rows.append((m, cells))
+    reached = {
+        m: next(
+            (e for e in budgets if swept[e][m].auc >= 0.9 * population[m].auc),
+            None,
+        )
+        for m in ORACLE_TARGETS
+    }
     width = 28
     print()
     print(f"{'marker':<9}" + "".join(f"{c:>{width + 2}}" for c in columns))
@@ -303,6 +375,14 @@ def main() -> None:
         f"oracle best model: "
         + ", ".join(f"{_LABELS[m]} {population[m].best.value}" for m in ORACLE_TARGETS)
     )
+    if budgets:
+        print(
+            f"deep at {args.train_spacing:g} mm reaches 0.9x the population oracle: "
+            + ", ".join(
+                f"{_LABELS[m]} " + ("not within the sweep" if e is None else f"at {e} epochs")
+                for m, e in reached.items()
+            )
+        )
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
 
     report = {
@@ -317,6 +397,8 @@ def main() -> None:
             "resamples": args.resamples,
             "seed": args.seed,
             "deep": None if args.deep is None else str(args.deep),
+            "train_epochs": budgets,
+            "train_spacing_mm": args.train_spacing,
         },
         "num_cases": len(cases.sites),
         "num_test_cases": int(test_mask.sum()),
@@ -328,6 +410,14 @@ def main() -> None:
                 "shallow_test_site": held_out[m].to_json(),
                 "shallow_leave_one_site_out": loso[m].to_json(),
                 **({"deep_test_site": deep[m].to_json()} if deep else {}),
+                **(
+                    {
+                        "deep_by_epochs": {str(e): swept[e][m].to_json() for e in budgets},
+                        "first_epochs_at_0.9_oracle": reached[m],
+                    }
+                    if budgets
+                    else {}
+                ),
             }
             for m in ORACLE_TARGETS
         },
