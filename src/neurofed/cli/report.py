@@ -23,7 +23,8 @@ def report(
         list[Path] | None,
         typer.Option(
             help="A site folder on this machine to score the run's selected model on, case by "
-            "case (repeat for more): per-case distributions and, for markers, ROC curves."
+            "case (repeat for more): per-case distributions, ROC curves for markers, and "
+            "predicted against true with Bland–Altman for brain-age."
         ),
     ] = None,
 ) -> None:

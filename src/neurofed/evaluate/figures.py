@@ -8,7 +8,9 @@ selected round is a dashed vertical line labelled in words, and every axis names
 - :func:`compare_curves` — the merged validation metric of several runs over rounds;
 - :func:`case_distributions` — per model, the per-case values on the same cases (box and points);
 - :func:`site_dots` — per model, its value at each site (the worst site is the lowest dot);
-- :func:`roc_curves` — per marker, one ROC curve per site with its AUC and DeLong interval.
+- :func:`roc_curves` — per marker, one ROC curve per site with its AUC and DeLong interval;
+- :func:`bland_altman_plot` — a regression's predicted against true values with the identity
+  line, and Bland–Altman's difference against mean with the bias and limits of agreement.
 
 Examples
 --------
@@ -29,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["case_distributions", "compare_curves", "roc_curves", "round_curves", "site_dots"]
+__all__ = [
+    "bland_altman_plot",
+    "case_distributions",
+    "compare_curves",
+    "roc_curves",
+    "round_curves",
+    "site_dots",
+]
 
 #: Line styles and markers cycled per series, so that greyscale prints keep them apart.
 _STYLES = ("-", "--", "-.", ":")
@@ -176,4 +185,55 @@ def roc_curves(
         ax.set_xlabel("1 − specificity")
         ax.set_ylabel("sensitivity")
         ax.legend(fontsize=6, loc="lower right")
+    return _uri(figure)
+
+
+def bland_altman_plot(
+    sites: Mapping[str, tuple[Sequence[float], Sequence[float]]], target: str
+) -> str:
+    """Per site (``predicted, true``), one marker style: predicted against true with the
+    identity line (left), and the difference predicted − true against their mean (right) with
+    the bias over all cases (solid) and its 95 % limits of agreement (dashed), each labelled.
+    Limits need two cases or more in all; with fewer, the right panel has the points only."""
+    import numpy as np
+
+    from neurofed.evaluate.statistics import bland_altman
+
+    figure, axes = _figure(columns=2, width=9.0, height=3.8)
+    left, right = axes
+    guesses, reals = [np.empty(0)], [np.empty(0)]
+    for k, (site, (predicted, truth)) in enumerate(sites.items()):
+        guess, real = np.asarray(predicted, np.float64), np.asarray(truth, np.float64)
+        style = {"marker": _MARKERS[k % len(_MARKERS)], "s": 14, "label": site}
+        left.scatter(real, guess, **style)
+        right.scatter((guess + real) / 2, guess - real, **style)
+        guesses.append(guess)
+        reals.append(real)
+    pooled = np.concatenate(guesses), np.concatenate(reals)  # (n,) each, every site
+    if pooled[0].size:
+        low = float(min(pooled[0].min(), pooled[1].min()))
+        high = float(max(pooled[0].max(), pooled[1].max()))
+        left.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+        left.annotate("identity", (high, high), fontsize=7, ha="right", va="bottom")
+    if pooled[0].size >= 2:
+        agreement = bland_altman(*pooled)
+        for value, name, line in (
+            (agreement.bias, "bias", "-"),
+            (agreement.upper, "+1.96 SD", "--"),
+            (agreement.lower, "−1.96 SD", "--"),
+        ):
+            right.axhline(value, color="black", linestyle=line, linewidth=1)
+            right.annotate(
+                f"{name}: {value:.2f}",
+                (1.0, value),
+                xycoords=("axes fraction", "data"),
+                fontsize=7,
+                ha="right",
+                va="bottom",
+            )
+    left.set_xlabel(f"true {target}")
+    left.set_ylabel(f"predicted {target}")
+    right.set_xlabel(f"mean of predicted and true {target}")
+    right.set_ylabel(f"predicted − true {target}")
+    left.legend(fontsize=7)
     return _uri(figure)

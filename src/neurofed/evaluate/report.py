@@ -368,19 +368,24 @@ def _compare(runs: Sequence[RunView]) -> Section:
 def site_sections(model: Path, sites: Sequence[Path]) -> list[Section]:
     """Per-case sections from scoring ``model`` on every case of local ``sites`` (data this
     machine holds: a hospital's own cases, or phantom sites): the distribution of each per-case
-    metric by site and, for the glioma markers, ROC curves with DeLong intervals.
+    metric by site and, for the glioma markers, ROC curves with DeLong intervals; for a
+    regression (brain-age), its agreement with the truth per site (:func:`_agreement`).
 
     Raises
     ------
     ReportError
         A site cannot serve the model or the model folder is unusable.
     """
+    import numpy as np
+
     from neurofed.evaluate.site import evaluate_model
+    from neurofed.tasks.brain_age import regression_pairs
     from neurofed.tasks.glioma_multitask import marker_scores
     from neurofed.training import ModelFolderError, SiteDataError
 
     per_case: dict[str, dict[str, list[float]]] = {}
     markers: dict[str, dict[str, tuple[Sequence[int], Sequence[float]]]] = {}
+    regression: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]] = {}
     for site in sites:
         try:
             state, dataset, _ = evaluate_model(model, site, None)
@@ -393,13 +398,42 @@ def site_sections(model: Path, sites: Sequence[Path]) -> list[Section]:
                 per_case.setdefault(key, {})[name] = kept
         for marker, (labels, scores) in marker_scores(state.cases).items():
             markers.setdefault(str(marker), {})[name] = (labels.tolist(), scores.tolist())
+        for clinical, (predicted, truth) in regression_pairs(state.cases).items():
+            known = np.isfinite(predicted) & np.isfinite(truth)
+            pair = (predicted[known].tolist(), truth[known].tolist())
+            regression.setdefault(str(clinical), {})[name] = pair
+    what = f"every case of {len(sites)} local site(s)"
+    sections = []
+    if per_case or markers:
+        title = f"The model {Path(model).name} on {what}"
+        sections.append(Section(title, _distributions(per_case, markers)))
+    for target, by_site in regression.items():
+        title = f"The model {Path(model).name}: predicted against true {target} on {what}"
+        sections.append(Section(title, _agreement(target, by_site)))
+    if not sections:
+        title = f"The model {Path(model).name} on {what}"
+        sections.append(Section(title, "<p>No per-case values for this task.</p>"))
+    return sections
+
+
+def _interval(value: float, ci: tuple[float, float], digits: int = 3) -> str:
+    """``value [low, high]``; the value alone without an interval (one case), ``–`` without
+    a value."""
+    if not math.isfinite(value):
+        return "–"
+    if not all(math.isfinite(bound) for bound in ci):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _distributions(
+    per_case: Mapping[str, Mapping[str, Sequence[float]]],
+    markers: Mapping[str, Mapping[str, tuple[Sequence[int], Sequence[float]]]],
+) -> str:
+    """Per site, each per-case metric's mean and each marker's AUC with their intervals, then
+    the distributions and the ROC curves."""
     from neurofed.evaluate.roc import auc_delong
     from neurofed.evaluate.statistics import mean_with_ci
-
-    def interval(value: float, ci: tuple[float, float]) -> str:
-        if not math.isfinite(value):
-            return "–"
-        return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
     names = list(next(iter(per_case.values()), {})) or list(next(iter(markers.values()), {}))
     rows: list[list[Any]] = []
@@ -407,11 +441,11 @@ def site_sections(model: Path, sites: Sequence[Path]) -> list[Section]:
         row: list[Any] = [name]
         for site_values in per_case.values():
             estimate = mean_with_ci(site_values.get(name, []))
-            row.append(interval(estimate.mean, estimate.ci))
+            row.append(_interval(estimate.mean, estimate.ci))
         for marker_sites in markers.values():
             pair = marker_sites.get(name)
             auc = auc_delong(list(pair[1]), list(pair[0])) if pair else None
-            row.append("–" if auc is None else interval(auc.auc, auc.ci))
+            row.append("–" if auc is None else _interval(auc.auc, auc.ci))
         rows.append(row)
     header = [
         "site",
@@ -428,8 +462,46 @@ def site_sections(model: Path, sites: Sequence[Path]) -> list[Section]:
             "gives the AUC with its 95% DeLong interval."
         )
         html += figure(figures.roc_curves(markers), caption)
-    title = f"The model {Path(model).name} on every case of {len(sites)} local site(s)"
-    return [Section(title, html or "<p>No per-case values for this task.</p>")]
+    return html
+
+
+def _agreement(target: str, by_site: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> str:
+    """A regression's agreement with the truth: per site (and over all sites, when several) the
+    cases, MAE and Pearson's r with their 95 % intervals, r's p-value, Bland–Altman's bias and
+    limits of agreement; then predicted against true and the Bland–Altman plot."""
+    from neurofed.evaluate.statistics import bland_altman, correlation, mae_with_ci
+
+    rows: list[list[Any]] = []
+    everything = (
+        [p for predicted, _ in by_site.values() for p in predicted],
+        [t for _, truth in by_site.values() for t in truth],
+    )
+    pooled = [("all sites", everything)] if len(by_site) > 1 else []
+    for name, (predicted, truth) in [*by_site.items(), *pooled]:
+        mae, r = mae_with_ci(predicted, truth), correlation(predicted, truth)
+        bias, limits = None, "–"
+        if len(predicted) >= 2:
+            agreement = bland_altman(predicted, truth)
+            bias, limits = agreement.bias, f"[{agreement.lower:.2f}, {agreement.upper:.2f}]"
+        p = "–" if not math.isfinite(r.p_value) else f"{r.p_value:.2g}"
+        mae_cell, r_cell = _interval(mae.mean, mae.ci, 2), _interval(r.r, r.ci)
+        rows.append([name, len(predicted), mae_cell, r_cell, p, bias, limits])
+    header = [
+        "site",
+        "cases",
+        "MAE (95% CI)",
+        "Pearson r (95% CI)",
+        "p (r = 0)",
+        "bias (predicted − true)",
+        "95% limits of agreement",
+    ]
+    caption = (
+        f"Predicted against true {target}, every case of each site scored here (left; dashed: "
+        "identity), and Bland–Altman: predicted − true against their mean (right), with the "
+        "bias over all cases (solid) and its 95% limits of agreement, bias ± 1.96 SD (dashed)."
+    )
+    uri = figures.bland_altman_plot(by_site, target)
+    return table(header, rows) + figure(uri, caption)
 
 
 def run_report(

@@ -14,6 +14,8 @@ every model); scipy does the statistics:
   distribution: Kruskal–Wallis H and its p-value;
 - :func:`mae_with_ci` — the mean absolute error of predictions against truth, with its interval;
 - :func:`correlation` — Pearson's r with its two-sided p-value and Fisher's z interval;
+- :func:`bland_altman` — agreement of predictions with truth: the mean difference (bias) and
+  the 95 % limits of agreement, bias ± 1.96 SD of the differences;
 - :func:`holm` — Holm's step-down correction of several p-values (family-wise error), written
   here because scipy offers only Benjamini–Hochberg (:func:`scipy.stats.false_discovery_control`);
 - :func:`smallest_p` — the smallest two-sided p-value the signed-rank test can give with ``n``
@@ -53,10 +55,13 @@ from scipy import stats
 
 __all__ = [
     "CONFIDENCE",
+    "LIMITS_Z",
+    "BlandAltman",
     "Correlation",
     "Estimate",
     "GroupTest",
     "PairedComparison",
+    "bland_altman",
     "correlation",
     "holm",
     "kruskal_wallis",
@@ -73,6 +78,8 @@ CONFIDENCE = 0.95
 RESAMPLES = 9999
 #: Significance level the summaries speak of (after Holm's correction).
 ALPHA = 0.05
+#: Standard deviations of the differences on either side of the bias in Bland–Altman's limits.
+LIMITS_Z = 1.96
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,27 @@ class Correlation:
             "r": _number(self.r),
             "p": _number(self.p_value),
             "ci": [_number(v) for v in self.ci],
+            "n": self.n,
+        }
+
+
+@dataclass(frozen=True)
+class BlandAltman:
+    """Agreement of ``n`` predictions with the truth: the mean difference predicted − true
+    (``bias``), the differences' sample standard deviation ``sd``, and the limits of agreement
+    ``lower`` / ``upper`` = bias ∓ :data:`LIMITS_Z` · sd."""
+
+    bias: float
+    sd: float
+    lower: float
+    upper: float
+    n: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "bias": _number(self.bias),
+            "sd": _number(self.sd),
+            "limits": [_number(self.lower), _number(self.upper)],
             "n": self.n,
         }
 
@@ -330,6 +358,39 @@ def correlation(
         (float(interval.low), float(interval.high)),
         n,
     )
+
+
+def bland_altman(
+    predicted: Sequence[float] | npt.ArrayLike, truth: Sequence[float] | npt.ArrayLike
+) -> BlandAltman:
+    """Bland–Altman agreement of ``predicted`` with ``truth`` (same cases, same order).
+
+    Raises
+    ------
+    ValueError
+        Fewer than two cases (no standard deviation), different numbers of values, or a value
+        that is not finite.
+
+    Examples
+    --------
+    >>> result = bland_altman([52.0, 61.0, 70.0, 45.0], [50.0, 60.0, 65.0, 47.0])
+    >>> result.bias, round(result.sd, 4), result.n   # differences 2, 1, 5, -2
+    (1.5, 2.8868, 4)
+    >>> round(result.lower, 3), round(result.upper, 3)
+    (-4.158, 7.158)
+    """
+    guess = _values(predicted, "bland_altman (predicted)")
+    real = _values(truth, "bland_altman (true)")
+    if guess.shape != real.shape:
+        raise ValueError(f"bland_altman: {guess.size} predictions for {real.size} true values")
+    if guess.size < 2:
+        raise ValueError(
+            f"bland_altman needs at least 2 cases for limits of agreement; got {guess.size}"
+        )
+    differences = guess - real
+    bias = float(differences.mean())
+    sd = float(differences.std(ddof=1))
+    return BlandAltman(bias, sd, bias - LIMITS_Z * sd, bias + LIMITS_Z * sd, int(guess.size))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

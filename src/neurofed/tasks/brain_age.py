@@ -9,7 +9,11 @@ in the task config so that predictions come back in original units wherever the 
 Metrics, in original units, from sums that merge exactly across sites: ``mae`` and Pearson's
 ``pearson_r`` from ``n, Σx, Σy, Σx², Σy², Σxy`` (x prediction, y target, both shifted by
 ``target_mean`` to limit cancellation; NaN with fewer than two cases or a constant side), and
-``num_examples``.
+``num_examples``. The state also holds each case's prediction and true value, in original units
+(``<target>/prediction``, ``<target>/target``, e.g. ``age/prediction``), for statistics that
+need the cases (Bland–Altman, intervals; :func:`regression_pairs` reads them). Like every
+per-case array they leave a site only where its custodian allows per-case values
+(:func:`~neurofed.tasks.sharing.share_state`); the metrics come from the sums alone.
 
 Transfer to SDMT: ``get_task("brain-age", {"target": "sdmt", "target_mean": 50, "target_std": 12})``
 and :func:`~neurofed.models.prepare_transfer` with ``full`` or ``head``.
@@ -25,10 +29,12 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from neurofed.config import ConfigBase, coerce_enum, require
@@ -40,7 +46,13 @@ from neurofed.tasks.losses import masked_l1
 from neurofed.tasks.metric_state import MetricState, StateKey
 from neurofed.tasks.segmentation_metrics import ratio
 
-__all__ = ["REGRESSION_TARGETS", "BrainAgeConfig", "BrainAgeTask", "pearson_from_sums"]
+__all__ = [
+    "REGRESSION_TARGETS",
+    "BrainAgeConfig",
+    "BrainAgeTask",
+    "pearson_from_sums",
+    "regression_pairs",
+]
 
 #: Clinical fields ``brain-age`` can regress.
 REGRESSION_TARGETS: tuple[ClinicalField, ...] = (ClinicalField.AGE, ClinicalField.SDMT)
@@ -113,6 +125,27 @@ def pearson_from_sums(n: float, sx: float, sy: float, sxx: float, syy: float, sx
     return max(-1.0, min(1.0, covariance / math.sqrt(variance_x * variance_y)))
 
 
+def regression_pairs(
+    cases: Mapping[str, npt.ArrayLike],
+) -> dict[ClinicalField, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+    """Per regressed target, the predictions and true values of its cases (original units),
+    from a metric state's per-case arrays; targets without both arrays are left out.
+
+    Examples
+    --------
+    >>> cases = {"age/prediction": [61.0, 47.5], "age/target": [58.0, 50.0]}
+    >>> {f.value: (p.tolist(), t.tolist()) for f, (p, t) in regression_pairs(cases).items()}
+    {'age': ([61.0, 47.5], [58.0, 50.0])}
+    """
+    out = {}
+    for target in REGRESSION_TARGETS:
+        predicted = cases.get(f"{target}/{StateKey.PREDICTION}")
+        truth = cases.get(f"{target}/{StateKey.TARGET}")
+        if predicted is not None and truth is not None:
+            out[target] = (np.asarray(predicted, np.float64), np.asarray(truth, np.float64))
+    return out
+
+
 class BrainAgeTask(Task):
     """Regress the configured target from T1 (see the module docstring)."""
 
@@ -167,7 +200,12 @@ class BrainAgeTask(Task):
             StateKey.SUM_YY: (y * y).sum(),
             StateKey.SUM_XY: (x * y).sum(),
         }
-        return MetricState(sums={str(k): v for k, v in sums.items()}, cases={})
+        mean = self.config.target_mean
+        cases = {  # (n,) each, original units
+            f"{self.config.target}/{StateKey.PREDICTION}": x + mean,
+            f"{self.config.target}/{StateKey.TARGET}": y + mean,
+        }
+        return MetricState(sums={str(k): v for k, v in sums.items()}, cases=cases)
 
     def _finalize(self, state: MetricState) -> dict[str, float]:
         n = int(state.sums[StateKey.NUM_EXAMPLES])

@@ -58,7 +58,8 @@ class StateKey(StrEnum):
     LESION_FN = "lesion_fn"  # sum: true lesions missed
     LESION_FP = "lesion_fp"  # sum: predicted components matching no true lesion
     SCORE = "score"  # case: predicted probability of the positive class
-    TARGET = "target"  # case: true class
+    TARGET = "target"  # case: true class (a regression: true value, original units)
+    PREDICTION = "prediction"  # case: predicted value of a regression (original units)
     PROBABILITIES = "probabilities"  # case: (K,) predicted class probabilities
     CONFUSION = "confusion"  # sum: (K, K) counts, rows true class, columns predicted
     SUM_ABS_ERROR = "sum_abs_error"  # sum: Σ|prediction - target|

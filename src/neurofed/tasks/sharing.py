@@ -14,8 +14,12 @@ merge by addition and identify no one —
   ``<group>/probabilities@hist`` of shape ``(K, K, bins)``: per true class, each class's
   probability histogram.
 
+Other per-case arrays (a regression's ``<target>/prediction`` and ``<target>/target``) have no
+shared form: without ``allow_cases`` nothing of them leaves.
+
 A group (the name's part before the last ``/``) whose cases number fewer than ``min_cases``
-sends zeros instead (nothing), and is named in the withheld list. A custodian may allow the
+sends zeros instead (nothing), and is named in the withheld list (when it had something to
+send: a shared form, or per-case arrays the custodian allows). A custodian may allow the
 per-case arrays too (``allow_cases``): they are then sent beside the histograms, shuffled within
 their group, with no identifier.
 
@@ -144,15 +148,16 @@ def share_state(
                 sums |= _paired_entries(name, scores, np.asarray(target), key)
     for group in sorted({_split(n)[0] for n in cases}):
         size = _group_size(cases, group)
-        if size < min_cases:
+        derived = [n for n in sums if "@" in n and _split(n.split("@")[0])[0] == group]
+        if size < min_cases and (derived or allow_cases):
             label = group or ", ".join(sorted(n for n in cases if not _split(n)[0]))
             withheld.append(f"{label}: {size} case(s), fewer than {min_cases}")
-            for derived in [n for n in sums if "@" in n and _split(n.split("@")[0])[0] == group]:
-                sums[derived] = np.zeros_like(sums[derived])
+            for name in derived:
+                sums[name] = np.zeros_like(sums[name])
     shared_cases: dict[str, np.ndarray] = {}
     if allow_cases:
         generator = rng if rng is not None else np.random.default_rng()
-        for group in {_split(n)[0] for n in cases}:
+        for group in sorted({_split(n)[0] for n in cases}):  # a seeded rng: same order
             names = [n for n in cases if _split(n)[0] == group]
             size = _group_size(cases, group)
             if size < min_cases:
