@@ -1,19 +1,117 @@
-"""``neurofed monitor``: follow a federated run live in a local web page."""
+"""``neurofed monitor``: follow a federated run live in a local web page.
+
+``RUN`` follows a run folder (a simulation, or a deployed server's run folder on its machine);
+``--job`` follows a deployed job from the study lead's machine through the admin API, with the
+admin kit (``--admin-kit``, else ``$NEUROFED_ADMIN_KIT``). Exit status: 0 stopped by Ctrl-C or
+SIGTERM, 1 the server or the job cannot be reached, 2 wrong options or the port is taken.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from neurofed.cli.console import console, print_error
+from neurofed.cli.study import ADMIN_KIT_ENV
+
+if TYPE_CHECKING:
+    import threading
+
+    from neurofed.evaluate.monitor import MonitorServer
+    from neurofed.federated.engine.submit import StudyStatus
 
 __all__ = ["monitor"]
 
 
+class _AdminJob:
+    """Asks the server for one job's status through an admin session, opened on first use and
+    opened again after a failure (the server restarted, the network broke)."""
+
+    def __init__(self, kit: Path, job_id: str) -> None:
+        self.kit, self.job_id = kit, job_id
+        self._session: contextlib.ExitStack | None = None
+        self._handle: object = None
+        self._checked: StudyStatus | None = None
+
+    def check(self) -> None:
+        """Ask once now (the first answer is kept for the poller's first ask).
+
+        Raises
+        ------
+        SubmitError
+            The server cannot be reached, or it has no such job.
+        """
+        self._checked = self()
+
+    def __call__(self) -> StudyStatus:
+        from neurofed.federated.engine.submit import admin_session, study_status
+
+        if self._checked is not None:  # a finished job's run is downloaded once, not twice
+            checked, self._checked = self._checked, None
+            return checked
+        try:
+            if self._session is None:
+                stack = contextlib.ExitStack()
+                self._handle = stack.enter_context(admin_session(self.kit))
+                self._session = stack
+            return study_status(self._handle, self.job_id)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+        self._session, self._handle = None, None
+
+
+def _start_job(
+    kit: Path, job_id: str, port: int, host: str, site: str | None
+) -> tuple[MonitorServer, threading.Thread, _AdminJob]:
+    """Check that the job exists, then serve it; exits with a message when it cannot."""
+    from neurofed.evaluate.monitor import start_job_monitor
+    from neurofed.federated.engine.submit import SubmitError
+
+    job = _AdminJob(kit, job_id)
+    try:
+        job.check()
+    except SubmitError as exc:
+        hint = ""
+        if f"no job {job_id}" in str(exc):
+            hint = "; give the id `neurofed study submit` printed, with this federation's admin kit"
+        print_error(f"{exc}{hint}")
+        raise typer.Exit(1) from None
+    try:
+        server, thread = start_job_monitor(job, port=port, host=host, site=site)
+    except OSError as exc:
+        job.close()
+        print_error(f"cannot serve on {host}:{port}: {exc.strerror or exc}; try --port 0")
+        raise typer.Exit(2) from exc
+    return server, thread, job
+
+
 def monitor(
-    run: Annotated[Path, typer.Argument(help="The run folder (simulate --out, the server's).")],
+    run: Annotated[
+        Path | None,
+        typer.Argument(help="The run folder (simulate --out, the server's); or give --job."),
+    ] = None,
+    job: Annotated[
+        str | None,
+        typer.Option(
+            "--job", help="Follow this deployed job (the id `study submit` printed) instead."
+        ),
+    ] = None,
+    admin_kit: Annotated[
+        Path | None,
+        typer.Option(
+            "--admin-kit",
+            envvar=ADMIN_KIT_ENV,
+            help=f"With --job: the admin kit (<federation>/admin) [env: ${ADMIN_KIT_ENV}].",
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8765,
     host: Annotated[
         str, typer.Option(help="Address to bind; 127.0.0.1 keeps the page on this machine.")
@@ -30,12 +128,28 @@ def monitor(
 
     from neurofed.evaluate.monitor import start_monitor
 
-    try:
-        server, thread = start_monitor(run, port=port, host=host, site=site)
-    except OSError as exc:
-        print_error(f"cannot serve on {host}:{port}: {exc.strerror or exc}; try --port 0")
-        raise typer.Exit(2) from exc
-    console.print(f"monitoring {run} at {server.url} (Ctrl-C stops)", markup=False, soft_wrap=True)
+    if job is not None and run is None:
+        if admin_kit is None:
+            print_error(
+                f"--job {job} needs the admin kit: give --admin-kit <federation>/admin or set "
+                f"${ADMIN_KIT_ENV}"
+            )
+            raise typer.Exit(2)
+        server, thread, asking = _start_job(admin_kit, job, port, host, site)
+        source = f"job {job} through {admin_kit}"
+    elif run is not None and job is None:
+        try:
+            server, thread = start_monitor(run, port=port, host=host, site=site)
+        except OSError as exc:
+            print_error(f"cannot serve on {host}:{port}: {exc.strerror or exc}; try --port 0")
+            raise typer.Exit(2) from exc
+        source, asking = str(run), None
+    else:
+        print_error("give a run folder (RUN) or a deployed job (--job JOB_ID), exactly one")
+        raise typer.Exit(2)
+    console.print(
+        f"monitoring {source} at {server.url} (Ctrl-C stops)", markup=False, soft_wrap=True
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -43,5 +157,8 @@ def monitor(
     except KeyboardInterrupt:
         console.print("monitor stopped")
     finally:
-        server.shutdown()
+        server.shutdown()  # the job's poller too
+        server.server_close()
         thread.join(timeout=5)
+        if asking is not None:
+            asking.close()

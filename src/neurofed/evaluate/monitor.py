@@ -1,13 +1,21 @@
 """``neurofed monitor``: a local web page that follows a federated run live.
 
-It reads the run folder (``neurofed simulate --out``, a deployed server's run folder, or a
-downloaded one) each time the page asks, so it needs nothing from the engine and never writes:
+Its status comes from one of two sources, and it needs nothing from the engine and never writes:
+
+- a run folder (``neurofed simulate --out``, a deployed server's run folder, or a downloaded
+  one), read each time the page asks (:func:`run_status`, :func:`start_monitor`);
+- a deployed job, asked for its progress through the admin API every two seconds by a
+  background :class:`JobPoller` (the caller hands it the asking function), so a page request
+  never waits on the server; when the server does not answer, the page keeps the last status
+  and says why (:func:`deployed_status`, :func:`start_job_monitor`).
+
+It serves:
 
 - ``GET /`` — the page: the round counter (``rounds done / planned``), each site's state in the
   latest round (answered / rejected / failed / refused / dropped, with the reason), the merged
   and per-site validation curves (drawn as SVG by a few lines of script, nothing fetched from
   the internet), time per round and the estimated time left;
-- ``GET /status.json`` — the same as JSON (:func:`run_status`).
+- ``GET /status.json`` — the same as JSON (the same keys from either source).
 
 A site's custodian may run it with ``site=`` its own name: the page then shows that site and the
 merged curve only, never another site's numbers. The server binds to 127.0.0.1 unless told
@@ -25,12 +33,22 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
-__all__ = ["MonitorServer", "run_status", "start_monitor"]
+__all__ = [
+    "JobPoller",
+    "JobStatus",
+    "MonitorServer",
+    "deployed_status",
+    "run_status",
+    "start_job_monitor",
+    "start_monitor",
+]
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>neurofed monitor</title>
@@ -45,6 +63,7 @@ svg { border: 1px solid #ccc; background: #fff; }
 <h1 id="study">neurofed monitor</h1>
 <p>round <span id="round">–</span> · <span id="state">waiting</span> ·
 <span id="timing"></span></p>
+<p id="error" role="alert" style="color: #a00; font-weight: bold;"></p>
 <h2>Sites in the latest round</h2>
 <table id="sites"><tr><th>site</th><th>state</th><th>why</th></tr></table>
 <h2 id="metric">validation</h2>
@@ -89,7 +108,8 @@ function draw(series) {
 function show(s) {
   text("study", "neurofed monitor: " + (s.study || "waiting for the run"));
   text("round", s.rounds_done + " / " + (s.rounds || "?"));
-  text("state", s.state);
+  text("state", s.state + (s.reason ? ": " + s.reason : ""));
+  text("error", s.error || "");
   var t = s.seconds_per_round ? s.seconds_per_round.toFixed(1) + " s per round" : "";
   if (s.eta_seconds !== null) t += " · about " + Math.round(s.eta_seconds) + " s left";
   text("timing", t);
@@ -134,11 +154,94 @@ def _site_states(record: Mapping[str, Any], only: str | None) -> dict[str, dict[
     for site in record.get("accepted", []):
         states[str(site)] = {"state": "answered", "why": ""}
     for kind in ("rejected", "failed", "refused"):
-        for site, why in record.get(kind, {}).items():
+        for site, why in (record.get(kind) or {}).items():
             states[str(site)] = {"state": kind, "why": str(why)}
     for site in record.get("dropped", []):
         states[str(site)] = {"state": "dropped", "why": "did not answer in time"}
     return {s: v for s, v in states.items() if only is None or s == only}
+
+
+class _State(StrEnum):
+    """Where the run is, as the page says it."""
+
+    WAITING = "waiting"
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+
+
+class _Point(NamedTuple):
+    """One round as the curves need it (values as read: ``None``, NaN or junk are not drawn)."""
+
+    round: int
+    value: Any
+    per_site: Mapping[str, Any]
+    seconds: Any
+
+
+def _status(
+    *,
+    study: str | None,
+    rounds: int | None,
+    metric: str | None,
+    state: _State,
+    points: list[_Point],
+    last: Mapping[str, Any] | None,
+    site: str | None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The JSON the page draws (the same keys whatever the source)."""
+    curves: dict[str, list[tuple[int, float | None]]] = {"all sites": []}
+    for point in points:
+        curves["all sites"].append((point.round, _finite(point.value)))
+        for s, value in sorted(point.per_site.items()):
+            if site is None or s == site:
+                curves.setdefault(s, []).append((point.round, _finite(value)))
+    seconds = [float(p.seconds) for p in points if _finite(p.seconds) is not None]
+    per_round = sum(seconds) / len(seconds) if seconds else None
+    ended = state in (_State.FINISHED, _State.STOPPED)
+    left = (
+        None if ended or per_round is None or rounds is None else per_round * (rounds - len(points))
+    )
+    return {
+        "study": study,
+        "rounds": rounds,
+        "rounds_done": len(points),
+        "state": state.value,
+        "reason": reason,
+        "metric": metric,
+        "sites": _site_states(last, site) if last is not None else {},
+        "curves": curves,
+        "seconds_per_round": per_round,
+        "eta_seconds": left,
+        "site_view": site,
+        "error": None,
+    }
+
+
+def _study_file(folder: Path) -> tuple[int | None, str | None, str | None]:
+    """The run's planned rounds, selection metric and study name from its ``study.toml``."""
+    try:
+        import tomllib
+
+        study = tomllib.loads((folder / "study.toml").read_text(encoding="utf-8"))
+        name = study.get("name")
+        return int(study.get("rounds", 0)) or None, study.get("selection", {}).get("metric"), name
+    except (OSError, ValueError, TypeError):
+        return None, None, None
+
+
+def _records(folder: Path) -> list[dict[str, Any]]:
+    """The run folder's ``rounds/<k>/metrics.json`` in round order (unreadable ones skipped)."""
+    rounds_dir = folder / "rounds"
+    if not rounds_dir.is_dir():
+        return []
+    numbered = sorted(
+        (p for p in rounds_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+    )
+    return [r for r in (_json(p / "metrics.json") for p in numbered) if r is not None]
 
 
 def run_status(folder: Path, site: str | None = None) -> dict[str, Any]:
@@ -146,68 +249,239 @@ def run_status(folder: Path, site: str | None = None) -> dict[str, Any]:
     folder = Path(folder)
     run = _json(folder / "run.json") or {}
     summary = _json(folder / "summary.json")
-    study_rounds, metric, name = None, None, run.get("study")
-    study_file = folder / "study.toml"
-    if study_file.is_file():
-        try:
-            import tomllib
-
-            study = tomllib.loads(study_file.read_text(encoding="utf-8"))
-            study_rounds = int(study.get("rounds", 0)) or None
-            metric = study.get("selection", {}).get("metric")
-            name = study.get("name", name)
-        except (OSError, ValueError, TypeError):
-            pass
-    records = []
-    rounds_dir = folder / "rounds"
-    if rounds_dir.is_dir():
-        numbered = [p for p in rounds_dir.iterdir() if p.name.isdigit()]
-        for path in sorted(numbered, key=lambda p: int(p.name)):
-            record = _json(path / "metrics.json")
-            if record is not None:
-                records.append(record)
-    curves: dict[str, list[tuple[int, float | None]]] = {"all sites": []}
-    seconds = []
-    for record in records:
-        k = int(record.get("round", 0))
-        curves["all sites"].append((k, _finite(record.get("validation", {}).get(metric))))
-        for s, values in sorted(record.get("validation_per_site", {}).items()):
-            if site is None or s == site:
-                curves.setdefault(s, []).append((k, _finite(values.get(metric))))
-        if _finite(record.get("seconds")) is not None:
-            seconds.append(float(record["seconds"]))
+    study_rounds, metric, name = _study_file(folder)
+    records = _records(folder)
+    points = [
+        _Point(
+            int(r.get("round", 0)),
+            r.get("validation", {}).get(metric),
+            {s: v.get(metric) for s, v in r.get("validation_per_site", {}).items()},
+            r.get("seconds"),
+        )
+        for r in records
+    ]
     done = len(records)
     finished = summary is not None and summary.get("rounds_done") == done and done > 0
-    per_round = sum(seconds) / len(seconds) if seconds else None
-    left = None if per_round is None or study_rounds is None else per_round * (study_rounds - done)
-    state = "finished" if finished else ("running" if done or run else "waiting")
-    return {
-        "study": name,
-        "rounds": study_rounds,
-        "rounds_done": done,
-        "state": state,
-        "metric": metric,
-        "sites": _site_states(records[-1], site) if records else {},
-        "curves": curves,
-        "seconds_per_round": per_round,
-        "eta_seconds": None if finished else left,
-        "site_view": site,
-    }
+    state = _State.FINISHED if finished else (_State.RUNNING if done or run else _State.WAITING)
+    return _status(
+        study=name or run.get("study"),
+        rounds=study_rounds,
+        metric=metric,
+        state=state,
+        points=points,
+        last=records[-1] if records else None,
+        site=site,
+    )
+
+
+class JobStatus(Protocol):
+    """What the admin API says of a deployed job
+    (:class:`~neurofed.federated.engine.submit.StudyStatus` is one)."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def progress(self) -> dict[str, Any]: ...
+
+    @property
+    def done(self) -> bool: ...
+
+
+#: The run's states (``RunState`` in ``federated/engine/run_progress.py``, not imported: it
+#: would bring torch) as the page names them.
+_RUN_STATES = {"training": _State.RUNNING, "paused": _State.PAUSED, "finished": _State.FINISHED}
+_ENDED_EARLY = "it ended before its last round; submitting the study again resumes it"
+
+
+def _job_state(job: JobStatus) -> tuple[_State, str | None]:
+    """The page's state of a job and why it is there (``None``: nothing to add)."""
+    run = job.progress.get("state")
+    if run == "stopped":
+        return _State.STOPPED, job.progress.get("reason") or _ENDED_EARLY
+    if run in _RUN_STATES:
+        return _RUN_STATES[run], None
+    if job.done:
+        why = "no run progress: it did not start, or its run folder cannot be downloaded"
+        return _State.STOPPED, f"job {job.status}; {why}"
+    if job.status == "RUNNING":
+        return _State.STARTING, None
+    return _State.WAITING, f"job {job.status}" if job.status else None
+
+
+def deployed_status(job: JobStatus, site: str | None = None) -> dict[str, Any]:
+    """A deployed job's progress (live from its controller, or from the run folder a finished
+    job left) as the page shows it: the same keys as :func:`run_status`. With ``site``, only
+    that site's data, the merged curve, and no stop reason (it may name other sites).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> entry = {"round": 1, "accepted": ["site-1"], "metric": "mae", "value": 4.0,
+    ...          "per_site": {"site-1": 4.0}, "seconds": 3.0}
+    >>> job = SimpleNamespace(job_id="42", status="RUNNING", done=False, progress={
+    ...     "study": "age", "rounds": 3, "state": "training", "history": [entry]})
+    >>> status = deployed_status(job)
+    >>> status["state"], status["rounds_done"], status["eta_seconds"], status["curves"]["site-1"]
+    ('running', 1, 6.0, [(1, 4.0)])
+    """
+    progress = job.progress
+    history = [h for h in progress.get("history") or [] if isinstance(h, Mapping)]
+    summary = progress.get("summary") or {}
+    named = [h.get("metric") for h in history if h.get("metric")]
+    metric = named[-1] if named else (summary.get("selected") or {}).get("metric")
+    state, reason = _job_state(job)
+    points = [
+        _Point(int(h.get("round") or 0), h.get("value"), h.get("per_site") or {}, h.get("seconds"))
+        for h in history
+    ]
+    return _status(
+        study=progress.get("study") or summary.get("study") or f"job {job.job_id}",
+        rounds=progress.get("rounds") or summary.get("rounds"),
+        metric=metric,
+        state=state,
+        points=points,
+        last=history[-1] if history else None,
+        site=site,
+        reason=None if site is not None else reason,
+    )
+
+
+class JobPoller:
+    """Follows a deployed job in a background thread: every ``interval_s`` it asks ``fetch``
+    (the admin API) and keeps the page's status, so a page request never waits on the server.
+
+    When ``fetch`` fails, or a running job's controller stops answering, the last status stays,
+    with ``error`` saying why; once the job ended with its run's progress, polling stops.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> poller = JobPoller(lambda: SimpleNamespace(
+    ...     job_id="42", status="SUBMITTED", done=False, progress={}), interval_s=0.01)
+    >>> poller.start()
+    >>> poller.wait_for(lambda s: s["reason"] == "job SUBMITTED")["state"]
+    'waiting'
+    >>> poller.stop()
+    """
+
+    def __init__(
+        self, fetch: Callable[[], JobStatus], *, site: str | None = None, interval_s: float = 2.0
+    ) -> None:
+        self._fetch, self._site, self._interval = fetch, site, interval_s
+        self._changed = threading.Condition()
+        self._latest = _status(
+            study=None,
+            rounds=None,
+            metric=None,
+            state=_State.WAITING,
+            points=[],
+            last=None,
+            site=site,
+        )
+        self._as_of = "never"
+        self._had_progress = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="neurofed-job-poller", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop polling (a request to the admin API under way is left to its own timeout)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        """Whether the background thread still asks (it ends with the job, or on :meth:`stop`)."""
+        return self._thread.is_alive()
+
+    def latest(self) -> dict[str, Any]:
+        """The status from the last answer (with ``error`` when the latest ask failed)."""
+        with self._changed:
+            return dict(self._latest)
+
+    def wait_for(
+        self, check: Callable[[dict[str, Any]], bool], timeout_s: float = 60.0
+    ) -> dict[str, Any]:
+        """Wait until ``check(status)`` holds; returns that status.
+
+        Raises
+        ------
+        TimeoutError
+            It did not hold within ``timeout_s``.
+        """
+        with self._changed:
+            if not self._changed.wait_for(lambda: check(self._latest), timeout_s):
+                raise TimeoutError(
+                    f"the monitor's status did not change as expected: {self._latest}"
+                )
+            return dict(self._latest)
+
+    def poll(self) -> bool:
+        """Ask once and keep the answer; ``True`` once the job ended with its run's progress."""
+        try:
+            job = self._fetch()
+            status = deployed_status(job, self._site)
+        except Exception as error:  # the server is down, restarting, or answered nonsense
+            self._publish(dict(self.latest(), error=self._failed(str(error) or repr(error))))
+            return False
+        if not job.progress and self._had_progress and not job.done:
+            why = f"job {job.job_id} is {job.status} but its run does not answer"
+            self._publish(dict(self.latest(), error=self._failed(why)))
+            return False
+        self._had_progress = self._had_progress or bool(job.progress)
+        self._as_of = time.strftime("%H:%M:%S")
+        self._publish(status)
+        return job.done and bool(job.progress)
+
+    def _failed(self, why: str) -> str:
+        return (
+            f"{why} — showing the status received at {self._as_of}; asking again every "
+            f"{self._interval:g} s"
+        )
+
+    def _publish(self, status: dict[str, Any]) -> None:
+        with self._changed:
+            self._latest = status
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.poll() or self._stop.wait(self._interval):
+                return
 
 
 class MonitorServer(ThreadingHTTPServer):
-    """An HTTP server over one run folder (``daemon_threads``: Ctrl-C never waits on a page)."""
+    """An HTTP server over one status source: a run folder read on each request, or a
+    :class:`JobPoller`'s latest status (``daemon_threads``: Ctrl-C never waits on a page).
+    :meth:`shutdown` stops the poller too."""
 
     daemon_threads = True
 
-    def __init__(self, folder: Path, site: str | None, address: tuple[str, int]) -> None:
-        self.folder, self.site = Path(folder), site
+    def __init__(
+        self,
+        status: Callable[[], dict[str, Any]],
+        address: tuple[str, int],
+        poller: JobPoller | None = None,
+    ) -> None:
+        self.status, self.poller = status, poller
         super().__init__(address, _Handler)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}/"
+
+    def shutdown(self) -> None:
+        if self.poller is not None:
+            self.poller.stop()
+        super().shutdown()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -218,8 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/":
             body, kind = _PAGE.encode(), "text/html; charset=utf-8"
         elif path == "/status.json":
-            status = run_status(self.server.folder, self.server.site)
-            body, kind = json.dumps(status).encode(), "application/json"
+            body, kind = json.dumps(self.server.status()).encode(), "application/json"
         else:
             self.send_error(404, "the monitor serves / and /status.json")
             return
@@ -234,6 +507,12 @@ class _Handler(BaseHTTPRequestHandler):
         return  # the console shows neurofed's lines only
 
 
+def _serve(server: MonitorServer) -> tuple[MonitorServer, threading.Thread]:
+    thread = threading.Thread(target=server.serve_forever, name="neurofed-monitor", daemon=True)
+    thread.start()
+    return server, thread
+
+
 def start_monitor(
     folder: Path, *, port: int = 0, host: str = "127.0.0.1", site: str | None = None
 ) -> tuple[MonitorServer, threading.Thread]:
@@ -245,7 +524,27 @@ def start_monitor(
     OSError
         The port is taken or the address cannot be bound.
     """
-    server = MonitorServer(folder, site, (host, port))
-    thread = threading.Thread(target=server.serve_forever, name="neurofed-monitor", daemon=True)
-    thread.start()
-    return server, thread
+    folder = Path(folder)
+    return _serve(MonitorServer(lambda: run_status(folder, site), (host, port)))
+
+
+def start_job_monitor(
+    fetch: Callable[[], JobStatus],
+    *,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    site: str | None = None,
+    interval_s: float = 2.0,
+) -> tuple[MonitorServer, threading.Thread]:
+    """Serve a deployed job, asked through ``fetch`` every ``interval_s`` by a :class:`JobPoller`
+    (``server.poller``); ``server.shutdown()`` stops both.
+
+    Raises
+    ------
+    OSError
+        The port is taken or the address cannot be bound.
+    """
+    poller = JobPoller(fetch, site=site, interval_s=interval_s)
+    server = MonitorServer(poller.latest, (host, port), poller)
+    poller.start()
+    return _serve(server)

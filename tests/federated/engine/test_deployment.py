@@ -32,6 +32,7 @@ import pytest
 from typer.testing import CliRunner
 
 from neurofed.cli.main import app
+from neurofed.evaluate.monitor import deployed_status
 from neurofed.federated.engine.kit import AUDIT_LOG, init_site, load_kit_config, save_kit_config
 from neurofed.federated.engine.provision import (
     Federation,
@@ -396,6 +397,15 @@ def test_a_killed_site_is_dropped_within_the_detection_time_and_rejoins_later(
     assert back, {k: r["accepted"] for k, r in rounds.items()}
     assert final_job != job_id
     assert all("site-2" not in rounds[k]["accepted"] for k in range(killed_round + 1, min(back)))
+    # the lead's monitor, fed the answers follow_study saw, counted up in every job to the end
+    shown = [(u.job_id, deployed_status(u)) for u in updates if u.progress]
+    for job in {j for j, _ in shown}:
+        counts = [s["rounds_done"] for j, s in shown if j == job]
+        assert counts == sorted(counts), (job, counts)
+    assert shown[0][1]["rounds_done"] < 14 and shown[-1][1]["rounds_done"] == 14
+    assert shown[-1][1]["state"] == "finished" and len(shown[-1][1]["curves"]["site-1"]) == 14
+    # (site-2 of the test data has no validation cases, so it has no curve)
+    assert any(s["state"] == "running" and s["curves"].get("site-1") for _, s in shown)
 
 
 def test_the_coordinator_stopped_mid_run_resumes_from_its_last_checkpoint(

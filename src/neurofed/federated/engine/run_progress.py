@@ -13,9 +13,9 @@ job's workspace as ``neurofed_run/`` (:func:`publish_run`), which is what
 
 While a job runs, its controller answers the FLARE API app command :data:`PROGRESS_TOPIC` with
 :meth:`RunProgress.to_json` (per round: targets, accepted, failed with the site's reason,
-rejected, dropped, the selection metric, seconds) and :data:`PAUSE_TOPIC` by stopping after the
-current round (a site restarted after it was dropped can only join a new job: NVFlare 2.9 never
-deploys a running job to a site that registers again).
+rejected, dropped, the selection metric merged and per site, seconds) and :data:`PAUSE_TOPIC`
+by stopping after the current round (a site restarted after it was dropped can only join a new
+job: NVFlare 2.9 never deploys a running job to a site that registers again).
 
 Examples
 --------
@@ -127,9 +127,20 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def round_summary(record: RoundRecord, metric: str) -> dict[str, Any]:
-    """What the coordinator sees of one round (JSON-ready)."""
-    value = record.validation.get(metric)
+def round_summary(record: RoundRecord, metric: str | None) -> dict[str, Any]:
+    """What the coordinator sees of one round (JSON-ready): the sites' states, the selection
+    metric merged (``value``) and per site (``per_site``; a site that withheld it, or has no
+    finite value, is left out), and the round's seconds. Aggregates only: no case, no subject.
+
+    Examples
+    --------
+    >>> record = RoundRecord(round=2, validation={"mae": 4.0},
+    ...                      validation_per_site={"site-1": {"mae": 3.5}, "site-2": {}})
+    >>> entry = round_summary(record, "mae")
+    >>> entry["value"], entry["per_site"]
+    (4.0, {'site-1': 3.5})
+    """
+    value = record.validation.get(metric) if metric else None
     return {
         "round": record.round,
         "targets": list(record.targets),
@@ -142,8 +153,19 @@ def round_summary(record: RoundRecord, metric: str) -> dict[str, Any]:
         "quorum_error": record.quorum_error,
         "metric": metric,
         "value": None if value is None else json_number(float(value)),
+        "per_site": _per_site(record, metric),
         "seconds": json_number(float(record.seconds)),
     }
+
+
+def _per_site(record: RoundRecord, metric: str | None) -> dict[str, float]:
+    """Site → its finite value of ``metric`` in the round's validation."""
+    values = {
+        site: json_number(float(metrics[metric]))
+        for site, metrics in record.validation_per_site.items()
+        if metric and metrics.get(metric) is not None
+    }
+    return {site: value for site, value in values.items() if value is not None}
 
 
 class RunProgress:

@@ -42,8 +42,9 @@ from neurofed.federated.engine.run_progress import (
     RESULT_FOLDER,
     check_run_name,
     default_run_name,
+    round_summary,
 )
-from neurofed.federated.server.run_folder import ROUNDS, SUMMARY
+from neurofed.federated.server.run_folder import ROUNDS, SUMMARY, RoundRecord
 from neurofed.federated.study import Study
 
 __all__ = [
@@ -163,7 +164,8 @@ class StudyStatus:
     progress
         The run's state: ``state``, ``round``, ``rounds``, ``live`` sites and ``history`` (one
         entry per finished round: ``accepted``, ``failed``, ``refused``, ``rejected``,
-        ``dropped``, the metric's ``value``, ``seconds``); empty before the run started.
+        ``dropped``, the metric's ``value`` merged and ``per_site``, ``seconds``); empty before
+        the run started.
     """
 
     job_id: str
@@ -196,21 +198,8 @@ def _live_progress(session: Any, job_id: str) -> dict[str, Any]:
 
 
 def _round_entry(record: dict[str, Any], metric: str | None) -> dict[str, Any]:
-    validation = record.get("validation") or {}
-    return {
-        "round": record.get("round"),
-        "targets": record.get("targets", []),
-        "accepted": record.get("accepted", []),
-        "failed": record.get("failed", {}),
-        "refused": record.get("refused", {}),
-        "rejected": record.get("rejected", {}),
-        "dropped": record.get("dropped", []),
-        "aggregated": record.get("aggregated"),
-        "quorum_error": record.get("quorum_error"),
-        "metric": metric,
-        "value": validation.get(metric) if metric else None,
-        "seconds": record.get("seconds"),
-    }
+    """A round of ``rounds/<k>/metrics.json`` as the live answer shows it."""
+    return round_summary(RoundRecord.from_json(record), metric)
 
 
 def read_run_progress(run_dir: Path) -> dict[str, Any]:
