@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from neurofed.cli.main import app
 from neurofed.demo import DemoConfig
 from neurofed.demo.run import _phantom
-from neurofed.evaluate import ALL_TRAINING
+from neurofed.evaluate import ALL_TRAINING, cross_site_table
 from tests.browser import rendered_figures
 
 MODELS = ("federated", "pooled", "local site-1", "local site-2", "local site-3")
@@ -154,3 +154,40 @@ def test_the_demo_writes_a_report_whose_figures_all_render(demo_run: tuple[Path,
     assert "BraTS2021_" not in html  # no case identifier, even from the demo's own data
     rendered, total = rendered_figures(page)
     assert rendered == total >= 3
+
+
+def test_every_model_was_scored_by_the_sites_themselves_in_evaluation_studies(
+    demo_run: tuple[Path, str],
+) -> None:
+    # Prepare: the same models scored here, in one process reading every site directly
+    out, _ = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    sites = [out / "sites" / f"site-{k}" for k in (1, 2, 3)]
+    models = {m: out / summary["models"][m] for m in ("federated", "local site-2")}
+
+    # Execute
+    direct = cross_site_table(models, sites, out / "sites" / "site-4", lambda *_: None)
+
+    # Assert: the federation's numbers are the direct ones; nothing trained; only the held-out
+    # site (its custodian allows it for the demo's dataset) sent per-case values
+    for model in models:
+        for column, cell in direct[model].items():
+            theirs = summary["evaluation"][model][column]
+            assert theirs["cases"] == cell["cases"], (model, column)
+            for name in ("WT/dice", "ET/dice_pooled"):
+                assert theirs["metrics"][name] == pytest.approx(cell["metrics"][name], abs=1e-6)
+    # per-case values: the site's own case order (not the direct one), the same for every model
+    ours = {m: summary["evaluation"][m]["site-4"]["per_case"]["WT/dice"] for m in models}
+    theirs = {m: direct[m]["site-4"]["per_case"]["WT/dice"] for m in models}
+    order = [theirs["federated"].index(v) for v in ours["federated"]]
+    assert sorted(order) == list(range(len(order)))
+    for model in models:
+        assert ours[model] == pytest.approx([theirs[model][k] for k in order], abs=1e-6)
+    for run, per_case in (("training-sites", False), ("held-out", True)):
+        results = json.loads((out / "evaluation" / run / "evaluation.json").read_text())
+        assert [m["name"] for m in results["models"]] == list(summary["models"])
+        assert all(bool(m["cases_per_site"]) is per_case for m in results["models"]), run
+        for k in range(1, len(results["models"]) + 1):
+            record = json.loads((out / "evaluation" / run / f"rounds/{k}/metrics.json").read_text())
+            assert record["train"] == {} and record["aggregated"] is False
+    assert "two evaluation studies" in (out / "summary.md").read_text()

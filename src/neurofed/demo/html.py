@@ -74,7 +74,8 @@ def _every_site(summary: Mapping[str, Any]) -> Section:
     columns = list(next(iter(by_model.values())).keys()) if by_model else []
     caption = (
         f"{HEADLINE} of each model (x) on each site's validation cases, all training sites "
-        f"together, and the held-out site {summary['held_out']} (markers)."
+        f"together, and the held-out site {summary['held_out']} (markers). "
+        f"Scored {summary.get('scored', '')}."
     )
     html = figure(figures.site_dots(by_model, HEADLINE), caption)
     rows: list[Sequence[Any]] = [[m, *(v.get(c) for c in columns)] for m, v in by_model.items()]

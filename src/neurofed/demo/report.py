@@ -114,6 +114,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
         f"{selected.get('round', 'n/a')} by {selected.get('metric', 'n/a')}, is in "
         "`federated/model/` but not compared: it was chosen on validation cases the baselines "
         "never saw)",
+        f"- scored: {summary.get('scored', 'n/a')}",
         "",
         f"## {HEADLINE}",
         "",

@@ -10,7 +10,9 @@ Stages (each resumes when the demo is run again with the same run folder):
 4. **local-only** — one model per training site, same budget and plan;
 5. **pooled** — one model on the training sites' cases together, same budget and plan;
 6. **evaluate** — every model on every training site's validation split and on all cases of
-   the held-out site; the training sites' validation is also merged (sums and counts, exactly).
+   the held-out site, by two evaluation studies in the simulator
+   (:mod:`neurofed.demo.cross_site`); the training sites' validation is also merged (sums and
+   counts, exactly).
 
 The run folder::
 
@@ -18,6 +20,8 @@ The run folder::
     <out>/federated/        the simulated run (plan.json, rounds/, checkpoints/, model/)
     <out>/local/site-<k>/   each local-only run (metrics.json, model/)
     <out>/pooled/           the pooled run
+    <out>/evaluation/       the two evaluation studies' runs (training-sites/, held-out/), each
+                            with evaluation.json: every model's metrics per site
     <out>/summary.json      everything below, machine-readable
     <out>/summary.md        the tables a person reads
     <out>/report.html       the federated run's report with figures, the held-out comparison
@@ -50,9 +54,9 @@ from neurofed.data.manifest import check_site
 from neurofed.data.splits import site_splits
 from neurofed.demo.comparison import compare_on_held_out
 from neurofed.demo.config import DemoConfig
+from neurofed.demo.cross_site import federated_cross_site
 from neurofed.demo.html import write_demo_report
 from neurofed.demo.report import SUMMARY_JSON, SUMMARY_MD, headline, markdown
-from neurofed.evaluate import cross_site_table
 from neurofed.evaluate.report import REPORT_HTML
 from neurofed.federated.protocol import RunSummary
 from neurofed.federated.server.run_folder import LAST_MODEL
@@ -75,10 +79,15 @@ SITES = "sites"
 FEDERATED = "federated"
 LOCAL = "local"
 POOLED = "pooled"
+EVALUATION = "evaluation"
 STAGE_SECONDS = "stage_seconds.json"
 #: How the compared models were chosen (the same rule for every one).
 COMPARED = "every model as it ended: the federated model after its last round, each baseline "
 COMPARED += "after its last epoch; none is selected on validation data"
+#: How the table of every model on every site was made.
+SCORED = "by two evaluation studies in the simulator (evaluation/): every site scored each model "
+SCORED += "itself and sent aggregate metrics; the held-out site also sent per-case values, "
+SCORED += "without identifiers, for the paired comparison"
 
 
 @dataclass(frozen=True)
@@ -237,8 +246,17 @@ def run_demo(config: DemoConfig, stage: StageProgress | None = None) -> DemoResu
     models |= {f"local {s.name}": out / LOCAL / s.name / "model" for s in training}
     _copy_plan(out / FEDERATED, models.values())
     began = time.perf_counter()
-    with stage("evaluating every model on every site") as progress:
-        evaluation = cross_site_table(models, training, held_out, progress)
+    scoring = stage("evaluating every model on every site (two evaluation studies)")
+    with scoring as progress, _one_thread_per_site():
+        evaluation = federated_cross_site(
+            models,
+            training,
+            held_out,
+            out / EVALUATION,
+            study=study,
+            device=config.device,
+            progress=progress,
+        )
     timed("evaluate", began)
 
     selected = federated.summary.selected
@@ -261,6 +279,7 @@ def run_demo(config: DemoConfig, stage: StageProgress | None = None) -> DemoResu
         "held_out": held_out.name,
         "models": {name: str(path.relative_to(out)) for name, path in models.items()},
         "compared": COMPARED,
+        "scored": SCORED,
         "evaluation": evaluation,
         "headline": headline(evaluation, held_out.name),
         "comparison": compare_on_held_out(evaluation, held_out.name, seed=config.seed),

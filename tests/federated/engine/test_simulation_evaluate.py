@@ -1,5 +1,6 @@
 """An evaluation-only study (``kind = "evaluate"``) in NVFlare's simulator: the given model is
-scored on every case of every site and nothing is trained (one ~20 s simulation)."""
+scored on every case of every site and nothing is trained; several models are scored one per round
+on the split the study names (each ~20 s simulation)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from neurofed.artifacts import sha256_file
 from neurofed.evaluate import evaluate_model
+from neurofed.keys import Split
 from neurofed.training import LocalTrainer, save_model
 from neurofed.training.model_folder import MODEL_WEIGHTS
 from neurofed.training.records import finalize_metrics
@@ -17,9 +19,9 @@ from tests.federated.conftest import tiny_study
 from tests.federated.engine.test_simulation_initial_model import _public_model, _simulate
 
 
-def _model_for(folder: Path) -> tuple[Path, str]:
+def _model_for(folder: Path, seed: int = 99) -> tuple[Path, str]:
     """A tiny brain-age model trained (here: initialised) as the study preprocesses."""
-    config = tiny_study().train_config(device="cpu").with_changes(seed=99)
+    config = tiny_study().train_config(device="cpu").with_changes(seed=seed)
     save_model(folder, LocalTrainer(config).model, config)
     return folder, sha256_file(folder / MODEL_WEIGHTS)
 
@@ -76,3 +78,39 @@ def test_a_model_trained_with_other_preprocessing_is_refused_before_any_site_run
     assert code != 0
     assert "the model was trained with [train.preprocess] spacing = None" in output
     assert "give the study's [train.preprocess] the model's values" in output
+
+
+@pytest.mark.slow
+def test_an_evaluation_of_several_models_scores_each_in_its_round_on_the_named_split(
+    tmp_path: Path, age_sites: list[Path]
+) -> None:
+    # Prepare: two models, scored on each site's validation split
+    lead = tmp_path / "lead"
+    models = {name: _model_for(lead / name, seed) for name, seed in (("a", 5), ("b", 6))}
+    study = tiny_study(rounds=2, min_sites=2)
+    text = f'kind = "evaluate"\n{study.to_toml()}\n[evaluate]\nsplit = "validation"\n'
+    for name, (_, sha) in models.items():
+        text += f'[[evaluate.models]]\nname = "{name}"\npath = "{name}"\nsha256 = "{sha}"\n'
+    (lead / "study.toml").write_text(text, encoding="utf-8")
+
+    # Execute
+    code, output = _simulate(lead / "study.toml", age_sites, tmp_path / "run")
+
+    # Assert: evaluation.json has each model's metrics from its own round, as scored locally
+    assert code == 0, output
+    results = json.loads((tmp_path / "run/evaluation.json").read_text())
+    assert results["split"] == "validation"
+    assert [(m["name"], m["round"]) for m in results["models"]] == [("a", 1), ("b", 2)]
+    for row in results["models"]:
+        folder = models[row["name"]][0]
+        assert row["validation_per_site"]
+        for k, site in enumerate(age_sites, start=1):
+            state, cases, trained = evaluate_model(folder, site, Split.VALIDATION)
+            scored = row["validation_per_site"].get(f"site-{k}")
+            if not cases:  # a site with no usable validation case sends nothing to merge
+                assert scored is None
+                continue
+            assert scored is not None and scored["num_examples"] == len(cases)
+            assert scored["mae"] == pytest.approx(finalize_metrics(trained.task, state)["mae"])
+    a, b = (r["validation"]["mae"] for r in results["models"])
+    assert a != pytest.approx(b)  # two different models, not one scored twice

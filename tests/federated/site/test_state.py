@@ -13,10 +13,12 @@ import pytest
 from neurofed.federated.server.run import FederatedRun
 from neurofed.federated.site import SiteConfig, SiteWorker
 from neurofed.federated.site.state import (
+    CASE_ORDER_KEY,
     STATE_JSON,
     SiteState,
     SiteStateError,
     StatePart,
+    case_order_seed,
     load_site_state,
     save_site_state,
     state_rounds,
@@ -224,3 +226,18 @@ def test_a_damaged_state_folder_is_refused_with_a_logged_reason(
     )
     assert "refusing the saved state after round 1" in caplog.text and reason in caplog.text
     assert state_rounds(folder) == [1, 2]  # round 2 is written as usual
+
+
+def test_the_case_order_key_is_drawn_once_per_study_and_redrawn_when_damaged(
+    tmp_path: Path,
+) -> None:
+    # Execute
+    first = case_order_seed(tmp_path / "study-a")
+    again = case_order_seed(tmp_path / "study-a")
+    other = case_order_seed(tmp_path / "study-b")
+    (tmp_path / "study-a" / CASE_ORDER_KEY).write_bytes(b"short")
+    redrawn = case_order_seed(tmp_path / "study-a")
+
+    # Assert: stable within a study, different between studies, never a short key
+    assert first == again and first != other and redrawn != first
+    assert len((tmp_path / "study-a" / CASE_ORDER_KEY).read_bytes()) == 32

@@ -52,3 +52,58 @@ def test_an_evaluation_study_without_what_it_needs_is_refused_with_the_fix(
 ) -> None:
     with pytest.raises(StudyError, match=message):
         Study.from_toml(text)
+
+
+def _models(*names: str, split: str | None = "validation", base: str = "models") -> str:
+    text = "\n[evaluate]\n" + (f'split = "{split}"\n' if split else "")
+    for k, name in enumerate(names):
+        sha = f"{k:x}" * 64
+        text += f'[[evaluate.models]]\nname = "{name}"\npath = "{base}/{k}"\nsha256 = "{sha}"\n'
+    return text
+
+
+def test_an_evaluation_of_several_models_scores_one_per_round_on_the_split_it_names(
+    tmp_path: Path,
+) -> None:
+    # Prepare
+    text = _text("evaluate", rounds=3, initial=False) + _models("federated", "pooled", "local 1")
+    moved = _text("evaluate", rounds=3, initial=False) + _models(
+        "federated", "pooled", "local 1", base="elsewhere"
+    )
+
+    # Execute
+    study = Study.from_toml(text, base_dir=tmp_path)
+
+    # Assert: the models in order, the split, paths outside the hash, read back the same
+    assert [m.name for m in study.evaluated_models()] == ["federated", "pooled", "local 1"]
+    assert study.evaluated_models()[1].model.path == tmp_path / "models" / "1"
+    assert study.evaluation_split is not None and study.evaluation_split.value == "validation"
+    assert Study.from_toml(moved, base_dir=tmp_path).content_hash == study.content_hash
+    assert Study.from_toml(study.to_toml()).content_hash == study.content_hash
+    described = study.describe()
+    assert "the site's validation split" in described
+    assert "'pooled': weights.safetensors sha256:" + "1" * 64 in described
+
+
+def test_the_single_model_form_names_the_folder_and_scores_every_case(tmp_path: Path) -> None:
+    study = Study.from_toml(_text("evaluate"), base_dir=tmp_path)
+    assert [m.name for m in study.evaluated_models()] == ["public"]
+    assert study.evaluation_split is None and "every case of the site" in study.describe()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_text("evaluate", rounds=2, initial=False) + _models("a", "b", "c"), "set rounds = 3"),
+        (_text("evaluate", rounds=1) + _models("a"), "not both"),
+        (_text("evaluate", rounds=2, initial=False) + _models("a", "a"), r"\['a'\] repeat"),
+        (_text("evaluate", rounds=1, initial=False) + _models("a", split="holdout"), "holdout"),
+        (_text("evaluate", rounds=1, initial=False) + _models("../x"), "name = '../x'"),
+        (_text("train") + _models("a"), r"\[evaluate\] belongs to an evaluation study"),
+    ],
+)
+def test_a_malformed_evaluate_table_is_refused_naming_the_key_and_the_fix(
+    text: str, message: str
+) -> None:
+    with pytest.raises(StudyError, match=message):
+        Study.from_toml(text)

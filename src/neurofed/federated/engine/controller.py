@@ -221,8 +221,17 @@ class StudyController(ModelController):  # type: ignore[misc]
             began = time.perf_counter()
             record = RoundRecord(round=round_number)
             targets = list(run.live)
-            if study.kind is StudyKind.EVALUATE:  # the given model, scored at every site
-                self.info(f"evaluation: scoring the study's initial model at {targets}")
+            if study.kind is StudyKind.EVALUATE:  # this round's model, scored at every site
+                name = study.evaluated_models()[round_number - 1].name
+                try:
+                    run.params = run.evaluated_parameters(round_number)
+                except InitialModelError as error:  # changed on disk since the run started
+                    self._stop(progress, f"model {name!r} cannot be scored: {error}")
+                    return
+                self.info(
+                    f"evaluation {round_number}/{study.rounds}: scoring {name!r} at {targets}"
+                )
+                record.targets = list(targets)
                 answers = self._send(TaskName.VALIDATE, run, targets, round_number)
                 run.record_validation(record, targets, answers)
             else:

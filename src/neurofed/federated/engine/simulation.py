@@ -41,7 +41,7 @@ from neurofed.federated.server.run_folder import (
     latest_round_checkpoint,
 )
 from neurofed.federated.site.config import SiteConfig
-from neurofed.federated.study import Study
+from neurofed.federated.study import Study, StudyKind
 from neurofed.federated.study.initial_model import InitialModelError
 from neurofed.keys import SiteFile
 from neurofed.types import ProgressCallback
@@ -127,7 +127,7 @@ def _quiet_weights_hash(study: Study) -> None:
     """Inside ``warnings.catch_warnings()``: no NVFlare warning about a "potential secret" for a
     study's ``[initial_model] sha256`` (NVFlare's scan of the job config flags every 64-digit hex
     string; this one is the weights' hash, which custodians read when they approve the study)."""
-    if study.initial_model is None:
+    if study.initial_model is None and not study.evaluated_models():
         return
     from nvflare.fuel.utils.secret_utils import PotentialSecretWarning
 
@@ -223,13 +223,16 @@ def _watch(
             if not (closed or number < done[-1] or finished):
                 break
             seen = number
-            progress(seen, study.rounds, f"round {seen}: {_round_label(record, metric)}")
+            progress(seen, study.rounds, f"round {seen}: {_round_label(study, record, metric)}")
 
 
-def _round_label(record: Mapping[str, Any], metric: str) -> str:
+def _round_label(study: Study, record: Mapping[str, Any], metric: str) -> str:
+    value = (record.get("validation") or {}).get(metric)
+    if study.kind is StudyKind.EVALUATE:  # round k scored the k-th model
+        name = study.evaluated_models()[int(record["round"]) - 1].name
+        return f"{name!r} scored" + ("" if value is None else f", {metric} {value:.4g}")
     if not record.get("aggregated", True):
         return "not aggregated"
-    value = (record.get("validation") or {}).get(metric)
     return "aggregated, not validated" if value is None else f"{metric} {value:.4g}"
 
 

@@ -57,6 +57,7 @@ from neurofed.federated.server.planning import (
     write_run_plan,
 )
 from neurofed.federated.server.run_folder import (
+    EVALUATION,
     LAST_MODEL,
     MODEL,
     SUMMARY,
@@ -69,16 +70,16 @@ from neurofed.federated.server.run_folder import (
     save_round_checkpoint,
 )
 from neurofed.federated.state import StrategyState
-from neurofed.federated.study import Study
+from neurofed.federated.study import Study, StudyKind
 from neurofed.federated.study.initial_model import InitialModelError
 from neurofed.federated.update import Parameters
 from neurofed.preprocess.plan import Plan
-from neurofed.tasks import merge_states
+from neurofed.tasks import MetricState, merge_states
 from neurofed.training import LocalTrainer, RunFolderError, save_model
 from neurofed.training.config import TrainConfig
 from neurofed.training.model_folder import TrainedModel
 from neurofed.training.parameters import check_arrays, load_arrays
-from neurofed.training.records import finalize_metrics
+from neurofed.training.records import finalize_metrics, json_number
 
 __all__ = ["FederatedRun"]
 
@@ -183,9 +184,23 @@ class FederatedRun:
         InitialModelError
             The initial model is missing, changed, or does not fit the study's network.
         """
-        if self.needs_fingerprint():
-            return {}
+        if self.needs_fingerprint() or self.study.kind is StudyKind.EVALUATE:
+            return {}  # an evaluation sends each round's model (evaluated_parameters)
         return self._initial_parameters(self.train_config())
+
+    def evaluated_parameters(self, round_number: int) -> Parameters:
+        """The weights an evaluation study scores in ``round_number`` (its model of that
+        round), checked against the study as at the start.
+
+        Raises
+        ------
+        InitialModelError
+            The model folder is missing, changed or does not fit the study.
+        """
+        index = round_number - 1
+        entry = self.study.evaluated_models()[index]
+        trained = self.study.load_evaluated(index)
+        return entry.model.parameters(trained, self.train_config())
 
     def _initial_parameters(self, config: TrainConfig) -> Parameters:
         initial = self.study.initial_model
@@ -324,6 +339,8 @@ class FederatedRun:
                 continue
             state, own, seconds, withheld = checked
             record.note_withheld(site, withheld)
+            if values := _case_values(state):  # only where the site's custodian allows them
+                record.cases_per_site[site] = values
             if own is not None and not own.is_empty:
                 personalised.append(own)
                 record.personalised_per_site[site] = finalize_metrics(self.task, own)
@@ -394,6 +411,8 @@ class FederatedRun:
     def finish(self) -> RunSummary:
         """Write ``model/`` (the selected round), ``last_model/`` and ``summary.json``; a run
         in which no round was aggregated has no model, and its summary says so."""
+        if self.study.kind is StudyKind.EVALUATE:
+            write_json_atomically(self.run_dir / EVALUATION, self.evaluation())
         if not any(r.aggregated for r in self.history):
             return self._write_summary(None, has_model=False)
         by_round = {r.round: r for r in self.history}
@@ -416,6 +435,29 @@ class FederatedRun:
         else:  # nothing validated: the last model is the only candidate
             self._save(self.run_dir / MODEL, self.params, last)
         return self._write_summary(selected, has_model=True)
+
+    def evaluation(self) -> dict[str, Any]:
+        """An evaluation study's results (``evaluation.json``): per model, in round order, the
+        metrics merged over sites, per site, per-case values where sites allowed them, and the
+        sites that did not score it (failed, refused, dropped) with their reasons."""
+        by_round = {r.round: r for r in self.history}
+        models = []
+        for k, entry in enumerate(self.study.evaluated_models(), start=1):
+            record = by_round.get(k)
+            row: dict[str, Any] = {"name": entry.name, "sha256": entry.model.sha256, "round": k}
+            if record is not None:
+                written = record.to_json()
+                keys = ("validation", "validation_per_site", "cases_per_site", "failed")
+                row |= {key: written.get(key, {}) for key in keys}
+                row |= {"refused": written["refused"], "dropped": written["dropped"]}
+            models.append(row)
+        split = self.study.evaluation_split
+        return {
+            "study": self.study.name,
+            "study_hash": self.study.content_hash,
+            "split": "all" if split is None else split.value,
+            "models": models,
+        }
 
     def _write_summary(self, selected: SelectedRound | None, *, has_model: bool) -> RunSummary:
         personalised = None
@@ -442,3 +484,13 @@ class FederatedRun:
         )
         write_json_atomically(self.run_dir / SUMMARY, summary.to_json())
         return summary
+
+
+def _case_values(state: MetricState) -> dict[str, list[float | None]]:
+    """The one-number-per-case arrays a site sent (it sends them only where its custodian
+    allows per-case values; no identifiers), as JSON lists."""
+    return {
+        name: [json_number(float(v)) for v in values]
+        for name, values in sorted(state.cases.items())
+        if values.ndim == 1 and values.dtype.kind == "f"
+    }

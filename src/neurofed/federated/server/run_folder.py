@@ -46,6 +46,7 @@ from neurofed.training.records import json_number, number
 
 __all__ = [
     "CHECKPOINTS",
+    "EVALUATION",
     "LAST_MODEL",
     "MODEL",
     "ROUNDS",
@@ -67,6 +68,8 @@ MODEL = "model"
 LAST_MODEL = "last_model"
 RUN_JSON = "run.json"
 SUMMARY = "summary.json"
+#: An evaluation study's results, per model (see ``FederatedRun.evaluation``).
+EVALUATION = "evaluation.json"
 _GLOBAL = "global.safetensors"
 _STRATEGY = "strategy.safetensors"
 _HISTORY = "history.json"
@@ -121,6 +124,10 @@ class RoundRecord:
         Site → wall time of its validation task (training times are in ``train``).
     withheld
         Site → what it did not send with its validation (too few cases behind it).
+    cases_per_site
+        Site → per-case metric → one value per case (no identifiers), only from a site whose
+        custodian allows per-case values for the study's dataset; empty (and left out of the
+        JSON) otherwise.
     audit_heads
         Site → task → the head (``seq``, ``sha256``) of the site's audit log after it, as the
         site sent it: a copy of each log's tail its custodian can check the log against.
@@ -146,6 +153,7 @@ class RoundRecord:
     seconds: float = 0.0
     audit_heads: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     withheld: dict[str, list[str]] = field(default_factory=dict)
+    cases_per_site: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
 
     def note_withheld(self, site: str, lines: Sequence[str]) -> None:
         """Keep what ``site`` did not send with its validation, and why (if anything)."""
@@ -185,6 +193,8 @@ class RoundRecord:
             out["personalised_per_site"] = {
                 s: _metrics_json(v) for s, v in self.personalised_per_site.items()
             }
+        if self.cases_per_site:
+            out["cases_per_site"] = {s: dict(v) for s, v in self.cases_per_site.items()}
         return out
 
     @classmethod
@@ -214,6 +224,10 @@ class RoundRecord:
             seconds=float(data.get("seconds", math.nan)),
             audit_heads={str(s): dict(v) for s, v in data.get("audit_heads", {}).items()},
             withheld={str(s): list(v) for s, v in data.get("withheld", {}).items()},
+            cases_per_site={
+                str(s): {str(k): list(c) for k, c in v.items()}
+                for s, v in data.get("cases_per_site", {}).items()
+            },
         )
 
 

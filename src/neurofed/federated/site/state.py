@@ -14,6 +14,12 @@ exactly the update an uninterrupted site would::
                                                 (``neurofed site preprocess --study --plan``)
     <state>/audit-heads.jsonl                   the audit log's head after each task (seq,
                                                 SHA-256): a copy of the log's tail kept apart
+    <state>/case-order.key                      a secret the site draws once per study: the
+                                                order its per-case values are sent in (where
+                                                its custodian allows them), the same in every
+                                                round, so models pair case by case, and known
+                                                to no one else, so no order ties a value to a
+                                                subject
 
 A round folder is written under a temporary name and renamed, and only the newest
 :data:`KEEP_ROUNDS` are kept (a site that crashed after writing round ``k`` but before the
@@ -47,7 +53,12 @@ from typing import Any
 
 import numpy as np
 
-from neurofed.artifacts import atomic_folder, sha256_file, write_json_atomically
+from neurofed.artifacts import (
+    atomic_folder,
+    sha256_file,
+    write_bytes_atomically,
+    write_json_atomically,
+)
 from neurofed.federated.site.audit import AuditHead
 from neurofed.federated.update import Parameters
 
@@ -229,3 +240,24 @@ def kept_audit_heads(state_root: Path) -> list[AuditHead]:
             except (ValueError, KeyError, TypeError):
                 continue
     return heads
+
+
+#: The file of a study's secret case order (see the module docstring).
+CASE_ORDER_KEY = "case-order.key"
+
+
+def case_order_seed(folder: Path) -> int:
+    """The seed of this site's case order for the study whose state folder is ``folder``:
+    drawn from the operating system once, then read back (a damaged key is drawn again)."""
+    import secrets
+
+    path = Path(folder) / CASE_ORDER_KEY
+    try:
+        key = path.read_bytes()
+    except OSError:
+        key = b""
+    if len(key) != 32:
+        key = secrets.token_bytes(32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomically(path, key)
+    return int.from_bytes(key, "big")

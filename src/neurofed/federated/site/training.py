@@ -40,7 +40,7 @@ from neurofed.federated.protocol import (
 from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.site.keeper import StateKeeper
 from neurofed.federated.site.personalised import PersonalisedModel
-from neurofed.federated.site.state import PERSONALISED_MODEL
+from neurofed.federated.site.state import PERSONALISED_MODEL, case_order_seed
 from neurofed.federated.study import Study, StudyKind
 from neurofed.federated.study.plan import PLAN_FILE, check_plan
 from neurofed.federated.update import Parameters
@@ -253,19 +253,25 @@ class StudyTraining:
         self.keeper.restore(round_number, trainer, personal)
         kept = trainer.get_parameters()
         trainer.set_parameters(params)
-        # an evaluation-only study scores the given model on every case of the site
+        # an evaluation-only study scores the given model on the cases it names (default: all)
         cases = None
         if self.study.kind is StudyKind.EVALUATE:
             assert trainer.source is not None  # from_sites
-            cases = trainer.source.split(None)
+            cases = trainer.source.split(self.study.evaluation_split)
         try:
             state = trainer.evaluate(cases)
         finally:
             trainer.set_parameters(kept)  # training continues from the site's own weights
         policy = self._config()
         allow = policy.shares_cases(self.study.dataset)
+        # per-case values (if allowed) go in the site's secret order of this study: the same
+        # in every round, so the lead can pair models case by case
+        order = None
+        if allow:
+            seed = case_order_seed(policy.study_state_dir(self.study.content_hash))
+            order = np.random.default_rng(seed)
         shared, withheld = share_state(
-            state, min_cases=policy.min_cases_per_metric, allow_cases=allow
+            state, min_cases=policy.min_cases_per_metric, allow_cases=allow, rng=order
         )
         own = None
         if personal is not None:

@@ -22,6 +22,7 @@ from neurofed.config import ConfigBase, is_local, look_up
 from neurofed.federated.heads import heads_for_model
 from neurofed.federated.selection import Selection
 from neurofed.federated.strategies import Strategy, get_strategy, get_strategy_type
+from neurofed.federated.study.evaluation import Evaluation, EvaluationError, parse_evaluation
 from neurofed.federated.study.initial_model import (
     INITIAL_MODEL_KEYS,
     InitialModel,
@@ -75,6 +76,7 @@ OPTIONAL_KEYS: tuple[str, ...] = (
     "train",
     "plan",
     "initial_model",
+    "evaluate",
 )
 
 #: TrainConfig fields the study sets elsewhere, or that each site chooses (``device``).
@@ -110,6 +112,18 @@ class StudyKind(StrEnum):
     EVALUATE = "evaluate"
 
 
+def _parse_evaluation(
+    source: str, data: Mapping[str, Any], base_dir: Path | None
+) -> dict[str, Evaluation]:
+    """``{"evaluation": Evaluation}`` for a study with ``[evaluate]``; ``{}`` without."""
+    if data.get("evaluate") is None:
+        return {}
+    try:
+        return {"evaluation": parse_evaluation(source, data["evaluate"], base_dir)}
+    except EvaluationError as error:
+        raise StudyError(str(error)) from None
+
+
 def _parse_kind(source: str, data: Mapping[str, Any]) -> StudyKind:
     value = data.get("kind", StudyKind.TRAIN.value)
     try:
@@ -117,22 +131,35 @@ def _parse_kind(source: str, data: Mapping[str, Any]) -> StudyKind:
     except ValueError:
         choices = " or ".join(f'"{k.value}"' for k in StudyKind)
         raise StudyError(f"{source}: kind = {shown(value)} is invalid: use {choices}") from None
-    if kind is StudyKind.EVALUATE:
-        if data.get("initial_model") is None:
+    if kind is StudyKind.TRAIN:
+        if data.get("evaluate") is not None:
             raise StudyError(
-                f'{source}: kind = "evaluate" scores a given model: add [initial_model] with '
-                "its path and sha256 (e.g. a run's model/ folder)"
+                f'{source}: [evaluate] belongs to an evaluation study: add kind = "evaluate", '
+                "or remove [evaluate]"
             )
-        if data.get("rounds") != 1:
-            raise StudyError(
-                f'{source}: kind = "evaluate" runs one round (the model scored at every site): '
-                f"set rounds = 1 (got {shown(data.get('rounds'))})"
-            )
-        if data.get("plan") is not None:
-            raise StudyError(
-                f'{source}: kind = "evaluate" plans nothing: the model keeps the preprocessing '
-                "it was trained with; remove [plan] and give [train.preprocess] as trained"
-            )
+        return kind
+    listed = (data.get("evaluate") or {}).get("models") or []
+    if data.get("initial_model") is None and not listed:
+        raise StudyError(
+            f'{source}: kind = "evaluate" scores given models: add [initial_model] with its path '
+            "and sha256 (e.g. a run's model/ folder), or several as [[evaluate.models]]"
+        )
+    if data.get("initial_model") is not None and listed:
+        raise StudyError(
+            f"{source}: give the models to score either as [initial_model] (one) or as "
+            "[[evaluate.models]] (several), not both"
+        )
+    count = len(listed) or 1
+    if data.get("rounds") != count:
+        raise StudyError(
+            f'{source}: kind = "evaluate" runs one round per model scored: set rounds = {count} '
+            f"(got {shown(data.get('rounds'))})"
+        )
+    if data.get("plan") is not None:
+        raise StudyError(
+            f'{source}: kind = "evaluate" plans nothing: the model keeps the preprocessing '
+            "it was trained with; remove [plan] and give [train.preprocess] as trained"
+        )
     return kind
 
 
@@ -337,10 +364,12 @@ def parse_study(
     strategy = _parse_strategy(source, data, task, model)
     selection = _parse_selection(source, data)
     initial = _parse_initial_model(source, data, base_dir)
+    evaluation = _parse_evaluation(source, data, base_dir)
     kind = _parse_kind(source, data)
     scalars = {k: data[k] for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if k in data}
     scalars["kind"] = kind
-    for key in ("task", "model", "strategy", "selection", "train", "plan", "initial_model"):
+    tables = ("task", "model", "strategy", "selection", "train", "plan", "initial_model")
+    for key in (*tables, "evaluate"):
         scalars.pop(key, None)
     client = strategy.client_settings()
     bounds = (
@@ -387,5 +416,6 @@ def parse_study(
         "train": train,
         **planned,
         **initial,
+        **evaluation,
         **scalars,
     }

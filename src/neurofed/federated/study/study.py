@@ -89,6 +89,7 @@ from neurofed.federated.strategies import (
     get_strategy,
     get_strategy_type,
 )
+from neurofed.federated.study.evaluation import EvaluatedModel, Evaluation
 from neurofed.federated.study.initial_model import InitialModel, InitialModelError
 from neurofed.federated.study.parse import (
     MAX_LOCAL_EPOCHS,
@@ -110,11 +111,11 @@ from neurofed.federated.study.plan import (
     strip_planned,
 )
 from neurofed.federated.study.toml_text import dumps
-from neurofed.keys import TaskId
+from neurofed.keys import Split, TaskId
 from neurofed.preprocess.plan import Plan, PlanError
 from neurofed.tasks import Task, get_task
 from neurofed.training.config import TrainConfig
-from neurofed.training.model_folder import TrainedModel
+from neurofed.training.model_folder import MODEL_WEIGHTS, TrainedModel
 
 __all__ = [
     "REQUIRED_KEYS",
@@ -197,6 +198,11 @@ class Study:
     initial_model
         The ``[initial_model]`` table (``None``: round 1 starts from the seed's weights); its
         ``sha256`` is part of :attr:`content_hash`, its ``path`` is not.
+    kind
+        ``train`` (the default) or ``evaluate`` (score given models, train nothing).
+    evaluation
+        An evaluation study's ``[evaluate]`` table (:mod:`~neurofed.federated.study.evaluation`:
+        which cases each site scores, and several models, one per round).
 
     Examples
     --------
@@ -236,6 +242,7 @@ class Study:
     plan: StudyPlan | None = None
     initial_model: InitialModel | None = None
     kind: StudyKind = StudyKind.TRAIN
+    evaluation: Evaluation | None = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, field: str, fix: str) -> None:
@@ -292,9 +299,17 @@ class Study:
         )
         check(isinstance(self.kind, StudyKind), "kind", 'use "train" or "evaluate"')
         if self.kind is StudyKind.EVALUATE:
-            check(self.initial_model is not None, "kind", "an evaluation needs [initial_model]")
-            check(self.rounds == 1, "kind", "an evaluation runs one round: rounds = 1")
+            models = self.evaluated_models()
+            check(bool(models), "kind", "an evaluation needs [initial_model] or [evaluate] models")
+            check(
+                self.initial_model is None or not (self.evaluation and self.evaluation.models),
+                "kind",
+                "give [initial_model] or [evaluate] models, not both",
+            )
+            check(self.rounds == len(models), "kind", "an evaluation runs one round per model")
             check(self.plan is None, "kind", "an evaluation plans nothing: remove [plan]")
+        else:
+            check(self.evaluation is None, "evaluation", 'only kind = "evaluate" has [evaluate]')
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -408,6 +423,36 @@ class Study:
             raise PlanError(f"{path}: {exc}") from None
         return plan
 
+    def evaluated_models(self) -> tuple[EvaluatedModel, ...]:
+        """The models an evaluation study scores, round ``k`` the ``k``-th (``()``: training)."""
+        if self.kind is not StudyKind.EVALUATE:
+            return ()
+        if self.evaluation is not None and self.evaluation.models:
+            return self.evaluation.models
+        if self.initial_model is None:
+            return ()
+        return (EvaluatedModel(self.initial_model.path.name, self.initial_model),)
+
+    @property
+    def evaluation_split(self) -> Split | None:
+        """Which cases an evaluation's sites score (``None``: every case)."""
+        return None if self.evaluation is None else self.evaluation.split
+
+    def load_evaluated(self, index: int) -> TrainedModel:
+        """The ``index``-th model of an evaluation study, checked as :meth:`load_initial_model`
+        checks one, and that it preprocesses and scores as the study says.
+
+        Raises
+        ------
+        InitialModelError
+            Naming the folder and what differs, and the fix.
+        """
+        entry = self.evaluated_models()[index]
+        trained = entry.model.load(self.task)
+        entry.model.parameters(trained, self.train)
+        self._check_evaluated(entry.model, trained)
+        return trained
+
     def load_initial_model(self) -> TrainedModel | None:
         """The ``[initial_model]`` folder (``None`` without one), checked as far as it can be
         before a run: its weights' SHA-256, its seal, its task, and — unless the plan decides
@@ -418,19 +463,36 @@ class Study:
         InitialModelError
             Naming the folder, the expected and actual hashes or the differences, and the fix.
         """
+        if self.kind is StudyKind.EVALUATE:  # every model scored, checked before any round
+            loaded = [self.load_evaluated(k) for k in range(len(self.evaluated_models()))]
+            return loaded[0]
         if self.initial_model is None:
             return None
         trained = self.initial_model.load(self.task)
         if self.plan is None or ("model", "plan") not in planned_keys(self.task):
             self.initial_model.parameters(trained, self.train)  # the network is known: check it
-        if self.kind is StudyKind.EVALUATE:
-            self._check_evaluated(trained)
         return trained
 
-    def _check_evaluated(self, trained: TrainedModel) -> None:
+    def _describe_evaluation(self) -> list[str]:
+        """What an evaluation study asks of a site, one line per model it scores."""
+        if self.kind is not StudyKind.EVALUATE:
+            return []
+        split = self.evaluation_split
+        cases = "every case of the site" if split is None else f"the site's {split.value} split"
+        lines = [
+            f"  kind       evaluation only: each model is scored on {cases}; nothing is trained"
+        ]
+        if self.evaluation is not None and self.evaluation.models:
+            lines += [
+                f"  model {k}    {m.name!r}: {MODEL_WEIGHTS} sha256:{m.model.sha256} "
+                f"(read by the server from {m.model.path})"
+                for k, m in enumerate(self.evaluation.models, start=1)
+            ]
+        return lines
+
+    def _check_evaluated(self, given: InitialModel, trained: TrainedModel) -> None:
         """An evaluation scores the model as it was trained: the sites must preprocess and
         score as its folder says, or the numbers describe another model."""
-        assert self.initial_model is not None
         pairs = (
             ("[train.preprocess]", trained.preprocess.to_json(), self.train.preprocess.to_json()),
             ("[task]", trained.config.task_config.to_json(), self.train.task_config.to_json()),
@@ -441,7 +503,7 @@ class Study:
                 model_side = ", ".join(f"{k} = {theirs.get(k)!r}" for k in differ)
                 study_side = ", ".join(f"{k} = {ours.get(k)!r}" for k in differ)
                 raise InitialModelError(
-                    f"{self.initial_model.path}: the model was trained with {table} "
+                    f"{given.path}: the model was trained with {table} "
                     f"{model_side}; the evaluation study has {study_side} — give the study's "
                     f"{table} the model's values"
                 )
@@ -480,6 +542,8 @@ class Study:
             out = strip_planned(out, self.task) | {"plan": self.plan.to_dict()}
         if self.initial_model is not None:
             out["initial_model"] = self.initial_model.to_dict()
+        if self.evaluation is not None:
+            out["evaluate"] = self.evaluation.to_dict()
         return out
 
     @property
@@ -492,6 +556,8 @@ class Study:
         data = self.to_dict()
         if self.initial_model is not None:
             data["initial_model"] = self.initial_model.hashed()
+        if self.evaluation is not None:
+            data["evaluate"] = self.evaluation.hashed()
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
     def to_toml(self) -> str:
@@ -571,14 +637,7 @@ class Study:
                 if self.initial_model is None
                 else [f"  initial    {self.initial_model.describe()}"]
             ),
-            *(
-                [
-                    "  kind       evaluation only: the given model is scored on every case of "
-                    "the site; nothing is trained"
-                ]
-                if self.kind is StudyKind.EVALUATE
-                else []
-            ),
+            *self._describe_evaluation(),
             "  leaves a site: "
             + (
                 "aggregate metrics (sums and counts) only"

@@ -1,6 +1,7 @@
 """Write plain data (tables, strings, numbers, booleans, arrays) as TOML text.
 
-Just what studies need: nested tables become ``[a.b]`` sections, arrays may nest, ``None`` and
+Just what studies need: nested tables become ``[a.b]`` sections, arrays may nest (tables in
+arrays are written inline), ``None`` and
 non-finite floats are refused (TOML has no null; studies hold no NaN). ``tomllib.loads`` reads
 the output back to equal data.
 
@@ -55,6 +56,8 @@ def toml_value(value: Any, where: str = "value") -> str:
 
     >>> toml_value([1, 2.5, "x", True])
     '[1, 2.5, "x", true]'
+    >>> toml_value([{"name": "a", "n": 1}])
+    '[{ name = "a", n = 1 }]'
     """
     if isinstance(value, Enum):
         value = value.value
@@ -70,6 +73,9 @@ def toml_value(value: Any, where: str = "value") -> str:
         return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v, where) for v in value) + "]"
+    if isinstance(value, Mapping):  # an inline table (e.g. in an array of tables)
+        pairs = (f"{toml_key(k)} = {toml_value(v, f'{where}.{k}')}" for k, v in value.items())
+        return "{ " + ", ".join(pairs) + " }"
     if value is None:
         raise ValueError(f"{where} is None: TOML has no null; leave the key out")
     raise TypeError(f"{where} = {value!r}: cannot be written as TOML ({type(value).__name__})")
