@@ -14,8 +14,11 @@ __all__ = ["run_folder"]
 EXAMPLES = Path(__file__).parents[2] / "examples" / "studies"
 
 
-def run_folder(folder: Path, dice: dict[str, list[float]], *, failed_round: int = 0) -> Path:
-    """A run folder as the server writes it: study, summary, rounds, last model's weights."""
+def run_folder(
+    folder: Path, dice: dict[str, list[float]], *, failed_round: int = 0, cases_from: str = ""
+) -> Path:
+    """A run folder as the server writes it: study, summary, rounds, last model's weights;
+    ``cases_from`` names a site that sent per-case values (its custodian allows them)."""
     study = load_study(EXAMPLES / "fets-fedavg.toml")
     folder.mkdir(parents=True)
     (folder / "study.toml").write_text(study.to_toml())
@@ -30,6 +33,8 @@ def run_folder(folder: Path, dice: dict[str, list[float]], *, failed_round: int 
             s: {"WT/dice": v[k - 1], "num_examples": 6.0} for s, v in dice.items()
         }
         record.validation = {"WT/dice": sum(v[k - 1] for v in dice.values()) / len(dice)}
+        if cases_from:
+            record.cases_per_site = {cases_from: {"WT/dice": [0.5, 0.7, 0.9]}}
         record.seconds = 2.0
         (folder / "rounds" / str(k)).mkdir(parents=True)
         (folder / "rounds" / str(k) / "metrics.json").write_text(json.dumps(record.to_json()))

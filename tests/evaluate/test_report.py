@@ -34,6 +34,14 @@ def test_the_report_shows_curves_sites_the_worst_site_and_what_left_each_site(
     assert "model update (weights) in 2 rounds" in html  # site-1 missed round 2
     assert "0.250" in html  # MB per update, from the weights' size
     assert str(tmp_path) not in html  # no path of the server's disk
+    assert "per-case values without identifiers" not in html
+
+
+def test_the_report_lists_per_case_values_a_custodian_allowed_to_leave(tmp_path: Path) -> None:
+    dice = {"site-1": [0.5, 0.6], "site-2": [0.3, 0.35]}
+    html, _ = run_report(run_folder(tmp_path / "run", dice, cases_from="site-2"))
+    assert "per-case values without identifiers (WT/dice) in 2 rounds" in html
+    assert html.count("per-case values without identifiers (") == 1  # site-2 only
 
 
 def test_the_report_renders_every_figure_in_headless_chromium(tmp_path: Path) -> None:

@@ -330,14 +330,21 @@ def _privacy(run: RunView) -> Section:
             f"training numbers ({', '.join(numbers)})",
             f"validation aggregates ({aggregates} numbers) in {len(validated)} rounds",
         ]
+        cased = [r for r in run.rounds if site in r.get("cases_per_site", {})]
+        if cased:  # its custodian allows per-case values for the study's dataset
+            kinds = sorted({k for r in cased for k in r["cases_per_site"][site]})
+            sent.append(
+                f"per-case values without identifiers ({', '.join(kinds)}) in {len(cased)} rounds"
+            )
         total = None if size is None else size * len(trained) / 1e6
         per_round = None if size is None else size / 1e6
         rows.append([site, "; ".join(sent), per_round, total])
     html = (
         "<p>What each site sent the server, as the run recorded it. A model update has the size "
         "of the model's weights (safetensors, never pickled); validation values are aggregates "
-        "over the site's cases, withheld below the minimum count. No subject identifier, file "
-        "name, path or per-case value leaves a site.</p>"
+        "over the site's cases, withheld below the minimum count. Per-case values leave only a "
+        "site whose custodian allows them for the study's dataset, listed here, in an order the "
+        "site keeps secret. No subject identifier, file name or path leaves a site.</p>"
     )
     listing = table(["site", "sent", "MB per update", "MB of updates in all"], rows)
     return Section("What left each site", html + listing)
