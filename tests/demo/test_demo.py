@@ -183,6 +183,10 @@ def test_every_model_was_scored_by_the_sites_themselves_in_evaluation_studies(
     assert sorted(order) == list(range(len(order)))
     for model in models:
         assert ours[model] == pytest.approx([theirs[model][k] for k in order], abs=1e-6)
+        for region in ("ET", "TC"):  # a case's regions stay together
+            mine = summary["evaluation"][model]["site-4"]["per_case"][f"{region}/dice"]
+            direct_values = direct[model]["site-4"]["per_case"][f"{region}/dice"]
+            assert mine == pytest.approx([direct_values[k] for k in order], abs=1e-6, nan_ok=True)
     for run, per_case in (("training-sites", False), ("held-out", True)):
         results = json.loads((out / "evaluation" / run / "evaluation.json").read_text())
         assert [m["name"] for m in results["models"]] == list(summary["models"])

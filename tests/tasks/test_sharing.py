@@ -135,3 +135,18 @@ def _on_bins(cases: dict[str, np.ndarray] | object) -> dict[str, np.ndarray]:
             values = np.clip(np.floor((values - low) / (high - low) * bins), 0, bins - 1)
         out[name] = values
     return out
+
+
+def test_allowed_per_case_values_are_shuffled_with_each_case_s_values_kept_together() -> None:
+    # Prepare: case k has ET value k and WT value 10 k
+    ids = np.arange(8, dtype=np.float64)
+    state = MetricState(sums={}, cases={"ET/dice": ids, "WT/dice": 10 * ids})
+
+    # Execute: the same seed twice (a site's secret order of one study)
+    first, _ = share_state(state, min_cases=1, allow_cases=True, rng=np.random.default_rng(3))
+    again, _ = share_state(state, min_cases=1, allow_cases=True, rng=np.random.default_rng(3))
+
+    # Assert: shuffled, each case's values side by side, the same order for the same seed
+    et, wt = first.cases["ET/dice"], first.cases["WT/dice"]
+    assert not np.array_equal(et, ids) and np.array_equal(wt, 10 * et)
+    assert np.array_equal(again.cases["ET/dice"], et)

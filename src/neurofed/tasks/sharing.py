@@ -20,8 +20,8 @@ shared form: without ``allow_cases`` nothing of them leaves.
 A group (the name's part before the last ``/``) whose cases number fewer than ``min_cases``
 sends zeros instead (nothing), and is named in the withheld list (when it had something to
 send: a shared form, or per-case arrays the custodian allows). A custodian may allow the
-per-case arrays too (``allow_cases``): they are then sent beside the histograms, shuffled within
-their group, with no identifier.
+per-case arrays too (``allow_cases``): they are then sent beside the histograms, shuffled (groups of
+one length in one order, so a case's values stay together), with no identifier.
 
 The readers (:func:`case_mean`, :func:`binary_auc`, :func:`class_auc`) give the same numbers from
 either form — exactly for means, and for an AUC up to ties within one bin of width 1/100.
@@ -157,12 +157,13 @@ def share_state(
     shared_cases: dict[str, np.ndarray] = {}
     if allow_cases:
         generator = rng if rng is not None else np.random.default_rng()
+        orders: dict[int, np.ndarray] = {}  # one order per length: a case's values stay together
         for group in sorted({_split(n)[0] for n in cases}):  # a seeded rng: same order
             names = [n for n in cases if _split(n)[0] == group]
             size = _group_size(cases, group)
             if size < min_cases:
                 continue
-            order = generator.permutation(size)
+            order = orders.setdefault(size, generator.permutation(size))
             for name in names:
                 array = np.asarray(cases[name])
                 shared_cases[name] = array[order] if array.shape[0] == size else array
