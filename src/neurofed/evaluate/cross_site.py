@@ -67,8 +67,4 @@ def column(task: Any, state: MetricState, cases: int, split: Split | None) -> di
 
 def per_case_values(state: MetricState) -> dict[str, list[float | None]]:
     """Every one-number-per-case array of ``state`` (e.g. ``WT/dice``) as JSON lists."""
-    return {
-        name: [json_number(float(v)) for v in values]
-        for name, values in sorted(state.cases.items())
-        if values.ndim == 1 and values.dtype.kind == "f"
-    }
+    return state.case_values()

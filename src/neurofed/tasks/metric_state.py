@@ -166,6 +166,19 @@ class MetricState:
             cases[name] = np.concatenate([a, b])
         return MetricState(sums=sums, cases=cases)
 
+    def case_values(self) -> dict[str, list[float | None]]:
+        """Every one-number-per-case float array (e.g. ``WT/dice``) as a JSON list, NaN and
+        infinities as ``None`` (no identifiers: values only, in the state's case order).
+
+        >>> MetricState(sums={}, cases={"dice": np.array([0.5, np.nan])}).case_values()
+        {'dice': [0.5, None]}
+        """
+        return {
+            name: [float(v) if np.isfinite(v) else None for v in values]
+            for name, values in sorted(self.cases.items())
+            if values.ndim == 1 and values.dtype.kind == "f"
+        }
+
     def to_arrays(self) -> dict[str, Array]:
         """Flat named arrays for transport (``sum/<name>``, ``case/<name>``)."""
         out = {f"{_SUM_PREFIX}{k}": v for k, v in self.sums.items()}

@@ -74,12 +74,12 @@ from neurofed.federated.study import Study, StudyKind
 from neurofed.federated.study.initial_model import InitialModelError
 from neurofed.federated.update import Parameters
 from neurofed.preprocess.plan import Plan
-from neurofed.tasks import MetricState, merge_states
+from neurofed.tasks import merge_states
 from neurofed.training import LocalTrainer, RunFolderError, save_model
 from neurofed.training.config import TrainConfig
 from neurofed.training.model_folder import TrainedModel
 from neurofed.training.parameters import check_arrays, load_arrays
-from neurofed.training.records import finalize_metrics, json_number
+from neurofed.training.records import finalize_metrics
 
 __all__ = ["FederatedRun"]
 
@@ -339,7 +339,7 @@ class FederatedRun:
                 continue
             state, own, seconds, withheld = checked
             record.note_withheld(site, withheld)
-            if values := _case_values(state):  # only where the site's custodian allows them
+            if values := state.case_values():  # only where the site's custodian allows them
                 record.cases_per_site[site] = values
             if own is not None and not own.is_empty:
                 personalised.append(own)
@@ -484,13 +484,3 @@ class FederatedRun:
         )
         write_json_atomically(self.run_dir / SUMMARY, summary.to_json())
         return summary
-
-
-def _case_values(state: MetricState) -> dict[str, list[float | None]]:
-    """The one-number-per-case arrays a site sent (it sends them only where its custodian
-    allows per-case values; no identifiers), as JSON lists."""
-    return {
-        name: [json_number(float(v)) for v in values]
-        for name, values in sorted(state.cases.items())
-        if values.ndim == 1 and values.dtype.kind == "f"
-    }
