@@ -93,6 +93,7 @@ def federated_cross_site(
     on_training = evaluate(TRAINING_RUN, training, Split.VALIDATION, 0)
     on_held_out = evaluate(HELD_OUT_RUN, [held_out], None, len(models))
     names = dict(zip(site_names(len(training)), training, strict=True))
+    (alone,) = site_names(1)  # the held-out run's one site
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for model in models:
         scored, held = on_training[model], on_held_out[model]
@@ -101,8 +102,7 @@ def federated_cross_site(
             for sim, site in names.items()
         }
         row[ALL_TRAINING] = _cell(scored.get("validation"), "validation")
-        (sim,) = site_names(1)
-        row[held_out.name] = _cell(held.get("validation_per_site", {}).get(sim), "all")
-        row[held_out.name]["per_case"] = held.get("cases_per_site", {}).get(sim, {})
+        row[held_out.name] = _cell(held.get("validation_per_site", {}).get(alone), "all")
+        row[held_out.name]["per_case"] = held.get("cases_per_site", {}).get(alone, {})
         table[model] = row
     return table

@@ -13,7 +13,7 @@ from neurofed.training.model_folder import load_model
 from neurofed.training.records import finalize_metrics, json_number
 from neurofed.types import ProgressCallback
 
-__all__ = ["ALL_TRAINING", "column", "cross_site_table", "per_case_values"]
+__all__ = ["ALL_TRAINING", "column", "cross_site_table"]
 
 #: Name of the merged validation column (all training sites' validation cases).
 ALL_TRAINING = "training sites"
@@ -46,7 +46,7 @@ def cross_site_table(
                 states.append(state)
             row[site.name] = column(trained.task, state, len(cases), split)
             if split is None:
-                row[site.name]["per_case"] = per_case_values(state)
+                row[site.name]["per_case"] = state.case_values()
         merged = merge_states(states)
         row[ALL_TRAINING] = column(
             trained.task, merged, sum(row[s.name]["cases"] for s in training), Split.VALIDATION
@@ -63,8 +63,3 @@ def column(task: Any, state: MetricState, cases: int, split: Split | None) -> di
         "cases": cases,
         "metrics": {k: json_number(v) for k, v in sorted(metrics.items())},
     }
-
-
-def per_case_values(state: MetricState) -> dict[str, list[float | None]]:
-    """Every one-number-per-case array of ``state`` (e.g. ``WT/dice``) as JSON lists."""
-    return state.case_values()

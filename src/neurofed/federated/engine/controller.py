@@ -237,10 +237,10 @@ class StudyController(ModelController):  # type: ignore[misc]
             else:
                 self.info(f"round {round_number}/{study.rounds}: training at {run.live}")
                 answers = self._send(TaskName.TRAIN, run, targets, round_number)
-            if study.kind is StudyKind.TRAIN and run.record_training(record, targets, answers):
-                targets = list(run.live)
-                answers = self._send(TaskName.VALIDATE, run, targets, round_number)
-                run.record_validation(record, targets, answers)
+                if run.record_training(record, targets, answers):
+                    targets = list(run.live)
+                    answers = self._send(TaskName.VALIDATE, run, targets, round_number)
+                    run.record_validation(record, targets, answers)
             for site, reason in record.failed.items():
                 self.warning(f"round {round_number}: site {site} failed: {reason}")
             if record.dropped:

@@ -197,10 +197,8 @@ class FederatedRun:
         InitialModelError
             The model folder is missing, changed or does not fit the study.
         """
-        index = round_number - 1
-        entry = self.study.evaluated_models()[index]
-        trained = self.study.load_evaluated(index)
-        return entry.model.parameters(trained, self.train_config())
+        _, parameters = self.study.load_evaluated(round_number - 1)
+        return parameters
 
     def _initial_parameters(self, config: TrainConfig) -> Parameters:
         initial = self.study.initial_model

@@ -124,7 +124,7 @@ def _parse_evaluation(
         raise StudyError(str(error)) from None
 
 
-def _parse_kind(source: str, data: Mapping[str, Any]) -> StudyKind:
+def _parse_kind(source: str, data: Mapping[str, Any], evaluation: Evaluation | None) -> StudyKind:
     value = data.get("kind", StudyKind.TRAIN.value)
     try:
         kind = StudyKind(value)
@@ -138,7 +138,7 @@ def _parse_kind(source: str, data: Mapping[str, Any]) -> StudyKind:
                 "or remove [evaluate]"
             )
         return kind
-    listed = (data.get("evaluate") or {}).get("models") or []
+    listed = () if evaluation is None else evaluation.models
     if data.get("initial_model") is None and not listed:
         raise StudyError(
             f'{source}: kind = "evaluate" scores given models: add [initial_model] with its path '
@@ -365,11 +365,11 @@ def parse_study(
     selection = _parse_selection(source, data)
     initial = _parse_initial_model(source, data, base_dir)
     evaluation = _parse_evaluation(source, data, base_dir)
-    kind = _parse_kind(source, data)
+    kind = _parse_kind(source, data, evaluation.get("evaluation"))
     scalars = {k: data[k] for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if k in data}
     scalars["kind"] = kind
-    tables = ("task", "model", "strategy", "selection", "train", "plan", "initial_model")
-    for key in (*tables, "evaluate"):
+    tables = ("task", "model", "strategy", "selection", "train", "plan")
+    for key in (*tables, "initial_model", "evaluate"):
         scalars.pop(key, None)
     client = strategy.client_settings()
     bounds = (

@@ -111,6 +111,7 @@ from neurofed.federated.study.plan import (
     strip_planned,
 )
 from neurofed.federated.study.toml_text import dumps
+from neurofed.federated.update import Parameters
 from neurofed.keys import Split, TaskId
 from neurofed.preprocess.plan import Plan, PlanError
 from neurofed.tasks import Task, get_task
@@ -438,9 +439,10 @@ class Study:
         """Which cases an evaluation's sites score (``None``: every case)."""
         return None if self.evaluation is None else self.evaluation.split
 
-    def load_evaluated(self, index: int) -> TrainedModel:
-        """The ``index``-th model of an evaluation study, checked as :meth:`load_initial_model`
-        checks one, and that it preprocesses and scores as the study says.
+    def load_evaluated(self, index: int) -> tuple[TrainedModel, Parameters]:
+        """The ``index``-th model of an evaluation study and the weights a round sends, checked
+        as :meth:`load_initial_model` checks one, and that it preprocesses and scores as the
+        study says.
 
         Raises
         ------
@@ -449,9 +451,9 @@ class Study:
         """
         entry = self.evaluated_models()[index]
         trained = entry.model.load(self.task)
-        entry.model.parameters(trained, self.train)
+        parameters = entry.model.parameters(trained, self.train)  # checks the network
         self._check_evaluated(entry.model, trained)
-        return trained
+        return trained, parameters
 
     def load_initial_model(self) -> TrainedModel | None:
         """The ``[initial_model]`` folder (``None`` without one), checked as far as it can be
@@ -464,8 +466,10 @@ class Study:
             Naming the folder, the expected and actual hashes or the differences, and the fix.
         """
         if self.kind is StudyKind.EVALUATE:  # every model scored, checked before any round
-            loaded = [self.load_evaluated(k) for k in range(len(self.evaluated_models()))]
-            return loaded[0]
+            first, _ = self.load_evaluated(0)
+            for k in range(1, len(self.evaluated_models())):
+                self.load_evaluated(k)
+            return first
         if self.initial_model is None:
             return None
         trained = self.initial_model.load(self.task)
