@@ -2,8 +2,11 @@
 
 ``RUN`` follows a run folder (a simulation, or a deployed server's run folder on its machine);
 ``--job`` follows a deployed job from the study lead's machine through the admin API, with the
-admin kit (``--admin-kit``, else ``$NEUROFED_ADMIN_KIT``). Exit status: 0 stopped by Ctrl-C or
-SIGTERM, 1 the server or the job cannot be reached, 2 wrong options or the port is taken.
+admin kit (``--admin-kit``, else ``$NEUROFED_ADMIN_KIT``); ``--site-kit`` is a site custodian's
+view from the site's own kit (or site config): that site and the merged curve only, read from
+the progress the site keeps (:mod:`~neurofed.evaluate.monitor_site`). Exit status: 0 stopped by
+Ctrl-C or SIGTERM, 1 the server or the job cannot be reached, 2 wrong options, an unreadable site
+config, or the port is taken.
 """
 
 from __future__ import annotations
@@ -93,6 +96,30 @@ def _start_job(
     return server, thread, job
 
 
+def _start_site(
+    kit: Path, study: str | None, port: int, host: str
+) -> tuple[MonitorServer, threading.Thread]:
+    """Serve a site's own view; exits with a message when its config cannot be read."""
+    from neurofed.evaluate.monitor_site import start_site_monitor
+    from neurofed.federated.engine.kit import site_config_path
+    from neurofed.federated.site.config import SiteConfig, SiteConfigError
+    from neurofed.federated.site.progress import PROGRESS_FILE
+
+    path = site_config_path(kit) if kit.is_dir() else kit
+    try:
+        config = SiteConfig.load(path)
+    except SiteConfigError as exc:
+        print_error(f"{exc}; give --site-kit the site's kit folder or its site config")
+        raise typer.Exit(2) from None
+    try:
+        return start_site_monitor(
+            config.state_root, PROGRESS_FILE, study=study, port=port, host=host
+        )
+    except OSError as exc:
+        print_error(f"cannot serve on {host}:{port}: {exc.strerror or exc}; try --port 0")
+        raise typer.Exit(2) from exc
+
+
 def monitor(
     run: Annotated[
         Path | None,
@@ -120,6 +147,18 @@ def monitor(
         str | None,
         typer.Option(help="Show this site only (a custodian's view) with the merged curve."),
     ] = None,
+    site_kit: Annotated[
+        Path | None,
+        typer.Option(
+            "--site-kit",
+            help="A custodian's view from the site's own kit (or site config JSON): this site "
+            "and the merged curve, from the progress the site keeps; no server access needed.",
+        ),
+    ] = None,
+    study: Annotated[
+        str | None,
+        typer.Option(help="With --site-kit: this study (name or hash prefix); default the latest."),
+    ] = None,
 ) -> None:
     """Serve a page that follows a run: rounds, each site's state, curves, time left.
     Ctrl-C (or SIGTERM) stops it."""
@@ -128,7 +167,17 @@ def monitor(
 
     from neurofed.evaluate.monitor import start_monitor
 
-    if job is not None and run is None:
+    asking: _AdminJob | None = None
+    if sum(x is not None for x in (run, job, site_kit)) != 1:
+        print_error(
+            "give a run folder (RUN), a deployed job (--job JOB_ID) or a site's kit "
+            "(--site-kit KIT), exactly one"
+        )
+        raise typer.Exit(2)
+    if site_kit is not None:
+        server, thread = _start_site(site_kit, study, port, host)
+        source = f"site kit {site_kit}"
+    elif job is not None:
         if admin_kit is None:
             print_error(
                 f"--job {job} needs the admin kit: give --admin-kit <federation>/admin or set "
@@ -137,16 +186,14 @@ def monitor(
             raise typer.Exit(2)
         server, thread, asking = _start_job(admin_kit, job, port, host, site)
         source = f"job {job} through {admin_kit}"
-    elif run is not None and job is None:
+    else:
+        assert run is not None
         try:
             server, thread = start_monitor(run, port=port, host=host, site=site)
         except OSError as exc:
             print_error(f"cannot serve on {host}:{port}: {exc.strerror or exc}; try --port 0")
             raise typer.Exit(2) from exc
-        source, asking = str(run), None
-    else:
-        print_error("give a run folder (RUN) or a deployed job (--job JOB_ID), exactly one")
-        raise typer.Exit(2)
+        source = str(run)
     console.print(
         f"monitoring {source} at {server.url} (Ctrl-C stops)", markup=False, soft_wrap=True
     )

@@ -44,8 +44,12 @@ __all__ = [
     "JobPoller",
     "JobStatus",
     "MonitorServer",
+    "PageState",
+    "RoundPoint",
     "deployed_status",
+    "page_status",
     "run_status",
+    "serve_monitor",
     "start_job_monitor",
     "start_monitor",
 ]
@@ -161,7 +165,7 @@ def _site_states(record: Mapping[str, Any], only: str | None) -> dict[str, dict[
     return {s: v for s, v in states.items() if only is None or s == only}
 
 
-class _State(StrEnum):
+class PageState(StrEnum):
     """Where the run is, as the page says it."""
 
     WAITING = "waiting"
@@ -172,7 +176,7 @@ class _State(StrEnum):
     STOPPED = "stopped"
 
 
-class _Point(NamedTuple):
+class RoundPoint(NamedTuple):
     """One round as the curves need it (values as read: ``None``, NaN or junk are not drawn)."""
 
     round: int
@@ -181,13 +185,13 @@ class _Point(NamedTuple):
     seconds: Any
 
 
-def _status(
+def page_status(
     *,
     study: str | None,
     rounds: int | None,
     metric: str | None,
-    state: _State,
-    points: list[_Point],
+    state: PageState,
+    points: list[RoundPoint],
     last: Mapping[str, Any] | None,
     site: str | None,
     reason: str | None = None,
@@ -201,7 +205,7 @@ def _status(
                 curves.setdefault(s, []).append((point.round, _finite(value)))
     seconds = [float(p.seconds) for p in points if _finite(p.seconds) is not None]
     per_round = sum(seconds) / len(seconds) if seconds else None
-    ended = state in (_State.FINISHED, _State.STOPPED)
+    ended = state in (PageState.FINISHED, PageState.STOPPED)
     left = (
         None if ended or per_round is None or rounds is None else per_round * (rounds - len(points))
     )
@@ -252,7 +256,7 @@ def run_status(folder: Path, site: str | None = None) -> dict[str, Any]:
     study_rounds, metric, name = _study_file(folder)
     records = _records(folder)
     points = [
-        _Point(
+        RoundPoint(
             int(r.get("round", 0)),
             r.get("validation", {}).get(metric),
             {s: v.get(metric) for s, v in r.get("validation_per_site", {}).items()},
@@ -262,8 +266,12 @@ def run_status(folder: Path, site: str | None = None) -> dict[str, Any]:
     ]
     done = len(records)
     finished = summary is not None and summary.get("rounds_done") == done and done > 0
-    state = _State.FINISHED if finished else (_State.RUNNING if done or run else _State.WAITING)
-    return _status(
+    state = (
+        PageState.FINISHED
+        if finished
+        else (PageState.RUNNING if done or run else PageState.WAITING)
+    )
+    return page_status(
         study=name or run.get("study"),
         rounds=study_rounds,
         metric=metric,
@@ -293,23 +301,27 @@ class JobStatus(Protocol):
 
 #: The run's states (``RunState`` in ``federated/engine/run_progress.py``, not imported: it
 #: would bring torch) as the page names them.
-_RUN_STATES = {"training": _State.RUNNING, "paused": _State.PAUSED, "finished": _State.FINISHED}
+_RUN_STATES = {
+    "training": PageState.RUNNING,
+    "paused": PageState.PAUSED,
+    "finished": PageState.FINISHED,
+}
 _ENDED_EARLY = "it ended before its last round; submitting the study again resumes it"
 
 
-def _job_state(job: JobStatus) -> tuple[_State, str | None]:
+def _job_state(job: JobStatus) -> tuple[PageState, str | None]:
     """The page's state of a job and why it is there (``None``: nothing to add)."""
     run = job.progress.get("state")
     if run == "stopped":
-        return _State.STOPPED, job.progress.get("reason") or _ENDED_EARLY
+        return PageState.STOPPED, job.progress.get("reason") or _ENDED_EARLY
     if run in _RUN_STATES:
         return _RUN_STATES[run], None
     if job.done:
         why = "no run progress: it did not start, or its run folder cannot be downloaded"
-        return _State.STOPPED, f"job {job.status}; {why}"
+        return PageState.STOPPED, f"job {job.status}; {why}"
     if job.status == "RUNNING":
-        return _State.STARTING, None
-    return _State.WAITING, f"job {job.status}" if job.status else None
+        return PageState.STARTING, None
+    return PageState.WAITING, f"job {job.status}" if job.status else None
 
 
 def deployed_status(job: JobStatus, site: str | None = None) -> dict[str, Any]:
@@ -335,10 +347,12 @@ def deployed_status(job: JobStatus, site: str | None = None) -> dict[str, Any]:
     metric = named[-1] if named else (summary.get("selected") or {}).get("metric")
     state, reason = _job_state(job)
     points = [
-        _Point(int(h.get("round") or 0), h.get("value"), h.get("per_site") or {}, h.get("seconds"))
+        RoundPoint(
+            int(h.get("round") or 0), h.get("value"), h.get("per_site") or {}, h.get("seconds")
+        )
         for h in history
     ]
-    return _status(
+    return page_status(
         study=progress.get("study") or summary.get("study") or f"job {job.job_id}",
         rounds=progress.get("rounds") or summary.get("rounds"),
         metric=metric,
@@ -373,11 +387,11 @@ class JobPoller:
     ) -> None:
         self._fetch, self._site, self._interval = fetch, site, interval_s
         self._changed = threading.Condition()
-        self._latest = _status(
+        self._latest = page_status(
             study=None,
             rounds=None,
             metric=None,
-            state=_State.WAITING,
+            state=PageState.WAITING,
             points=[],
             last=None,
             site=site,
@@ -507,7 +521,7 @@ class _Handler(BaseHTTPRequestHandler):
         return  # the console shows neurofed's lines only
 
 
-def _serve(server: MonitorServer) -> tuple[MonitorServer, threading.Thread]:
+def serve_monitor(server: MonitorServer) -> tuple[MonitorServer, threading.Thread]:
     thread = threading.Thread(target=server.serve_forever, name="neurofed-monitor", daemon=True)
     thread.start()
     return server, thread
@@ -525,7 +539,7 @@ def start_monitor(
         The port is taken or the address cannot be bound.
     """
     folder = Path(folder)
-    return _serve(MonitorServer(lambda: run_status(folder, site), (host, port)))
+    return serve_monitor(MonitorServer(lambda: run_status(folder, site), (host, port)))
 
 
 def start_job_monitor(
@@ -547,4 +561,4 @@ def start_job_monitor(
     poller = JobPoller(fetch, site=site, interval_s=interval_s)
     server = MonitorServer(poller.latest, (host, port), poller)
     poller.start()
-    return _serve(server)
+    return serve_monitor(server)

@@ -31,9 +31,10 @@ True
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -46,8 +47,10 @@ if TYPE_CHECKING:
     from neurofed.preprocess.plan import Plan
 
 __all__ = [
+    "MIN_SITES_FOR_CURVE",
     "Answer",
     "FingerprintResult",
+    "MergedRound",
     "MetaField",
     "PersonalisedSummary",
     "PlanSummary",
@@ -63,6 +66,8 @@ __all__ = [
     "encode_plan",
     "round_of",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class TaskName(StrEnum):
@@ -85,6 +90,10 @@ class MetaField(StrEnum):
     # a planned study's train/validate tasks: the run's plan (Plan.to_json()) and its plan_id
     PLAN = "plan"
     PLAN_ID = "plan_id"
+    # the finished rounds as every site may see them: [[round, merged value or None, sites,
+    # seconds], ...] (MergedRound); the merged value only where MIN_SITES_FOR_CURVE sites stand
+    # behind it, never another site's own number
+    PROGRESS = "progress"
     # site → controller
     ERROR = "error"  # a reason: the site failed this task (nothing else is sent)
     REFUSED = "refused"  # true with ERROR: the site's custodian refused the study (not approved)
@@ -117,6 +126,11 @@ MAX_ENTRIES = 100_000  # named arrays or numbers in one field
 MAX_EXAMPLES = 10_000_000  # cases a site may claim
 MAX_REASON = 1_000  # characters of an error reason kept
 MAX_FINGERPRINT = 16 * 1024**2  # characters of a fingerprint's JSON
+MAX_ROUNDS = 100_000  # finished rounds a task's progress may list
+#: A site is told a round's merged selection metric only when at least this many sites'
+#: validations stand behind it: with two, one site's own value and the merged one would
+#: bound the other site's.
+MIN_SITES_FOR_CURVE = 3
 
 
 def _describe(value: Any) -> str:
@@ -211,6 +225,67 @@ def decode_plan(meta: Mapping[str, Any]) -> Plan | None:
 
 
 @dataclass(frozen=True)
+class MergedRound:
+    """A finished round as every site may see it (the curve its custodian's monitor draws).
+
+    Attributes
+    ----------
+    round
+        The round (1-based).
+    value
+        The study's selection metric merged over the sites' validations; ``None`` when fewer
+        than :data:`MIN_SITES_FOR_CURVE` sites validated, or it is not finite.
+    sites
+        How many sites' validations were merged.
+    seconds
+        The round's wall time on the server.
+
+    Examples
+    --------
+    >>> MergedRound.decode_all(MergedRound.encode_all([MergedRound(1, 0.5, 3, 2.0)]))
+    (MergedRound(round=1, value=0.5, sites=3, seconds=2.0),)
+    """
+
+    round: int
+    value: float | None
+    sites: int
+    seconds: float
+
+    @staticmethod
+    def encode_all(rounds: Sequence[MergedRound]) -> list[list[Any]]:
+        return [[r.round, r.value, r.sites, r.seconds] for r in rounds]
+
+    @classmethod
+    def decode_all(cls, value: Any) -> tuple[MergedRound, ...]:
+        """Read the ``progress`` field.
+
+        Raises
+        ------
+        ProtocolError
+            Not a list of ``[round, value or None, sites, seconds]``, or too long.
+        """
+        where = f"the task's {MetaField.PROGRESS.value}"
+        if not isinstance(value, list | tuple):
+            raise _wrong(where, value, "expected a list of [round, value, sites, seconds]")
+        if len(value) > MAX_ROUNDS:
+            raise ProtocolError(f"{where} lists {len(value)} rounds; at most {MAX_ROUNDS}")
+        out = []
+        for k, entry in enumerate(value):
+            if not isinstance(entry, list | tuple) or len(entry) != 4:
+                raise _wrong(f"{where}[{k}]", entry, "expected [round, value, sites, seconds]")
+            number, merged, sites, seconds = entry
+            out.append(
+                cls(
+                    round=_integer(f"{where}[{k}] round", number, 1, MAX_ROUNDS),
+                    value=None if merged is None else _number(f"{where}[{k}] value", merged),
+                    sites=_integer(f"{where}[{k}] sites", sites, 0, MAX_ENTRIES),
+                    seconds=_number(f"{where}[{k}] seconds", seconds),
+                )
+            )
+        return tuple(out)
+
+
+@dataclass(frozen=True)
 class TaskRequest:
     """What the server sends with every task (``FLModel.meta``).
 
@@ -225,19 +300,27 @@ class TaskRequest:
     plan
         A planned study's train and validate tasks: the run's plan and its id
         (:func:`encode_plan`); empty otherwise. Read it with :func:`decode_plan`.
+    progress
+        The rounds finished so far (:class:`MergedRound`), for the site's custodian to watch.
+        Shown, never acted on: a malformed list is dropped (and logged) when decoded, and the
+        task runs.
     """
 
     study: Mapping[str, Any]
     study_hash: str
     round: int
     plan: Mapping[str, Any] = field(default_factory=dict)
+    progress: tuple[MergedRound, ...] = ()
 
     def encode(self) -> dict[str, Any]:
-        return {
+        meta = {
             MetaField.STUDY.value: dict(self.study),
             MetaField.STUDY_HASH.value: self.study_hash,
             MetaField.ROUND.value: self.round,
         } | dict(self.plan)
+        if self.progress:
+            meta[MetaField.PROGRESS.value] = MergedRound.encode_all(self.progress)
+        return meta
 
     @classmethod
     def decode(cls, meta: Mapping[str, Any]) -> TaskRequest:
@@ -254,7 +337,13 @@ class TaskRequest:
             raise ProtocolError("the task carries no study and study hash")
         plan = {k: meta[k] for k in (MetaField.PLAN.value, MetaField.PLAN_ID.value) if k in meta}
         round_number = _integer("the task's round", meta.get(MetaField.ROUND.value, 0))
-        return cls(study=study, study_hash=digest, round=round_number, plan=plan)
+        progress: tuple[MergedRound, ...] = ()
+        if MetaField.PROGRESS.value in meta:
+            try:
+                progress = MergedRound.decode_all(meta[MetaField.PROGRESS.value])
+            except ProtocolError as error:  # display only: the task itself is sound
+                logger.warning("ignoring the progress the server sent: %s", error)
+        return cls(study=study, study_hash=digest, round=round_number, plan=plan, progress=progress)
 
     def decode_plan(self) -> Plan | None:
         """The plan this task carries (see :func:`decode_plan`)."""

@@ -22,6 +22,7 @@ from neurofed.federated.site import (
     describe_payload,
     site_seed,
 )
+from neurofed.federated.site.progress import PROGRESS_FILE
 from neurofed.tasks import MetricState
 from neurofed.training import LocalTrainer, load_model
 from tests.federated.conftest import tiny_study
@@ -241,7 +242,8 @@ def test_answers_of_other_strategies_are_unchanged_and_keep_no_state(
     assert set(validated.meta) == {MetaField.METRIC_STATE.value, MetaField.VALIDATE_SECONDS.value}
     assert _training(worker).personalised is None
     assert _training(worker).personalised_parameters() is None
-    assert not state_root.exists()  # FedAvg keeps nothing at the site
+    # FedAvg keeps no weights at the site: only the study's progress for its custodian
+    assert [p.name for p in state_root.rglob("*") if p.is_file()] == [PROGRESS_FILE]
 
 
 @pytest.mark.parametrize(

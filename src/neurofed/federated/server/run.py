@@ -23,12 +23,15 @@ failure for the round. The new global model is checkpointed right after aggregat
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from neurofed.artifacts import write_json_atomically
 from neurofed.federated.protocol import (
+    MIN_SITES_FOR_CURVE,
+    MergedRound,
     PersonalisedSummary,
     RunSummary,
     SelectedRound,
@@ -161,13 +164,29 @@ class FederatedRun:
         return self.next_round
 
     def task_request(self, round_number: int) -> TaskRequest:
-        """What a task of ``round_number`` carries: the study, its hash, the round, the plan."""
+        """What a task of ``round_number`` carries: the study, its hash, the round, the plan,
+        and the rounds finished so far as every site may see them (:meth:`merged_rounds`)."""
         return TaskRequest(
             study=self.study.to_dict(),
             study_hash=self.study.content_hash,
             round=round_number,
             plan=encode_plan(self.plan),
+            progress=self.merged_rounds(),
         )
+
+    def merged_rounds(self) -> tuple[MergedRound, ...]:
+        """Each finished round's merged selection metric, sites merged and seconds; the value
+        only where :data:`MIN_SITES_FOR_CURVE` sites validated (no site's own number)."""
+        metric = self.study.selection.metric
+        out = []
+        for record in self.history:
+            sites = len(record.validation_per_site)
+            value = record.validation.get(metric)
+            if value is None or not math.isfinite(value) or sites < MIN_SITES_FOR_CURVE:
+                value = None
+            seconds = float(record.seconds) if math.isfinite(record.seconds) else 0.0
+            out.append(MergedRound(record.round, value, sites, seconds))
+        return tuple(out)
 
     # -- the plan of a study with [plan] (see server.planning) ---------------------------------
 

@@ -27,6 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -51,6 +52,10 @@ from neurofed.training import LocalTrainer
 from neurofed.training.config import TrainConfig
 from neurofed.training.dataset import CaseDataset
 from neurofed.training.planning import compute_task_fingerprint
+from neurofed.training.records import finalize_metrics
+
+if TYPE_CHECKING:
+    from neurofed.tasks import MetricState
 
 __all__ = ["StudyTraining", "label_counts", "site_seed"]
 
@@ -114,6 +119,9 @@ class StudyTraining:
         self._trainer: LocalTrainer | None = None
         self._personal: PersonalisedModel | None = None
         self.keeper = StateKeeper(site_id, study, self.state_dir)
+        #: the last validation's metrics of every case this site scored (before any is
+        #: withheld): for this site's own monitor, never sent
+        self.own_metrics: dict[str, float] = {}
 
     @property
     def state_dir(self) -> Path:
@@ -262,6 +270,7 @@ class StudyTraining:
             state = trainer.evaluate(cases)
         finally:
             trainer.set_parameters(kept)  # training continues from the site's own weights
+        self.own_metrics = self._own_metrics(state)
         policy = self._config()
         allow = policy.shares_cases(self.study.dataset)
         # per-case values (if allowed) go in the site's secret order of this study: the same
@@ -296,6 +305,15 @@ class StudyTraining:
             seconds=time.perf_counter() - began,
             withheld=tuple(withheld),
         )
+
+    def _own_metrics(self, state: MetricState) -> dict[str, float]:
+        """The metrics of every case scored here, for the site's own monitor ({} when they
+        cannot be computed: the answer never depends on them)."""
+        try:
+            return finalize_metrics(self.trainer.task, state)
+        except Exception:
+            logger.exception("site %s: own validation metrics not computed", self.site_id)
+            return {}
 
     def fingerprint(self) -> FingerprintResult:
         """The fingerprint of this site's training split for the study's task: fixed-length

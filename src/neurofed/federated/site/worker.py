@@ -12,7 +12,9 @@ it is tested directly. It only dispatches:
    (one per study; a planned study's tasks carry the plan it trains under);
 4. the answer (:class:`~neurofed.federated.protocol.SiteAnswer`: parameter arrays, counts and
    aggregate metrics only) is recorded in the site's audit log and payload folder
-   (:class:`~neurofed.federated.site.recorder.TaskRecorder`) and returned.
+   (:class:`~neurofed.federated.site.recorder.TaskRecorder`) and returned;
+5. the study's ``progress.json`` (:class:`~neurofed.federated.site.progress.SiteProgress`)
+   says what the site is doing and did, for its custodian's ``neurofed monitor --site-kit``.
 
 :meth:`SiteWorker.handle` never raises: any failure becomes an answer whose only field is an
 error reason, with the site's paths masked.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ from neurofed.federated.protocol import (
 from neurofed.federated.site.approval import StudyGate, StudyRefusedError
 from neurofed.federated.site.audit import AuditHead
 from neurofed.federated.site.config import SiteConfig
+from neurofed.federated.site.progress import SiteProgress
 from neurofed.federated.site.recorder import TaskRecorder
 from neurofed.federated.site.state import keep_audit_head
 from neurofed.federated.site.training import StudyTraining
@@ -88,6 +92,7 @@ class SiteWorker:
         self.gate = StudyGate(self.site_id, config, config_path=config_path)
         self.recorder = TaskRecorder(self.site_id, lambda: self.gate.config)
         self.training: StudyTraining | None = None  # the current study's
+        self._view: SiteProgress | None = None  # the current study's progress file
 
     @property
     def config(self) -> SiteConfig:
@@ -101,7 +106,12 @@ class SiteWorker:
         server keeps it in the run folder) and to the study's state folder.
         """
         self.recorder.begin()
+        began = time.perf_counter()
         answer = self._answer(task, params, meta)
+        try:
+            self._progress_done(task, meta, answer, time.perf_counter() - began)
+        except Exception:  # the custodian's view only: the answer still goes
+            logger.exception("site %s: could not record the task's progress", self.site_id)
         study = None if self.training is None else self.training.study
         key = None if study is None else (study.content_hash, study.name)
         head = self.recorder.task_done(task, meta, answer, key)
@@ -120,9 +130,45 @@ class SiteWorker:
         except OSError:  # the answer still carries the head to the server
             logger.exception("site %s: could not keep the audit head", self.site_id)
 
+    def _progress_begin(self, training: StudyTraining, task: str, request: TaskRequest) -> None:
+        study = training.study
+        try:
+            view = self._view
+            if view is None or view.data["study_hash"] != study.content_hash:
+                view = SiteProgress(
+                    training.state_dir,
+                    self.site_id,
+                    study=study.name,
+                    study_hash=study.content_hash,
+                    rounds=study.rounds,
+                    metric=study.selection.metric,
+                )
+                self._view = view
+            view.begin(request.round, task, request.progress)
+        except Exception:  # the custodian's view only: the task runs
+            logger.exception("site %s: could not record the task's progress", self.site_id)
+
+    def _progress_done(
+        self, task: str, meta: Mapping[str, Any], answer: SiteAnswer, seconds: float
+    ) -> None:
+        """Record the task in the study's progress file (not a refused one: it has none)."""
+        view, training, number = self._view, self.training, round_of(meta)
+        if answer.refused or view is None or training is None or number is None:
+            return
+        if view.data["study_hash"] != training.study.content_hash:
+            return
+        numbers: dict[str, float | None] = {}
+        if answer.error is None and task == TaskName.VALIDATE.value:
+            numbers["value"] = training.own_metrics.get(training.study.selection.metric)
+        elif answer.error is None and task == TaskName.TRAIN.value:
+            metrics = getattr(answer.result, "metrics", None) or {}
+            numbers["train_loss"] = metrics.get("train_loss")
+        view.done(number, task, error=answer.error, seconds=seconds, numbers=numbers)
+
     def _answer(self, task: str, params: Mapping[str, Any], meta: Mapping[str, Any]) -> SiteAnswer:
         try:
             request, training = self._admit(task, meta)
+            self._progress_begin(training, task, request)
             return SiteAnswer(result=self._run(training, task, request, params))
         except StudyRefusedError as refusal:
             logger.warning("site %s: task %s %s", self.site_id, task, refusal)
