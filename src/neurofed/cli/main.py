@@ -14,6 +14,7 @@ from neurofed.cli.evaluate import evaluate
 from neurofed.cli.federation import federation_app
 from neurofed.cli.monitor import monitor
 from neurofed.cli.phantom import phantom
+from neurofed.cli.predict import predict
 from neurofed.cli.report import report
 from neurofed.cli.server import server_app
 from neurofed.cli.simulate import simulate
@@ -42,6 +43,7 @@ app.command()(evaluate)
 app.command()(simulate)
 app.command()(report)
 app.command()(monitor)
+app.command()(predict)
 
 
 @app.command()
