@@ -236,3 +236,39 @@ def test_lesions_are_counted_and_measured_in_millilitres() -> None:
         "total_volume_ml": pytest.approx(0.28),
         "lesion_volumes_ml": [pytest.approx(0.216), pytest.approx(0.064)],
     }
+
+
+def test_grad_cam_maps_lie_on_the_input_grid_and_show_where_the_heads_looked(
+    models: dict[TaskId, Path], tmp_path: Path
+) -> None:
+    # Prepare: an oblique LPS case for the multi-task model
+    affine = grid_affine(SHAPE, (2.0, 2.0, 2.0), flips=(-1, -1, 1), degrees=15.0)
+    glioma = load_model(models[TaskId.GLIOMA_MULTITASK])
+    files, scans = _scans(tmp_path / "in", affine, glioma.task.modalities)
+
+    # Execute
+    result = predict_case(glioma, scans, explain=True)
+    folder = write_case(
+        result, tmp_path / "out", "c", model={"folder": "m", "sha256": ""}, inputs=files
+    )
+
+    # Assert: one map per head, on the scan's grid, not flat, hottest inside the brain
+    record = json.loads((folder / PREDICTION_JSON).read_text())
+    heads = {"idh", "codel_1p19q", "mgmt", "grade"}
+    assert set(record["results"]["explain"]) == heads
+    truth = brain_truth(SHAPE, affine)
+    for head in heads:
+        written = nib.load(folder / f"gradcam-{head}.nii.gz")
+        assert written.shape == SHAPE
+        np.testing.assert_allclose(written.affine, affine, atol=1e-5)
+        heat = np.asarray(written.dataobj)
+        assert heat.min() >= 0.0 and heat.max() <= 1.0 + 1e-6 and heat.std() > 0.01
+        assert heat[truth].mean() > heat[~truth].mean()  # the network saw the brain, not air
+        share = record["results"]["explain"][head]["top10_share_in_tumour"]
+        assert share is None or 0.0 <= share <= 1.0
+        assert (folder / f"gradcam-{head}.png").stat().st_size > 1000
+    assert "Grad-CAM of idh" in (folder / "report.html").read_text()
+    # a model without classification heads says so instead
+    lesion = load_model(models[TaskId.MS_LESION])
+    plain = predict_case(lesion, scans, explain=True)
+    assert not plain.heatmaps and any("no classification head" in w for w in plain.warnings)

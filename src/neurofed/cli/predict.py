@@ -80,6 +80,14 @@ def predict(
             help="Predict even when the scan's voxels are far from the model's (with a warning).",
         ),
     ] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Grad-CAM heat maps of the markers and the grade (glioma-multitask), as NIfTI "
+            "on the scan's grid and pictures.",
+        ),
+    ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
 ) -> None:
     """Run a trained model on new scans: segmentations on each scan's own grid,
@@ -110,7 +118,7 @@ def predict(
             bar(k, len(cases), name)
             try:
                 scans = _read(files)
-                result = predict_case(trained, scans, allow_spacing=allow_spacing)
+                result = predict_case(trained, scans, allow_spacing=allow_spacing, explain=explain)
             except (ScanError, PredictError) as exc:
                 failed[name] = str(exc)
                 continue

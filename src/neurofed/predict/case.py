@@ -73,6 +73,7 @@ class CasePrediction:
     reference: Scan
     segmentation: npt.NDArray[np.uint8] | None = None  # (X, Y, Z) on the reference grid
     brain_mask: npt.NDArray[np.bool_] | None = None  # (X, Y, Z) on the reference grid
+    heatmaps: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)  # Grad-CAM
     results: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     brain_mask_method: str = ""
@@ -197,9 +198,14 @@ def _scalar(value: torch.Tensor) -> float:
 
 
 def predict_case(
-    model: TrainedModel, scans: Mapping[Modality, Scan], *, allow_spacing: bool = False
+    model: TrainedModel,
+    scans: Mapping[Modality, Scan],
+    *,
+    allow_spacing: bool = False,
+    explain: bool = False,
 ) -> CasePrediction:
-    """Run ``model`` on one case (see the module docstring).
+    """Run ``model`` on one case (see the module docstring); ``explain`` adds a Grad-CAM heat
+    map per classification head on the reference grid (:func:`_explain`).
 
     Raises
     ------
@@ -250,6 +256,13 @@ def predict_case(
         result.segmentation = _to_reference(tumour, case.affine, reference)
         result.results = _markers(model, output)
         result.results["tumour_volume_ml"] = round(float(result.segmentation.sum()) * voxel_ml, 3)
+        if explain:
+            _explain(model, case.image, case.affine, result)
+    if explain and task is not TaskId.GLIOMA_MULTITASK:
+        result.warnings.append(
+            f"--explain: a {task.value} model has no classification head to explain (Grad-CAM "
+            "explains the glioma-multitask markers and grade)"
+        )
     result.seconds = time.perf_counter() - began
     return result
 
@@ -291,3 +304,35 @@ def _markers(model: TrainedModel, output: Mapping[str, torch.Tensor]) -> dict[st
             },
         },
     }
+
+
+def _explain(
+    model: TrainedModel,
+    image: npt.NDArray[np.float32],
+    affine: npt.NDArray[np.float64],
+    result: CasePrediction,
+) -> None:
+    """Grad-CAM per head on the reference grid, and the share of its hottest tenth of the brain
+    inside the predicted tumour (``results["explain"]``)."""
+    from neurofed.evaluate.explain import TOP_FRACTION, head_heatmaps, top_share_inside
+    from neurofed.tasks.glioma_multitask import BINARY_MARKERS
+
+    heads = [*(m.value for m in BINARY_MARKERS), str(OutputKey.GRADE)]
+    tensor = torch.as_tensor(image)[None].to(model.device)
+    maps = head_heatmaps(model.model, tensor, heads, model.config.spatial_divisor())
+    reference = result.reference
+    tumour = result.segmentation > 0 if result.segmentation is not None else None
+    explained = {}
+    for head, heat in maps.items():
+        moved = resample(heat, affine, reference.shape, reference.affine, order=1)
+        result.heatmaps[head] = moved
+        share = (
+            float("nan")
+            if tumour is None
+            else top_share_inside(moved, tumour, result.brain_mask, TOP_FRACTION)
+        )
+        explained[head] = {
+            "file": f"gradcam-{head}.nii.gz",
+            "top10_share_in_tumour": round(share, 4) if math.isfinite(share) else None,
+        }
+    result.results["explain"] = explained

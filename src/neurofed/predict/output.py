@@ -11,7 +11,10 @@
   the brain) with the brain mask (dashed) and the segmentation (solid) as contours, readable in
   greyscale;
 - ``report.html``: one self-contained page a clinician reads (the overlay embedded), with the
-  results, the warnings and the model it came from.
+  results, the warnings and the model it came from;
+- with ``--explain`` (glioma-multitask): ``gradcam-<head>.nii.gz`` (float32 in [0, 1] on the
+  same grid) and ``gradcam-<head>.png`` per marker and the grade, and in ``prediction.json``
+  the share of each map's hottest tenth of the brain inside the predicted tumour.
 
 Examples
 --------
@@ -68,6 +71,10 @@ small { color: #444; }
 <p><img alt="{{ alt }}" src="data:image/png;base64,{{ overlay }}" style="max-width: 100%"></p>
 <p><small>Brain mask: {{ brain.method }}, {{ brain.volume_ml }} mL (dashed). Segmentation (solid)
 on the grid of {{ reference }}: {{ grid }}.</small></p>
+{% if heat_images %}<h2>What drove each call (Grad-CAM)</h2>
+{% for caption, png in heat_images %}<figure><img alt="{{ caption }}"
+src="data:image/png;base64,{{ png }}" style="max-width: 100%"><figcaption>{{ caption }}
+</figcaption></figure>{% endfor %}{% endif %}
 </body></html>
 """
 
@@ -94,9 +101,11 @@ def model_record(folder: Path) -> dict[str, Any]:
     }
 
 
-def _nifti(array: npt.NDArray[Any], affine: npt.NDArray[np.float64]) -> bytes:
+def _nifti(
+    array: npt.NDArray[Any], affine: npt.NDArray[np.float64], dtype: type = np.uint8
+) -> bytes:
     """``array`` as the bytes of a gzipped NIfTI-1 file with ``affine`` as sform and qform."""
-    image = nib.Nifti1Image(np.asarray(array, dtype=np.uint8), affine)
+    image = nib.Nifti1Image(np.asarray(array, dtype=dtype), affine)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     return gzip.compress(image.to_bytes(), mtime=0)
@@ -108,7 +117,9 @@ def _canonical(array: npt.NDArray[Any], affine: npt.NDArray[np.float64]) -> npt.
     return np.asarray(nib.orientations.apply_orientation(array, orientation))
 
 
-def _overlay(prediction: CasePrediction) -> bytes:
+def _overlay(prediction: CasePrediction, heat: npt.NDArray[np.float32] | None = None) -> bytes:
+    """Three orthogonal slices with the brain mask and segmentation contours; with ``heat``, a
+    Grad-CAM map laid over the scan (``inferno``: dark to bright, readable in greyscale)."""
     import io
 
     import matplotlib
@@ -117,6 +128,7 @@ def _overlay(prediction: CasePrediction) -> bytes:
     from matplotlib import pyplot as plt
 
     reference = prediction.reference
+    shown_heat = None if heat is None else _canonical(heat, reference.affine)
     image = _canonical(reference.array, reference.affine)
     brain = None
     if prediction.brain_mask is not None:
@@ -130,13 +142,31 @@ def _overlay(prediction: CasePrediction) -> bytes:
     else:
         centre = [n // 2 for n in image.shape]
     low, high = np.percentile(image, [1, 99.5]) if image.any() else (0.0, 1.0)
+    # voxel size along the displayed (RAS-ordered) axes, so anisotropic scans keep their shape
+    order = nib.orientations.io_orientation(reference.affine)[:, 0].astype(int)
+    spacing = np.empty(3)
+    spacing[order] = reference.spacing
     figure, axes = plt.subplots(1, 3, figsize=(10.5, 3.8))
     views = [("sagittal", 0), ("coronal", 1), ("axial", 2)]
     for axis_plot, (name, axis) in zip(axes, views, strict=True):
         index: list[int | slice] = [slice(None)] * 3
         index[axis] = centre[axis]
         sl = tuple(index)
-        axis_plot.imshow(image[sl].T, cmap="gray", origin="lower", vmin=low, vmax=high)
+        across, up = (a for a in range(3) if a != axis)
+        aspect = float(spacing[up] / spacing[across])
+        axis_plot.imshow(
+            image[sl].T, cmap="gray", origin="lower", vmin=low, vmax=high, aspect=aspect
+        )
+        if shown_heat is not None:
+            axis_plot.imshow(
+                shown_heat[sl].T,
+                cmap="inferno",
+                origin="lower",
+                vmin=0.0,
+                vmax=1.0,
+                alpha=0.5,
+                aspect=aspect,
+            )
         if brain is not None and brain[sl].any():
             axis_plot.contour(brain[sl].T, levels=[0.5], colors="white", linestyles="dashed")
         if seg is not None and seg[sl].any():
@@ -168,6 +198,8 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         elif key == "grade":
             shown = ", ".join(f"{k} {v:.2f}" for k, v in value["probabilities"].items())
             rows.append(("WHO grade", f"{value['who']} ({shown})"))
+        elif key == "explain":
+            continue
         elif key == "volume_ml":
             for region, ml in value.items():
                 rows.append((f"{region} volume", f"{ml:.1f} mL"))
@@ -229,6 +261,23 @@ def write_case(
         "seconds": round(prediction.seconds, 2),
         "versions": versions(),
     }
+    heat_images = []
+    for head, heat in sorted(prediction.heatmaps.items()):
+        name = f"gradcam-{head}"
+        write_bytes_atomically(
+            folder / f"{name}.nii.gz", _nifti(heat, reference.affine, np.float32)
+        )
+        picture = _overlay(prediction, heat)
+        write_bytes_atomically(folder / f"{name}.png", picture)
+        files[name] = f"{name}.nii.gz"
+        share = prediction.results.get("explain", {}).get(head, {}).get("top10_share_in_tumour")
+        caption = f"Grad-CAM of {head}" + (
+            ""
+            if share is None
+            else f": {share:.0%} of the hottest tenth of the brain is in the predicted tumour"
+        )
+        heat_images.append((caption, base64.b64encode(picture).decode("ascii")))
+    record["files"] = files | {"overlay": OVERLAY_FILE, "report": REPORT_FILE}
     write_json_atomically(folder / PREDICTION_JSON, record)
     overlay = _overlay(prediction)
     write_bytes_atomically(folder / OVERLAY_FILE, overlay)
@@ -245,6 +294,7 @@ def write_case(
         brain={"method": prediction.brain_mask_method, "volume_ml": brain_ml},
         reference=Path(reference.path).name,
         grid=f"{grid['shape']} voxels, {grid['orientation']}, {grid['spacing_mm']} mm",
+        heat_images=heat_images,
     )
     write_bytes_atomically(folder / REPORT_FILE, html.encode("utf-8"))
     return folder
