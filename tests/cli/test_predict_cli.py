@@ -77,6 +77,11 @@ def test_every_case_of_a_site_folder_and_a_refused_case_named(
         "--out", str(tmp_path / "one"),
     )  # fmt: skip
     assert only.exit_code == 0, _output(only)  # type: ignore[attr-defined]
+    # run again (as after an interruption): the complete case is kept, not redone
+    written = (tmp_path / "o" / "sub-01" / "prediction.json").stat().st_mtime_ns
+    again = _run("--model", str(lesion_model), "--input", str(site), "--out", str(tmp_path / "o"))
+    assert "(1 from an earlier run; --again redoes them)" in _output(again)
+    assert (tmp_path / "o" / "sub-01" / "prediction.json").stat().st_mtime_ns == written
 
 
 @pytest.mark.parametrize(
@@ -85,8 +90,12 @@ def test_every_case_of_a_site_folder_and_a_refused_case_named(
         ([], "give the case's scans (--t1 F --flair F ...) or a site folder (--input DIR)"),
         (["--t1", "x.nii.gz", "--input", "site"], "or a site folder (--input DIR)"),
         (["--t1", "x.nii.gz", "--model-is", "folder"], "not found; give a model folder"),
+        (
+            ["--t1", "x.nii.gz", "--task", "brain-age"],
+            "holds a 'ms-lesion' model, not a 'brain-age'",
+        ),
     ],
-    ids=["nothing", "both", "no-model"],
+    ids=["nothing", "both", "no-model", "other-task"],
 )
 def test_wrong_options_exit_2_with_the_fix(
     args: list[str], message: str, lesion_model: Path, tmp_path: Path

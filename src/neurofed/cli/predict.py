@@ -3,7 +3,8 @@
 One case from its files (``--t1 F --t1ce F --t2 F --flair F``: NIfTI, NRRD or MetaImage), or
 every case of a site folder in any layout neurofed reads (``--input SITE``, ``--case ID`` for
 one). Each case's outputs go to ``OUT/<case>/`` (:mod:`neurofed.predict.output`). A case that is
-refused or fails is reported with the reason and the others go on.
+refused or fails is reported with the reason and the others go on; a case ``OUT`` already holds
+for the same model is kept (an interrupted run goes on; ``--again`` redoes it).
 
 Exit status: 0 every case predicted, 1 some case refused or failed (the summary says which and
 why), 2 wrong options or an unusable model folder.
@@ -88,13 +89,21 @@ def predict(
             "on the scan's grid and pictures.",
         ),
     ] = False,
+    again: Annotated[
+        bool,
+        typer.Option("--again", help="Predict cases again that OUT already holds for this model."),
+    ] = False,
+    task: Annotated[
+        str | None,
+        typer.Option(help="Refuse a model of any other task (e.g. ms-lesion)."),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
 ) -> None:
     """Run a trained model on new scans: segmentations on each scan's own grid,
     prediction.json, an overlay and a one-page report per case."""
     from neurofed.keys import Modality
     from neurofed.predict.case import PredictError, predict_case
-    from neurofed.predict.output import model_record, write_case
+    from neurofed.predict.output import model_record, predicted_before, write_case
     from neurofed.predict.scan import ScanError
     from neurofed.training import ModelFolderError, load_model
 
@@ -103,8 +112,8 @@ def predict(
         print_error("give the case's scans (--t1 F --flair F ...) or a site folder (--input DIR)")
         raise typer.Exit(2)
     try:
-        trained = load_model(model, device=device)
-    except ModelFolderError as exc:
+        trained = load_model(model, device=device, task=task)
+    except (ModelFolderError, ValueError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
     if input_dir is not None:
@@ -113,9 +122,13 @@ def predict(
         cases = [(case or "case", {m: (f, None) for m, f in given.items()})]
     record = model_record(model)
     failed: dict[str, str] = {}
+    kept = 0
     with progress_bar("predict") as bar:
         for k, (name, files) in enumerate(cases):
             bar(k, len(cases), name)
+            if not again and predicted_before(out, name, record["sha256"]):
+                kept += 1  # an interrupted run goes on where it stopped
+                continue
             try:
                 scans = _read(files)
                 result = predict_case(trained, scans, allow_spacing=allow_spacing, explain=explain)
@@ -135,6 +148,7 @@ def predict(
     for name, why in failed.items():
         print_error(f"{name}: {why}")
     done = len(cases) - len(failed)
-    console.print(f"predicted {done} of {len(cases)} case(s) into {out}", markup=False)
+    earlier = f" ({kept} from an earlier run; --again redoes them)" if kept else ""
+    console.print(f"predicted {done} of {len(cases)} case(s) into {out}{earlier}", markup=False)
     if failed:
         raise typer.Exit(1)

@@ -3,10 +3,11 @@
 - ``segmentation.nii.gz`` (segmentation tasks): uint8 labels on the grid of the reference scan
   (the model's first modality) — its exact shape and affine, so it overlays the scan in any
   viewer; ``brain-mask.nii.gz`` the brain mask the preprocessing found, on the same grid;
-- ``prediction.json``: the task's results (lesion count and volumes in mL, marker probabilities
-  with their threshold and call, the WHO grade, the brain age), the model (folder name, seal
-  SHA-256, study and study hash when a federated run made it), the input files by modality, the
-  warnings about the input, the brain mask's method and volume, and the output grid;
+- ``prediction.json``, written last (its presence means the case is complete): the task's
+  results (lesion count and volumes in mL, marker probabilities with their threshold and call,
+  the WHO grade, the brain age), the model (folder name, seal SHA-256, study and study hash when
+  a federated run made it), the input files by modality, the warnings about the input, the
+  brain mask's method and volume, and the output grid;
 - ``overlay.png``: three orthogonal slices of the reference scan through the segmentation (else
   the brain) with the brain mask (dashed) and the segmentation (solid) as contours, readable in
   greyscale;
@@ -41,7 +42,7 @@ from neurofed.artifacts import versions, write_bytes_atomically, write_json_atom
 from neurofed.keys import Modality
 from neurofed.predict.case import CasePrediction
 
-__all__ = ["PREDICTION_JSON", "model_record", "write_case"]
+__all__ = ["PREDICTION_JSON", "model_record", "predicted_before", "write_case"]
 
 PREDICTION_JSON = "prediction.json"
 SEGMENTATION_FILE = "segmentation.nii.gz"
@@ -278,7 +279,6 @@ def write_case(
         )
         heat_images.append((caption, base64.b64encode(picture).decode("ascii")))
     record["files"] = files | {"overlay": OVERLAY_FILE, "report": REPORT_FILE}
-    write_json_atomically(folder / PREDICTION_JSON, record)
     overlay = _overlay(prediction)
     write_bytes_atomically(folder / OVERLAY_FILE, overlay)
     page = jinja2.Environment(autoescape=True).from_string(_PAGE)
@@ -297,4 +297,16 @@ def write_case(
         heat_images=heat_images,
     )
     write_bytes_atomically(folder / REPORT_FILE, html.encode("utf-8"))
+    write_json_atomically(folder / PREDICTION_JSON, record)  # last: the case is complete
     return folder
+
+
+def predicted_before(out: Path, case: str, model_sha256: str) -> bool:
+    """Whether ``out/<case>/`` already holds a complete prediction of this model (its
+    ``prediction.json``, written last, names the same model seal)."""
+    path = Path(out) / _case_folder_name(case) / PREDICTION_JSON
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(model_sha256) and (record.get("model") or {}).get("sha256") == model_sha256
