@@ -7,6 +7,7 @@ import typer
 from neurofed import __version__
 from neurofed.cli import (
     custodian,  # noqa: F401  (registers `neurofed site init/approve/…`)
+    dicom,  # noqa: F401  (registers `neurofed site import-dicom`)
     site_service,  # noqa: F401  (registers `neurofed site start/stop/status`)
 )
 from neurofed.cli.demo import demo
