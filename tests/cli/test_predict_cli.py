@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pydicom
 import pytest
 from typer.testing import CliRunner
 
@@ -105,3 +107,53 @@ def test_wrong_options_exit_2_with_the_fix(
     result = _run("--model", str(model), "--out", str(tmp_path / "o"), *args)
     assert result.exit_code == 2  # type: ignore[attr-defined]
     assert message in _output(result)
+
+
+def test_a_dicom_folder_is_imported_predicted_and_answered_with_a_dicom_seg(
+    lesion_model: Path, tmp_path: Path
+) -> None:
+    # Prepare: one patient's FLAIR and T1 series as a scanner sends them (LPS, 2.5 mm)
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    from tests.predict.dicom_series import mr_series
+    from tests.predict.heads import head
+
+    size, step = (64, 64, 56), 2.5  # columns, rows, slices
+    origin = tuple(-(n - 1) / 2 * step for n in size)
+    affine = np.diag([-step, -step, step, 1.0])
+    affine[:3, 3] = (-origin[0], -origin[1], origin[2])
+    study = generate_uid()
+    flair_files = []
+    for description, contrast in (("AX FLAIR", 2.0), ("T1 MPRAGE", 1.0)):
+        volume = head(size, affine, contrast=contrast).transpose(2, 1, 0)  # (slice, row, col)
+        files = mr_series(
+            tmp_path / "dicom" / description.replace(" ", "_"), volume,
+            spacing=(step, step, step), description=description, origin=origin,
+            study_uid=study,
+        )  # fmt: skip
+        flair_files = files if "FLAIR" in description else flair_files
+
+    # Execute
+    result = _run(
+        "--model", str(lesion_model), "--input", str(tmp_path / "dicom"),
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+
+    # Assert: one neutral case, a SEG over the FLAIR slices, no identifier in any name
+    output = _output(result)
+    assert result.exit_code == 0, output  # type: ignore[attr-defined]
+    case = tmp_path / "out" / "sub-001"
+    seg = hd.seg.segread(case / "segmentation.dcm")
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for series in seg.ReferencedSeriesSequence
+        for item in series.ReferencedInstanceSequence
+    }
+    assert referenced == {pydicom.dcmread(f).SOPInstanceUID for f in flair_files}
+    assert seg.SegmentSequence[0].SegmentLabel == "MS lesion"
+    record = json.loads((case / "prediction.json").read_text())
+    assert record["files"]["dicom_seg"] == "segmentation.dcm"
+    names = " ".join(str(p) for p in (tmp_path / "out").rglob("*"))
+    for secret in ("Doe", "Jane", "MRN123456"):
+        assert secret not in names and secret not in json.dumps(record) and secret not in output

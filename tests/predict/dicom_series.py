@@ -18,11 +18,13 @@ def mr_series(
     col_dir: tuple[float, float, float] = (0.0, 1.0, 0.0),
     description: str = "T1 MPRAGE",
     patient: tuple[str, str] = ("Doe^Jane", "MRN123456"),
+    origin: tuple[float, float, float] = (-8.0, -8.0, 0.0),
+    study_uid: str | None = None,
 ) -> list[Path]:
     """Write ``volume`` ``(slices, rows, columns)`` uint16 as one series, slice k at
     ``k * spacing[2]`` along the normal; returns the files (in slice order)."""
     folder.mkdir(parents=True, exist_ok=True)
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    study, series, frame = study_uid or generate_uid(), generate_uid(), generate_uid()
     normal = np.cross(row_dir, col_dir)
     files = []
     for k, pixels in enumerate(np.asarray(volume, dtype=np.uint16)):
@@ -41,9 +43,7 @@ def mr_series(
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "MR", 3, k + 1
         ds.SeriesDescription = ds.ProtocolName = description
         ds.Manufacturer = "TEST"
-        ds.ImagePositionPatient = [
-            float(v) for v in np.asarray([-8.0, -8.0, 0.0]) + k * spacing[2] * normal
-        ]
+        ds.ImagePositionPatient = [float(v) for v in np.asarray(origin) + k * spacing[2] * normal]
         ds.ImageOrientationPatient = [*row_dir, *col_dir]
         ds.PixelSpacing = [spacing[1], spacing[0]]  # between rows, between columns
         ds.SliceThickness = spacing[2]

@@ -30,6 +30,26 @@ _FileOption = Annotated[
 ]
 
 
+def _dicom_site(
+    dicom_dir: Path, out: Path, mapping: Path | None
+) -> tuple[Path, dict[str, list[Path]]]:
+    """Import a DICOM folder for prediction; returns the site and each file's source slices."""
+    from neurofed.cli.dicom import render_import
+    from neurofed.data.dicom_import import DicomImportError
+    from neurofed.data.dicom_mapping import DicomMapping, MappingError
+    from neurofed.data.dicom_scan import DicomFolderError
+    from neurofed.predict.dicom_input import import_for_prediction
+
+    try:
+        chosen = DicomMapping.load(mapping) if mapping else None
+        imported = import_for_prediction(dicom_dir, out, chosen)
+    except (DicomImportError, DicomFolderError, MappingError) as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from None
+    render_import(imported.report)
+    return imported.site, imported.sources
+
+
 def _site_cases(
     root: Path, case: str | None
 ) -> list[tuple[str, dict[Modality, tuple[Path, int | None]]]]:
@@ -68,7 +88,16 @@ def predict(
     flair: _FileOption = None,
     input_dir: Annotated[
         Path | None,
-        typer.Option("--input", help="A site folder (any layout neurofed reads): every case."),
+        typer.Option(
+            "--input",
+            help="A site folder (any layout neurofed reads) or a DICOM folder: every case.",
+        ),
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            help="With a DICOM --input: the series → modality mapping (see site import-dicom)."
+        ),
     ] = None,
     case: Annotated[
         str | None,
@@ -116,8 +145,15 @@ def predict(
     except (ModelFolderError, ValueError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
+    sources: dict[str, list[Path]] = {}
+    site_root: Path | None = None
     if input_dir is not None:
-        cases = _site_cases(input_dir, case)
+        from neurofed.predict.dicom_input import is_dicom_folder
+
+        site_root = input_dir
+        if input_dir.is_dir() and is_dicom_folder(input_dir):
+            site_root, sources = _dicom_site(input_dir, out, mapping)
+        cases = _site_cases(site_root, case)
     else:
         cases = [(case or "case", {m: (f, None) for m, f in given.items()})]
     record = model_record(model)
@@ -136,7 +172,11 @@ def predict(
                 failed[name] = str(exc)
                 continue
             used = {m: files[m][0] for m in trained.task.modalities}
-            folder = write_case(result, out, name, model=record, inputs=used)
+            reference = used[trained.task.modalities[0]]
+            source = None
+            if sources and site_root is not None:
+                source = sources.get(reference.relative_to(site_root).as_posix())
+            folder = write_case(result, out, name, model=record, inputs=used, dicom_source=source)
             for warning in result.warnings:
                 console.print(f"  {name}: warning: {warning}", markup=False, soft_wrap=True)
             console.print(

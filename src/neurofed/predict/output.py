@@ -8,6 +8,8 @@
   the WHO grade, the brain age), the model (folder name, seal SHA-256, study and study hash when
   a federated run made it), the input files by modality, the warnings about the input, the
   brain mask's method and volume, and the output grid;
+- ``segmentation.dcm`` (a DICOM input): the segmentation as a DICOM SEG over the reference
+  scan's source series, for the PACS;
 - ``overlay.png``: three orthogonal slices of the reference scan through the segmentation (else
   the brain) with the brain mask (dashed) and the segmentation (solid) as contours, readable in
   greyscale;
@@ -31,6 +33,7 @@ import base64
 import gzip
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ SEGMENTATION_FILE = "segmentation.nii.gz"
 BRAIN_MASK_FILE = "brain-mask.nii.gz"
 OVERLAY_FILE = "overlay.png"
 REPORT_FILE = "report.html"
+DICOM_SEG_FILE = "segmentation.dcm"
 _FORMAT = 1
 
 _PAGE = """<!doctype html>
@@ -220,8 +224,13 @@ def write_case(
     *,
     model: dict[str, Any],
     inputs: dict[Modality, Path],
+    dicom_source: Sequence[Path] | None = None,
 ) -> Path:
-    """Write one case's outputs into ``out/<case>/`` (see the module docstring); returns it."""
+    """Write one case's outputs into ``out/<case>/`` (see the module docstring); returns it.
+
+    ``dicom_source``: the DICOM files of the reference scan's series (a DICOM input); the
+    segmentation is then also written over them as ``segmentation.dcm`` (DICOM SEG).
+    """
     import jinja2
 
     folder = Path(out) / _case_folder_name(case)
@@ -241,6 +250,10 @@ def write_case(
         files["segmentation"] = SEGMENTATION_FILE
     if prediction.brain_mask is not None:
         files["brain_mask"] = BRAIN_MASK_FILE
+    if dicom_source and prediction.segmentation is not None:
+        written = _dicom_seg(prediction, folder, dicom_source, model)
+        if written is not None:
+            files["dicom_seg"] = written
     grid = {
         "shape": list(reference.shape),
         "affine": np.round(reference.affine, 6).tolist(),
@@ -299,6 +312,36 @@ def write_case(
     write_bytes_atomically(folder / REPORT_FILE, html.encode("utf-8"))
     write_json_atomically(folder / PREDICTION_JSON, record)  # last: the case is complete
     return folder
+
+
+def _dicom_seg(
+    prediction: CasePrediction, folder: Path, source: Sequence[Path], model: dict[str, Any]
+) -> str | None:
+    """The segmentation as a DICOM SEG over its source series; a failure becomes a warning
+    (the NIfTI outputs stand)."""
+    import pydicom
+
+    from neurofed.predict.dicom_seg import task_segments, write_dicom_seg
+
+    assert prediction.segmentation is not None
+    try:
+        datasets = [pydicom.dcmread(path) for path in source]
+        write_dicom_seg(
+            prediction.segmentation,
+            prediction.reference.affine,
+            datasets,
+            task_segments(prediction.task.value),
+            folder / DICOM_SEG_FILE,
+            algorithm=f"neurofed {prediction.task.value}",
+            version=str(model.get("sha256", ""))[:12] or "unsealed",
+        )
+    except Exception as exc:  # highdicom refuses some series (e.g. inconsistent geometry)
+        prediction.warnings.append(
+            f"no DICOM SEG: the source series cannot carry it ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); segmentation.nii.gz is on the scan's grid"
+        )
+        return None
+    return DICOM_SEG_FILE
 
 
 def predicted_before(out: Path, case: str, model_sha256: str) -> bool:
