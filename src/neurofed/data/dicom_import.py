@@ -9,8 +9,9 @@ BIDS sidecar) in a temporary folder inside the site, and moves it to
 File and folder names hold neutral ids only: ``sub-001``, ``sub-002``, ... in the order of a
 salted hash of the PatientID (sessions ``ses-01``, ... when a patient has several studies). The
 link from PatientID / StudyInstanceUID to those ids, and what became of each series, is kept in
-``<site>/neurofed/dicom-import.json``, readable by its owner only; nothing else in neurofed
-reads it. Importing the same folder again reuses the ids and converts again only the series
+``<site>/neurofed/dicom-import.json``, readable by its owner only; only ``neurofed predict``
+reads it, on the same machine, to answer a DICOM input with a DICOM SEG over the source
+series. Importing the same folder again reuses the ids and converts again only the series
 whose files or modality changed. Messages never show patient names or ids.
 
 Examples
