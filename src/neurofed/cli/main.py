@@ -12,6 +12,7 @@ from neurofed.cli import (
 )
 from neurofed.cli.demo import demo
 from neurofed.cli.evaluate import evaluate
+from neurofed.cli.export import export
 from neurofed.cli.federation import federation_app
 from neurofed.cli.monitor import monitor
 from neurofed.cli.phantom import phantom
@@ -45,6 +46,7 @@ app.command()(simulate)
 app.command()(report)
 app.command()(monitor)
 app.command()(predict)
+app.command()(export)
 
 
 @app.command()

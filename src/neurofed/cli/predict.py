@@ -20,8 +20,10 @@ import typer
 from neurofed.cli.console import console, print_error, progress_bar
 
 if TYPE_CHECKING:
+    from neurofed.export.runtime import ExportedModel
     from neurofed.keys import Modality
     from neurofed.predict.scan import Scan
+    from neurofed.training.model_folder import TrainedModel
 
 __all__ = ["predict"]
 
@@ -79,8 +81,28 @@ def _read(files: dict[Modality, tuple[Path, int | None]]) -> dict[Modality, Scan
     return {m: read_scan(path, channel) for m, (path, channel) in files.items()}
 
 
+def _load(model: Path, device: str, task: str | None) -> TrainedModel | ExportedModel:
+    """A PyTorch model folder, or an exported one (`neurofed export`: run without torch)."""
+    from neurofed.export import ExportError, is_exported_folder, load_exported
+
+    try:
+        if is_exported_folder(model):
+            return load_exported(model, task=task)
+        from neurofed.training import ModelFolderError, load_model
+
+        try:
+            return load_model(model, device=device, task=task)
+        except ModelFolderError as exc:
+            raise ExportError(str(exc)) from None
+    except (ExportError, ValueError) as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from None
+
+
 def predict(
-    model: Annotated[Path, typer.Option(help="A model folder (e.g. RUN/model).")],
+    model: Annotated[
+        Path, typer.Option(help="A model folder (e.g. RUN/model) or an exported one.")
+    ],
     out: Annotated[Path, typer.Option(help="Where each case's outputs go (OUT/<case>/).")],
     t1: _FileOption = None,
     t1ce: _FileOption = None,
@@ -134,17 +156,12 @@ def predict(
     from neurofed.predict.case import PredictError, predict_case
     from neurofed.predict.output import model_record, predicted_before, write_case
     from neurofed.predict.scan import ScanError
-    from neurofed.training import ModelFolderError, load_model
 
     given = {m: f for m, f in zip(Modality, (t1, t1ce, t2, flair), strict=True) if f is not None}
     if (input_dir is None) == (not given):
         print_error("give the case's scans (--t1 F --flair F ...) or a site folder (--input DIR)")
         raise typer.Exit(2)
-    try:
-        trained = load_model(model, device=device, task=task)
-    except (ModelFolderError, ValueError) as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+    trained = _load(model, device, task)
     sources: dict[str, list[Path]] = {}
     site_root: Path | None = None
     if input_dir is not None:

@@ -1,7 +1,8 @@
 """A trained model run on one unlabelled case: its own preprocessing, then the results on the
 grid of the scan that came in.
 
-:func:`predict_case` takes the model folder's :class:`~neurofed.training.TrainedModel` and one
+:func:`predict_case` takes the model folder's :class:`~neurofed.training.TrainedModel` (or an
+exported folder's :class:`~neurofed.export.ExportedModel`, run without torch) and one
 :class:`~neurofed.predict.scan.Scan` per modality the model needs:
 
 1. checks the input (:func:`check_inputs`): every modality the model was trained on is there,
@@ -27,19 +28,23 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from scipy import ndimage
 
-from neurofed.keys import LesionLabel, Modality, OutputKey, TaskId
+from neurofed.export.runtime import ExportedModel
+from neurofed.keys import LesionLabel, Modality, OutputKey, TaskId, TumorLabel
 from neurofed.predict.scan import Scan, resample
 from neurofed.preprocess.ops import brain_mask, preprocess_case
 from neurofed.preprocess.params import BrainMaskMethod, PreprocessError
-from neurofed.tasks.regions import regions_to_labels
-from neurofed.training.model_folder import TrainedModel
+
+if TYPE_CHECKING:
+    from neurofed.training.model_folder import TrainedModel
+
+    #: A PyTorch model folder, or an exported one (run without torch).
+    Model = TrainedModel | ExportedModel
 
 __all__ = [
     "MAX_SPACING_RATIO",
@@ -80,13 +85,13 @@ class CasePrediction:
     seconds: float = 0.0
 
 
-def _model_spacing(model: TrainedModel) -> tuple[float, float, float] | None:
+def _model_spacing(model: Model) -> tuple[float, float, float] | None:
     plan_spacing = model.preprocess.spacing
     return None if plan_spacing is None else tuple(float(s) for s in plan_spacing)  # type: ignore[return-value]
 
 
 def check_inputs(
-    model: TrainedModel, scans: Mapping[Modality, Scan], *, allow_spacing: bool = False
+    model: Model, scans: Mapping[Modality, Scan], *, allow_spacing: bool = False
 ) -> list[str]:
     """Refuse input the model cannot read; returns the warnings for input it can.
 
@@ -138,7 +143,7 @@ def check_inputs(
     return warnings
 
 
-def _stack(model: TrainedModel, scans: Mapping[Modality, Scan]) -> tuple[np.ndarray, list[str]]:
+def _stack(model: Model, scans: Mapping[Modality, Scan]) -> tuple[np.ndarray, list[str]]:
     """The model's channels on the reference scan's grid."""
     reference = scans[model.task.modalities[0]]
     channels, warnings = [], []
@@ -193,12 +198,30 @@ def _lesions(mask: npt.NDArray[np.bool_], voxel_ml: float, connectivity: int) ->
     }
 
 
-def _scalar(value: torch.Tensor) -> float:
-    return float(value.reshape(-1)[0])
+def _scalar(value: npt.NDArray[Any]) -> float:
+    return float(np.asarray(value).reshape(-1)[0])
+
+
+def _numpy(value: Any) -> npt.NDArray[Any]:
+    """A model output as numpy (a torch tensor, read without importing torch, or an array)."""
+    if hasattr(value, "detach"):
+        return np.asarray(value.detach().cpu().numpy())
+    return np.asarray(value)
+
+
+def _region_labels(regions: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    """``(B, 3, X, Y, Z)`` ET / TC / WT masks as a ``(B, X, Y, Z)`` label map, as
+    :func:`neurofed.tasks.regions.regions_to_labels` makes it (inner regions win)."""
+    masks = regions.astype(bool)
+    out = np.zeros(masks[:, 0].shape, np.uint8)  # (B, X, Y, Z)
+    out[masks[:, 2]] = int(TumorLabel.ED)
+    out[masks[:, 1]] = int(TumorLabel.NCR)
+    out[masks[:, 0]] = int(TumorLabel.ET)
+    return out
 
 
 def predict_case(
-    model: TrainedModel,
+    model: Model,
     scans: Mapping[Modality, Scan],
     *,
     allow_spacing: bool = False,
@@ -224,13 +247,18 @@ def predict_case(
         case = preprocess_case(image, None, reference.affine, model.preprocess)
     except PreprocessError as exc:
         raise PredictError(f"{reference.path}: cannot be preprocessed as trained: {exc}") from None
-    output = model.predict(case.image)
+    predicted = model.predict(case.image)
+    output: npt.NDArray[Any] | dict[str, npt.NDArray[Any]] = (
+        {str(k): _numpy(v) for k, v in predicted.items()}
+        if isinstance(predicted, Mapping)
+        else _numpy(predicted)
+    )
     task = model.task.task_id
     result = CasePrediction(task, reference, warnings=warnings, brain_mask=mask)
     result.brain_mask_method = case.brain_mask_method.value
     voxel_ml = reference.voxel_ml
     if task is TaskId.BRAIN_AGE:
-        assert isinstance(output, torch.Tensor)
+        assert isinstance(output, np.ndarray)
         target = str(getattr(model.task.config, "target", "age"))
         value = _scalar(output)
         result.results = {
@@ -240,24 +268,29 @@ def predict_case(
         if target == "age":
             result.results["unit"] = "years"
     elif task is TaskId.TUMOR_REGIONS:
-        assert isinstance(output, torch.Tensor)
-        labels = regions_to_labels(output)[0].cpu().numpy().astype(np.uint8)
+        assert isinstance(output, np.ndarray)
+        labels = _region_labels(output)[0]
         result.segmentation = _to_reference(labels, case.affine, reference)
         result.results = _tumour_volumes(result.segmentation, voxel_ml)
     elif task is TaskId.MS_LESION:
-        assert isinstance(output, torch.Tensor)
-        lesion = (output[0, 0].cpu().numpy() == int(LesionLabel.LESION)).astype(np.uint8)
+        assert isinstance(output, np.ndarray)
+        lesion = (output[0, 0] == int(LesionLabel.LESION)).astype(np.uint8)
         result.segmentation = _to_reference(lesion, case.affine, reference)
         connectivity = int(getattr(model.task.config, "connectivity", 3))
         result.results = _lesions(result.segmentation.astype(bool), voxel_ml, connectivity)
     else:  # glioma multi-task: a tumour mask and the markers
         assert isinstance(output, Mapping)
-        tumour = output[str(OutputKey.SEGMENTATION)][0, 0].cpu().numpy().astype(np.uint8)
+        tumour = output[str(OutputKey.SEGMENTATION)][0, 0].astype(np.uint8)
         result.segmentation = _to_reference(tumour, case.affine, reference)
         result.results = _markers(model, output)
         result.results["tumour_volume_ml"] = round(float(result.segmentation.sum()) * voxel_ml, 3)
-        if explain:
+        if explain and not isinstance(model, ExportedModel):
             _explain(model, case.image, case.affine, result)
+        elif explain:
+            result.warnings.append(
+                "--explain: Grad-CAM needs the PyTorch model folder; an exported model has no "
+                "gradients (predict with the model folder it was exported from)"
+            )
     if explain and task is not TaskId.GLIOMA_MULTITASK:
         result.warnings.append(
             f"--explain: a {task.value} model has no classification head to explain (Grad-CAM "
@@ -281,7 +314,7 @@ def _tumour_volumes(labels: npt.NDArray[np.uint8], voxel_ml: float) -> dict[str,
     }
 
 
-def _markers(model: TrainedModel, output: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+def _markers(model: Model, output: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
     from neurofed.tasks.glioma_multitask import BINARY_MARKERS, Grade
 
     threshold = float(getattr(model.task.config, "threshold", 0.5))
@@ -293,7 +326,7 @@ def _markers(model: TrainedModel, output: Mapping[str, torch.Tensor]) -> dict[st
             "threshold": threshold,
             "call": "positive" if probability >= threshold else "negative",
         }
-    grades = output[str(OutputKey.GRADE)][0].cpu().numpy().astype(np.float64)
+    grades = np.asarray(output[str(OutputKey.GRADE)][0], np.float64)
     best = int(np.argmax(grades))
     return {
         "markers": markers,
@@ -314,6 +347,8 @@ def _explain(
 ) -> None:
     """Grad-CAM per head on the reference grid, and the share of its hottest tenth of the brain
     inside the predicted tumour (``results["explain"]``)."""
+    import torch
+
     from neurofed.evaluate.explain import TOP_FRACTION, head_heatmaps, top_share_inside
     from neurofed.tasks.glioma_multitask import BINARY_MARKERS
 

@@ -1,0 +1,291 @@
+"""Inference side by side: PyTorch FP32, onnxruntime FP32, OpenVINO FP32 and OpenVINO INT8.
+
+For each task, one model at its **default (real) width** — untrained: weights from a fixed seed,
+since what is measured is the runtime, not the learning — is saved as a model folder and
+exported with :func:`neurofed.export.export_model` (ONNX; OpenVINO FP32). The INT8 model is made
+from the OpenVINO FP32 model with ``nncf.quantize`` calibrated on the windows of the bench
+volumes (no labelled site is involved, so the accuracy-aware gate of ``neurofed export --int8``
+is not used here). The same volumes then run through each backend, each backend in its own
+process (so peak memory is its own):
+
+- latency: median of ``--repeats`` full-volume predictions after one warm-up, and throughput
+  (volumes per second, voxels per second);
+- peak memory: the process's peak RSS (``VmHWM``, all it imported included) and the growth
+  during inference (peak RSS minus RSS once the model is loaded);
+- the headline metric **against PyTorch's predictions** (untrained models have no ground truth
+  to be scored on): Dice of each mask with PyTorch's mask (mean over regions for tumour regions,
+  WT for glioma), MAE in years vs PyTorch's brain age; ``metric_drop`` is PyTorch's value (Dice 1,
+  MAE 0) minus the backend's, in the metric's units.
+
+Prints a table and writes JSON with, per task and backend, ``speedup_vs_torch``,
+``memory_ratio_vs_torch`` (peak RSS), ``metric_drop`` and the raw numbers.
+
+Usage::
+
+    python bench/inference.py [--tasks ms-lesion,...] [--shape 96,96,96] [--repeats 3]
+                              [--threads 2] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BACKENDS = ("torch-fp32", "onnxruntime-fp32", "openvino-fp32", "openvino-int8")
+#: Sliding-window patch per segmentation task (a multiple of the default model's divisor).
+PATCH = {"tumor-regions": (64, 64, 64), "ms-lesion": (64, 64, 64)}
+
+
+def _status_mb(field: str) -> float:
+    """``VmRSS`` / ``VmHWM`` (peak) of this process in MB (``ru_maxrss`` survives ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def _volumes(channels: int, shape: tuple[int, ...], count: int) -> list[np.ndarray]:
+    """Brain-like volumes: a z-scored ellipsoid with texture and a bright blob, zero outside."""
+    rng = np.random.default_rng(0)
+    grid = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    brain = sum(g**2 for g in grid) <= 0.8
+    out = []
+    for k in range(count):
+        centre = rng.uniform(-0.3, 0.3, 3)
+        blob = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) <= 0.04
+        image = np.stack(
+            [
+                (rng.standard_normal(shape) * 0.3 + blob * (1.5 + c) + np.sin(5 * grid[0]) * 0.2)
+                * brain
+                for c in range(channels)
+            ]
+        ).astype(np.float32)
+        out.append(image)
+        del k
+    return out
+
+
+def _prepare(task: str, root: Path, shape: tuple[int, ...], threads: int) -> dict[str, Path]:
+    """Model folder, ONNX and OpenVINO FP32 exports, and the INT8 OpenVINO model."""
+    import torch
+
+    from neurofed.export import export_model
+    from neurofed.export.telemetry import disable_telemetry
+    from neurofed.training import TrainConfig, save_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    settings: dict[str, Any] = {"task": task, "device": "cpu", "batch_size": 1}
+    if task in PATCH:
+        settings["patch_shape"] = PATCH[task]
+    if task == "brain-age":
+        settings["preprocess"] = {"spatial_shape": list(shape)}
+    config = TrainConfig(**settings)
+    model = config.build_task().build_model(config.model_config)
+    source = save_model(root / task / "model", model, config)
+    folders = {"torch-fp32": source}
+    folders["onnxruntime-fp32"] = export_model(source, root / task / "onnx", "onnx").folder
+    folders["openvino-fp32"] = export_model(source, root / task / "ov", "openvino").folder
+    disable_telemetry()
+    import nncf
+    import openvino as ov
+
+    from neurofed.export import load_exported, seal_export
+    from neurofed.export.int8 import _windows
+    from neurofed.training import load_model
+    from neurofed.training.dataset import TrainingCase
+
+    trained = load_model(source)
+    cases = [
+        TrainingCase("bench", "bench", v, None, {})
+        for v in _volumes(len(trained.task.modalities), shape, 2)
+    ]
+    calibration = _windows(trained, cases)
+    fp32 = ov.Core().read_model(str(folders["openvino-fp32"] / "model.xml"))
+    quantized = nncf.quantize(fp32, nncf.Dataset(calibration), subset_size=len(calibration))
+    int8 = root / task / "ov-int8"
+    int8.mkdir()
+    ov.save_model(quantized, str(int8 / "model.xml"), compress_to_fp16=False)
+    record = json.loads((folders["openvino-fp32"] / "model.json").read_text())
+    record["export"]["precision"] = "int8"
+    record["export"]["int8"] = {"method": "nncf.quantize (bench: not accuracy-gated)"}
+    (int8 / "model.json").write_text(json.dumps(record))
+    seal_export(int8)
+    load_exported(int8)
+    folders["openvino-int8"] = int8
+    return folders
+
+
+def _measure(
+    backend: str, folder: Path, shape: tuple[int, ...], repeats: int, threads: int
+) -> dict[str, Any]:
+    """One backend in this process: latency, memory, and its predictions."""
+    if backend == "torch-fp32":
+        import torch
+
+        from neurofed.training import load_model
+
+        torch.set_num_threads(threads)
+        model: Any = load_model(folder)
+    else:
+        from neurofed.export import load_exported
+
+        model = load_exported(folder, threads=threads)
+    volumes = _volumes(len(model.task.modalities), shape, 2)
+    loaded = _status_mb("VmRSS")
+    model.predict(volumes[0])  # warm-up
+    times, predictions = [], []
+    for k in range(repeats):
+        began = time.perf_counter()
+        out = model.predict(volumes[k % len(volumes)])
+        times.append(time.perf_counter() - began)
+        if k < len(volumes):
+            predictions.append(out)
+    peak = _status_mb("VmHWM")
+    return {
+        "median_s": statistics.median(times),
+        "times_s": times,
+        "peak_rss_mb": peak,
+        "inference_rss_growth_mb": peak - loaded,
+        "predictions": [_to_numpy(p) for p in predictions],
+    }
+
+
+def _to_numpy(p: Any) -> Any:
+    if isinstance(p, dict):
+        return {k: _to_numpy(v) for k, v in p.items()}
+    return np.asarray(p.detach().cpu().numpy() if hasattr(p, "detach") else p)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+
+
+def _agreement(task: str, got: list[Any], ref: list[Any]) -> float:
+    """The headline metric of ``got`` scored against PyTorch's predictions ``ref``."""
+    values = []
+    for g, r in zip(got, ref, strict=True):
+        if task == "brain-age":
+            values.append(float(np.abs(np.asarray(g) - np.asarray(r)).mean()))
+        elif task == "glioma-multitask":
+            values.append(_dice(g["segmentation"], r["segmentation"]))
+        elif task == "tumor-regions":
+            values.append(float(np.mean([_dice(g[:, c], r[:, c]) for c in range(g.shape[1])])))
+        else:
+            values.append(_dice(g, r))
+    return float(np.mean(values))
+
+
+def _child(args: argparse.Namespace) -> None:
+    result = _measure(args.backend, args.folder, tuple(args.shape), args.repeats, args.threads)
+    np.save(
+        args.folder.parent / f"{args.backend}.npy",
+        np.array(result.pop("predictions"), dtype=object),
+        allow_pickle=True,
+    )
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="tumor-regions,glioma-multitask,ms-lesion,brain-age")
+    parser.add_argument("--shape", default="96,96,96", help="volume size in voxels")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "inference.json"
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    shape = tuple(int(v) for v in str(args.shape).split(","))
+    if args.child:
+        args.shape = shape
+        _child(args)
+        return
+    table: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for task in args.tasks.split(","):
+            folders = _prepare(task, Path(scratch), shape, args.threads)
+            rows: dict[str, Any] = {}
+            for backend in BACKENDS:
+                run = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        "--backend",
+                        backend,
+                        "--folder",
+                        str(folders[backend]),
+                        "--shape",
+                        args.shape,
+                        "--repeats",
+                        str(args.repeats),
+                        "--threads",
+                        str(args.threads),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env=os.environ | {"OMP_NUM_THREADS": str(args.threads)},
+                )
+                rows[backend] = json.loads(run.stdout.strip().splitlines()[-1])
+                rows[backend]["predictions"] = list(
+                    np.load(folders[backend].parent / f"{backend}.npy", allow_pickle=True)
+                )
+            ref = rows["torch-fp32"]
+            for row in rows.values():
+                metric = _agreement(task, row["predictions"], ref["predictions"])
+                row["metric_vs_torch"] = metric  # Dice with PyTorch's masks; brain-age: MAE
+                row["metric_drop"] = metric if task == "brain-age" else 1.0 - metric
+                row["speedup_vs_torch"] = ref["median_s"] / row["median_s"]
+                row["memory_ratio_vs_torch"] = row["peak_rss_mb"] / ref["peak_rss_mb"]
+                row["volumes_per_s"] = 1.0 / row["median_s"]
+                row["megavoxels_per_s"] = float(np.prod(shape)) / 1e6 / row["median_s"]
+            for row in rows.values():
+                row.pop("predictions")
+            table[task] = rows
+            print(f"{task}: done", flush=True)
+    header = (
+        f"{'task':18} {'backend':17} {'median s':>9} {'speedup':>8} {'peak MB':>8} "
+        f"{'mem x':>6} {'growth MB':>9} {'Mvox/s':>7} {'drop':>8}"
+    )
+    print(header)
+    for task, rows in table.items():
+        for backend, row in rows.items():
+            print(
+                f"{task:18} {backend:17} {row['median_s']:9.3f} {row['speedup_vs_torch']:8.2f} "
+                f"{row['peak_rss_mb']:8.0f} {row['memory_ratio_vs_torch']:6.2f} "
+                f"{row['inference_rss_growth_mb']:9.0f} {row['megavoxels_per_s']:7.2f} "
+                f"{row['metric_drop']:8.4f}"
+            )
+    payload = {
+        "bench": "inference",
+        "shape": list(shape),
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "results": table,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Export contract: every task's model exports to ONNX and OpenVINO and matches PyTorch; the
+exported folder is sealed; INT8 is refused beyond its metric budget; no telemetry is possible."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neurofed.export import (
+    ExportError,
+    MetricDropError,
+    export_model,
+    load_exported,
+    read_export,
+)
+from neurofed.export.window import gaussian_importance
+from neurofed.keys import TaskId
+from neurofed.training import load_model, save_model
+from tests.training.tiny import tiny_config
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[TaskId, Path]:
+    """An untrained, sealed tiny model folder per task."""
+    root = tmp_path_factory.mktemp("sources")
+    folders = {}
+    for task in TaskId:
+        config = tiny_config(task)
+        model = config.build_task().build_model(config.model_config)
+        folders[task] = save_model(root / task.value, model, config)
+    return folders
+
+
+@pytest.mark.parametrize("task", list(TaskId), ids=lambda t: t.value)
+def test_onnx_export_matches_pytorch_on_every_task(
+    task: TaskId, sources: dict[TaskId, Path], tmp_path: Path
+) -> None:
+    # Execute
+    result = export_model(sources[task], tmp_path / "onnx", "onnx")
+
+    # Assert: within the stated tolerance, on a volume larger than one window
+    record = read_export(tmp_path / "onnx")
+    assert record["export"]["format"] == "onnx" and record["export"]["precision"] == "fp32"
+    assert (
+        record["source"]["seal"]
+        == json.loads((sources[task] / "model.json").read_text())["seal"]["sha256"]
+    )
+    assert result.parity["passed"] is True
+    assert max(result.parity["max_relative_diff"].values()) <= 1e-4
+    # and the predictions equal PyTorch's on another input (post-processing in numpy)
+    trained, exported = load_model(sources[task]), load_exported(tmp_path / "onnx")
+    image = (
+        np.random.default_rng(5)
+        .standard_normal(
+            (len(trained.task.modalities), *(trained.preprocess.spatial_shape or (24, 20, 28)))
+        )
+        .astype(np.float32)
+    )
+    expected, got = trained.predict(image), exported.predict(image)
+    if isinstance(expected, dict):
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            np.testing.assert_allclose(got[key], value.numpy(), atol=1e-4)
+    else:
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize("task", [TaskId.MS_LESION, TaskId.GLIOMA_MULTITASK], ids=str)
+def test_openvino_fp32_matches_pytorch(
+    task: TaskId, sources: dict[TaskId, Path], tmp_path: Path
+) -> None:
+    # Execute
+    result = export_model(sources[task], tmp_path / "ov", "openvino")
+
+    # Assert
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == [
+        "model.bin",
+        "model.json",
+        "model.xml",
+    ]
+    assert result.parity["passed"] is True
+    assert load_exported(tmp_path / "ov").format.value == "openvino"
+
+
+def test_a_changed_file_of_an_exported_folder_is_refused(
+    sources: dict[TaskId, Path], tmp_path: Path
+) -> None:
+    # Prepare
+    folder = export_model(sources[TaskId.MS_LESION], tmp_path / "onnx", "onnx").folder
+    data = bytearray((folder / "model.onnx").read_bytes())
+    data[-1] ^= 1
+    (folder / "model.onnx").write_bytes(bytes(data))
+
+    # Execute / Assert
+    with pytest.raises(ExportError, match="seal does not match"):
+        load_exported(folder)
+
+
+def test_a_changed_model_json_is_refused(sources: dict[TaskId, Path], tmp_path: Path) -> None:
+    # Prepare: a threshold changed by hand
+    folder = export_model(sources[TaskId.TUMOR_REGIONS], tmp_path / "onnx", "onnx").folder
+    record = json.loads((folder / "model.json").read_text())
+    record["task_config"]["threshold"] = 0.1
+    (folder / "model.json").write_text(json.dumps(record))
+
+    # Execute / Assert
+    with pytest.raises(ExportError, match="seal does not match"):
+        read_export(folder)
+
+
+def test_bad_options_are_refused_before_any_work(
+    sources: dict[TaskId, Path], tmp_path: Path
+) -> None:
+    source = sources[TaskId.MS_LESION]
+    with pytest.raises(ExportError, match="--format openvino --int8"):
+        export_model(source, tmp_path / "a", "onnx", int8=True, site=tmp_path)
+    with pytest.raises(ExportError, match="--site"):
+        export_model(source, tmp_path / "b", "openvino", int8=True)
+    with pytest.raises(ExportError, match="0 or more"):
+        export_model(
+            source, tmp_path / "c", "openvino", int8=True, site=tmp_path, max_metric_drop=-1
+        )
+    with pytest.raises(ExportError, match="onnx or openvino"):
+        export_model(source, tmp_path / "d", "tflite")
+    assert not any((tmp_path / n).exists() for n in "abcd")
+
+
+@pytest.mark.slow
+def test_int8_is_refused_when_it_loses_more_than_the_budget(
+    sources: dict[TaskId, Path], lesion_site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: INT8 scored 0.1 below what it really reaches
+    from neurofed.export import int8
+
+    real = int8.score_cases
+
+    def worse(trained, network, names, cases):  # type: ignore[no-untyped-def]
+        value = real(trained, network, names, cases)
+        return value if network is None else value - 0.1
+
+    monkeypatch.setattr(int8, "score_cases", worse)
+
+    # Execute
+    with pytest.raises(MetricDropError, match=r"drop of 0\.\d+ > the allowed 0\.005") as info:
+        export_model(
+            sources[TaskId.MS_LESION], tmp_path / "int8", "openvino", int8=True, site=lesion_site
+        )
+
+    # Assert: the measured numbers are printed, nothing is written
+    assert "dice is" in str(info.value) and "in INT8 on 3 validation case(s)" in str(info.value)
+    assert not (tmp_path / "int8").exists()
+
+
+@pytest.mark.slow
+def test_int8_within_the_budget_is_written_with_its_measured_drop(
+    sources: dict[TaskId, Path], lesion_site: Path, tmp_path: Path
+) -> None:
+    # Execute
+    result = export_model(
+        sources[TaskId.MS_LESION],
+        tmp_path / "int8",
+        "openvino",
+        int8=True,
+        site=lesion_site,
+        max_metric_drop=0.05,
+    )
+
+    # Assert
+    record = read_export(tmp_path / "int8")
+    assert record["export"]["precision"] == "int8"
+    assert result.int8 is not None and result.int8["metric_drop"] <= 0.05
+    assert record["export"]["int8"]["validation_cases"] == 3
+    assert record["export"]["parity"]["inputs"].startswith("3 validation case(s)")
+    xml = (tmp_path / "int8" / "model.xml").read_text()
+    assert "FakeQuantize" in xml or "FakeConvert" in xml or "u8" in xml
+
+
+def test_gaussian_blending_equals_monais_importance_map() -> None:
+    from monai.data.utils import compute_importance_map
+
+    expected = compute_importance_map((16, 8, 12), mode="gaussian").numpy()
+    np.testing.assert_allclose(gaussian_importance((16, 8, 12)), expected, rtol=1e-6)
+
+
+def test_openvino_and_nncf_telemetry_is_blocked_before_import(tmp_path: Path) -> None:
+    # Execute: a fresh process (outside pytest, whose presence alone turns NNCF's off)
+    code = (
+        "import json, sys; from neurofed.export.telemetry import disable_telemetry; "
+        "disable_telemetry(); import openvino, nncf; "
+        "import openvino.tools.ovc.telemetry_utils as ovc; import nncf.telemetry.wrapper as w; "
+        "print(json.dumps([ovc.tm.__name__, type(w.telemetry).__name__, "
+        "sys.modules.get('openvino_telemetry') is None]))"
+    )
+    env = os.environ | {"HOME": str(tmp_path)}  # where the telemetry client id would go
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+
+    # Assert: both fall back to their do-nothing stubs; no client id was written
+    ovc_module, nncf_telemetry, blocked = json.loads(run.stdout.strip().splitlines()[-1])
+    assert ovc_module == "openvino.tools.ovc.telemetry_stub"
+    assert nncf_telemetry == "MagicMock"  # NNCFTelemetryStub
+    assert blocked is True
+    assert not (tmp_path / "intel").exists()
