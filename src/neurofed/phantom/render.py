@@ -48,7 +48,7 @@ from neurofed.phantom.qc_problems import label_measures, plant
 from neurofed.phantom.site import Annotation, SiteParams
 from neurofed.phantom.sources import FAR_MM, head_layers, source, support_mask, thinned_source
 
-__all__ = ["RenderedCase", "render_case"]
+__all__ = ["RenderedCase", "render_brain_mask", "render_case"]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -317,6 +317,44 @@ def render_case(site: SiteParams, case: CaseParams, spacing: float) -> RenderedC
         planted.affine,
         MappingProxyType(measures),
     )
+
+
+def render_brain_mask(site: SiteParams, case: CaseParams, spacing: float) -> npt.NDArray[np.bool_]:
+    """The true brain of a BIDS (full-head) case, on the grid :func:`render_case` writes.
+
+    Brain = GM + WM + CSF fraction >= 0.5 before pathology (the rule that skull-strips the glioma
+    preset), averaged over the site's thick slices, cut to its field of view and stored in its
+    orientation, so it matches ``render_case(site, case, spacing).images`` voxel for voxel.
+    Skull, scalp and the extra-axial CSF around the brain are outside it.
+
+    Examples
+    --------
+    >>> from neurofed.phantom.config import PhantomConfig
+    >>> from neurofed.phantom.site import sample_site
+    >>> from neurofed.phantom.case import sample_case
+    >>> config = PhantomConfig(preset="brain-age", sites=1, cases=1, seed=0, spacing=4.0)
+    >>> site = sample_site(config, 1)
+    >>> case = sample_case(config, site, 1)
+    >>> rendered, brain = render_case(site, case, 4.0), render_brain_mask(site, case, 4.0)
+    >>> brain.shape == rendered.label.shape
+    True
+    >>> ml = float(brain.sum() * abs(np.linalg.det(rendered.affine[:3, :3]))) / 1000.0
+    >>> 1200.0 < ml < 2600.0
+    True
+    """
+    if not site.preset.is_bids:
+        raise ValueError(
+            f"render_brain_mask: preset {site.preset.value!r} is skull-stripped already; "
+            "its brain is where the written images are non-zero"
+        )
+    if case.qc_problem is not None:
+        raise ValueError(
+            f"render_brain_mask: case {case.subject_id} carries the planted QC problem "
+            f"{case.qc_problem.value!r}, which may change its grid; use a case without one"
+        )
+    anatomy = _anatomy(site, case, Deformation(case.spatial), spacing)
+    written = _finish_bids(site, anatomy, {}, anatomy.brain)
+    return np.asarray(written.label, dtype=bool)
 
 
 def _render(site: SiteParams, case: CaseParams, spacing: float) -> RenderedCase:
