@@ -272,3 +272,53 @@ def test_grad_cam_maps_lie_on_the_input_grid_and_show_where_the_heads_looked(
     lesion = load_model(models[TaskId.MS_LESION])
     plain = predict_case(lesion, scans, explain=True)
     assert not plain.heatmaps and any("no classification head" in w for w in plain.warnings)
+
+
+def test_a_full_head_is_stripped_as_the_model_was_trained_and_warned_of_when_it_was_not(
+    tmp_path: Path,
+) -> None:
+    """A phantom full head (skull, scalp), stored LPS: a brain-age model whose study extracts
+    brains gets deepbet's brain back on the scan's grid; one trained without extraction warns."""
+    from neurofed.preprocess.skull import detect_skull_stripped
+    from tests.preprocess.test_skull import MIN_DICE, phantom_head
+
+    head = phantom_head()
+    ras = nib.Nifti1Image(head.t1, head.affine)
+    lps = ras.as_reoriented(nib.orientations.axcodes2ornt(("L", "P", "S")))
+    path = tmp_path / "head.nii.gz"
+    nib.save(lps, path)
+    truth = np.asarray(
+        nib.Nifti1Image(head.truth.astype(np.uint8), head.affine)
+        .as_reoriented(nib.orientations.axcodes2ornt(("L", "P", "S")))
+        .dataobj
+    ).astype(bool)
+    scans = {Modality.T1: read_scan(path)}
+    assert not detect_skull_stripped(scans[Modality.T1].array, lps.affine).stripped
+
+    def brain_age(extract: bool) -> object:
+        settings = {"spacing": [4.0] * 3, "spatial_shape": [48, 56, 48]}
+        config = tiny_config(TaskId.BRAIN_AGE, preprocess=settings | {"brain_extraction": extract})
+        model = config.build_task().build_model(config.model_config)
+        folder = tmp_path / f"model-{extract}"
+        return load_model(save_model(folder, model, config, provenance={"run": "local"}))
+
+    stripped = predict_case(brain_age(True), scans)
+    assert stripped.brain_mask_method == "deepbet"
+    assert stripped.brain_mask is not None and stripped.brain_mask.shape == truth.shape
+    assert dice(stripped.brain_mask, truth) >= MIN_DICE  # on the LPS input grid
+    record = stripped.brain_extraction
+    assert record is not None and record["method"] == "deepbet" and not record["skull_stripped"]
+    assert not any("full head" in w for w in stripped.warnings)
+    folder = write_case(
+        stripped,
+        tmp_path / "out",
+        "case-1",
+        model={"folder": "m", "sha256": "0" * 64},
+        inputs={Modality.T1: path},
+    )
+    written = json.loads((folder / PREDICTION_JSON).read_text())["brain_mask"]
+    assert written["method"] == "deepbet" and written["extraction"]["package"].startswith("deepbet")
+
+    plain = predict_case(brain_age(False), scans)
+    assert plain.brain_extraction is None and plain.brain_mask_method == "otsu"
+    assert any("full head" in w and "without brain extraction" in w for w in plain.warnings)

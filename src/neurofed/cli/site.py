@@ -315,6 +315,13 @@ def preprocess(
         bool | None,
         typer.Option(help="Rigid co-registration to the task's first modality (default on)."),
     ] = None,
+    brain_extraction: Annotated[
+        bool | None,
+        typer.Option(
+            help="Extract the brain (deepbet) of cases that show a full head [default: on for "
+            "brain-age and ms-lesion, whose scans are full heads; off for the glioma tasks]."
+        ),
+    ] = None,
     study_file: Annotated[
         Path | None,
         typer.Option(
@@ -330,8 +337,8 @@ def preprocess(
         ),
     ] = None,
 ) -> None:
-    """Harmonise every case (RAS, N4, co-registration, brain mask, resampling, z-score, crop)
-    and run quality control; cases already done are skipped.
+    """Harmonise every case (RAS, N4, co-registration, brain extraction of full heads, brain
+    mask, resampling, z-score, crop) and run quality control; cases already done are skipped.
 
     Exit status: 0 every case preprocessed and no QC failure, 1 some case failed (to preprocess
     or QC), 2 nothing was preprocessed (every case skipped), the site (or the study, or the plan)
@@ -340,6 +347,7 @@ def preprocess(
     from neurofed.preprocess.params import PreprocessParams
     from neurofed.preprocess.pipeline import PipelineError, default_workers, preprocess_site
     from neurofed.tasks import get_task
+    from neurofed.training.defaults import default_train_config
 
     if study_file is not None:
         given = [
@@ -349,6 +357,7 @@ def preprocess(
                 ("--spacing", spacing),
                 ("--bias-correction/--no-bias-correction", bias_correction),
                 ("--registration/--no-registration", registration),
+                ("--brain-extraction/--no-brain-extraction", brain_extraction),
             )
             if value is not None
         ]
@@ -365,17 +374,22 @@ def preprocess(
                 "give the task (--task), or the study to prepare for (--study STUDY.toml)"
             )
         side = 1.0 if spacing is None else spacing
+        extract = brain_extraction
+        if extract is None:
+            extract = default_train_config(task).preprocess.brain_extraction
         params = PreprocessParams(
             spacing=(side, side, side),
             bias_correction=True if bias_correction is None else bias_correction,
             registration=True if registration is None else registration,
+            brain_extraction=extract,
         )
     chosen = get_task(task)
     shape = "x".join(map(str, params.spatial_shape)) if params.spatial_shape else "free"
     console.print(
         f"params id {params.params_id} ({task.value}: spacing {params.spacing} mm, shape {shape}, "
         f"bias correction {'on' if params.bias_correction else 'off'}, "
-        f"registration {'on' if params.registration else 'off'})",
+        f"registration {'on' if params.registration else 'off'}, "
+        f"brain extraction {'on' if params.brain_extraction else 'off'})",
         soft_wrap=True,
         markup=False,
     )

@@ -11,15 +11,21 @@ exported folder's :class:`~neurofed.export.ExportedModel`, run without torch) an
    would do; ``allow_spacing`` goes on with a warning);
 2. puts every modality on the grid of the first (the *reference* scan; ``resample``, linear) and
    runs the model folder's preprocessing (:func:`~neurofed.preprocess.ops.preprocess_case`:
-   RAS, bias correction and co-registration as trained, spacing, brain mask, z-score, crops);
+   RAS, bias correction and co-registration as trained, brain extraction of a full head when
+   the model's study extracted brains (deepbet, :mod:`neurofed.preprocess.skull`), spacing,
+   brain mask, z-score, crops);
 3. predicts (sliding windows as in training) and maps every segmentation back onto the
    reference scan's grid through the world coordinates (nearest neighbour): same shape, same
    affine, same orientation as the scan;
 4. summarises what a clinician reads: lesion count and volumes in mL, marker probabilities with
    their threshold, the grade, the brain age — and the warnings about the input.
 
-A brain mask far from a brain's size means the scan is not a brain MRI the model can read, and
-is refused (:class:`PredictError`).
+Whether the scan shows a full head or a skull-stripped brain is judged from its shape
+(:func:`~neurofed.preprocess.skull.detect_skull_stripped`), not from zero borders. A brain mask
+far from a brain's size means the scan is not a brain MRI the model can read, and is refused
+(:class:`PredictError`); a full head given to a model trained without brain extraction gets a
+warning that says so, and deepbet's mask gets :func:`~neurofed.preprocess.skull.judge_brain_mask`'s
+findings as warnings.
 """
 
 from __future__ import annotations
@@ -37,8 +43,15 @@ from scipy import ndimage
 from neurofed.export.runtime import ExportedModel
 from neurofed.keys import LesionLabel, Modality, OutputKey, TaskId, TumorLabel
 from neurofed.predict.scan import Scan, resample
-from neurofed.preprocess.ops import brain_mask, preprocess_case
+from neurofed.preprocess.ops import brain_mask, finish_case, harmonise_case
 from neurofed.preprocess.params import BrainMaskMethod, PreprocessError
+from neurofed.preprocess.skull import (
+    StrippedCheck,
+    detect_skull_stripped,
+    extraction_channel,
+    extraction_record,
+    judge_brain_mask,
+)
 
 if TYPE_CHECKING:
     from neurofed.training.model_folder import TrainedModel
@@ -82,6 +95,7 @@ class CasePrediction:
     results: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     brain_mask_method: str = ""
+    brain_extraction: dict[str, Any] | None = None  # skull.extraction_record, None when off
     seconds: float = 0.0
 
 
@@ -165,17 +179,28 @@ def _stack(model: Model, scans: Mapping[Modality, Scan]) -> tuple[np.ndarray, li
     return np.stack(channels).astype(np.float32, copy=False), warnings
 
 
-def _brain_warnings(mask_ml: float, method: BrainMaskMethod) -> list[str]:
+def _brain_warnings(
+    mask_ml: float, method: BrainMaskMethod, stripped: StrippedCheck | None
+) -> list[str]:
     low, high = _BRAIN_ML
+    head = stripped is not None and not stripped.stripped
     if not low <= mask_ml <= high:
-        raise PredictError(
-            f"the brain mask is {mask_ml:.0f} mL (a brain is {low:.0f}-{high:.0f} mL): this does "
-            "not look like a brain MRI the model can read; check the files and the modalities"
+        why = (
+            f"the scan shows a full head ({stripped.reason}) and this model was trained without "
+            "brain extraction, so its mask is the whole head; give a skull-stripped scan, or "
+            "use a model whose study extracts the brain"
+            if head and stripped is not None and method is not BrainMaskMethod.DEEPBET
+            else "this does not look like a brain MRI the model can read; check the files and "
+            "the modalities"
         )
-    if method is BrainMaskMethod.OTSU:
+        raise PredictError(
+            f"the brain mask is {mask_ml:.0f} mL (a brain is {low:.0f}-{high:.0f} mL): {why}"
+        )
+    if head and stripped is not None and method is not BrainMaskMethod.DEEPBET:
         return [
-            "the scan is not skull-stripped (its background is not exactly zero): the brain was "
-            "found by intensity thresholding; check the mask in the overlay"
+            f"the scan shows a full head ({stripped.reason}), and this model was trained "
+            "without brain extraction: its mask, crop and normalisation use the whole head, as "
+            "in training; check the mask in the overlay"
         ]
     return []
 
@@ -241,10 +266,21 @@ def predict_case(
     reference = scans[model.task.modalities[0]]
     image, moved = _stack(model, scans)
     warnings += moved
+    channel = extraction_channel(model.task.modalities)
     try:
-        mask, method = brain_mask(image)  # as the pipeline finds it, on the scan's grid
-        warnings += _brain_warnings(float(mask.sum()) * reference.voxel_ml, method)
-        case = preprocess_case(image, None, reference.affine, model.preprocess)
+        harmonised = harmonise_case(
+            image, None, reference.affine, model.preprocess, extract_from=channel
+        )
+        stripped = harmonised.stripped or detect_skull_stripped(image[channel], reference.affine)
+        if harmonised.extraction is not None:  # deepbet's brain, back on the scan's grid
+            brain = harmonised.extraction.mask.astype(np.uint8)
+            mask = _to_reference(brain, harmonised.affine, reference).astype(bool)
+            method = BrainMaskMethod.DEEPBET
+            warnings += [f"brain extraction: {w}" for w in judge_brain_mask(mask, reference.affine)]
+        else:
+            mask, method = brain_mask(image)  # as the pipeline finds it, on the scan's grid
+        warnings += _brain_warnings(float(mask.sum()) * reference.voxel_ml, method, stripped)
+        case = finish_case(harmonised, model.preprocess)
     except PreprocessError as exc:
         raise PredictError(f"{reference.path}: cannot be preprocessed as trained: {exc}") from None
     predicted = model.predict(case.image)
@@ -256,6 +292,9 @@ def predict_case(
     task = model.task.task_id
     result = CasePrediction(task, reference, warnings=warnings, brain_mask=mask)
     result.brain_mask_method = case.brain_mask_method.value
+    result.brain_extraction = extraction_record(
+        harmonised.stripped, harmonised.extraction, harmonised.affine
+    )
     voxel_ml = reference.voxel_ml
     if task is TaskId.BRAIN_AGE:
         assert isinstance(output, np.ndarray)

@@ -266,7 +266,11 @@ def write_case(
         "task": prediction.task.value,
         "results": prediction.results,
         "warnings": list(prediction.warnings),
-        "brain_mask": {"method": prediction.brain_mask_method, "volume_ml": brain_ml},
+        "brain_mask": {
+            "method": prediction.brain_mask_method,
+            "volume_ml": brain_ml,
+            "extraction": prediction.brain_extraction,
+        },
         "model": model,
         "inputs": {m.value: Path(p).name for m, p in inputs.items()},
         "reference": Path(reference.path).name,

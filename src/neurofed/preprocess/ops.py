@@ -49,6 +49,12 @@ from neurofed.preprocess.params import (
     PreprocessError,
     PreprocessParams,
 )
+from neurofed.preprocess.skull import (
+    BrainExtraction,
+    StrippedCheck,
+    detect_skull_stripped,
+    extract_brain,
+)
 
 __all__ = [
     "CaseArrays",
@@ -363,6 +369,9 @@ class HarmonisedCase:
     registration when some channel was resampled (quality control measures noise there), else
     ``None``. ``bias`` and ``registration`` hold one record per channel (``None`` where the step
     was off, and for the reference channel's registration); ``seconds`` the time of each step.
+    With ``params.brain_extraction``, ``stripped`` says whether the case was skull-stripped
+    already and ``extraction`` holds deepbet's brain mask (on this grid) when it was not; every
+    channel is then 0 outside that mask.
     """
 
     image: FloatImage
@@ -375,6 +384,8 @@ class HarmonisedCase:
     bias: tuple[BiasCorrection | None, ...] = ()
     registration: tuple[Registration | None, ...] = ()
     seconds: Mapping[str, float] = field(default_factory=dict)
+    stripped: StrippedCheck | None = None
+    extraction: BrainExtraction | None = None
 
     @property
     def arrays(self) -> CaseArrays:
@@ -401,9 +412,12 @@ def harmonise_case(
     subject_id: str | None = None,
     n4: N4Settings | None = None,
     registration: RegistrationSettings | None = None,
+    extract_from: int = 0,
 ) -> HarmonisedCase:
     """RAS → N4 per channel (``params.bias_correction``) → rigid co-registration of every
-    channel to channel 0 (``params.registration``), all on the scan's own grid.
+    channel to channel 0 (``params.registration``) → brain extraction of a full head from
+    channel ``extract_from`` (``params.brain_extraction``; see
+    :func:`neurofed.preprocess.skull.extraction_channel`), all on the scan's own grid.
 
     N4 is fitted inside each channel's own :func:`brain_mask` (the head, or the brain of
     skull-stripped data); registration rotates about the centre of channel 0's mask.
@@ -447,9 +461,21 @@ def harmonise_case(
             if any(r is not None and r.applied for r in moved):
                 unregistered = np.stack(before)
             seconds["registration"] = time.perf_counter() - start
+        stripped, extraction = None, None
+        if params.brain_extraction:
+            start = time.perf_counter()
+            if not 0 <= extract_from < len(channels):
+                raise PreprocessError(
+                    f"extract_from = {extract_from}: the case has {len(channels)} channels"
+                )
+            stripped = detect_skull_stripped(channels[extract_from], arrays.affine)
+            if not stripped.stripped:
+                extraction = extract_brain(channels[extract_from], arrays.affine)
+                channels = [np.where(extraction.mask, c, 0).astype(np.float32) for c in channels]
+            seconds["brain_extraction"] = time.perf_counter() - start
         harmonised = (
             np.stack(channels)
-            if params.bias_correction or unregistered is not None
+            if params.bias_correction or unregistered is not None or extraction is not None
             else arrays.image
         )
     return HarmonisedCase(
@@ -463,6 +489,8 @@ def harmonise_case(
         bias=tuple(bias),
         registration=tuple(moved),
         seconds=MappingProxyType(seconds),
+        stripped=stripped,
+        extraction=extraction,
     )
 
 
@@ -483,7 +511,11 @@ def finish_case(
         if params.spacing is not None:
             arrays = resample_to_spacing(*arrays, params.spacing)
         resampled = time.perf_counter()
-        mask, method = brain_mask(arrays.image)
+        if case.extraction is not None:  # the background is 0 outside deepbet's brain
+            mask = np.asarray(ndimage.binary_fill_holes(np.any(arrays.image != 0, axis=0)))
+            method = BrainMaskMethod.DEEPBET
+        else:
+            mask, method = brain_mask(arrays.image)
         if params.zscore:
             arrays = arrays._replace(image=zscore_in_mask(arrays.image, mask))
         if params.crop_to_brain:
@@ -513,12 +545,17 @@ def preprocess_case(
     params: PreprocessParams,
     *,
     subject_id: str | None = None,
+    extract_from: int = 0,
 ) -> PreprocessedCase:
     """:func:`harmonise_case` then :func:`finish_case`: the whole pipeline of ``params``.
 
-    ``subject_id`` only prefixes error messages. The result never shares memory with the input.
+    ``subject_id`` only prefixes error messages; ``extract_from`` is the channel brain
+    extraction reads (:func:`neurofed.preprocess.skull.extraction_channel`). The result never
+    shares memory with the input.
     """
-    harmonised = harmonise_case(image, label, affine, params, subject_id=subject_id)
+    harmonised = harmonise_case(
+        image, label, affine, params, subject_id=subject_id, extract_from=extract_from
+    )
     case = finish_case(harmonised, params, subject_id=subject_id)
     if np.may_share_memory(case.image, image) or (
         case.label is not None and label is not None and np.may_share_memory(case.label, label)

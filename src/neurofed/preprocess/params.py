@@ -35,7 +35,7 @@ __all__ = ["BrainMaskMethod", "PreprocessError", "PreprocessParams", "Preprocess
 
 PARAMS_ID_LENGTH = 12
 #: Flags added after the first release, written to JSON only when true (see PreprocessParams).
-_LATER_FLAGS = ("bias_correction", "registration")
+_LATER_FLAGS = ("bias_correction", "registration", "brain_extraction")
 
 
 class PreprocessError(ValueError):
@@ -47,6 +47,7 @@ class BrainMaskMethod(StrEnum):
 
     NONZERO = "nonzero"  # background exactly 0 (skull-stripped data such as BraTS)
     OTSU = "otsu"  # Otsu threshold of the smoothed channel mean, largest component, holes filled
+    DEEPBET = "deepbet"  # a full head: deepbet's brain (preprocess.skull), zero outside it
 
 
 def _positive_triple(name: str, value: Any, kind: type[int] | type[float]) -> tuple[Any, ...]:
@@ -85,12 +86,19 @@ class PreprocessParams:
     registration
         Rigid co-registration (mutual information) of every channel to the first one, the
         task's reference modality, before resampling.
+    brain_extraction
+        When a case shows a full head (:func:`neurofed.preprocess.skull.detect_skull_stripped`
+        says so from its shape, not from zero borders), find its brain with deepbet
+        (:func:`~neurofed.preprocess.skull.extract_brain`, on the T1-weighted channel when there
+        is one) and set every channel to 0 outside it, after registration; the brain mask is
+        then deepbet's. Skull-stripped cases are left as they are.
 
     Notes
     -----
-    ``bias_correction`` and ``registration`` came after the first release: :meth:`to_json`
-    (and so :attr:`params_id`) leaves them out while they are false, so the ids of settings
-    made before them, and the cache folders named by those ids, stay valid.
+    ``bias_correction``, ``registration`` and ``brain_extraction`` came after the first
+    release: :meth:`to_json` (and so :attr:`params_id`) leaves them out while they are false,
+    so the ids of settings made before them, and the cache folders named by those ids, stay
+    valid.
 
     Examples
     --------
@@ -105,6 +113,7 @@ class PreprocessParams:
     zscore: bool = True
     bias_correction: bool = False
     registration: bool = False
+    brain_extraction: bool = False
 
     def __post_init__(self) -> None:
         if self.spacing is not None:

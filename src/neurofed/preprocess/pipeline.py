@@ -57,6 +57,7 @@ from neurofed.preprocess.qc import (
     evaluate_qc,
     measure_case,
 )
+from neurofed.preprocess.skull import extraction_channel, extraction_record
 from neurofed.types import ProgressCallback
 
 __all__ = [
@@ -329,7 +330,12 @@ def _run_case(job: dict[str, Any]) -> dict[str, Any]:
         loaded = load_subject(root, subject, modalities)
         load_seconds = time.perf_counter() - start
         harmonised = harmonise_case(
-            loaded.image, loaded.label, loaded.affine, params, subject_id=subject.subject_id
+            loaded.image,
+            loaded.label,
+            loaded.affine,
+            params,
+            subject_id=subject.subject_id,
+            extract_from=extraction_channel(modalities),
         )
         measure_start = time.perf_counter()
         measures = measure_case(subject.subject_id, harmonised, modalities)
@@ -351,6 +357,7 @@ def _run_case(job: dict[str, Any]) -> dict[str, Any]:
     steps = ["load", "reorient"]
     steps += ["bias_correction"] if params.bias_correction else []
     steps += ["registration"] if params.registration and len(modalities) > 1 else []
+    steps += ["brain_extraction"] if harmonised.extraction is not None else []
     steps += ["resample"] if params.spacing is not None else []
     steps += ["brain_mask"] + (["zscore"] if params.zscore else [])
     steps += ["crop_to_brain"] if params.crop_to_brain else []
@@ -362,6 +369,9 @@ def _run_case(job: dict[str, Any]) -> dict[str, Any]:
         "brain_mask_method": case.brain_mask_method.value,
         "bias_correction": [b.to_json() if b else None for b in harmonised.bias],
         "registration": [r.to_json() if r else None for r in harmonised.registration],
+        "brain_extraction": extraction_record(
+            harmonised.stripped, harmonised.extraction, harmonised.affine
+        ),
         "output": {
             "file": PreprocessedCache(Path(job["cache"]), params).path_for(job["key"]).name,
             "shape": list(case.image.shape),

@@ -136,6 +136,9 @@ class PlanPreprocessing:
         Resampling to the target spacing (no separate-z rule in neurofed).
     bias_correction, registration
         N4 and rigid co-registration before resampling (neurofed's own steps).
+    brain_extraction
+        deepbet's brain of cases that show a full head, 0 outside it (neurofed's own step;
+        plans made before it have none: false).
     intensity_foreground
         :class:`IntensityForeground`: what the fingerprint's intensity statistics describe.
     """
@@ -154,6 +157,7 @@ class PlanPreprocessing:
     bias_correction: bool
     registration: bool
     intensity_foreground: IntensityForeground
+    brain_extraction: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -195,7 +199,7 @@ class PlanPreprocessing:
                 f"normalization_mask {expected_mask.value!r} and use_mask_for_norm {zscore} "
                 f"for every channel, not {self.normalization_mask.value!r} and {masks}"
             )
-        for name in ("bias_correction", "registration"):
+        for name in ("bias_correction", "registration", "brain_extraction"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"preprocessing.{name} = {getattr(self, name)!r}: give a bool")
 
@@ -212,14 +216,18 @@ class PlanPreprocessing:
             use_mask_for_norm=(zscore,) * num_channels,
             bias_correction=params.bias_correction,
             registration=params.registration,
+            brain_extraction=params.brain_extraction,
             **_FIXED,
         )
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON types (enums as their values, tuples as lists)."""
+        """Plain JSON types (enums as their values, tuples as lists); ``brain_extraction`` only
+        when true, so plans written before it read and hash as they did."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "brain_extraction" and not value:
+                continue
             out[f.name] = list(value) if isinstance(value, tuple) else value
             if isinstance(value, StrEnum):
                 out[f.name] = value.value
@@ -230,7 +238,8 @@ class PlanPreprocessing:
         """Parse :meth:`to_json` output; unknown, missing or impossible values raise
         ``ValueError`` naming the field."""
         values = known_fields(cls, data, "preprocessing")
-        missing = [f.name for f in fields(cls) if f.name not in values]
+        later = {"brain_extraction"}  # fields added after plans were first written
+        missing = [f.name for f in fields(cls) if f.name not in values and f.name not in later]
         if missing:
             raise ValueError(f"preprocessing: missing field(s) {missing}")
         if isinstance(values["use_mask_for_norm"], list):
@@ -262,6 +271,12 @@ def departures_from_nnunet(
     what nnU-Net v2's ``ExperimentPlanner`` and preprocessing would do on the same files, as a
     short sentence that starts with the topic (``crop:``, ``normalisation:`` …)."""
     out: list[str] = []
+    if record.brain_extraction:
+        out.append(
+            "brain extraction: a case that shows a full head gets deepbet's brain and 0 outside "
+            "it before anything else is measured; nnU-Net has no such step and expects "
+            "skull-stripped data, or keeps the head"
+        )
     if record.crop is CropRule.BRAIN_MASK_BOX:
         out.append(
             "crop: to the bounding box of neurofed's brain mask; on zero-background "

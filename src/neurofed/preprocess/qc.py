@@ -37,6 +37,13 @@ The checks
 ``intensity_outlier``
     Robust z (median / MAD over the site's cases of that modality) of the case's intensity
     shape inside the brain: the 5th and 95th percentiles over the median. Needs a few cases.
+``brain_mask``
+    Whether the scan shows a full head or a skull-stripped brain (judged from its shape by
+    :func:`~neurofed.preprocess.skull.detect_skull_stripped`, not from zero borders) and, when
+    deepbet extracted the brain, what :func:`~neurofed.preprocess.skull.judge_brain_mask` finds
+    wrong with its mask (a volume no brain has, a cut by the field of view, separate pieces).
+    A full head preprocessed without brain extraction warns: its crop and normalisation then
+    use the whole head. Cases measured before this check have none.
 ``preprocess``
     The case could not be preprocessed at all (the reason and fix come from the error).
 
@@ -65,8 +72,10 @@ from neurofed.keys import Modality
 from neurofed.preprocess.harmonise import Registration
 from neurofed.preprocess.ops import HarmonisedCase, brain_mask
 from neurofed.preprocess.params import PreprocessError
+from neurofed.preprocess.skull import BRAIN_ML, detect_skull_stripped, judge_brain_mask
 
 __all__ = [
+    "BrainMaskMeasures",
     "CaseMeasures",
     "Face",
     "ModalityMeasures",
@@ -96,6 +105,7 @@ class QCCheck(StrEnum):
     MASK_DICE = "mask_dice"
     REGISTRATION = "registration"
     INTENSITY_OUTLIER = "intensity_outlier"
+    BRAIN_MASK = "brain_mask"
 
 
 class QCStatus(StrEnum):
@@ -210,6 +220,34 @@ class ModalityMeasures:
 
 
 @dataclass(frozen=True)
+class BrainMaskMeasures:
+    """What the scan shows (a full head or a brain) and how its brain was masked."""
+
+    head: bool  # the scan shows a full head (skull and scalp), not a skull-stripped brain
+    reason: str  # the detection's one line
+    extracted_ml: float | None = None  # deepbet's brain mask (mL), None when not extracted
+    problems: tuple[str, ...] = ()  # judge_brain_mask's findings on that mask
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "head": self.head,
+            "reason": self.reason,
+            "extracted_ml": self.extracted_ml,
+            "problems": list(self.problems),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BrainMaskMeasures:
+        ml = data.get("extracted_ml")
+        return cls(
+            head=bool(data["head"]),
+            reason=str(data.get("reason", "")),
+            extracted_ml=None if ml is None else float(ml),
+            problems=tuple(str(p) for p in data.get("problems", ())),
+        )
+
+
+@dataclass(frozen=True)
 class CaseMeasures:
     """Plain numbers describing one case's quality (what ``provenance.json`` records)."""
 
@@ -217,14 +255,18 @@ class CaseMeasures:
     voxel_size_mm: tuple[float, float, float]
     face_contact: Mapping[Face, float]
     modalities: tuple[ModalityMeasures, ...]
+    anatomy: BrainMaskMeasures | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "subject_id": self.subject_id,
             "voxel_size_mm": list(self.voxel_size_mm),
             "face_contact": {face.value: value for face, value in self.face_contact.items()},
             "modalities": [m.to_json() for m in self.modalities],
         }
+        if self.anatomy is not None:
+            out["anatomy"] = self.anatomy.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CaseMeasures:
@@ -236,6 +278,7 @@ class CaseMeasures:
                 {Face(k): float(v) for k, v in data["face_contact"].items()}
             ),
             modalities=tuple(ModalityMeasures.from_json(m) for m in data["modalities"]),
+            anatomy=BrainMaskMeasures.from_json(data["anatomy"]) if data.get("anatomy") else None,
         )
 
 
@@ -394,7 +437,25 @@ def measure_case(
         voxel_size_mm=case.original_spacing,
         face_contact=MappingProxyType(face_contact(after[0])),
         modalities=tuple(measured),
+        anatomy=_anatomy(case, native[0]),
     )
+
+
+def _anatomy(case: HarmonisedCase, reference: Channel) -> BrainMaskMeasures | None:
+    """Head or brain (the pipeline's detection when it ran, else measured here), and the
+    judgement of deepbet's mask when it extracted one."""
+    stripped = case.stripped
+    if stripped is None:
+        try:
+            stripped = detect_skull_stripped(reference, case.affine)
+        except PreprocessError:
+            return None
+    if case.extraction is None:
+        return BrainMaskMeasures(head=not stripped.stripped, reason=stripped.reason)
+    mask = case.extraction.mask
+    ml = float(mask.sum()) * float(abs(np.linalg.det(case.affine[:3, :3]))) / 1000.0
+    problems = tuple(judge_brain_mask(mask, case.affine))
+    return BrainMaskMeasures(True, stripped.reason, round(ml, 1), problems)
 
 
 @dataclass(frozen=True)
@@ -474,9 +535,11 @@ def _case_rows(measures: CaseMeasures, c: QCConfig) -> list[QCRow]:
     if status is QCStatus.PASS and inferior > c.inferior_warn:
         status, worst = QCStatus.WARN, Face.INFERIOR
     touching = [f"{f.value} {v:.0%}" for f, v in contact.items() if v > 0]
-    reason = "the brain lies inside the field of view"
+    anatomy = measures.anatomy
+    shown = "head" if anatomy and anatomy.head and anatomy.extracted_ml is None else "brain"
+    reason = f"the {shown} lies inside the field of view"
     if touching:
-        reason = f"the brain touches the field of view's edge ({', '.join(touching)})"
+        reason = f"the {shown} touches the field of view's edge ({', '.join(touching)})"
     if status is not QCStatus.PASS:
         reason += f": the {worst.value} part is cut off; re-export with the whole head"
     threshold = (
@@ -485,7 +548,30 @@ def _case_rows(measures: CaseMeasures, c: QCConfig) -> list[QCRow]:
     )
     value = contact.get(worst, 0.0)
     rows.append(QCRow(sid, None, QCCheck.COVERAGE, status, value, threshold, reason))
+    if anatomy is not None:
+        rows.append(_brain_mask_row(sid, anatomy))
     return rows
+
+
+def _brain_mask_row(sid: str, anatomy: BrainMaskMeasures) -> QCRow:
+    low, high = BRAIN_ML
+    threshold = f"a full head is extracted; its brain mask {low:.0f}-{high:.0f} mL, one piece"
+    if not anatomy.head:
+        return QCRow(sid, None, QCCheck.BRAIN_MASK, QCStatus.PASS, None, threshold, anatomy.reason)
+    if anatomy.extracted_ml is None:
+        reason = (
+            f"the scan shows a full head ({anatomy.reason}), but brain extraction is off: the "
+            "crop and the normalisation use the whole head; preprocess with brain extraction "
+            "(--brain-extraction, or preprocess.brain_extraction = true in the study)"
+        )
+        return QCRow(sid, None, QCCheck.BRAIN_MASK, QCStatus.WARN, None, threshold, reason)
+    reason = f"deepbet brain mask {anatomy.extracted_ml:.0f} mL of a full head"
+    if anatomy.problems:
+        reason += ": " + "; ".join(anatomy.problems)
+        status = QCStatus.WARN
+    else:
+        status = QCStatus.PASS
+    return QCRow(sid, None, QCCheck.BRAIN_MASK, status, anatomy.extracted_ml, threshold, reason)
 
 
 def _modality_rows(measures: CaseMeasures, c: QCConfig) -> list[QCRow]:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -49,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from neurofed.keys import Modality
 from neurofed.preprocess.params import PreprocessError
 
 __all__ = [
@@ -61,6 +63,8 @@ __all__ = [
     "StrippedCheck",
     "detect_skull_stripped",
     "extract_brain",
+    "extraction_channel",
+    "extraction_record",
     "judge_brain_mask",
 ]
 
@@ -153,6 +157,18 @@ class BrainExtraction:
     package: str
     version: str
     seconds: float
+
+
+def extraction_channel(modalities: Sequence[Modality | str]) -> int:
+    """The channel deepbet reads: the T1-weighted one (it was trained on T1), else the first.
+
+    Examples
+    --------
+    >>> extraction_channel(["FLAIR", "T1"]), extraction_channel(["T1CE", "FLAIR"])
+    (1, 0)
+    """
+    names = [str(m) for m in modalities]
+    return names.index(Modality.T1.value) if Modality.T1.value in names else 0
 
 
 def _check_volume(name: str, image: npt.ArrayLike) -> Volume:
@@ -439,6 +455,40 @@ def extract_brain(
     mask = _deepbet_mask(volume, matrix)
     seconds = time.perf_counter() - began
     return BrainExtraction(mask, chosen, "deepbet", version, seconds)
+
+
+def extraction_record(
+    stripped: StrippedCheck | None, extraction: BrainExtraction | None, affine: Affine | None
+) -> dict[str, Any] | None:
+    """What provenance and ``prediction.json`` say about brain extraction (``None``: it was
+    off): the detection's verdict and evidence, and deepbet's version, time and mask volume
+    (``affine`` the mask's grid; ``None`` leaves the volume out).
+
+    Examples
+    --------
+    >>> check = StrippedCheck(True, 1402.0, 0.03, 1.0, "skull-stripped: ...")
+    >>> extraction_record(check, None, None)["method"] is None
+    True
+    """
+    if stripped is None:
+        return None
+    record: dict[str, Any] = {
+        "skull_stripped": stripped.stripped,
+        "object_ml": round(stripped.object_ml, 1),
+        "outside_fraction": round(stripped.outside_fraction, 3),
+        "zero_border_fraction": round(stripped.zero_border_fraction, 3),
+        "reason": stripped.reason,
+        "method": None,
+    }
+    if extraction is not None:
+        record |= {
+            "method": extraction.method.value,
+            "package": f"{extraction.package}=={extraction.version}",
+            "seconds": round(extraction.seconds, 3),
+        }
+        if affine is not None:
+            record["volume_ml"] = round(float(extraction.mask.sum()) * _voxel_ml(affine), 1)
+    return record
 
 
 def _face_contacts(mask: Mask, affine: Affine) -> list[tuple[str, float]]:

@@ -107,7 +107,9 @@ def default_train_config(
     if not 0 < mm < math.inf:
         raise ValueError(f"spacing = {spacing!r} is invalid: give a voxel size in mm, e.g. 2")
     spacing3 = (mm, mm, mm)
-    preprocess = PreprocessParams(spacing=spacing3)
+    # brain-age and MS scans are full heads (skull, scalp): their brain is extracted (deepbet)
+    full_heads = task_id in (TaskId.BRAIN_AGE, TaskId.MS_LESION)
+    preprocess = PreprocessParams(spacing=spacing3, brain_extraction=full_heads)
     filters = base_filters or 8
     model: ConfigBase
     settings: dict[str, Any] = {"augment": AugmentConfig(), "lr_schedule": LRSchedule.POLY}

@@ -46,6 +46,7 @@ from neurofed.preprocess.pipeline import (
     QCExclusion,
     load_qc_exclusions,
 )
+from neurofed.preprocess.skull import extraction_channel
 from neurofed.tasks import Task
 from neurofed.training.dataset import CaseDataset, SkippedCase, TrainingCase
 from neurofed.types import ProgressCallback
@@ -260,6 +261,7 @@ class SiteData:
                 loaded.affine,
                 self.params,
                 subject_id=subject.subject_id,
+                extract_from=extraction_channel(task.modalities),
             )
 
         case = cache.get_or_compute(key, source_stamp(root, subject), compute)
