@@ -1,4 +1,5 @@
-"""``neurofed site init / doctor / approve / revoke / list / allow-dataset / audit``.
+"""``neurofed site init / doctor / approve / revoke / list / allow-dataset / allow-condensed /
+audit``.
 
 The data custodian's control over a deployed site (registered on ``neurofed site``; the library
 side is :mod:`neurofed.federated.engine.kit`, the site config and
@@ -237,6 +238,8 @@ def list_studies(
     rule = "required" if config.require_approval else "NOT required (any study runs)"
     datasets = ", ".join(config.allowed_datasets) or "any"
     console.print(f"approval {rule}; datasets allowed: {datasets}", soft_wrap=True)
+    condensed = ", ".join(config.allow_condensed) or "none"
+    console.print(f"condensed volumes (strategy distill) allowed for: {condensed}", soft_wrap=True)
     if not config.approved_studies:
         console.print("no study approved yet (neurofed site approve STUDY.toml)")
         return
@@ -262,6 +265,28 @@ def allow_dataset(
     wanted = current - set(names) if remove else current | set(names)
     save_kit_config(root, replace(config, allowed_datasets=tuple(wanted)))
     console.print(f"datasets allowed: {', '.join(sorted(wanted)) or 'any'}")
+
+
+@site_app.command("allow-condensed")
+def allow_condensed(
+    names: Annotated[list[str], typer.Argument(help="Dataset names (a study's `dataset`).")],
+    kit: KitOption = None,
+    remove: Annotated[bool, typer.Option(help="Stop allowing these datasets.")] = False,
+) -> None:
+    """Let studies on these datasets receive synthetic volumes condensed from this site's cases
+    (strategy distill). They are derived patient data: published work finds condensation gives
+    no dependable privacy. Each volume is checked against the site's cases before it leaves."""
+    from dataclasses import replace
+
+    from neurofed.federated.engine.kit import save_kit_config
+    from neurofed.federated.site.config import SiteConfig
+
+    root, config = _load(kit)
+    assert isinstance(config, SiteConfig)
+    current = set(config.allow_condensed)
+    wanted = current - set(names) if remove else current | set(names)
+    save_kit_config(root, replace(config, allow_condensed=tuple(wanted)))
+    console.print(f"condensed volumes allowed for: {', '.join(sorted(wanted)) or 'no dataset'}")
 
 
 @site_app.command("audit")

@@ -26,9 +26,18 @@ def simulate(
         Path, typer.Option("--out", help="Run folder (an existing one of the same study resumes).")
     ],
     device: Annotated[str, typer.Option(help="Device of every simulated site.")] = "cpu",
+    allow_condensed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-condensed",
+            help="Every simulated site allows condensed volumes for the study's dataset "
+            "(strategy distill; as `neurofed site allow-condensed` at a deployed site).",
+        ),
+    ] = False,
 ) -> None:
     """Run a study over several site folders, each as one simulated NVFlare site."""
     from neurofed.federated.engine import SimulationError, run_simulation
+    from neurofed.federated.engine.simulation import site_names
     from neurofed.federated.study import StudyError, StudyKind, load_study
     from neurofed.training import RunFolderError
 
@@ -51,7 +60,12 @@ def simulate(
         console.print(f"[{done}/{total}] {label}")
 
     try:
-        result = run_simulation(study, site, out, progress=progress, device=device)
+        settings = None
+        if allow_condensed and study.dataset is not None:
+            settings = {n: {"allow_condensed": (study.dataset,)} for n in site_names(len(site))}
+        result = run_simulation(
+            study, site, out, progress=progress, device=device, site_settings=settings
+        )
     except KeyboardInterrupt:
         err_console.print(
             f"[yellow]interrupted[/yellow]: every simulator process was stopped; run the same "

@@ -94,6 +94,9 @@ class MetaField(StrEnum):
     # seconds], ...] (MergedRound); the merged value only where MIN_SITES_FOR_CURVE sites stand
     # behind it, never another site's own number
     PROGRESS = "progress"
+    # the distill strategy: the federation's class-mean logits and counts per head
+    # (class_logits/<head>, class_counts/<head>; neurofed.federated.condensed)
+    CLASS_LOGITS = "class_logits"
     # site → controller
     ERROR = "error"  # a reason: the site failed this task (nothing else is sent)
     REFUSED = "refused"  # true with ERROR: the site's custodian refused the study (not approved)
@@ -106,6 +109,8 @@ class MetaField(StrEnum):
     VALIDATE_SECONDS = "validate_seconds"  # wall time of the site's validation (a number)
     # what the site did not send because too few cases stand behind it (one line each)
     WITHHELD = "withheld"
+    # the distill strategy: the site's condensed payload (neurofed.federated.condensed)
+    CONDENSED = "condensed"
     # aggregates only: Fingerprint.canonical_json(), the text of its JSON (fixed-length
     # histograms, counts, integer sums — text, because the sums may exceed 64 bits)
     FINGERPRINT = "fingerprint"
@@ -304,6 +309,10 @@ class TaskRequest:
         The rounds finished so far (:class:`MergedRound`), for the site's custodian to watch.
         Shown, never acted on: a malformed list is dropped (and logged) when decoded, and the
         task runs.
+    class_logits
+        The ``distill`` strategy's federation-wide class-mean logits and counts per head
+        (``class_logits/<head>``, ``class_counts/<head>``); empty before any site sent some.
+        A malformed table is dropped (and logged): condensation then runs without it.
     """
 
     study: Mapping[str, Any]
@@ -311,6 +320,7 @@ class TaskRequest:
     round: int
     plan: Mapping[str, Any] = field(default_factory=dict)
     progress: tuple[MergedRound, ...] = ()
+    class_logits: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def encode(self) -> dict[str, Any]:
         meta = {
@@ -320,6 +330,10 @@ class TaskRequest:
         } | dict(self.plan)
         if self.progress:
             meta[MetaField.PROGRESS.value] = MergedRound.encode_all(self.progress)
+        if self.class_logits:
+            meta[MetaField.CLASS_LOGITS.value] = {
+                k: np.asarray(v) for k, v in self.class_logits.items()
+            }
         return meta
 
     @classmethod
@@ -343,11 +357,38 @@ class TaskRequest:
                 progress = MergedRound.decode_all(meta[MetaField.PROGRESS.value])
             except ProtocolError as error:  # display only: the task itself is sound
                 logger.warning("ignoring the progress the server sent: %s", error)
-        return cls(study=study, study_hash=digest, round=round_number, plan=plan, progress=progress)
+        class_logits: dict[str, np.ndarray] = {}
+        if MetaField.CLASS_LOGITS.value in meta:
+            try:
+                class_logits = _class_logits(meta[MetaField.CLASS_LOGITS.value])
+            except ProtocolError as error:  # a hint for condensation: it runs without it
+                logger.warning("ignoring the class logits the server sent: %s", error)
+        return cls(
+            study=study,
+            study_hash=digest,
+            round=round_number,
+            plan=plan,
+            progress=progress,
+            class_logits=class_logits,
+        )
 
     def decode_plan(self) -> Plan | None:
         """The plan this task carries (see :func:`decode_plan`)."""
         return decode_plan(self.plan)
+
+
+def _class_logits(value: Any) -> dict[str, np.ndarray]:
+    from neurofed.federated.condensed import HEAD_CLASSES, HEAD_LOGITS
+
+    arrays = _arrays("class_logits", value)
+    for name, array in arrays.items():
+        kind, _, head = name.partition("/")
+        if head not in HEAD_CLASSES or kind not in ("class_logits", "class_counts"):
+            raise ProtocolError(f"class_logits names {name[:40]!r}; expected <kind>/<head>")
+        shape = (HEAD_CLASSES[head],) + ((HEAD_LOGITS[head],) if kind == "class_logits" else ())
+        if array.shape != shape or not np.all(np.isfinite(array)):
+            raise ProtocolError(f"class_logits[{name!r}] has shape {array.shape}; expected {shape}")
+    return arrays
 
 
 def round_of(meta: Mapping[str, Any]) -> int | None:
@@ -379,19 +420,26 @@ class TrainResult:
     metrics
         Aggregate training numbers: ``train_loss``, ``steps``, ``seconds`` (Ditto adds
         ``personalised_train_loss``).
+    condensed
+        The ``distill`` strategy's payload (:mod:`neurofed.federated.condensed`); empty
+        otherwise (and then not sent).
     """
 
     params: Parameters
     num_examples: int
     label_counts: Mapping[str, int] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
+    condensed: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def _encode(self) -> tuple[Parameters, dict[str, Any]]:
-        return dict(self.params), {
+        meta: dict[str, Any] = {
             MetaField.NUM_EXAMPLES.value: int(self.num_examples),
             MetaField.LABEL_COUNTS.value: {str(k): int(v) for k, v in self.label_counts.items()},
             MetaField.TRAIN_METRICS.value: {str(k): float(v) for k, v in self.metrics.items()},
         }
+        if self.condensed:
+            meta[MetaField.CONDENSED.value] = {k: np.asarray(v) for k, v in self.condensed.items()}
+        return dict(self.params), meta
 
     @classmethod
     def _decode(cls, params: Mapping[str, Any], meta: Mapping[str, Any]) -> TrainResult:
@@ -406,6 +454,7 @@ class TrainResult:
                 k: _integer(f"label_counts[{k!r}]", v, 0, MAX_EXAMPLES) for k, v in counts.items()
             },
             metrics={k: _number(f"train_metrics[{k!r}]", v, nan=True) for k, v in metrics.items()},
+            condensed=_arrays("condensed", meta.get(MetaField.CONDENSED.value) or {}),
         )
 
 

@@ -56,6 +56,9 @@ class SiteUpdate:
         task-masked aggregation reads it.
     metrics
         Aggregate metrics the site reports with its update (never per-subject values).
+    payload
+        The ``distill`` strategy's condensed payload (:mod:`neurofed.federated.condensed`),
+        checked; empty under every other strategy.
     """
 
     site_id: str
@@ -63,6 +66,7 @@ class SiteUpdate:
     num_examples: int
     label_counts: Mapping[str, int] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
+    payload: Mapping[str, Array] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # read-only views: a strategy can never change what a site sent
@@ -70,6 +74,7 @@ class SiteUpdate:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
         object.__setattr__(self, "label_counts", MappingProxyType(dict(self.label_counts)))
         object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
+        object.__setattr__(self, "payload", MappingProxyType(dict(self.payload)))
 
     def label_count(self, kind: str) -> int:
         """Known labels of ``kind`` (0 when the site reported none)."""

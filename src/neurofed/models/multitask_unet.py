@@ -152,8 +152,7 @@ class MultitaskUNet(nn.Module):
             }
         )
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Map ``(B, C, X, Y, Z)`` to the dict of logits described by :class:`OutputKey`."""
+    def _encode(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips: list[torch.Tensor] = []
         x = image  # (B, C, X, Y, Z)
         for level, block in enumerate(self.encoder):
@@ -161,18 +160,33 @@ class MultitaskUNet(nn.Module):
                 skips.append(x)
                 x = self.pool(x)  # (B, c, X/p0, Y/p1, Z/p2)
             x = block(x)
-        bottleneck = x  # (B, 8·base, X/p0³, Y/p1³, Z/p2³)
-        for block, skip in zip(self.decoder, reversed(skips), strict=True):
-            x = block(x, skip)  # (B, c, …) one level up
-        segmentation: torch.Tensor = self.segmentation_head(x)  # (B, out, X, Y, Z)
-        features = self.dropout(bottleneck.mean(dim=(2, 3, 4)))  # (B, 8·base)
-        out: dict[str, torch.Tensor] = {str(OutputKey.SEGMENTATION): segmentation}
+        return x, skips  # bottleneck (B, 8·base, X/p0³, Y/p1³, Z/p2³), skips top first
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """``(B, 8·base)``: the bottleneck averaged over space, what every marker head reads."""
+        bottleneck, _ = self._encode(image)
+        return bottleneck.mean(dim=(2, 3, 4))
+
+    def classify(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The marker and grade logits of :meth:`features` (dropout applies in training)."""
+        features = self.dropout(features)
+        out: dict[str, torch.Tensor] = {}
         for key in BINARY_HEADS:
             logit: torch.Tensor = self.heads[str(key)](features)  # (B, 1)
             out[str(key)] = logit.squeeze(1)  # (B,)
         grade: torch.Tensor = self.heads[str(OutputKey.GRADE)](features)  # (B, num_grades)
         out[str(OutputKey.GRADE)] = grade
         return out
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Map ``(B, C, X, Y, Z)`` to the dict of logits described by :class:`OutputKey`."""
+        x, skips = self._encode(image)
+        bottleneck = x
+        for block, skip in zip(self.decoder, reversed(skips), strict=True):
+            x = block(x, skip)  # (B, c, …) one level up
+        segmentation: torch.Tensor = self.segmentation_head(x)  # (B, out, X, Y, Z)
+        out = {str(OutputKey.SEGMENTATION): segmentation}
+        return out | self.classify(bottleneck.mean(dim=(2, 3, 4)))
 
 
 def build_multitask_unet(

@@ -205,6 +205,7 @@ def site_update(answer: SiteAnswer, result: TrainResult) -> SiteUpdate:
         num_examples=result.num_examples,
         label_counts=dict(result.label_counts),
         metrics=dict(result.metrics),
+        payload=dict(result.condensed),
     )
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from neurofed.artifacts import write_json_atomically
+from neurofed.federated.condensed import PayloadError, check_payload
 from neurofed.federated.protocol import (
     MIN_SITES_FOR_CURVE,
     MergedRound,
@@ -51,6 +52,7 @@ from neurofed.federated.server.answers import (
     training_failure,
     validation_states,
 )
+from neurofed.federated.server.distill import class_logits_of, payload_spec, train_on_payloads
 from neurofed.federated.server.planning import (
     PlanningError,
     copy_plan_files,
@@ -73,6 +75,7 @@ from neurofed.federated.server.run_folder import (
     save_round_checkpoint,
 )
 from neurofed.federated.state import StrategyState
+from neurofed.federated.strategies import StrategyName
 from neurofed.federated.study import Study, StudyKind
 from neurofed.federated.study.initial_model import InitialModelError
 from neurofed.federated.update import Parameters
@@ -172,7 +175,20 @@ class FederatedRun:
             round=round_number,
             plan=encode_plan(self.plan),
             progress=self.merged_rounds(),
+            class_logits=class_logits_of(self.state.arrays) if self._distill else {},
         )
+
+    @property
+    def _distill(self) -> bool:
+        return self.study.strategy is StrategyName.DISTILL
+
+    def _payload_failure(self, result: TrainResult) -> str | None:
+        """Why a distill site's condensed payload is unusable (``None``: it is usable)."""
+        try:
+            check_payload(result.condensed, payload_spec(self.study, self.train_config()))
+        except PayloadError as error:
+            return f"malformed answer: {error}"
+        return None
 
     def merged_rounds(self) -> tuple[MergedRound, ...]:
         """Each finished round's merged selection metric, sites merged and seconds; the value
@@ -307,6 +323,12 @@ class FederatedRun:
                 logger.warning("round %d: %s failed: %s", record.round, site, reason)
                 record.failed[site] = str(reason)
                 continue
+            if self._distill:
+                reason = self._payload_failure(answer.result)
+                if reason is not None:
+                    logger.warning("round %d: %s failed: %s", record.round, site, reason)
+                    record.failed[site] = reason
+                    continue
             update = site_update(answer, answer.result)
             updates.append(update)
             record.train[site] = {"num_examples": float(update.num_examples)} | dict(update.metrics)
@@ -330,6 +352,13 @@ class FederatedRun:
         record.accepted = list(result.accepted)
         record.aggregated = True
         self.params, self.state = dict(result.params), result.state
+        if self._distill:
+            accepted = set(result.accepted)
+            payloads = [u.payload for u in updates if u.site_id in accepted and u.payload]
+            self.params, trained = train_on_payloads(
+                self.study, self.train_config(), self.params, payloads
+            )
+            self.state = StrategyState(self.state.arrays, {**self.state.scalars, **trained})
         # the new global model is kept before anything else can fail (validation comes next)
         self._checkpoint(record, [*self.history, record])
         return True

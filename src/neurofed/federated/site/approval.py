@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from neurofed.federated.site.config import SiteConfig, SiteConfigError
+from neurofed.federated.strategies import StrategyName
 from neurofed.federated.study import Study
 
 __all__ = ["Admission", "StudyGate", "StudyRefusedError"]
@@ -114,7 +115,10 @@ class StudyGate:
         self._refresh_config()
         study = known or self._parse(sent, claimed)
         reason = self._config_error or self.config.refusal(
-            study.content_hash, study.name, study.dataset
+            study.content_hash,
+            study.name,
+            study.dataset,
+            condensed=study.strategy is StrategyName.DISTILL,
         )
         if reason is not None:
             raise StudyRefusedError(reason, study.name)

@@ -154,6 +154,10 @@ class SiteConfig:
     share_case_values
         Datasets whose studies may receive per-case metric values (shuffled, without
         identifiers) besides the histograms; empty (the default): none.
+    allow_condensed
+        Datasets whose studies may receive condensed volumes (the ``distill`` strategy:
+        synthetic volumes derived from this site's cases); empty (the default): a study that
+        would send them is refused.
     """
 
     data_root: Path
@@ -166,6 +170,7 @@ class SiteConfig:
     audit_log: Path | None = None
     min_cases_per_metric: int = DEFAULT_MIN_CASES
     share_case_values: tuple[str, ...] = ()
+    allow_condensed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_root", Path(self.data_root))
@@ -206,6 +211,12 @@ class SiteConfig:
                 f"share_case_values = {list(shared)!r}: give dataset names (non-empty strings)"
             )
         object.__setattr__(self, "share_case_values", tuple(sorted(set(shared))))
+        condensed = tuple(self.allow_condensed)
+        if not all(isinstance(d, str) and d.strip() for d in condensed):
+            raise SiteConfigError(
+                f"allow_condensed = {list(condensed)!r}: give dataset names (non-empty strings)"
+            )
+        object.__setattr__(self, "allow_condensed", tuple(sorted(set(condensed))))
 
     def shares_cases(self, dataset: str | None) -> bool:
         """Whether a study on ``dataset`` may receive per-case metric values from this site."""
@@ -247,11 +258,14 @@ class SiteConfig:
             return []
         return [a for a in self.approved_studies if a.study_hash.startswith(digest)]
 
-    def refusal(self, study_hash: str, name: str, dataset: str | None) -> str | None:
+    def refusal(
+        self, study_hash: str, name: str, dataset: str | None, *, condensed: bool = False
+    ) -> str | None:
         """Why this site refuses the study (``None``: it may run).
 
         Unapproved hashes are refused when ``require_approval`` is set; a dataset outside a
-        non-empty ``allowed_datasets`` always.
+        non-empty ``allowed_datasets`` always; a study that would receive condensed volumes
+        (``condensed``) unless its dataset is in ``allow_condensed``.
         """
         digest = _study_hash(study_hash)
         if self.require_approval and self.approval(digest) is None:
@@ -265,6 +279,14 @@ class SiteConfig:
                 f"refused: study sha256:{digest} ({name!r}) {named}; this site allows "
                 f"{', '.join(self.allowed_datasets)} only (the custodian runs `neurofed site "
                 "allow-dataset NAME` to allow another)"
+            )
+        if condensed and (dataset is None or dataset not in self.allow_condensed):
+            named = "names no dataset" if dataset is None else f"is on dataset {dataset!r}"
+            return (
+                f"refused: study sha256:{digest} ({name!r}) would send synthetic volumes "
+                f"condensed from this site's cases (strategy distill) and {named}, which this "
+                "site does not allow; the custodian runs `neurofed site allow-condensed "
+                "DATASET` to allow it for a study that names that dataset"
             )
         return None
 
@@ -295,6 +317,8 @@ class SiteConfig:
             out["min_cases_per_metric"] = self.min_cases_per_metric
         if self.share_case_values:
             out["share_case_values"] = list(self.share_case_values)
+        if self.allow_condensed:
+            out["allow_condensed"] = list(self.allow_condensed)
         if self.guarded:
             out["require_approval"] = self.require_approval
             out["approved_studies"] = {a.study_hash: a.to_json() for a in self.approved_studies}
@@ -345,6 +369,7 @@ class SiteConfig:
                 share_case_values=_read_names(
                     data.get("share_case_values", []), "share_case_values"
                 ),
+                allow_condensed=_read_names(data.get("allow_condensed", []), "allow_condensed"),
             )
         except SiteConfigError as exc:
             raise SiteConfigError(f"{path}: {exc}") from None

@@ -25,7 +25,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,9 +39,11 @@ from neurofed.federated.protocol import (
     ValidateResult,
 )
 from neurofed.federated.site.config import SiteConfig
+from neurofed.federated.site.distill import condensed_payload
 from neurofed.federated.site.keeper import StateKeeper
 from neurofed.federated.site.personalised import PersonalisedModel
 from neurofed.federated.site.state import PERSONALISED_MODEL, case_order_seed
+from neurofed.federated.strategies.distill import DistillParams
 from neurofed.federated.study import Study, StudyKind
 from neurofed.federated.study.plan import PLAN_FILE, check_plan
 from neurofed.federated.update import Parameters
@@ -212,11 +214,18 @@ class StudyTraining:
 
     # -- tasks -----------------------------------------------------------------------------------
 
-    def train(self, round_number: int, params: Parameters) -> TrainResult:
+    def train(
+        self,
+        round_number: int,
+        params: Parameters,
+        class_logits: Mapping[str, np.ndarray] | None = None,
+    ) -> TrainResult:
         """Load the global parameters, train ``local_epochs``, return the new ones.
 
         A Ditto site also trains its personalised model; after the study's last round it is
-        saved in the state folder.
+        saved in the state folder. Under ``distill`` the site also condenses its payload from
+        the global model (:mod:`neurofed.federated.site.distill`; ``class_logits`` are the
+        federation's, sent with the task).
         """
         if round_number < 1:
             raise ProtocolError(f"round {round_number} is invalid: rounds start at 1")
@@ -224,6 +233,12 @@ class StudyTraining:
         personal = self.personalised
         self.keeper.restore(round_number - 1, trainer, personal)
         trainer.set_parameters(params)  # local entries (FedBN) stay as they are
+        condensed: dict[str, np.ndarray] = {}
+        if isinstance(self.study.strategy_params, DistillParams):
+            seed = (case_order_seed(self.state_dir) + round_number) % 2**31
+            condensed = condensed_payload(
+                trainer, self.study.strategy_params, class_logits or {}, seed
+            )
         if personal is not None:
             personal.start_from(trainer)  # v starts as the site's view of the first global model
         metrics = _fit(trainer, self.study, round_number)
@@ -245,6 +260,7 @@ class StudyTraining:
             num_examples=int(trainer.num_examples),
             label_counts=label_counts(trainer.train_data),
             metrics=metrics,
+            condensed=condensed,
         )
 
     def validate(self, round_number: int, params: Parameters) -> ValidateResult:

@@ -207,7 +207,7 @@ class SiteWorker:
         training.accept_plan(request.decode_plan())
         arrays = {str(k): np.asarray(v) for k, v in params.items()}
         if task == TaskName.TRAIN.value:
-            return training.train(request.round, arrays)
+            return training.train(request.round, arrays, request.class_logits)
         return training.validate(request.round, arrays)
 
     def _reason(self, exc: BaseException) -> str:

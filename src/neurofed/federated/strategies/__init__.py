@@ -3,7 +3,7 @@
 Examples
 --------
 >>> [str(n) for n in strategy_names()]  # doctest: +NORMALIZE_WHITESPACE
-['fedavg', 'fedprox', 'fedadam', 'fedyogi', 'fedbn', 'ditto', 'median', 'trimmed-mean']
+['fedavg', 'fedprox', 'fedadam', 'fedyogi', 'fedbn', 'ditto', 'median', 'trimmed-mean', 'distill']
 """
 
 from neurofed.federated.strategies.base import (
@@ -12,6 +12,7 @@ from neurofed.federated.strategies.base import (
     StrategyName,
     StrategyParams,
 )
+from neurofed.federated.strategies.distill import Distill, DistillParams
 from neurofed.federated.strategies.ditto import Ditto, DittoParams
 from neurofed.federated.strategies.fedadam import FedAdam
 from neurofed.federated.strategies.fedavg import FedAvg
@@ -31,6 +32,8 @@ from neurofed.federated.strategies.trimmed_mean import TrimmedMean, TrimmedMeanP
 __all__ = [
     "NORM_PATTERNS",
     "ClientSettings",
+    "Distill",
+    "DistillParams",
     "Ditto",
     "DittoParams",
     "FedAdam",

@@ -55,6 +55,7 @@ class StrategyName(StrEnum):
     DITTO = "ditto"
     MEDIAN = "median"
     TRIMMED_MEAN = "trimmed-mean"
+    DISTILL = "distill"
 
 
 def check_number(owner: object, name: str, low: float, high: float, fix: str) -> None:

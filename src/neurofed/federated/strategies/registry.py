@@ -20,6 +20,7 @@ from typing import Any
 from neurofed.config import look_up
 from neurofed.federated.heads import HeadMap
 from neurofed.federated.strategies.base import Strategy, StrategyName, StrategyParams
+from neurofed.federated.strategies.distill import Distill
 from neurofed.federated.strategies.ditto import Ditto
 from neurofed.federated.strategies.fedadam import FedAdam
 from neurofed.federated.strategies.fedavg import FedAvg
@@ -72,6 +73,7 @@ def get_strategy(
     return get_strategy_type(name)(params, heads=heads)
 
 
-for _strategy in (FedAvg, FedProx, FedAdam, FedYogi, FedBN, Ditto, Median, TrimmedMean):
+_ALL = (FedAvg, FedProx, FedAdam, FedYogi, FedBN, Ditto, Median, TrimmedMean, Distill)
+for _strategy in _ALL:
     register_strategy(_strategy)
 del _strategy

@@ -21,7 +21,12 @@ from neurofed.artifacts import shown
 from neurofed.config import ConfigBase, is_local, look_up
 from neurofed.federated.heads import heads_for_model
 from neurofed.federated.selection import Selection
-from neurofed.federated.strategies import Strategy, get_strategy, get_strategy_type
+from neurofed.federated.strategies import (
+    Strategy,
+    StrategyName,
+    get_strategy,
+    get_strategy_type,
+)
 from neurofed.federated.study.evaluation import Evaluation, EvaluationError, parse_evaluation
 from neurofed.federated.study.initial_model import (
     INITIAL_MODEL_KEYS,
@@ -249,6 +254,11 @@ def _parse_strategy(
         strategy = get_strategy(strategy_type.name, table, heads=heads_for_model(task.model_name))
     except (ValueError, TypeError) as error:
         raise StudyError(f"{where}: {error}") from None
+    if strategy.name is StrategyName.DISTILL and task.task_id is not TaskId.GLIOMA_MULTITASK:
+        raise StudyError(
+            f"{where}: strategy 'distill' trains the marker heads of glioma-multitask; this "
+            f"study's task is {task.task_id.value!r}: choose another strategy"
+        )
     patterns = strategy.client_settings().local_parameters
     if patterns:
         names = _state_names(task, model)

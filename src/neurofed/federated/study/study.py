@@ -646,6 +646,11 @@ class Study:
             + (
                 "aggregate metrics (sums and counts) only"
                 if self.kind is StudyKind.EVALUATE
+                else "model parameters, class-mean logits of classes of at least "
+                f"{getattr(self.strategy_params, 'n_min', 0)} cases and SYNTHETIC VOLUMES "
+                "condensed from the site's cases (derived patient data; sent only where the "
+                "custodian ran `neurofed site allow-condensed`), and aggregate metrics"
+                if self.strategy is StrategyName.DISTILL
                 else "model parameters and aggregate metrics (sums and counts) only"
             ),
             "  code       none travels: task, model and strategy are names of installed code",

@@ -1,0 +1,171 @@
+"""The ``distill`` strategy end to end in-process: a site allowed to send condensed volumes sends
+them with class-mean logits of classes of n_min cases only; the server trains the marker heads on
+them after FedAvg and sends the federation's class logits back; a site whose custodian did not
+allow it refuses the study; a payload that copies a real case is withheld at the site; a
+malformed payload fails that site only."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neurofed.federated.condensed import HEAD_CLASSES
+from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName
+from neurofed.federated.server import FederatedRun, RoundRecord
+from neurofed.federated.site.config import SiteConfig
+from neurofed.federated.site.worker import SiteWorker
+from neurofed.federated.study import Study, StudyError
+from tests.training.conftest import glioma_site
+
+__all__ = ["glioma_site"]
+
+STUDY = """\
+name = "tiny-distill"
+rounds = 2
+min_sites = 1
+seed = 7
+dataset = "phantom-glioma"
+
+[task]
+id = "glioma-multitask"
+
+[model]
+base_filters = 4
+
+[strategy]
+name = "distill"
+n_min = 2
+images_per_class = 1
+condense_steps = 10
+server_epochs = 20
+server_lr = 0.01
+similarity_max = {similarity_max}
+
+[selection]
+metric = "WT/dice"
+direction = "max"
+
+[train]
+batch_size = 2
+samples_per_epoch = 2
+augment = false
+
+[train.preprocess]
+spacing = [2.0, 2.0, 2.0]
+spatial_shape = [24, 24, 24]
+"""
+
+
+def _study(similarity_max: float = 0.5) -> Study:
+    return Study.from_toml(STUDY.format(similarity_max=similarity_max))
+
+
+def _train(run: FederatedRun, worker: SiteWorker, round_number: int) -> SiteAnswer:
+    meta = run.task_request(round_number).encode()
+    return worker.handle(TaskName.TRAIN.value, run.params, meta)
+
+
+def _wire(answer: SiteAnswer, site: str) -> SiteAnswer:
+    """``answer`` as the server reads it after the wire."""
+    return SiteAnswer.decode(TaskName.TRAIN, site, answer.params, answer.meta)
+
+
+def test_two_rounds_of_distill_send_condensed_volumes_and_train_the_heads(
+    tmp_path: Path, glioma_site: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    study = _study()
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1"])
+    config = SiteConfig(glioma_site, device="cpu", allow_condensed=("phantom-glioma",))
+    worker = SiteWorker("site-1", config)
+
+    with caplog.at_level(logging.INFO):
+        answer = _train(run, worker, 1)
+    assert answer.error is None, answer.error
+    payload = answer.meta[MetaField.CONDENSED.value]
+    assert payload["volumes"].dtype == np.float16 and payload["volumes"].shape[1:] == (
+        4,
+        24,
+        24,
+        24,
+    )
+    for head in HEAD_CLASSES:
+        counts = payload[f"class_counts/{head}"]
+        assert np.all((counts == 0) | (counts >= 2))
+    assert any("nearest real case NCC" in r.getMessage() for r in caplog.records)
+    before = {k: v.copy() for k, v in run.params.items()}
+    record = RoundRecord(round=1)
+    assert run.record_training(record, ["site-1"], [_wire(answer, "site-1")])
+
+    heads_changed = [k for k in run.params if k.startswith("heads.")]
+    assert heads_changed and all(np.isfinite(run.params[k]).all() for k in heads_changed)
+    assert run.state.scalars["condensed_volumes"] == len(payload["volumes"])
+    assert run.state.scalars["distill_loss_last"] < run.state.scalars["distill_loss_first"]
+    assert any(not np.array_equal(before[k], run.params[k]) for k in heads_changed)
+    # the next round carries the federation's class logits to the sites
+    meta = run.task_request(2).encode()
+    sent = meta[MetaField.CLASS_LOGITS.value]
+    assert set(sent) >= {"class_logits/idh", "class_counts/idh"}
+    second = _train(run, worker, 2)
+    assert second.error is None
+    assert run.record_training(RoundRecord(round=2), ["site-1"], [_wire(second, "site-1")])
+
+
+def test_a_site_refuses_distill_unless_its_custodian_allowed_condensed_volumes(
+    tmp_path: Path, glioma_site: Path
+) -> None:
+    run = FederatedRun(_study(), tmp_path / "run")
+    run.start(["site-1"])
+    worker = SiteWorker("site-1", SiteConfig(glioma_site, device="cpu"))
+
+    answer = _train(run, worker, 1)
+
+    assert answer.meta.get(MetaField.REFUSED.value) is True
+    assert "allow-condensed" in answer.meta[MetaField.ERROR.value]
+    assert MetaField.CONDENSED.value not in answer.meta
+
+
+def test_a_volume_too_like_a_real_case_is_withheld_and_the_round_goes_on(
+    tmp_path: Path, glioma_site: Path
+) -> None:
+    run = FederatedRun(_study(similarity_max=0.0), tmp_path / "run")  # every volume too similar
+    run.start(["site-1"])
+    config = SiteConfig(glioma_site, device="cpu", allow_condensed=("phantom-glioma",))
+
+    answer = _train(run, SiteWorker("site-1", config), 1)
+
+    assert answer.error is None
+    payload = answer.meta[MetaField.CONDENSED.value]
+    assert "volumes" not in payload and int(payload["withheld"][0]) >= 1
+    assert "class_logits/idh" in payload  # the aggregates still go
+    assert run.record_training(RoundRecord(round=1), ["site-1"], [_wire(answer, "site-1")])
+    assert run.state.scalars.get("condensed_volumes", 0.0) == 0.0
+
+
+def test_a_malformed_payload_fails_that_site_only(tmp_path: Path, glioma_site: Path) -> None:
+    run = FederatedRun(_study(), tmp_path / "run")
+    run.start(["site-1", "site-2"])
+    config = SiteConfig(glioma_site, device="cpu", allow_condensed=("phantom-glioma",))
+    answer = _train(run, SiteWorker("site-1", config), 1)
+    honest = _wire(answer, "site-1")
+    meta = dict(answer.meta)
+    bad = dict(meta[MetaField.CONDENSED.value])
+    bad["class_counts/idh"] = np.array([1, 1])  # two patients: below n_min, must be suppressed
+    bad["class_logits/idh"] = np.array([[0.3], [0.2]], np.float32)
+    meta[MetaField.CONDENSED.value] = bad
+    liar = SiteAnswer.decode(TaskName.TRAIN, "site-2", answer.params, meta)
+    record = RoundRecord(round=1)
+
+    assert run.record_training(record, ["site-1", "site-2"], [honest, liar])
+
+    assert "must be suppressed" in record.failed["site-2"] and record.accepted == ["site-1"]
+
+
+def test_distill_is_for_the_multitask_glioma_network_only() -> None:
+    text = STUDY.format(similarity_max=0.5).replace('"glioma-multitask"', '"tumor-regions"')
+    text = text.replace("[model]\nbase_filters = 4\n", "")
+    with pytest.raises(StudyError, match="distill' trains the marker heads of glioma-multitask"):
+        Study.from_toml(text)
