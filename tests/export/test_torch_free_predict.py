@@ -65,8 +65,16 @@ def test_predict_on_an_exported_folder_imports_no_torch_and_matches_pytorch(
 
     got = json.loads((tmp_path / "onnx" / "case" / "prediction.json").read_text())
     want = json.loads((tmp_path / "torch" / "case" / "prediction.json").read_text())
-    assert got["results"] == want["results"]
     assert got["model"]["sha256"] != want["model"]["sha256"]
-    a = np.asarray(nib.load(tmp_path / "onnx" / "case" / "segmentation.nii.gz").dataobj)
+    onnx = nib.load(tmp_path / "onnx" / "case" / "segmentation.nii.gz")
+    a = np.asarray(onnx.dataobj)
     b = np.asarray(nib.load(tmp_path / "torch" / "case" / "segmentation.nii.gz").dataobj)
     assert a.shape == SHAPE and np.mean(a != b) < 1e-4
+    # the results agree up to the few voxels whose probability lies at the threshold, where
+    # ONNX Runtime's arithmetic (within 1e-4 of PyTorch's) may fall on the other side
+    differ = int(np.sum(a != b))
+    voxel_ml = float(np.prod(onnx.header.get_zooms()[:3])) / 1000.0
+    mine, theirs = got["results"], want["results"]
+    assert mine.keys() == theirs.keys()
+    assert abs(mine["lesion_count"] - theirs["lesion_count"]) <= differ
+    assert abs(mine["total_volume_ml"] - theirs["total_volume_ml"]) <= differ * voxel_ml + 1e-3
