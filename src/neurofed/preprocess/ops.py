@@ -55,6 +55,7 @@ from neurofed.preprocess.skull import (
     detect_skull_stripped,
     extract_brain,
 )
+from neurofed.preprocess.volumes import border_values, check_affine, otsu_threshold
 
 __all__ = [
     "CaseArrays",
@@ -95,12 +96,7 @@ def _check(image: FloatImage, label: LabelMap | None, affine: npt.ArrayLike) -> 
             f"label: shape {label.shape} differs from the image's {image.shape[1:]}; "
             "resample the label onto the image grid"
         )
-    matrix = np.asarray(affine, dtype=np.float64)
-    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
-        raise PreprocessError(f"affine: got {matrix.tolist()}; expected a finite 4x4 matrix")
-    if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
-        raise PreprocessError("affine: its 3x3 part is singular; fix the scan's header")
-    return matrix
+    return check_affine(affine)
 
 
 def reorient_to_ras(image: FloatImage, label: LabelMap | None, affine: npt.ArrayLike) -> CaseArrays:
@@ -187,25 +183,6 @@ def resample_to_spacing(
     return CaseArrays(new_image, new_label, new_affine)
 
 
-def _otsu_threshold(values: npt.NDArray[np.float64], bins: int = 256) -> float:
-    counts, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight_low = np.cumsum(counts)
-    weight_high = weight_low[-1] - weight_low
-    mean_low = np.cumsum(counts * centres) / np.maximum(weight_low, 1)
-    total = float((counts * centres).sum())
-    mean_high = (total - np.cumsum(counts * centres)) / np.maximum(weight_high, 1)
-    between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(edges[int(np.argmax(between[:-1])) + 1])
-
-
-def _border(mask: Mask) -> Mask:
-    inner = tuple(slice(1, -1) if n > 2 else slice(0, 0) for n in mask.shape)
-    border = np.ones(mask.shape, dtype=bool)
-    border[inner] = False
-    return mask[border]
-
-
 def brain_mask(
     image: FloatImage, *, zero_border_fraction: float = 0.9
 ) -> tuple[Mask, BrainMaskMethod]:
@@ -232,7 +209,7 @@ def brain_mask(
     nonzero = np.any(image != 0, axis=0)  # (X, Y, Z)
     if not nonzero.any():
         raise PreprocessError("image is all zero: no brain to mask; run `neurofed site check`")
-    if float(np.mean(~_border(nonzero))) >= zero_border_fraction:
+    if float(np.mean(~border_values(nonzero))) >= zero_border_fraction:
         return ndimage.binary_fill_holes(nonzero), BrainMaskMethod.NONZERO
     scaled = np.zeros(image.shape[1:], dtype=np.float64)
     for channel in image:
@@ -241,7 +218,7 @@ def brain_mask(
     smooth = ndimage.gaussian_filter(scaled / len(image), sigma=1.0)
     if float(smooth.max() - smooth.min()) <= 1e-12 * max(1.0, float(np.abs(smooth).max())):
         raise PreprocessError("image is constant: no brain to mask; run `neurofed site check`")
-    components, _ = ndimage.label(smooth > _otsu_threshold(smooth.ravel()))
+    components, _ = ndimage.label(smooth > otsu_threshold(smooth.ravel()))
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     largest = components == int(np.argmax(sizes))

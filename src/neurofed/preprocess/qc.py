@@ -73,6 +73,7 @@ from neurofed.preprocess.harmonise import Registration
 from neurofed.preprocess.ops import HarmonisedCase, brain_mask
 from neurofed.preprocess.params import PreprocessError
 from neurofed.preprocess.skull import BRAIN_ML, detect_skull_stripped, judge_brain_mask
+from neurofed.preprocess.volumes import voxel_ml
 
 __all__ = [
     "BrainMaskMeasures",
@@ -453,7 +454,7 @@ def _anatomy(case: HarmonisedCase, reference: Channel) -> BrainMaskMeasures | No
     if case.extraction is None:
         return BrainMaskMeasures(head=not stripped.stripped, reason=stripped.reason)
     mask = case.extraction.mask
-    ml = float(mask.sum()) * float(abs(np.linalg.det(case.affine[:3, :3]))) / 1000.0
+    ml = float(mask.sum()) * voxel_ml(case.affine)
     problems = tuple(judge_brain_mask(mask, case.affine))
     return BrainMaskMeasures(True, stripped.reason, round(ml, 1), problems)
 

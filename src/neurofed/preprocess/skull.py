@@ -50,8 +50,16 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from neurofed.data.nifti import voxel_spacing
 from neurofed.keys import Modality
 from neurofed.preprocess.params import PreprocessError
+from neurofed.preprocess.volumes import (
+    Affine,
+    border_values,
+    check_affine,
+    otsu_threshold,
+    voxel_ml,
+)
 
 __all__ = [
     "BRAIN_ML",
@@ -70,7 +78,6 @@ __all__ = [
 
 Volume = npt.NDArray[np.floating[Any]]  # (X, Y, Z)
 Mask = npt.NDArray[np.bool_]  # (X, Y, Z)
-Affine = npt.NDArray[np.float64]  # (4, 4)
 
 #: Plausible volume (mL) of an adult brain mask: intracranial volume is about 1.1-1.9 L, and
 #: masks often keep some extra-axial CSF; the phantom's MNI152-sized brains reach 2.1 L at scale 1.
@@ -187,43 +194,6 @@ def _check_volume(name: str, image: npt.ArrayLike) -> Volume:
     return array
 
 
-def _check_affine(affine: npt.ArrayLike) -> Affine:
-    matrix = np.asarray(affine, dtype=np.float64)
-    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
-        raise PreprocessError(f"affine: got {np.asarray(affine).tolist()}; expected a finite 4x4")
-    if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
-        raise PreprocessError("affine: its 3x3 part is singular; fix the scan's header")
-    return matrix
-
-
-def _spacing(affine: Affine) -> npt.NDArray[np.float64]:
-    return np.asarray(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), dtype=np.float64)
-
-
-def _voxel_ml(affine: Affine) -> float:
-    return float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
-
-
-def _otsu(values: npt.NDArray[np.floating[Any]], bins: int = 256) -> float:
-    counts, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    low = np.cumsum(counts)
-    high = low[-1] - low
-    cumulative = np.cumsum(counts * centres)
-    mean_low = cumulative / np.maximum(low, 1)
-    mean_high = (cumulative[-1] - cumulative) / np.maximum(high, 1)
-    between = low * high * (mean_low - mean_high) ** 2
-    return float(edges[int(np.argmax(between[:-1])) + 1])
-
-
-def _border(array: npt.NDArray[Any], width: int = 1) -> npt.NDArray[Any]:
-    """The voxels within ``width`` of any face, flattened."""
-    inner = tuple(slice(width, -width) if n > 2 * width else slice(0, 0) for n in array.shape)
-    keep = np.ones(array.shape, dtype=bool)
-    keep[inner] = False
-    return array[keep]
-
-
 def _largest(mask: Mask) -> Mask:
     labels, count = ndimage.label(mask)
     if count <= 1:
@@ -269,7 +239,7 @@ def _coarse(
     image: Volume, affine: Affine
 ) -> tuple[npt.NDArray[np.float32], Mask, npt.NDArray[np.float64]]:
     """Smoothed image and non-zero mask on a grid of about ``_DETECT_MM``, and its spacing."""
-    spacing = _spacing(affine)
+    spacing = np.asarray(voxel_spacing(affine))
     smooth = ndimage.gaussian_filter(
         np.asarray(image, dtype=np.float32), sigma=tuple(_SMOOTH_MM / spacing), mode="nearest"
     )
@@ -322,17 +292,17 @@ def detect_skull_stripped(image: npt.ArrayLike, affine: npt.ArrayLike) -> Stripp
     (True, False)
     """
     volume = _check_volume("image", image)
-    matrix = _check_affine(affine)
+    matrix = check_affine(affine)
     if not np.all(np.isfinite(volume)):
         raise PreprocessError("image: has NaN or infinite voxels; run `neurofed site check`")
     nonzero_any = volume != 0
     if not nonzero_any.any():
         raise PreprocessError("image is all zero: nothing to judge; run `neurofed site check`")
-    zero_border = float(np.mean(_border(~nonzero_any)))
+    zero_border = float(np.mean(border_values(~nonzero_any)))
     smooth, nonzero, spacing = _coarse(volume, matrix)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    tissue_level = _otsu(smooth.ravel())
-    air = _border(smooth, _BORDER_VOXELS)
+    tissue_level = otsu_threshold(smooth.ravel())
+    air = border_values(smooth, _BORDER_VOXELS)
     air = air[air < tissue_level]
     level = 0.0
     if air.size:
@@ -435,7 +405,7 @@ def extract_brain(
             f"extract_brain: unknown method {str(method)!r}{hint}; available: {', '.join(names)}"
         ) from None
     volume = _check_volume("image", image)
-    matrix = _check_affine(affine)
+    matrix = check_affine(affine)
     if not np.all(np.isfinite(volume)):
         raise PreprocessError("image: has NaN or infinite voxels; run `neurofed site check`")
     if not np.any(volume != 0):
@@ -487,7 +457,7 @@ def extraction_record(
             "seconds": round(extraction.seconds, 3),
         }
         if affine is not None:
-            record["volume_ml"] = round(float(extraction.mask.sum()) * _voxel_ml(affine), 1)
+            record["volume_ml"] = round(float(extraction.mask.sum()) * voxel_ml(affine), 1)
     return record
 
 
@@ -496,7 +466,7 @@ def _face_contacts(mask: Mask, affine: Affine) -> list[tuple[str, float]]:
     import nibabel as nib
 
     codes = nib.orientations.aff2axcodes(affine)
-    spacing = _spacing(affine)
+    spacing = np.asarray(voxel_spacing(affine))
     out = []
     for axis in range(3):
         others = [a for a in range(3) if a != axis]
@@ -528,8 +498,8 @@ def judge_brain_mask(mask: npt.ArrayLike, affine: npt.ArrayLike) -> list[str]:
 skull-stripped; extract the brain first (neurofed.preprocess.skull.extract_brain)'
     """
     volume = _check_volume("mask", mask).astype(bool)
-    matrix = _check_affine(affine)
-    ml = float(volume.sum()) * _voxel_ml(matrix)
+    matrix = check_affine(affine)
+    ml = float(volume.sum()) * voxel_ml(matrix)
     if ml == 0.0:
         return ["the mask is empty: no brain was found; check that the scan shows a head"]
     low, high = BRAIN_ML
@@ -559,7 +529,7 @@ skull-stripped; extract the brain first (neurofed.preprocess.skull.extract_brain
         )
     labels, count = ndimage.label(volume)
     if count > 1:
-        sizes = np.bincount(labels.ravel())[1:] * _voxel_ml(matrix)
+        sizes = np.bincount(labels.ravel())[1:] * voxel_ml(matrix)
         pieces = np.sort(sizes)[::-1]
         extra = pieces[1:][pieces[1:] >= _PIECE_ML]
         if extra.size:
