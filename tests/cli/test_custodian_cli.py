@@ -120,6 +120,19 @@ def test_allowed_datasets_are_set_and_listed(kit: Path) -> None:
     assert json.loads(listed.output)["allowed_datasets"] == ["fets"]
 
 
+def test_condensed_volumes_are_allowed_per_dataset_and_listed(kit: Path) -> None:
+    runner.invoke(app, ["site", "allow-condensed", "fets", "brats", "--kit", str(kit)])
+    removed = runner.invoke(app, ["site", "allow-condensed", "fets", "--remove", "--kit", str(kit)])
+    listed = runner.invoke(app, ["site", "list", "--kit", str(kit)])
+
+    assert removed.exit_code == 0 and "condensed volumes allowed for: brats" in removed.output
+    assert load_kit_config(kit).allow_condensed == ("brats",)
+    assert load_kit_config(kit).allowed_datasets == ()  # the other list is untouched
+    assert "condensed volumes (strategy distill) allowed for: brats" in listed.output
+    runner.invoke(app, ["site", "allow-condensed", "brats", "--remove", "--kit", str(kit)])
+    assert load_kit_config(kit).allow_condensed == ()
+
+
 def test_audit_prints_the_log_and_names_a_tampered_line(kit: Path) -> None:
     # Prepare: what a site writes for one accepted study
     config = load_kit_config(kit)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -247,13 +247,9 @@ def list_studies(
         console.print(f"  {entry.study_hash[:16]}  {entry.approved_at}  {entry.name}")
 
 
-@site_app.command("allow-dataset")
-def allow_dataset(
-    names: Annotated[list[str], typer.Argument(help="Dataset names (a study's `dataset`).")],
-    kit: KitOption = None,
-    remove: Annotated[bool, typer.Option(help="Stop allowing these datasets.")] = False,
-) -> None:
-    """Allow studies on these datasets only (an empty list allows any dataset)."""
+def _edit_datasets(kit: Path | None, field: str, names: list[str], remove: bool) -> list[str]:
+    """Add ``names`` to (or ``remove`` them from) the site config's dataset list ``field``;
+    returns the new list."""
     from dataclasses import replace
 
     from neurofed.federated.engine.kit import save_kit_config
@@ -261,10 +257,22 @@ def allow_dataset(
 
     root, config = _load(kit)
     assert isinstance(config, SiteConfig)
-    current = set(config.allowed_datasets)
+    current = set(getattr(config, field))
     wanted = current - set(names) if remove else current | set(names)
-    save_kit_config(root, replace(config, allowed_datasets=tuple(wanted)))
-    console.print(f"datasets allowed: {', '.join(sorted(wanted)) or 'any'}")
+    changes: dict[str, Any] = {field: tuple(wanted)}
+    save_kit_config(root, replace(config, **changes))
+    return sorted(wanted)
+
+
+@site_app.command("allow-dataset")
+def allow_dataset(
+    names: Annotated[list[str], typer.Argument(help="Dataset names (a study's `dataset`).")],
+    kit: KitOption = None,
+    remove: Annotated[bool, typer.Option(help="Stop allowing these datasets.")] = False,
+) -> None:
+    """Allow studies on these datasets only (an empty list allows any dataset)."""
+    wanted = _edit_datasets(kit, "allowed_datasets", names, remove)
+    console.print(f"datasets allowed: {', '.join(wanted) or 'any'}")
 
 
 @site_app.command("allow-condensed")
@@ -276,17 +284,8 @@ def allow_condensed(
     """Let studies on these datasets receive synthetic volumes condensed from this site's cases
     (strategy distill). They are derived patient data: published work finds condensation gives
     no dependable privacy. Each volume is checked against the site's cases before it leaves."""
-    from dataclasses import replace
-
-    from neurofed.federated.engine.kit import save_kit_config
-    from neurofed.federated.site.config import SiteConfig
-
-    root, config = _load(kit)
-    assert isinstance(config, SiteConfig)
-    current = set(config.allow_condensed)
-    wanted = current - set(names) if remove else current | set(names)
-    save_kit_config(root, replace(config, allow_condensed=tuple(wanted)))
-    console.print(f"condensed volumes allowed for: {', '.join(sorted(wanted)) or 'no dataset'}")
+    wanted = _edit_datasets(kit, "allow_condensed", names, remove)
+    console.print(f"condensed volumes allowed for: {', '.join(wanted) or 'no dataset'}")
 
 
 @site_app.command("audit")

@@ -193,30 +193,19 @@ class SiteConfig:
         if len(set(hashes)) != len(hashes):
             raise SiteConfigError("approved_studies: a study hash is listed twice")
         object.__setattr__(self, "approved_studies", approvals)
-        datasets = tuple(self.allowed_datasets)
-        if not all(isinstance(d, str) and d.strip() for d in datasets):
-            raise SiteConfigError(
-                f"allowed_datasets = {list(datasets)!r}: give dataset names (non-empty strings)"
-            )
-        object.__setattr__(self, "allowed_datasets", tuple(sorted(set(datasets))))
         minimum = self.min_cases_per_metric
         if isinstance(minimum, bool) or not isinstance(minimum, int) or not 1 <= minimum <= 10**6:
             raise SiteConfigError(
                 f"min_cases_per_metric = {minimum!r}: use a whole number of cases >= 1 "
                 f"(default {DEFAULT_MIN_CASES})"
             )
-        shared = tuple(self.share_case_values)
-        if not all(isinstance(d, str) and d.strip() for d in shared):
-            raise SiteConfigError(
-                f"share_case_values = {list(shared)!r}: give dataset names (non-empty strings)"
-            )
-        object.__setattr__(self, "share_case_values", tuple(sorted(set(shared))))
-        condensed = tuple(self.allow_condensed)
-        if not all(isinstance(d, str) and d.strip() for d in condensed):
-            raise SiteConfigError(
-                f"allow_condensed = {list(condensed)!r}: give dataset names (non-empty strings)"
-            )
-        object.__setattr__(self, "allow_condensed", tuple(sorted(set(condensed))))
+        for name in ("allowed_datasets", "share_case_values", "allow_condensed"):
+            datasets = tuple(getattr(self, name))
+            if not all(isinstance(d, str) and d.strip() for d in datasets):
+                raise SiteConfigError(
+                    f"{name} = {list(datasets)!r}: give dataset names (non-empty strings)"
+                )
+            object.__setattr__(self, name, tuple(sorted(set(datasets))))
 
     def shares_cases(self, dataset: str | None) -> bool:
         """Whether a study on ``dataset`` may receive per-case metric values from this site."""
