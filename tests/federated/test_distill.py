@@ -169,3 +169,32 @@ def test_distill_is_for_the_multitask_glioma_network_only() -> None:
     text = text.replace("[model]\nbase_filters = 4\n", "")
     with pytest.raises(StudyError, match="distill' trains the marker heads of glioma-multitask"):
         Study.from_toml(text)
+
+
+@pytest.mark.slow
+def test_a_simulated_distill_study_carries_the_payloads_through_nvflare(
+    tmp_path: Path, glioma_site: Path
+) -> None:
+    """Two simulated sites on the real NVFlare simulator: refused without --allow-condensed,
+    trained with it (the float16 volumes cross the engine and the server trains the heads)."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from neurofed.cli.main import app
+
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY.format(similarity_max=0.5).replace("rounds = 2", "rounds = 1"))
+    other = shutil.copytree(glioma_site, tmp_path / "glioma-2")
+    args = ["simulate", str(study), "--site", str(glioma_site), "--site", str(other)]
+
+    refused = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "refused")])
+    allowed = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run"), "--allow-condensed"])
+
+    assert refused.exit_code != 0, refused.output
+    metrics = json.loads((tmp_path / "refused" / "rounds" / "1" / "metrics.json").read_text())
+    assert all("allow-condensed" in why for why in metrics["refused"].values())
+    assert allowed.exit_code == 0, allowed.output
+    metrics = json.loads((tmp_path / "run" / "rounds" / "1" / "metrics.json").read_text())
+    assert sorted(metrics["accepted"]) == ["site-1", "site-2"]
