@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from neurofed.federated.condensed import HEAD_CLASSES, HEAD_LOGITS
 from neurofed.federated.update import Parameters
 
 if TYPE_CHECKING:
@@ -378,8 +379,6 @@ class TaskRequest:
 
 
 def _class_logits(value: Any) -> dict[str, np.ndarray]:
-    from neurofed.federated.condensed import HEAD_CLASSES, HEAD_LOGITS
-
     arrays = _arrays("class_logits", value)
     for name, array in arrays.items():
         kind, _, head = name.partition("/")

@@ -179,24 +179,23 @@ def _stack(model: Model, scans: Mapping[Modality, Scan]) -> tuple[np.ndarray, li
     return np.stack(channels).astype(np.float32, copy=False), warnings
 
 
-def _brain_warnings(
-    mask_ml: float, method: BrainMaskMethod, stripped: StrippedCheck | None
-) -> list[str]:
+def _brain_warnings(mask_ml: float, method: BrainMaskMethod, stripped: StrippedCheck) -> list[str]:
     low, high = _BRAIN_ML
-    head = stripped is not None and not stripped.stripped
+    # a full head whose brain was not extracted: the model was trained without extraction
+    whole_head = not stripped.stripped and method is not BrainMaskMethod.DEEPBET
     if not low <= mask_ml <= high:
         why = (
             f"the scan shows a full head ({stripped.reason}) and this model was trained without "
             "brain extraction, so its mask is the whole head; give a skull-stripped scan, or "
             "use a model whose study extracts the brain"
-            if head and stripped is not None and method is not BrainMaskMethod.DEEPBET
+            if whole_head
             else "this does not look like a brain MRI the model can read; check the files and "
             "the modalities"
         )
         raise PredictError(
             f"the brain mask is {mask_ml:.0f} mL (a brain is {low:.0f}-{high:.0f} mL): {why}"
         )
-    if head and stripped is not None and method is not BrainMaskMethod.DEEPBET:
+    if whole_head:
         return [
             f"the scan shows a full head ({stripped.reason}), and this model was trained "
             "without brain extraction: its mask, crop and normalisation use the whole head, as "

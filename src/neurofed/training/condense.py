@@ -223,7 +223,7 @@ def condense(
             loss.backward()
             optimiser.step()
             _restore(model, saved)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -251,6 +251,8 @@ def nearest_similarity(
     reals = np.stack([c.image for c in cases]).astype(np.float64)  # (M, C, X, Y, Z)
     flat = reals.reshape(len(cases), -1)
     flat = (flat - flat.mean(axis=1, keepdims=True)) / (flat.std(axis=1, keepdims=True) + 1e-12)
+    smallest = min(reals.shape[2:])
+    window = max(3, min(7, smallest if smallest % 2 else smallest - 1))
     out = []
     for volume in volumes:
         v = np.asarray(volume, np.float64).ravel()
@@ -260,8 +262,6 @@ def nearest_similarity(
         real = torch.as_tensor(reals[nearest], dtype=torch.float32)[:, None]  # (C, 1, X, Y, Z)
         mine = torch.as_tensor(np.asarray(volume), dtype=torch.float32)[:, None]
         span = float(real.max() - real.min()) or 1.0
-        smallest = min(real.shape[2:])
-        window = max(3, min(7, smallest if smallest % 2 else smallest - 1))
         metric = SSIMMetric(spatial_dims=3, data_range=span, win_size=window)
         score = metric(mine, real)
         assert isinstance(score, torch.Tensor)
@@ -310,5 +310,5 @@ def train_heads(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
     return history

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from neurofed.artifacts import write_json_atomically
-from neurofed.federated.condensed import PayloadError, check_payload
+from neurofed.federated.condensed import PayloadError, PayloadSpec, check_payload
 from neurofed.federated.protocol import (
     MIN_SITES_FOR_CURVE,
     MergedRound,
@@ -182,10 +182,10 @@ class FederatedRun:
     def _distill(self) -> bool:
         return self.study.strategy is StrategyName.DISTILL
 
-    def _payload_failure(self, result: TrainResult) -> str | None:
+    def _payload_failure(self, result: TrainResult, spec: PayloadSpec) -> str | None:
         """Why a distill site's condensed payload is unusable (``None``: it is usable)."""
         try:
-            check_payload(result.condensed, payload_spec(self.study, self.train_config()))
+            check_payload(result.condensed, spec)
         except PayloadError as error:
             return f"malformed answer: {error}"
         return None
@@ -311,6 +311,8 @@ class FederatedRun:
         record.targets = list(targets)
         self._drop(record, targets, answers)
         updates = []
+        # what a distill site's payload may hold, once per round
+        spec = payload_spec(self.study, self.train_config()) if self._distill else None
         for answer in sorted(answers, key=lambda a: a.site_id):  # order-independent result
             site = answer.site_id
             record.note_audit_head(site, TaskName.TRAIN.value, answer.audit_head)
@@ -323,8 +325,8 @@ class FederatedRun:
                 logger.warning("round %d: %s failed: %s", record.round, site, reason)
                 record.failed[site] = str(reason)
                 continue
-            if self._distill:
-                reason = self._payload_failure(answer.result)
+            if spec is not None:
+                reason = self._payload_failure(answer.result, spec)
                 if reason is not None:
                     logger.warning("round %d: %s failed: %s", record.round, site, reason)
                     record.failed[site] = reason
