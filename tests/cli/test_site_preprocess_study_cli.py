@@ -75,6 +75,7 @@ def test_study_errors_name_the_fix(tmp_path: Path) -> None:
         app, [*base, "--study", str(plain), "--spacing", "4", "--no-registration"]
     )
     plan_alone = runner.invoke(app, [*base, "--task", "brain-age", "--plan", str(plan)])
+    strip = runner.invoke(app, [*base, "--study", str(plain), "--no-brain-extraction"])
     nothing = runner.invoke(app, base)
     # Assert
     assert no_plan.exit_code == 2 and "is planned ([plan]); pass its plan with" in no_plan.output
@@ -83,6 +84,8 @@ def test_study_errors_name_the_fix(tmp_path: Path) -> None:
     assert flags.exit_code == 2
     assert "leave out --spacing, --registration/--no-registration" in flags.output
     assert plan_alone.exit_code == 2 and "--plan goes with --study" in plan_alone.output
+    assert strip.exit_code == 2
+    assert "leave out --brain-extraction/--no-brain-extraction" in strip.output
     assert nothing.exit_code == 2 and "--study STUDY.toml" in nothing.output
     assert not (site / SiteFile.FOLDER.value / "preprocessed").exists()
 

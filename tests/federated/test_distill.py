@@ -164,6 +164,43 @@ def test_a_malformed_payload_fails_that_site_only(tmp_path: Path, glioma_site: P
     assert "must be suppressed" in record.failed["site-2"] and record.accepted == ["site-1"]
 
 
+def _payload() -> dict[str, np.ndarray]:
+    """A well-formed payload of two idh volumes (n_min 2, 1 volume per class, 4 x 8³)."""
+    out: dict[str, np.ndarray] = {
+        "volumes": np.zeros((2, 4, 8, 8, 8), np.float16),
+        "volume_class": np.array([0, 1]),
+        "withheld": np.array([0]),
+    }
+    for head, classes in HEAD_CLASSES.items():
+        out[f"soft/{head}"] = np.full((2, classes), 1.0 / classes, np.float32)
+        out[f"class_logits/{head}"] = np.zeros((classes, 1 if classes == 2 else 3), np.float32)
+        out[f"class_counts/{head}"] = np.zeros(classes, np.int64)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"volumes": np.zeros((2, 4, 8, 8, 9), np.float16)}, "volumes: float16 of shape"),
+        ({"volumes": np.full((2, 4, 8, 8, 8), np.nan, np.float16)}, "NaN or infinite"),
+        ({"volumes": np.zeros((3, 4, 8, 8, 8), np.float16)}, "at most images_per_class"),
+        ({"volume_class": np.array([0, 2])}, "classes are 0..1"),
+        ({"soft/idh": np.array([[0.9, 0.9], [0.5, 0.5]], np.float32)}, "rows must be"),
+        ({"names/subject": np.zeros(1)}, "unknown entries"),
+        ({"class_logits/mgmt": np.array([[1.0], [0.0]], np.float32)}, "suppressed class"),
+    ],
+)
+def test_a_payload_outside_the_study_is_named_and_refused(
+    change: dict[str, np.ndarray], message: str
+) -> None:
+    from neurofed.federated.condensed import PayloadError, PayloadSpec, check_payload
+
+    spec = PayloadSpec(4, (8, 8, 8), "idh", images_per_class=1, n_min=2)
+    check_payload(_payload(), spec)  # the honest one passes
+    with pytest.raises(PayloadError, match=message):
+        check_payload(_payload() | change, spec)
+
+
 def test_distill_is_for_the_multitask_glioma_network_only() -> None:
     text = STUDY.format(similarity_max=0.5).replace('"glioma-multitask"', '"tumor-regions"')
     text = text.replace("[model]\nbase_filters = 4\n", "")

@@ -124,6 +124,33 @@ def test_a_task_request_round_trips_and_a_missing_study_is_named() -> None:
     assert round_of(meta) == 2 and round_of({"round": "x"}) is None and round_of({}) is None
 
 
+def test_the_class_logits_of_a_distill_task_round_trip_and_junk_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logits = {
+        "class_logits/idh": np.array([[-1.0], [2.0]], np.float32),
+        "class_counts/idh": np.array([12, 30]),
+    }
+    request = TaskRequest(study={"name": "m"}, study_hash="ab" * 32, round=2, class_logits=logits)
+    decoded = TaskRequest.decode(request.encode())
+    assert decoded.class_logits.keys() == logits.keys()
+    np.testing.assert_array_equal(
+        decoded.class_logits["class_logits/idh"], logits["class_logits/idh"]
+    )
+    for junk in (
+        {"class_logits/ki67": np.zeros((2, 1))},  # no such head
+        {"class_logits/grade": np.zeros((3, 1))},  # grade has 3 logits
+        {"class_logits/idh": np.array([[np.nan], [0.0]])},
+        "not a table",
+    ):
+        meta = request.encode() | {"class_logits": junk}
+        with caplog.at_level("WARNING"):
+            task = TaskRequest.decode(meta)  # the task itself still runs
+        assert task.class_logits == {} and task.round == 2
+        assert "ignoring the class logits" in caplog.text
+        caplog.clear()
+
+
 def test_the_plan_codec_refuses_a_plan_whose_id_is_not_its_hash() -> None:
     assert decode_plan({}) is None and encode_plan(None) == {}
     with pytest.raises(PlanError, match="without its plan_id"):

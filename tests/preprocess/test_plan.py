@@ -24,6 +24,7 @@ from neurofed.preprocess.plan import (
     make_plan,
     pool_and_conv_props,
 )
+from neurofed.preprocess.plan_preprocessing import PlanPreprocessing, departures_from_nnunet
 from tests.preprocess.fingerprint_sites import THREE_SITES, write_sites
 
 MODALITIES = (Modality.FLAIR, Modality.T1)
@@ -303,3 +304,19 @@ def test_a_plan_that_claims_other_preprocessing_or_lacks_the_record_is_refused()
         Plan.from_json(two_channels)
     with pytest.raises(PlanError, match=r"no 'preprocessing' record.*plan again"):
         Plan.from_json(old)
+
+
+def test_brain_extraction_is_recorded_named_as_a_departure_and_old_plans_read() -> None:
+    record = PlanPreprocessing.of(PreprocessParams(brain_extraction=True), num_channels=1)
+    data = record.to_json()
+
+    assert data["brain_extraction"] is True
+    assert PlanPreprocessing.from_json(data) == record
+    assert departures_from_nnunet(record)[0].startswith("brain extraction: ")
+    plain = PlanPreprocessing.of(PreprocessParams(), num_channels=1).to_json()
+    assert "brain_extraction" not in plain  # plans written before it keep their JSON and hash
+    assert PlanPreprocessing.from_json(plain).brain_extraction is False
+    assert not any(
+        d.startswith("brain extraction")
+        for d in departures_from_nnunet(PlanPreprocessing.from_json(plain))
+    )

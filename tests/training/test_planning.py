@@ -10,7 +10,7 @@ import pytest
 from neurofed.data.loading import load_subject
 from neurofed.data.manifest import load_manifest
 from neurofed.data.splits import load_splits
-from neurofed.keys import Modality, Split
+from neurofed.keys import Modality, Split, TaskId
 from neurofed.models import DynUNetConfig
 from neurofed.preprocess.fingerprint import case_fingerprint
 from neurofed.preprocess.plan import Plan, PlanError, PlannerSettings, make_plan
@@ -92,3 +92,13 @@ def test_a_task_fingerprint_covers_the_usable_training_cases(bids_site: Path) ->
     assert fingerprint.num_cases == len(train) == 9
     assert fingerprint.num_label_foreground == with_lesions
     assert fingerprint.spacing_percentile(50) == (2.0, 2.0, 2.0)
+
+
+def test_full_head_tasks_extract_the_brain_by_default_and_glioma_tasks_do_not() -> None:
+    extract = {t: default_train_config(t).preprocess.brain_extraction for t in TaskId}
+    assert extract == {
+        TaskId.TUMOR_REGIONS: False,
+        TaskId.GLIOMA_MULTITASK: False,
+        TaskId.MS_LESION: True,
+        TaskId.BRAIN_AGE: True,
+    }
