@@ -59,6 +59,9 @@ spatial_shape = [24, 24, 24]
 """
 
 
+ALLOWED = ("phantom-glioma",)
+
+
 def _study(similarity_max: float = 0.5) -> Study:
     return Study.from_toml(STUDY.format(similarity_max=similarity_max))
 
@@ -79,7 +82,7 @@ def test_two_rounds_of_distill_send_condensed_volumes_and_train_the_heads(
     study = _study()
     run = FederatedRun(study, tmp_path / "run")
     run.start(["site-1"])
-    config = SiteConfig(glioma_site, device="cpu", allow_condensed=("phantom-glioma",))
+    config = SiteConfig(glioma_site, device="cpu", allow_condensed=ALLOWED, min_cases_per_metric=1)
     worker = SiteWorker("site-1", config)
 
     with caplog.at_level(logging.INFO):
@@ -114,6 +117,24 @@ def test_two_rounds_of_distill_send_condensed_volumes_and_train_the_heads(
     assert run.record_training(RoundRecord(round=2), ["site-1"], [_wire(second, "site-1")])
 
 
+def test_the_sites_own_minimum_of_cases_raises_the_studys_n_min(
+    tmp_path: Path, glioma_site: Path
+) -> None:
+    run = FederatedRun(_study(), tmp_path / "run")  # n_min = 2
+    run.start(["site-1"])
+    floor = SiteConfig(glioma_site, device="cpu", allow_condensed=ALLOWED, min_cases_per_metric=6)
+
+    answer = _train(run, SiteWorker("site-1", floor), 1)
+
+    assert answer.error is None, answer.error
+    payload = answer.meta[MetaField.CONDENSED.value]
+    counts = np.concatenate([payload[f"class_counts/{head}"] for head in HEAD_CLASSES])
+    assert np.all((counts == 0) | (counts >= 6)), counts
+    classes = payload.get("volume_class", np.zeros(0, np.int64)).tolist()
+    idh = payload["class_counts/idh"]
+    assert all(idh[k] >= 6 for k in classes)  # volumes only of classes the floor lets through
+
+
 def test_a_site_refuses_distill_unless_its_custodian_allowed_condensed_volumes(
     tmp_path: Path, glioma_site: Path
 ) -> None:
@@ -133,7 +154,7 @@ def test_a_volume_too_like_a_real_case_is_withheld_and_the_round_goes_on(
 ) -> None:
     run = FederatedRun(_study(similarity_max=0.0), tmp_path / "run")  # every volume too similar
     run.start(["site-1"])
-    config = SiteConfig(glioma_site, device="cpu", allow_condensed=("phantom-glioma",))
+    config = SiteConfig(glioma_site, device="cpu", allow_condensed=ALLOWED, min_cases_per_metric=1)
 
     answer = _train(run, SiteWorker("site-1", config), 1)
 
@@ -148,7 +169,7 @@ def test_a_volume_too_like_a_real_case_is_withheld_and_the_round_goes_on(
 def test_a_malformed_payload_fails_that_site_only(tmp_path: Path, glioma_site: Path) -> None:
     run = FederatedRun(_study(), tmp_path / "run")
     run.start(["site-1", "site-2"])
-    config = SiteConfig(glioma_site, device="cpu", allow_condensed=("phantom-glioma",))
+    config = SiteConfig(glioma_site, device="cpu", allow_condensed=ALLOWED, min_cases_per_metric=1)
     answer = _train(run, SiteWorker("site-1", config), 1)
     honest = _wire(answer, "site-1")
     meta = dict(answer.meta)

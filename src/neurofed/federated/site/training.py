@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -236,9 +237,10 @@ class StudyTraining:
         condensed: dict[str, np.ndarray] = {}
         if isinstance(self.study.strategy_params, DistillParams):
             seed = (case_order_seed(self.state_dir) + round_number) % 2**31
-            condensed = condensed_payload(
-                trainer, self.study.strategy_params, class_logits or {}, seed
-            )
+            # the site's own floor applies too: no class of fewer cases than it allows
+            floor = max(self.study.strategy_params.n_min, self._config().min_cases_per_metric)
+            distill = dataclasses.replace(self.study.strategy_params, n_min=floor)
+            condensed = condensed_payload(trainer, distill, class_logits or {}, seed)
         if personal is not None:
             personal.start_from(trainer)  # v starts as the site's view of the first global model
         metrics = _fit(trainer, self.study, round_number)
