@@ -14,6 +14,7 @@ from neurofed.federated.site.audit import AuditEvent, AuditLog
 from neurofed.federated.site.config import SiteConfig
 from tests.federated.conftest import tiny_study
 from tests.federated.engine.kits import checked_folder, provision
+from tests.training.sites import prepare_site, write_glioma_site
 
 runner = CliRunner()
 
@@ -131,6 +132,35 @@ def test_condensed_volumes_are_allowed_per_dataset_and_listed(kit: Path) -> None
     assert "condensed volumes (strategy distill) allowed for: brats" in listed.output
     runner.invoke(app, ["site", "allow-condensed", "brats", "--remove", "--kit", str(kit)])
     assert load_kit_config(kit).allow_condensed == ()
+
+
+def test_a_public_dataset_is_named_checked_listed_and_forgotten(kit: Path, tmp_path: Path) -> None:
+    # Prepare: a checked site folder as the public copy, and a folder that is not one
+    public = prepare_site(write_glioma_site(tmp_path / "public", 4))
+    (tmp_path / "empty").mkdir()
+
+    # Execute
+    added = runner.invoke(
+        app, ["site", "public-dataset", "tcga-public", str(public), "--kit", str(kit)]
+    )
+    refused = runner.invoke(
+        app, ["site", "public-dataset", "other", str(tmp_path / "empty"), "--kit", str(kit)]
+    )
+    no_folder = runner.invoke(app, ["site", "public-dataset", "other", "--kit", str(kit)])
+    listed = runner.invoke(app, ["site", "list", "--kit", str(kit)])
+
+    # Assert
+    assert added.exit_code == 0, added.output
+    assert load_kit_config(kit).public_datasets == {"tcga-public": public.resolve()}
+    assert refused.exit_code == 1 and "neurofed site check" in refused.output
+    assert "public dataset 'other'" in refused.output
+    assert no_folder.exit_code == 2 and "--remove" in no_folder.output
+    assert f"public dataset tcga-public: {public.resolve()}" in " ".join(listed.output.split())
+    assert "other" not in load_kit_config(kit).public_datasets
+    removed = runner.invoke(
+        app, ["site", "public-dataset", "tcga-public", "--remove", "--kit", str(kit)]
+    )
+    assert removed.exit_code == 0 and load_kit_config(kit).public_datasets == {}
 
 
 def test_audit_prints_the_log_and_names_a_tampered_line(kit: Path) -> None:

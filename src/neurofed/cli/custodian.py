@@ -1,5 +1,5 @@
 """``neurofed site init / doctor / approve / revoke / list / allow-dataset / allow-condensed /
-audit``.
+public-dataset / audit``.
 
 The data custodian's control over a deployed site (registered on ``neurofed site``; the library
 side is :mod:`neurofed.federated.engine.kit`, the site config and
@@ -240,6 +240,8 @@ def list_studies(
     console.print(f"approval {rule}; datasets allowed: {datasets}", soft_wrap=True)
     condensed = ", ".join(config.allow_condensed) or "none"
     console.print(f"condensed volumes (strategy distill) allowed for: {condensed}", soft_wrap=True)
+    for name, folder in config.public_datasets.items():
+        console.print(f"public dataset {name}: {folder}", soft_wrap=True, markup=False)
     if not config.approved_studies:
         console.print("no study approved yet (neurofed site approve STUDY.toml)")
         return
@@ -286,6 +288,45 @@ def allow_condensed(
     no dependable privacy. Each volume is checked against the site's cases before it leaves."""
     wanted = _edit_datasets(kit, "allow_condensed", names, remove)
     console.print(f"condensed volumes allowed for: {', '.join(wanted) or 'no dataset'}")
+
+
+@site_app.command("public-dataset")
+def public_dataset(
+    name: Annotated[str, typer.Argument(help="The public dataset's name (a study's `proxy`).")],
+    folder: Annotated[
+        Path | None,
+        typer.Argument(help="This site's copy: a site folder checked with `neurofed site check`."),
+    ] = None,
+    kit: KitOption = None,
+    remove: Annotated[bool, typer.Option(help="Forget this public dataset.")] = False,
+) -> None:
+    """Name where this site holds a public dataset every party holds (the distill strategy's
+    proxy mode distils on it: only the model's logits on its cases leave the site)."""
+    from dataclasses import replace
+
+    from neurofed.data.manifest import ManifestError, load_manifest
+    from neurofed.federated.engine.kit import save_kit_config
+    from neurofed.federated.site.config import SiteConfig
+
+    root, config = _load(kit)
+    assert isinstance(config, SiteConfig)
+    public = dict(config.public_datasets)
+    if remove:
+        public.pop(name, None)
+    elif folder is None:
+        print_error(f"give the folder of this site's copy of {name!r} (or --remove)")
+        raise typer.Exit(2)
+    else:
+        folder = folder.resolve()
+        try:
+            cases = len(load_manifest(folder).subjects)
+        except ManifestError as exc:
+            print_error(f"public dataset {name!r}: {exc}")
+            raise typer.Exit(1) from None
+        public[name] = folder
+        console.print(f"public dataset {name}: {folder} ({cases} cases)", markup=False)
+    save_kit_config(root, replace(config, public_datasets=public))
+    console.print(f"public datasets: {', '.join(public) or 'none'}", markup=False)
 
 
 @site_app.command("audit")

@@ -34,6 +34,14 @@ def simulate(
             "(strategy distill; as `neurofed site allow-condensed` at a deployed site).",
         ),
     ] = False,
+    public_dataset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--public-dataset",
+            help="NAME=DIR: every simulated site holds this public dataset (the distill "
+            "strategy's proxy; as `neurofed site public-dataset` at a deployed site).",
+        ),
+    ] = None,
 ) -> None:
     """Run a study over several site folders, each as one simulated NVFlare site."""
     from neurofed.federated.engine import SimulationError, run_simulation
@@ -59,10 +67,20 @@ def simulate(
     def progress(done: int, total: int, label: str) -> None:
         console.print(f"[{done}/{total}] {label}")
 
+    public: dict[str, Path] = {}
+    for item in public_dataset or []:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            print_error(f"--public-dataset {item!r}: give NAME=DIR, e.g. proxy-gliomas=./public")
+            raise typer.Exit(2)
+        public[name] = Path(folder).resolve()
     try:
-        settings = None
-        if allow_condensed and study.dataset is not None:
-            settings = {n: {"allow_condensed": (study.dataset,)} for n in site_names(len(site))}
+        settings: dict[str, dict[str, object]] = {n: {} for n in site_names(len(site))}
+        for each in settings.values():
+            if allow_condensed and study.dataset is not None:
+                each["allow_condensed"] = (study.dataset,)
+            if public:
+                each["public_datasets"] = public
         result = run_simulation(
             study, site, out, progress=progress, device=device, site_settings=settings
         )

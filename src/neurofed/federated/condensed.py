@@ -15,6 +15,14 @@ A site's *condensed payload* (``FLModel.meta["condensed"]``) is a table of array
 Only class-level aggregates of at least ``n_min`` cases and synthetic volumes leave; the server
 validates every field (:func:`check_payload`) and drops a malformed payload, not the round.
 
+In **proxy mode** (``proxy = "<dataset>"``: a public set every party holds) the payload holds
+nothing derived from the site's images, only its model's outputs on the public cases:
+
+``proxy_logits/<head>`` ``(P, L)`` float32: the site's locally trained model's logits on each of
+                       the ``P`` proxy cases (in the order of their case ids)
+``proxy_fingerprint``  ``(32,)`` uint8: SHA-256 of the proxy set's image files as this site holds
+                       them (every site must hold the same set, or the logits do not line up)
+
 Examples
 --------
 >>> import numpy as np
@@ -39,11 +47,15 @@ from neurofed.keys import OutputKey
 __all__ = [
     "HEAD_CLASSES",
     "HEAD_LOGITS",
+    "MAX_PROXY_CASES",
+    "PROXY_FINGERPRINT",
     "PayloadError",
     "PayloadSpec",
     "check_payload",
     "class_arrays",
     "merge_class_logits",
+    "merge_proxy_logits",
+    "proxy_cases",
     "temperature_probabilities",
 ]
 
@@ -56,6 +68,10 @@ HEAD_CLASSES: Mapping[str, int] = {
 }
 #: Logits per head (a binary marker has one).
 HEAD_LOGITS: Mapping[str, int] = {k: (1 if n == 2 else n) for k, n in HEAD_CLASSES.items()}
+#: The payload entry holding the proxy set's fingerprint (proxy mode).
+PROXY_FINGERPRINT = "proxy_fingerprint"
+#: Proxy cases a payload may hold logits for at most.
+MAX_PROXY_CASES = 10_000
 
 Array = npt.NDArray[Any]
 
@@ -73,6 +89,41 @@ class PayloadSpec:
     anchor: str
     images_per_class: int
     n_min: int
+    proxy: bool = False
+
+
+def proxy_cases(arrays: Mapping[str, Array]) -> int:
+    """The number of proxy cases a (checked) proxy-mode payload holds logits for.
+
+    Examples
+    --------
+    >>> proxy_cases({"proxy_logits/idh": np.zeros((7, 1))})
+    7
+    """
+    return int(np.asarray(arrays[f"proxy_logits/{next(iter(HEAD_CLASSES))}"]).shape[0])
+
+
+def _check_proxy_payload(arrays: Mapping[str, Array]) -> None:
+    """Proxy mode: the logits on the proxy cases and the fingerprint, nothing else."""
+    wanted = {PROXY_FINGERPRINT, *(f"proxy_logits/{h}" for h in HEAD_CLASSES)}
+    extra = sorted(set(arrays) - wanted)
+    if extra:
+        raise PayloadError(
+            f"proxy-mode payload holds {[e[:40] for e in extra[:3]]}; it may hold only the "
+            "logits on the proxy cases and the proxy set's fingerprint"
+        )
+    missing = sorted(wanted - set(arrays))
+    if missing:
+        raise PayloadError(f"proxy-mode payload lacks {missing[:3]}")
+    _shape(PROXY_FINGERPRINT, arrays[PROXY_FINGERPRINT], (32,), "u")
+    n = np.asarray(arrays[f"proxy_logits/{next(iter(HEAD_CLASSES))}"]).shape[:1]
+    count = int(n[0]) if n else -1
+    if not 0 < count <= MAX_PROXY_CASES:
+        raise PayloadError(f"proxy_logits: {count} proxy cases; 1 to {MAX_PROXY_CASES} expected")
+    for head in HEAD_CLASSES:
+        _shape(
+            f"proxy_logits/{head}", arrays[f"proxy_logits/{head}"], (count, HEAD_LOGITS[head]), "f"
+        )
 
 
 def check_payload(arrays: Mapping[str, Array], spec: PayloadSpec) -> None:
@@ -86,6 +137,9 @@ def check_payload(arrays: Mapping[str, Array], spec: PayloadSpec) -> None:
     ...
     neurofed.federated.condensed.PayloadError: condensed payload lacks 'volume_class'
     """
+    if spec.proxy:
+        _check_proxy_payload(arrays)
+        return
     volumes = arrays.get("volumes")
     if volumes is not None:
         for name in ("volume_class", *(f"soft/{h}" for h in HEAD_CLASSES)):
@@ -162,6 +216,32 @@ def merge_class_logits(
         if counts.any():
             mean = np.divide(total, np.maximum(counts, 1)[:, None])
             out[head] = (mean.astype(np.float32), counts)
+    return out
+
+
+def merge_proxy_logits(
+    payloads: Sequence[Mapping[str, Array]], weights: Sequence[float]
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Per head, the ``weights``-weighted mean of the sites' logits on the proxy cases, as
+    ``proxy_logits/<head>`` (the consensus sent back with the next round); empty without any.
+
+    Examples
+    --------
+    >>> a = {"proxy_logits/idh": np.array([[0.0], [2.0]], np.float32)}
+    >>> b = {"proxy_logits/idh": np.array([[3.0], [2.0]], np.float32)}
+    >>> merge_proxy_logits([a, b], [2, 1])["proxy_logits/idh"].ravel().tolist()
+    [1.0, 2.0]
+    """
+    out: dict[str, npt.NDArray[np.float32]] = {}
+    total = float(sum(weights))
+    for head in HEAD_CLASSES:
+        name = f"proxy_logits/{head}"
+        held = [(p, w) for p, w in zip(payloads, weights, strict=True) if name in p]
+        if not held or total <= 0:
+            continue
+        weight = sum(w for _, w in held)
+        mean = sum(np.asarray(p[name], np.float64) * (w / weight) for p, w in held)
+        out[name] = np.asarray(mean, np.float32)
     return out
 
 

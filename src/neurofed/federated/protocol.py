@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from neurofed.federated.condensed import HEAD_CLASSES, HEAD_LOGITS
+from neurofed.federated.condensed import HEAD_CLASSES, HEAD_LOGITS, MAX_PROXY_CASES
 from neurofed.federated.update import Parameters
 
 if TYPE_CHECKING:
@@ -379,13 +379,23 @@ class TaskRequest:
 
 
 def _class_logits(value: Any) -> dict[str, np.ndarray]:
+    """The federation's class logits (``class_logits/<head>``, ``class_counts/<head>``) or,
+    in the proxy mode, its consensus on the proxy cases (``proxy_logits/<head>``, ``(P, L)``
+    with the same ``P`` for every head)."""
     arrays = _arrays("class_logits", value)
+    cases = {a.shape[0] for n, a in arrays.items() if n.startswith("proxy_logits/") and a.ndim}
     for name, array in arrays.items():
         kind, _, head = name.partition("/")
-        if head not in HEAD_CLASSES or kind not in ("class_logits", "class_counts"):
+        if head not in HEAD_CLASSES or kind not in ("class_logits", "class_counts", "proxy_logits"):
             raise ProtocolError(f"class_logits names {name[:40]!r}; expected <kind>/<head>")
-        shape = (HEAD_CLASSES[head],) + ((HEAD_LOGITS[head],) if kind == "class_logits" else ())
-        if array.shape != shape or not np.all(np.isfinite(array)):
+        if kind == "proxy_logits":
+            count = min(cases, default=0)
+            shape: tuple[int, ...] = (count, HEAD_LOGITS[head])
+            ok = len(cases) == 1 and 0 < count <= MAX_PROXY_CASES
+        else:
+            shape = (HEAD_CLASSES[head],) + ((HEAD_LOGITS[head],) if kind == "class_logits" else ())
+            ok = True
+        if not ok or array.shape != shape or not np.all(np.isfinite(array)):
             raise ProtocolError(f"class_logits[{name!r}] has shape {array.shape}; expected {shape}")
     return arrays
 

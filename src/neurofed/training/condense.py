@@ -32,6 +32,7 @@ __all__ = [
     "condense",
     "matching_loss",
     "nearest_similarity",
+    "proxy_logits",
     "train_heads",
 ]
 
@@ -65,6 +66,47 @@ def _images(cases: Sequence[TrainingCase], index: Sequence[int]) -> torch.Tensor
 
 
 @torch.no_grad()
+def _head_logits(
+    model: MultitaskUNet, cases: Sequence[TrainingCase], batch_size: int
+) -> dict[str, torch.Tensor]:
+    """Per head, ``model``'s logits on every case (``(N,)`` binary or ``(N, K)``)."""
+    model.eval()
+    logits: dict[str, list[torch.Tensor]] = {h: [] for h in HEAD_CLASSES}
+    for start in range(0, len(cases), batch_size):
+        index = range(start, min(start + batch_size, len(cases)))
+        out = model.classify(model.features(_images(cases, index)))
+        for head in HEAD_CLASSES:
+            logits[head].append(out[head])
+    return {head: torch.cat(values) for head, values in logits.items()}
+
+
+def proxy_logits(
+    model: MultitaskUNet, cases: Sequence[TrainingCase], batch_size: int = 2
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Per head, ``model``'s logits on each proxy case as ``proxy_logits/<head>`` ``(P, L)``
+    (the proxy mode's payload; :mod:`neurofed.federated.condensed`)."""
+    out = {}
+    for head, z in _head_logits(model, cases, batch_size).items():
+        z2 = z[:, None] if z.ndim == 1 else z
+        out[f"proxy_logits/{head}"] = z2.numpy().astype(np.float32)
+    return out
+
+
+def soft_targets(
+    arrays: Mapping[str, npt.ArrayLike], temperature: float
+) -> dict[str, npt.NDArray[np.float32]]:
+    """``proxy_logits/<head>`` ``(P, L)`` as per-case probabilities ``(P, classes)`` at
+    ``temperature``, keyed by head (the targets of :func:`train_heads` in proxy mode)."""
+    return {
+        head: temperature_probabilities(arrays[f"proxy_logits/{head}"], temperature).astype(
+            np.float32
+        )
+        for head in HEAD_CLASSES
+        if f"proxy_logits/{head}" in arrays
+    }
+
+
+@torch.no_grad()
 def class_statistics(
     model: MultitaskUNet,
     cases: Sequence[TrainingCase],
@@ -75,17 +117,11 @@ def class_statistics(
     """Per head, ``model``'s mean logits per class over ``cases`` and the counts behind them
     (a class of fewer than ``n_min`` cases: 0 and zeros), as payload arrays; and per case the
     probabilities of every head at ``temperature`` (``(N, classes)``, for soft labels)."""
-    model.eval()
-    logits: dict[str, list[torch.Tensor]] = {h: [] for h in HEAD_CLASSES}
-    for start in range(0, len(cases), batch_size):
-        index = range(start, min(start + batch_size, len(cases)))
-        out = model.classify(model.features(_images(cases, index)))
-        for head in HEAD_CLASSES:
-            logits[head].append(out[head])
+    logits = _head_logits(model, cases, batch_size)
     arrays: dict[str, npt.NDArray[np.generic]] = {}
     probabilities: dict[str, npt.NDArray[np.float64]] = {}
     for head, classes in HEAD_CLASSES.items():
-        z = torch.cat(logits[head]).double()
+        z = logits[head].double()
         probabilities[head] = _probabilities(z, temperature).numpy()
         z2 = z[:, None] if z.ndim == 1 else z  # (N, L)
         labels = [case_class(c.clinical, head) for c in cases]
@@ -273,7 +309,7 @@ def nearest_similarity(
 def train_heads(
     model: MultitaskUNet,
     volumes: npt.ArrayLike,
-    classes: npt.ArrayLike,
+    classes: npt.ArrayLike | None,
     soft: Mapping[str, npt.ArrayLike],
     *,
     anchor: str,
@@ -284,24 +320,25 @@ def train_heads(
     batch_size: int = 4,
 ) -> list[float]:
     """Train ``model.heads`` only (encoder fixed) on condensed volumes: cross-entropy on their
-    ``anchor`` class plus ``kl_weight`` x T² x KL(soft label || prediction at T) for every head.
-    Returns the mean loss of each epoch."""
+    ``anchor`` class plus ``kl_weight`` x T² x KL(soft label || prediction at T) for every head
+    (``classes=None``, the proxy mode: the KL terms only). Returns the mean loss of each epoch."""
     model.eval()  # the encoder's features, without dropout
     x = torch.as_tensor(np.asarray(volumes, np.float32))
     with torch.no_grad():
         features = torch.cat(
             [model.features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         )
-    y = torch.as_tensor(np.asarray(classes, np.int64))
+    y = None if classes is None else torch.as_tensor(np.asarray(classes, np.int64))
     targets = {h: torch.as_tensor(np.asarray(v, np.float32)) for h, v in soft.items()}
     optimiser = torch.optim.Adam(model.heads.parameters(), lr=lr)
     history = []
     for _ in range(epochs):
         logits = model.classify(features)
         anchor_logits = logits[anchor]
-        if anchor_logits.ndim == 1:
+        loss = anchor_logits.new_zeros(())
+        if y is not None and anchor_logits.ndim == 1:
             loss = F.binary_cross_entropy_with_logits(anchor_logits, y.float())
-        else:
+        elif y is not None:
             loss = F.cross_entropy(anchor_logits, y)
         for head, target in targets.items():
             log_p = _probabilities(logits[head], temperature).clamp_min(1e-8).log()

@@ -12,13 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from neurofed.federated.condensed import HEAD_CLASSES, PayloadSpec
+from neurofed.federated.condensed import (
+    HEAD_CLASSES,
+    PROXY_FINGERPRINT,
+    PayloadSpec,
+    proxy_cases,
+)
 from neurofed.federated.strategies.distill import DistillParams
 from neurofed.federated.study import Study
 from neurofed.federated.update import Parameters
 from neurofed.training.config import TrainConfig
 
-__all__ = ["class_logits_of", "payload_spec", "train_on_payloads"]
+__all__ = ["class_logits_of", "payload_spec", "proxy_mismatches", "train_on_payloads"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +43,48 @@ def payload_spec(study: Study, config: TrainConfig) -> PayloadSpec:
         anchor=params.anchor,
         images_per_class=params.images_per_class,
         n_min=params.n_min,
+        proxy=params.proxy is not None,
     )
 
 
 def class_logits_of(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The strategy state's class logits and counts, as the next round's task carries them."""
-    prefixes = ("class_logits/", "class_counts/")
+    prefixes = ("class_logits/", "class_counts/", "proxy_logits/")
     return {k: np.asarray(v) for k, v in arrays.items() if k.startswith(prefixes)}
+
+
+def proxy_mismatches(payloads: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, str]:
+    """Proxy mode: the sites (by id) whose (checked) payload is on another proxy set than most
+    sites' — their logits do not line up with the others' — and why.
+
+    The set most sites hold (by fingerprint and number of cases) is the round's; on a tie, the
+    set of the site first by id.
+
+    Examples
+    --------
+    >>> a = {"proxy_fingerprint": np.full(32, 1, np.uint8), "proxy_logits/idh": np.zeros((4, 1))}
+    >>> b = {"proxy_fingerprint": np.full(32, 2, np.uint8), "proxy_logits/idh": np.zeros((4, 1))}
+    >>> list(proxy_mismatches({"site-1": a, "site-2": a, "site-3": b}))
+    ['site-3']
+    """
+
+    def key(payload: Mapping[str, np.ndarray]) -> tuple[bytes, int]:
+        return bytes(np.asarray(payload[PROXY_FINGERPRINT], np.uint8)), proxy_cases(payload)
+
+    keys = {site: key(payload) for site, payload in sorted(payloads.items())}
+    if not keys:
+        return {}
+    votes = list(keys.values())
+    chosen = max(votes, key=lambda k: (votes.count(k), -votes.index(k)))
+    return {
+        site: (
+            f"malformed answer: its proxy set (fingerprint {k[0].hex()[:12]}, {k[1]} cases) is "
+            f"not the one most sites hold (fingerprint {chosen[0].hex()[:12]}, {chosen[1]} "
+            "cases); its custodian registers the study's public dataset as the others hold it"
+        )
+        for site, k in keys.items()
+        if k != chosen
+    }
 
 
 def train_on_payloads(

@@ -52,7 +52,12 @@ from neurofed.federated.server.answers import (
     training_failure,
     validation_states,
 )
-from neurofed.federated.server.distill import class_logits_of, payload_spec, train_on_payloads
+from neurofed.federated.server.distill import (
+    class_logits_of,
+    payload_spec,
+    proxy_mismatches,
+    train_on_payloads,
+)
 from neurofed.federated.server.planning import (
     PlanningError,
     copy_plan_files,
@@ -331,9 +336,17 @@ class FederatedRun:
                     logger.warning("round %d: %s failed: %s", record.round, site, reason)
                     record.failed[site] = reason
                     continue
-            update = site_update(answer, answer.result)
-            updates.append(update)
-            record.train[site] = {"num_examples": float(update.num_examples)} | dict(update.metrics)
+            updates.append(site_update(answer, answer.result))
+        if spec is not None and spec.proxy:
+            mismatched = proxy_mismatches({u.site_id: u.payload for u in updates})
+            for site, reason in mismatched.items():
+                logger.warning("round %d: %s failed: %s", record.round, site, reason)
+                record.failed[site] = reason
+            updates = [u for u in updates if u.site_id not in mismatched]
+        for update in updates:
+            record.train[update.site_id] = {"num_examples": float(update.num_examples)} | dict(
+                update.metrics
+            )
         try:
             result = aggregate_round(
                 self.strategy,

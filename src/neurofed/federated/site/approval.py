@@ -114,11 +114,13 @@ class StudyGate:
         )
         self._refresh_config()
         study = known or self._parse(sent, claimed)
+        proxy = getattr(study.strategy_params, "proxy", None)
         reason = self._config_error or self.config.refusal(
             study.content_hash,
             study.name,
             study.dataset,
-            condensed=study.strategy is StrategyName.DISTILL,
+            condensed=study.strategy is StrategyName.DISTILL and proxy is None,
+            proxy=proxy,
         )
         if reason is not None:
             raise StudyRefusedError(reason, study.name)

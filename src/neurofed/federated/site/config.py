@@ -52,7 +52,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,10 @@ class SiteConfig:
         Datasets whose studies may receive condensed volumes (the ``distill`` strategy:
         synthetic volumes derived from this site's cases); empty (the default): a study that
         would send them is refused.
+    public_datasets
+        Public datasets this site holds a copy of, by name, and the site folder of each (the
+        ``distill`` strategy's proxy mode distils on one; ``neurofed site public-dataset``).
+        Nothing of them is private: they are what every party holds.
     """
 
     data_root: Path
@@ -171,6 +175,7 @@ class SiteConfig:
     min_cases_per_metric: int = DEFAULT_MIN_CASES
     share_case_values: tuple[str, ...] = ()
     allow_condensed: tuple[str, ...] = ()
+    public_datasets: Mapping[str, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_root", Path(self.data_root))
@@ -206,6 +211,15 @@ class SiteConfig:
                     f"{name} = {list(datasets)!r}: give dataset names (non-empty strings)"
                 )
             object.__setattr__(self, name, tuple(sorted(set(datasets))))
+        public = self.public_datasets
+        if not isinstance(public, Mapping) or not all(
+            isinstance(k, str) and k.strip() and isinstance(v, str | Path) and str(v)
+            for k, v in public.items()
+        ):
+            raise SiteConfigError(
+                f"public_datasets = {public!r}: map dataset names to site folders"
+            )
+        object.__setattr__(self, "public_datasets", {k: Path(public[k]) for k in sorted(public)})
 
     def shares_cases(self, dataset: str | None) -> bool:
         """Whether a study on ``dataset`` may receive per-case metric values from this site."""
@@ -248,13 +262,20 @@ class SiteConfig:
         return [a for a in self.approved_studies if a.study_hash.startswith(digest)]
 
     def refusal(
-        self, study_hash: str, name: str, dataset: str | None, *, condensed: bool = False
+        self,
+        study_hash: str,
+        name: str,
+        dataset: str | None,
+        *,
+        condensed: bool = False,
+        proxy: str | None = None,
     ) -> str | None:
         """Why this site refuses the study (``None``: it may run).
 
         Unapproved hashes are refused when ``require_approval`` is set; a dataset outside a
         non-empty ``allowed_datasets`` always; a study that would receive condensed volumes
-        (``condensed``) unless its dataset is in ``allow_condensed``.
+        (``condensed``) unless its dataset is in ``allow_condensed``; a study that distils on
+        the public dataset ``proxy`` unless this site holds it (``public_datasets``).
         """
         digest = _study_hash(study_hash)
         if self.require_approval and self.approval(digest) is None:
@@ -276,6 +297,12 @@ class SiteConfig:
                 f"condensed from this site's cases (strategy distill) and {named}, which this "
                 "site does not allow; the custodian runs `neurofed site allow-condensed "
                 "DATASET` to allow it for a study that names that dataset"
+            )
+        if proxy is not None and proxy not in self.public_datasets:
+            return (
+                f"refused: study sha256:{digest} ({name!r}) distils on the public dataset "
+                f"{proxy!r}, which this site does not hold; the custodian runs `neurofed site "
+                f"public-dataset {proxy} DIR` with the folder of its copy"
             )
         return None
 
@@ -308,6 +335,8 @@ class SiteConfig:
             out["share_case_values"] = list(self.share_case_values)
         if self.allow_condensed:
             out["allow_condensed"] = list(self.allow_condensed)
+        if self.public_datasets:
+            out["public_datasets"] = {k: str(v) for k, v in self.public_datasets.items()}
         if self.guarded:
             out["require_approval"] = self.require_approval
             out["approved_studies"] = {a.study_hash: a.to_json() for a in self.approved_studies}
@@ -359,6 +388,7 @@ class SiteConfig:
                     data.get("share_case_values", []), "share_case_values"
                 ),
                 allow_condensed=_read_names(data.get("allow_condensed", []), "allow_condensed"),
+                public_datasets=_read_folders(data.get("public_datasets", {})),
             )
         except SiteConfigError as exc:
             raise SiteConfigError(f"{path}: {exc}") from None
@@ -378,6 +408,15 @@ def _read_approvals(value: Any) -> tuple[ApprovedStudy, ...]:
             ApprovedStudy(str(digest), str(entry.get("name", "")), str(entry.get("approved_at")))
         )
     return tuple(out)
+
+
+def _read_folders(value: Any) -> dict[str, Path]:
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        raise SiteConfigError(
+            "'public_datasets' must map dataset names to folders; fix it with `neurofed site "
+            "public-dataset`"
+        )
+    return {str(k): Path(v) for k, v in value.items()}
 
 
 def _read_names(value: Any, key: str = "allowed_datasets") -> tuple[str, ...]:

@@ -40,7 +40,13 @@ from neurofed.federated.protocol import (
     ValidateResult,
 )
 from neurofed.federated.site.config import SiteConfig
-from neurofed.federated.site.distill import condensed_payload
+from neurofed.federated.site.distill import (
+    ProxySet,
+    condensed_payload,
+    digest,
+    load_proxy,
+    proxy_payload,
+)
 from neurofed.federated.site.keeper import StateKeeper
 from neurofed.federated.site.personalised import PersonalisedModel
 from neurofed.federated.site.state import PERSONALISED_MODEL, case_order_seed
@@ -56,6 +62,7 @@ from neurofed.training.config import TrainConfig
 from neurofed.training.dataset import CaseDataset
 from neurofed.training.planning import compute_task_fingerprint
 from neurofed.training.records import finalize_metrics
+from neurofed.training.site_data import SiteDataError
 
 if TYPE_CHECKING:
     from neurofed.tasks import MetricState
@@ -121,6 +128,7 @@ class StudyTraining:
         self._plan_id: str | None = None  # the plan the trainers were built for
         self._trainer: LocalTrainer | None = None
         self._personal: PersonalisedModel | None = None
+        self._proxy: ProxySet | None = None
         self.keeper = StateKeeper(site_id, study, self.state_dir)
         #: the last validation's metrics of every case this site scored (before any is
         #: withheld): for this site's own monitor, never sent
@@ -209,6 +217,31 @@ class StudyTraining:
             self._personal = PersonalisedModel(self.trainer, self.ditto_lambda)
         return self._personal
 
+    @property
+    def proxy(self) -> ProxySet:
+        """The distill study's public proxy set, from the folder this site's custodian named
+        (``public_datasets``), read once.
+
+        Raises
+        ------
+        SiteDataError
+            The site does not hold the named set, or its folder serves no case.
+        """
+        name = getattr(self.study.strategy_params, "proxy", None)
+        if name is None:
+            raise ValueError(f"study {self.study.name!r} names no proxy set")
+        if self._proxy is None:
+            root = self._config().public_datasets.get(name)
+            if root is None:
+                raise SiteDataError(
+                    f"this site holds no public dataset {name!r}; the custodian runs "
+                    f"`neurofed site public-dataset {name} DIR`"
+                )
+            self._proxy = load_proxy(
+                name, root, self.study.build_task(), self.train_config().preprocess
+            )
+        return self._proxy
+
     def personalised_parameters(self) -> dict[str, np.ndarray] | None:
         """Every entry of the personalised model (``None``: none, or none yet)."""
         return None if self._personal is None else self._personal.parameters()
@@ -226,7 +259,9 @@ class StudyTraining:
         A Ditto site also trains its personalised model; after the study's last round it is
         saved in the state folder. Under ``distill`` the site also condenses its payload from
         the global model (:mod:`neurofed.federated.site.distill`; ``class_logits`` are the
-        federation's, sent with the task).
+        federation's, sent with the task); in its proxy mode it first distils the heads towards
+        the federation's consensus on the proxy set (``class_logits`` carry it) and sends its
+        trained model's logits on that set instead.
         """
         if round_number < 1:
             raise ProtocolError(f"round {round_number} is invalid: rounds start at 1")
@@ -235,12 +270,17 @@ class StudyTraining:
         self.keeper.restore(round_number - 1, trainer, personal)
         trainer.set_parameters(params)  # local entries (FedBN) stay as they are
         condensed: dict[str, np.ndarray] = {}
-        if isinstance(self.study.strategy_params, DistillParams):
+        strategy = self.study.strategy_params
+        distill = strategy if isinstance(strategy, DistillParams) else None
+        proxy_mode = distill is not None and distill.proxy is not None
+        if distill is not None and proxy_mode:
+            digest(trainer, distill, self.proxy, class_logits or {})
+        elif distill is not None:
             seed = (case_order_seed(self.state_dir) + round_number) % 2**31
             # the site's own floor applies too: no class of fewer cases than it allows
-            floor = max(self.study.strategy_params.n_min, self._config().min_cases_per_metric)
-            distill = dataclasses.replace(self.study.strategy_params, n_min=floor)
-            condensed = condensed_payload(trainer, distill, class_logits or {}, seed)
+            floor = max(distill.n_min, self._config().min_cases_per_metric)
+            floored = dataclasses.replace(distill, n_min=floor)
+            condensed = condensed_payload(trainer, floored, class_logits or {}, seed)
         if personal is not None:
             personal.start_from(trainer)  # v starts as the site's view of the first global model
         metrics = _fit(trainer, self.study, round_number)
@@ -248,6 +288,8 @@ class StudyTraining:
             personal.reference(params)  # lambda/2·||v - w_global||²
             own = _fit(personal.trainer, self.study, round_number)
             metrics["personalised_train_loss"] = own["train_loss"]
+        if proxy_mode:
+            condensed = proxy_payload(trainer, self.proxy)
         self.keeper.save(round_number, trainer, personal)
         if personal is not None and round_number >= self.study.rounds:
             personal.save(

@@ -601,6 +601,7 @@ class Study:
         direction = "higher" if self.selection.direction is Direction.MAX else "lower"
         strategy_line = get_strategy_type(self.strategy).description
         params = _pairs(self.strategy_params.to_json())
+        proxy = getattr(self.strategy_params, "proxy", None)
         t = self.train
         training = [
             f"batch_size={t.batch_size}",
@@ -646,6 +647,10 @@ class Study:
             + (
                 "aggregate metrics (sums and counts) only"
                 if self.kind is StudyKind.EVALUATE
+                else "model parameters, the model's logits on the cases of the public dataset "
+                f"{proxy!r} that every party holds (`neurofed site public-dataset`), and "
+                "aggregate metrics; nothing derived from the site's images"
+                if proxy is not None
                 else "model parameters, class-mean logits of classes of at least "
                 f"{getattr(self.strategy_params, 'n_min', 0)} cases and SYNTHETIC VOLUMES "
                 "condensed from the site's cases (derived patient data; sent only where the "
