@@ -13,6 +13,11 @@ and runs the simulator with its workspace in ``<out>/simulator``. The run folder
 site keeps for itself (FedBN's local layers, Ditto's personalised model) goes to its state folder
 inside its site folder, as at a deployed site (``<site>/neurofed/federated/<study hash[:16]>/``,
 :mod:`~neurofed.federated.site.state`).
+
+The simulated sites are processes sharing this machine's cores: unless ``OMP_NUM_THREADS`` is
+set, each gets ``max(1, cores // sites)`` torch threads (:func:`site_threads`). More threads than
+cores make OpenMP regions wait for descheduled threads (the demo runs one thread per site for
+the same reason).
 """
 
 from __future__ import annotations
@@ -121,6 +126,28 @@ def _stop_cleanly() -> Iterator[None]:
     finally:
         if main:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+@contextlib.contextmanager
+def site_threads(sites: int) -> Iterator[int]:
+    """Within the block, child processes run ``max(1, cores // sites)`` OpenMP (torch) threads,
+    unless ``OMP_NUM_THREADS`` is already set (then it is kept); yields the number in force.
+
+    Examples
+    --------
+    >>> import os
+    >>> with site_threads(10_000) as threads:
+    ...     threads == int(os.environ["OMP_NUM_THREADS"])
+    True
+    """
+    before = os.environ.get("OMP_NUM_THREADS")
+    if before is None:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(sites, 1)))
+    try:
+        yield int(os.environ["OMP_NUM_THREADS"]) if os.environ["OMP_NUM_THREADS"].isdigit() else 1
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
 
 
 def _quiet_weights_hash(study: Study) -> None:
@@ -346,7 +373,7 @@ def run_simulation(
         watcher.start()
     began = time.perf_counter()
     try:
-        with _stop_cleanly(), warnings.catch_warnings():
+        with _stop_cleanly(), warnings.catch_warnings(), site_threads(len(roots)):
             _quiet_weights_hash(study)
             code = job.simulator_run(
                 str(run_dir / SIMULATOR_FOLDER), threads=len(roots), log_config=str(log_config)
