@@ -149,6 +149,8 @@ class MetricName(StrEnum):
     MAE = "mae"
     PEARSON_R = "pearson_r"
     LOSS = "loss"
+    EPSILON = "epsilon"  # DP-SGD: ε a site's dataset has spent (its privacy ledger)
+    NOISE_MULTIPLIER = "noise_multiplier"  # DP-SGD: noise std / clip norm of a round
 
 
 class Sex(StrEnum):

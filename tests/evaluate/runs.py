@@ -15,10 +15,16 @@ EXAMPLES = Path(__file__).parents[2] / "examples" / "studies"
 
 
 def run_folder(
-    folder: Path, dice: dict[str, list[float]], *, failed_round: int = 0, cases_from: str = ""
+    folder: Path,
+    dice: dict[str, list[float]],
+    *,
+    failed_round: int = 0,
+    cases_from: str = "",
+    private: bool = False,
 ) -> Path:
     """A run folder as the server writes it: study, summary, rounds, last model's weights;
-    ``cases_from`` names a site that sent per-case values (its custodian allows them)."""
+    ``cases_from`` names a site that sent per-case values (its custodian allows them);
+    ``private``: the sites trained with DP-SGD and reported their ε (0.5 more each round)."""
     study = load_study(EXAMPLES / "fets-fedavg.toml")
     folder.mkdir(parents=True)
     (folder / "study.toml").write_text(study.to_toml())
@@ -29,6 +35,9 @@ def run_folder(
             record.accepted = record.accepted[1:]
             record.failed = {"site-1": "training failed: out-of-memory"}
         record.train = {s: {"num_examples": 8.0, "train_loss": 1.0 / k} for s in record.accepted}
+        if private:
+            for numbers in record.train.values():
+                numbers |= {"epsilon": 0.5 * k, "noise_multiplier": 1.1}
         record.validation_per_site = {
             s: {"WT/dice": v[k - 1], "num_examples": 6.0} for s, v in dice.items()
         }

@@ -44,6 +44,17 @@ def test_the_report_lists_per_case_values_a_custodian_allowed_to_leave(tmp_path:
     assert html.count("per-case values without identifiers (") == 1  # site-2 only
 
 
+def test_the_report_shows_the_epsilon_each_site_spent_under_dp_sgd(tmp_path: Path) -> None:
+    dice = {"site-1": [0.5, 0.6, 0.7], "site-2": [0.3, 0.35, 0.4]}
+
+    private, _ = run_report(run_folder(tmp_path / "dp", dice, private=True))
+    plain, _ = run_report(run_folder(tmp_path / "plain", dice))
+
+    line = "weights trained with DP-SGD in 3 rounds: ε = 1.5 spent on the dataset at this site"
+    assert private.count(line) == 2 and "(noise multiplier 1.1)" in private
+    assert "DP-SGD" not in plain
+
+
 def test_the_report_renders_every_figure_in_headless_chromium(tmp_path: Path) -> None:
     # Prepare
     first = run_folder(tmp_path / "a", {"site-1": [0.5, 0.6], "site-2": [0.4, 0.5]})

@@ -1,5 +1,5 @@
 """``neurofed site init / doctor / approve / revoke / list / allow-dataset / allow-condensed /
-public-dataset / audit``.
+public-dataset / privacy-budget / audit``.
 
 The data custodian's control over a deployed site (registered on ``neurofed site``; the library
 side is :mod:`neurofed.federated.engine.kit`, the site config and
@@ -242,6 +242,8 @@ def list_studies(
     console.print(f"condensed volumes (strategy distill) allowed for: {condensed}", soft_wrap=True)
     for name, folder in config.public_datasets.items():
         console.print(f"public dataset {name}: {folder}", soft_wrap=True, markup=False)
+    for line in _privacy_lines(config):
+        console.print(line, soft_wrap=True, markup=False)
     if not config.approved_studies:
         console.print("no study approved yet (neurofed site approve STUDY.toml)")
         return
@@ -327,6 +329,60 @@ def public_dataset(
         console.print(f"public dataset {name}: {folder} ({cases} cases)", markup=False)
     save_kit_config(root, replace(config, public_datasets=public))
     console.print(f"public datasets: {', '.join(public) or 'none'}", markup=False)
+
+
+def _privacy_lines(config: Any) -> list[str]:
+    """Per dataset with a cap or a DP round: its cap and the DP-SGD rounds it has seen."""
+    from neurofed.federated.site.privacy import PrivacyLedger
+
+    ledger = PrivacyLedger(config.state_root)
+    try:
+        rounds = {d: len(ledger.entries(d)) for d in ledger.datasets()}
+    except ValueError as exc:
+        return [f"privacy ledger: {exc}"]
+    lines = []
+    for dataset in sorted({*config.privacy_budgets, *rounds}):
+        cap = config.privacy_budgets.get(dataset)
+        capped = "no cap" if cap is None else f"cap ε = {cap:g}"
+        lines.append(
+            f"privacy budget {dataset}: {capped}; {rounds.get(dataset, 0)} DP-SGD round(s) in "
+            f"the ledger ({ledger.path})"
+        )
+    return lines
+
+
+@site_app.command("privacy-budget")
+def privacy_budget(
+    dataset: Annotated[str, typer.Option(help="The dataset name (a study's `dataset`).")],
+    epsilon: Annotated[
+        float | None,
+        typer.Option(help="The most ε DP-SGD may spend on this dataset here, over all studies."),
+    ] = None,
+    kit: KitOption = None,
+    remove: Annotated[bool, typer.Option(help="Remove this dataset's cap.")] = False,
+) -> None:
+    """Cap the ε that studies with [privacy] may spend on a dataset at this site; a round that
+    would cross the cap is refused, recorded in the audit log, and the federation goes on."""
+    from dataclasses import replace
+
+    from neurofed.federated.engine.kit import save_kit_config
+    from neurofed.federated.site.config import SiteConfig
+
+    root, config = _load(kit)
+    assert isinstance(config, SiteConfig)
+    caps = dict(config.privacy_budgets)
+    if remove:
+        caps.pop(dataset, None)
+    elif epsilon is None or not 0 < epsilon < float("inf"):
+        print_error(f"--epsilon {epsilon}: give the cap, an ε > 0 (or --remove)")
+        raise typer.Exit(2)
+    else:
+        caps[dataset] = epsilon
+    save_kit_config(root, replace(config, privacy_budgets=caps))
+    for line in _privacy_lines(replace(config, privacy_budgets=caps)):
+        console.print(line, soft_wrap=True, markup=False)
+    if not caps:
+        console.print("no privacy budget set", markup=False)
 
 
 @site_app.command("audit")

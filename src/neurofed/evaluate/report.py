@@ -31,6 +31,7 @@ from markupsafe import Markup, escape
 
 from neurofed import __version__
 from neurofed.evaluate import figures
+from neurofed.keys import MetricName
 
 __all__ = [
     "REPORT_HTML",
@@ -330,6 +331,15 @@ def _privacy(run: RunView) -> Section:
             f"training numbers ({', '.join(numbers)})",
             f"validation aggregates ({aggregates} numbers) in {len(validated)} rounds",
         ]
+        eps, noise = MetricName.EPSILON.value, MetricName.NOISE_MULTIPLIER.value
+        private = [r["train"][site] for r in trained if eps in r["train"][site]]
+        if private:  # DP-SGD ([privacy]): the ε its dataset has spent at the site so far
+            last = private[-1]
+            sent.append(
+                f"weights trained with DP-SGD in {len(private)} rounds: ε = {last[eps]:.3g} "
+                "spent on the dataset at this site after the last (noise multiplier "
+                f"{last.get(noise, float('nan')):.3g})"
+            )
         cased = [r for r in run.rounds if site in r.get("cases_per_site", {})]
         if cased:  # its custodian allows per-case values for the study's dataset
             kinds = sorted({k for r in cased for k in r["cases_per_site"][site]})

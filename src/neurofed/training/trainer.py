@@ -32,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -58,6 +59,7 @@ from neurofed.training.dataset import CaseDataset
 from neurofed.training.inference import evaluate_dataset
 from neurofed.training.model_folder import TrainedModel
 from neurofed.training.parameters import check_arrays, load_arrays, model_arrays, proximal_term
+from neurofed.training.private import PrivateSGD, private_batches
 from neurofed.training.records import EpochRecord, finalize_metrics
 from neurofed.training.sampling import epoch_batches, steps_per_epoch
 from neurofed.training.site_data import SiteData, SiteDataError
@@ -133,6 +135,8 @@ class LocalTrainer:
         self.history: list[EpochRecord] = []
         self._reference: dict[str, torch.Tensor] | None = None
         self._proximal_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        #: DP-SGD (``None``: ordinary training); set by a site under a study's ``[privacy]``
+        self.private: PrivateSGD | None = None
 
     @classmethod
     def from_sites(
@@ -322,11 +326,44 @@ class LocalTrainer:
             group["lr"] = rate
         self.model.train()
         losses: list[torch.Tensor] = []
+        label = f"epoch {epoch}/{target}"
+        if self.private is not None:
+            steps = self._private_steps(epoch, losses, progress, offset, total, label)
+        else:
+            steps = self._steps(epoch, losses, progress, offset, total, label)
+        validation: dict[str, float] = {}
+        every = self.config.validate_every
+        if self.validation_data is not None and every and (epoch % every == 0 or epoch == target):
+            validation = finalize_metrics(self.task, self.evaluate())
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=float(torch.stack(losses).mean()) if losses else math.nan,
+            validation=validation,
+            seconds=time.perf_counter() - began,
+            steps=steps,
+        )
+        self.epoch = epoch
+        self.history.append(record)
+        if self.checkpoint_dir is not None:
+            self.save_checkpoint()
+        return record
+
+    def _steps(
+        self,
+        epoch: int,
+        losses: list[torch.Tensor],
+        progress: ProgressCallback | None,
+        offset: int,
+        total: int,
+        label: str,
+    ) -> int:
+        """The optimiser steps of one ordinary epoch; returns how many."""
         mu = self.config.fedprox_mu
         fill_single = any(isinstance(m, _BatchNorm) for m in self.model.modules())
         batches = epoch_batches(
             self.train_data, self.config, epoch, task=self.task, fill_single=fill_single
         )
+        steps = 0
         for batch in batches:
             batch = batch.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
@@ -338,26 +375,38 @@ class LocalTrainer:
             objective.backward()
             self.optimizer.step()
             losses.append(loss.detach())
+            steps += 1
             self.step += 1
             if progress is not None:
-                done = offset + len(losses)
-                progress(done, total, f"epoch {epoch}/{target} loss {float(losses[-1]):.4f}")
-        validation: dict[str, float] = {}
-        every = self.config.validate_every
-        if self.validation_data is not None and every and (epoch % every == 0 or epoch == target):
-            validation = finalize_metrics(self.task, self.evaluate())
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=float(torch.stack(losses).mean()),
-            validation=validation,
-            seconds=time.perf_counter() - began,
-            steps=len(losses),
+                progress(offset + steps, total, f"{label} loss {float(losses[-1]):.4f}")
+        return steps
+
+    def _private_steps(
+        self,
+        epoch: int,
+        losses: list[torch.Tensor],
+        progress: ProgressCallback | None,
+        offset: int,
+        total: int,
+        label: str,
+    ) -> int:
+        """The DP-SGD steps of one epoch (:mod:`neurofed.training.private`); returns how many."""
+        private = self.private
+        assert private is not None
+        extra = self.proximal_term if self.config.fedprox_mu > 0 and self._proximal_pairs else None
+        draws = private_batches(
+            self.train_data, self.config, epoch, self.task, private.sample_rate, private.seed
         )
-        self.epoch = epoch
-        self.history.append(record)
-        if self.checkpoint_dir is not None:
-            self.save_checkpoint()
-        return record
+        steps = 0
+        for cases in draws:
+            loss = private.step(self.model, self.task, self.optimizer, cases, self.device, extra)
+            if loss is not None:
+                losses.append(loss)
+            steps += 1
+            self.step += 1
+            if progress is not None:
+                progress(offset + steps, total, f"{label} (DP-SGD)")
+        return steps
 
     def record_untrained(self) -> EpochRecord:
         """Validate the model before any training and keep it as the epoch-0 record."""

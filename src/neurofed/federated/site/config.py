@@ -162,6 +162,10 @@ class SiteConfig:
         Public datasets this site holds a copy of, by name, and the site folder of each (the
         ``distill`` strategy's proxy mode distils on one; ``neurofed site public-dataset``).
         Nothing of them is private: they are what every party holds.
+    privacy_budgets
+        Per dataset name, the most ε (of DP-SGD, at the study's δ) this site may spend on it over
+        all studies (``neurofed site privacy-budget``); a round that would spend more is refused
+        (:mod:`~neurofed.federated.site.privacy`). A dataset without a cap is not capped.
     """
 
     data_root: Path
@@ -176,6 +180,7 @@ class SiteConfig:
     share_case_values: tuple[str, ...] = ()
     allow_condensed: tuple[str, ...] = ()
     public_datasets: Mapping[str, Path] = field(default_factory=dict)
+    privacy_budgets: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_root", Path(self.data_root))
@@ -337,6 +342,8 @@ class SiteConfig:
             out["allow_condensed"] = list(self.allow_condensed)
         if self.public_datasets:
             out["public_datasets"] = {k: str(v) for k, v in self.public_datasets.items()}
+        if self.privacy_budgets:
+            out["privacy_budgets"] = dict(self.privacy_budgets)
         if self.guarded:
             out["require_approval"] = self.require_approval
             out["approved_studies"] = {a.study_hash: a.to_json() for a in self.approved_studies}
@@ -389,6 +396,7 @@ class SiteConfig:
                 ),
                 allow_condensed=_read_names(data.get("allow_condensed", []), "allow_condensed"),
                 public_datasets=_read_folders(data.get("public_datasets", {})),
+                privacy_budgets=_read_budgets(data.get("privacy_budgets", {})),
             )
         except SiteConfigError as exc:
             raise SiteConfigError(f"{path}: {exc}") from None
@@ -417,6 +425,15 @@ def _read_folders(value: Any) -> dict[str, Path]:
             "public-dataset`"
         )
     return {str(k): Path(v) for k, v in value.items()}
+
+
+def _read_budgets(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise SiteConfigError(
+            "'privacy_budgets' must map dataset names to an ε each; fix it with `neurofed site "
+            "privacy-budget`"
+        )
+    return dict(value)
 
 
 def _read_names(value: Any, key: str = "allowed_datasets") -> tuple[str, ...]:

@@ -49,6 +49,7 @@ from neurofed.federated.site.distill import (
 )
 from neurofed.federated.site.keeper import StateKeeper
 from neurofed.federated.site.personalised import PersonalisedModel
+from neurofed.federated.site.privacy import PrivacyLedger, PrivateRound, fresh_seed, plan_round
 from neurofed.federated.site.state import PERSONALISED_MODEL, case_order_seed
 from neurofed.federated.strategies.distill import DistillParams
 from neurofed.federated.study import Study, StudyKind
@@ -61,7 +62,9 @@ from neurofed.training import LocalTrainer
 from neurofed.training.config import TrainConfig
 from neurofed.training.dataset import CaseDataset
 from neurofed.training.planning import compute_task_fingerprint
+from neurofed.training.private import PrivateSGD, check_private_network
 from neurofed.training.records import finalize_metrics
+from neurofed.training.sampling import steps_per_epoch
 from neurofed.training.site_data import SiteDataError
 
 if TYPE_CHECKING:
@@ -283,7 +286,16 @@ class StudyTraining:
             condensed = condensed_payload(trainer, floored, class_logits or {}, seed)
         if personal is not None:
             personal.start_from(trainer)  # v starts as the site's view of the first global model
-        metrics = _fit(trainer, self.study, round_number)
+        private = self._private_round(round_number, trainer)
+        try:
+            metrics = _fit(trainer, self.study, round_number)
+        finally:
+            trainer.private = None
+        if private is not None:  # spent: in the ledger before anything leaves
+            PrivacyLedger(self._config().state_root).add(
+                private.dataset, private.entry(self.study, round_number)
+            )
+            metrics |= private.metrics()
         if personal is not None:
             personal.reference(params)  # lambda/2·||v - w_global||²
             own = _fit(personal.trainer, self.study, round_number)
@@ -306,6 +318,53 @@ class StudyTraining:
             metrics=metrics,
             condensed=condensed,
         )
+
+    def _private_round(self, round_number: int, trainer: LocalTrainer) -> PrivateRound | None:
+        """Under ``[privacy]``: the round's DP-SGD, checked against the custodian's cap and set
+        on ``trainer`` (``None`` without ``[privacy]``).
+
+        Raises
+        ------
+        PrivacyBudgetError
+            The round would cross the cap (a refusal: the federation goes on without it).
+        """
+        if self.study.privacy is None:
+            return None
+        config = trainer.config
+        check_private_network(trainer.model, self.study.model_name)
+        cases = len(trainer.train_data)
+        steps = steps_per_epoch(config, trainer.train_data) * self.study.local_epochs
+        site = self._config()
+        planned = plan_round(
+            self.study,
+            round_number,
+            cases,
+            config.batch_size,
+            steps,
+            PrivacyLedger(site.state_root),
+            site.privacy_budgets,
+        )
+        trainer.private = PrivateSGD(
+            clip_norm=self.study.privacy.clip_norm,
+            noise_multiplier=planned.noise_multiplier,
+            sample_rate=planned.sample_rate,
+            cases=cases,
+            seed=fresh_seed(),
+        )
+        logger.info(
+            "site %s: round %d trains with DP-SGD (noise %.3g, q %.3g, %d steps): ε on %r "
+            "%.3g -> %.3g%s",
+            self.site_id,
+            round_number,
+            planned.noise_multiplier,
+            planned.sample_rate,
+            planned.steps,
+            planned.dataset,
+            planned.epsilon_before,
+            planned.epsilon_after,
+            "" if planned.cap is None else f" (cap {planned.cap:g})",
+        )
+        return planned
 
     def validate(self, round_number: int, params: Parameters) -> ValidateResult:
         """Evaluate the global parameters on the validation split (an evaluation-only study:

@@ -43,6 +43,7 @@ from neurofed.federated.protocol import (
 from neurofed.federated.site.approval import StudyGate, StudyRefusedError
 from neurofed.federated.site.audit import AuditHead
 from neurofed.federated.site.config import SiteConfig
+from neurofed.federated.site.privacy import PrivacyBudgetError
 from neurofed.federated.site.progress import SiteProgress
 from neurofed.federated.site.recorder import TaskRecorder
 from neurofed.federated.site.state import keep_audit_head
@@ -172,6 +173,8 @@ class SiteWorker:
             return SiteAnswer(result=self._run(training, task, request, params))
         except StudyRefusedError as refusal:
             logger.warning("site %s: task %s %s", self.site_id, task, refusal)
+            if isinstance(refusal, PrivacyBudgetError):  # admitted, then refused by the budget
+                self.recorder.refused(task, meta, str(refusal), refusal.study)
             return SiteAnswer.failure(str(refusal), refused=True)
         except Exception as exc:  # a site must answer, never crash the job
             logger.exception("site %s: task %s failed", self.site_id, task)

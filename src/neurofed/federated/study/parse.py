@@ -35,6 +35,7 @@ from neurofed.federated.study.initial_model import (
     resolve_path,
 )
 from neurofed.federated.study.plan import PlanTableError, StudyPlan, parse_plan_table
+from neurofed.federated.study.privacy import PrivacyConfig
 from neurofed.keys import TaskId
 from neurofed.models import parse_model_config
 from neurofed.tasks import Task, get_task, task_ids
@@ -82,6 +83,7 @@ OPTIONAL_KEYS: tuple[str, ...] = (
     "plan",
     "initial_model",
     "evaluate",
+    "privacy",
 )
 
 #: TrainConfig fields the study sets elsewhere, or that each site chooses (``device``).
@@ -324,6 +326,37 @@ def _parse_plan(source: str, data: Mapping[str, Any], task_id: TaskId) -> dict[s
         raise StudyError(f"{source}: {error}") from None
 
 
+def _parse_privacy(
+    source: str, data: Mapping[str, Any], task: Task, model: ConfigBase, strategy: Strategy
+) -> dict[str, PrivacyConfig]:
+    """``{"privacy": PrivacyConfig}`` for a study with ``[privacy]``; ``{}`` without."""
+    if data.get("privacy") is None:
+        return {}
+    table = _table(source, data, "privacy", required=False)
+    where = f"{source}: [privacy]"
+    _unknown(where, table, [f.name for f in fields(PrivacyConfig)])
+    try:
+        privacy = PrivacyConfig.from_json(table)
+    except (ValueError, TypeError) as error:
+        raise StudyError(f"{where}: {error}") from None
+    if any(name.endswith("running_mean") for name in _state_names(task, model)):
+        fix = (
+            'use norm = "instance" in [model]'
+            if "norm" in model.to_json()
+            else f"the {task.model_name} network has no other normalisation: drop [privacy]"
+        )
+        raise StudyError(
+            f"{where}: DP-SGD cannot train a network with batch normalisation (it mixes the "
+            f"cases of a batch, so no case's influence is bounded); {fix}"
+        )
+    if strategy.name is StrategyName.DISTILL and getattr(strategy.params, "proxy", None) is None:
+        raise StudyError(
+            f"{where}: strategy 'distill' sends volumes condensed from the site's cases, which "
+            'DP-SGD does not cover; use its proxy mode (proxy = "NAME") or another strategy'
+        )
+    return {"privacy": privacy}
+
+
 def _parse_initial_model(
     source: str, data: Mapping[str, Any], base_dir: Path | None
 ) -> dict[str, InitialModel]:
@@ -376,10 +409,11 @@ def parse_study(
     initial = _parse_initial_model(source, data, base_dir)
     evaluation = _parse_evaluation(source, data, base_dir)
     kind = _parse_kind(source, data, evaluation.get("evaluation"))
+    privacy = _parse_privacy(source, data, task, model, strategy)
     scalars = {k: data[k] for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if k in data}
     scalars["kind"] = kind
     tables = ("task", "model", "strategy", "selection", "train", "plan")
-    for key in (*tables, "initial_model", "evaluate"):
+    for key in (*tables, "initial_model", "evaluate", "privacy"):
         scalars.pop(key, None)
     client = strategy.client_settings()
     bounds = (
@@ -427,5 +461,6 @@ def parse_study(
         **planned,
         **initial,
         **evaluation,
+        **privacy,
         **scalars,
     }

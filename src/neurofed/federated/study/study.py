@@ -110,6 +110,7 @@ from neurofed.federated.study.plan import (
     planned_keys,
     strip_planned,
 )
+from neurofed.federated.study.privacy import PrivacyConfig
 from neurofed.federated.study.toml_text import dumps
 from neurofed.federated.update import Parameters
 from neurofed.keys import Split, TaskId
@@ -244,6 +245,7 @@ class Study:
     initial_model: InitialModel | None = None
     kind: StudyKind = StudyKind.TRAIN
     evaluation: Evaluation | None = None
+    privacy: PrivacyConfig | None = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, field: str, fix: str) -> None:
@@ -548,6 +550,8 @@ class Study:
             out["initial_model"] = self.initial_model.to_dict()
         if self.evaluation is not None:
             out["evaluate"] = self.evaluation.to_dict()
+        if self.privacy is not None:
+            out["privacy"] = self.privacy.to_dict()
         return out
 
     @property
@@ -643,6 +647,7 @@ class Study:
                 else [f"  initial    {self.initial_model.describe()}"]
             ),
             *self._describe_evaluation(),
+            *([] if self.privacy is None else [f"  privacy    {self.privacy.describe()}"]),
             "  leaves a site: "
             + (
                 "aggregate metrics (sums and counts) only"
