@@ -17,13 +17,23 @@ process (so peak memory is its own):
   WT for glioma), MAE in years vs PyTorch's brain age; ``metric_drop`` is PyTorch's value (Dice 1,
   MAE 0) minus the backend's, in the metric's units.
 
+**Trained models** (``--trained TASK=MODEL_DIR,SITE_DIR``, repeatable): the task's model is the
+given model folder instead of an untrained one, and its INT8 model is made exactly as
+``neurofed export --format openvino --int8 --site SITE_DIR --max-metric-drop D`` makes it (NNCF
+accuracy-aware quantisation on the site's validation cases; refused, and reported as refused,
+beyond ``--max-metric-drop``). Each backend is then also scored **against the ground truth** on
+the site's validation cases with the task's gate metric (:mod:`neurofed.export.int8`: Dice, or
+minus the MAE for brain age): ``metric_vs_truth`` and ``metric_drop_vs_truth`` (PyTorch's value
+minus the backend's). The bench volumes take the model's fixed input shape where it has one.
+
 Prints a table and writes JSON with, per task and backend, ``speedup_vs_torch``,
 ``memory_ratio_vs_torch`` (peak RSS), ``metric_drop`` and the raw numbers.
 
 Usage::
 
     python bench/inference.py [--tasks ms-lesion,...] [--shape 96,96,96] [--repeats 3]
-                              [--threads 2] [--out FILE]
+                              [--threads 2] [--trained TASK=MODEL_DIR,SITE_DIR]
+                              [--max-metric-drop 0.005] [--out FILE]
 """
 
 from __future__ import annotations
@@ -101,6 +111,7 @@ def _prepare(task: str, root: Path, shape: tuple[int, ...], threads: int) -> dic
     import nncf
     import openvino as ov
 
+    from neurofed.data.subject import Clinical
     from neurofed.export import load_exported, seal_export
     from neurofed.export.int8 import _windows
     from neurofed.training import load_model
@@ -108,7 +119,7 @@ def _prepare(task: str, root: Path, shape: tuple[int, ...], threads: int) -> dic
 
     trained = load_model(source)
     cases = [
-        TrainingCase("bench", "bench", v, None, {})
+        TrainingCase("bench", "bench", v, None, Clinical())
         for v in _volumes(len(trained.task.modalities), shape, 2)
     ]
     calibration = _windows(trained, cases)
@@ -125,6 +136,47 @@ def _prepare(task: str, root: Path, shape: tuple[int, ...], threads: int) -> dic
     load_exported(int8)
     folders["openvino-int8"] = int8
     return folders
+
+
+def _prepare_trained(
+    task: str, root: Path, model: Path, site: Path, threads: int, max_drop: float
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Exports of a trained model folder, its INT8 by the accuracy gate, and every backend's
+    gate metric against the ground truth on the site's validation cases."""
+    import torch
+
+    from neurofed.export import MetricDropError, export_model, load_exported
+    from neurofed.export.int8 import GATE_METRIC, score_cases
+    from neurofed.keys import Split
+    from neurofed.training import load_model
+    from neurofed.training.site_data import SiteData
+
+    torch.set_num_threads(threads)
+    folders: dict[str, Path] = {"torch-fp32": model}
+    folders["onnxruntime-fp32"] = export_model(model, root / task / "onnx", "onnx").folder
+    folders["openvino-fp32"] = export_model(model, root / task / "ov", "openvino").folder
+    info: dict[str, Any] = {"model": str(model), "site": str(site), "max_metric_drop": max_drop}
+    try:
+        result = export_model(
+            model, root / task / "ov-int8", "openvino", int8=True, site=site,
+            max_metric_drop=max_drop,
+        )  # fmt: skip
+        folders["openvino-int8"] = result.folder
+        info["int8"] = result.int8
+    except MetricDropError as refused:
+        info["int8_refused"] = str(refused)
+    trained = load_model(model)
+    cases = list(SiteData(site, trained.task, trained.preprocess).split(Split.VALIDATION))
+    info["gate_metric"] = GATE_METRIC[trained.task.task_id]
+    info["validation_cases"] = len(cases)
+    scores = {"torch-fp32": score_cases(trained, None, [], cases)}
+    for backend, folder in folders.items():
+        if backend != "torch-fp32":
+            exported = load_exported(folder, threads=threads)
+            names = [str(n) for n in exported.record["export"]["output_names"]]
+            scores[backend] = score_cases(trained, exported.network, names, cases)
+    info["metric_vs_truth"] = scores
+    return folders, info
 
 
 def _measure(
@@ -208,6 +260,14 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "inference.json"
     )
+    parser.add_argument(
+        "--trained",
+        action="append",
+        default=[],
+        help="TASK=MODEL_DIR,SITE_DIR: bench this trained model, its INT8 accuracy-gated on the "
+        "site's validation cases, every backend scored against the ground truth (repeatable)",
+    )
+    parser.add_argument("--max-metric-drop", type=float, default=0.005)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
@@ -217,12 +277,33 @@ def main() -> None:
         args.shape = shape
         _child(args)
         return
+    trained: dict[str, tuple[Path, Path]] = {}
+    for item in args.trained:
+        task, _, paths = str(item).partition("=")
+        model, _, site = paths.partition(",")
+        if not (task and model and site):
+            parser.error(f"--trained {item!r}: give TASK=MODEL_DIR,SITE_DIR")
+        trained[task] = (Path(model), Path(site))
+    tasks = list(dict.fromkeys([*args.tasks.split(","), *trained])) if args.tasks else list(trained)
     table: dict[str, dict[str, Any]] = {}
+    accuracy: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for task in args.tasks.split(","):
-            folders = _prepare(task, Path(scratch), shape, args.threads)
+        for task in tasks:
+            task_shape = shape
+            if task in trained:
+                from neurofed.training import load_model
+
+                folders, accuracy[task] = _prepare_trained(
+                    task, Path(scratch), *trained[task], args.threads, args.max_metric_drop
+                )
+                fixed = load_model(trained[task][0]).preprocess.spatial_shape
+                task_shape = tuple(fixed) if fixed is not None else shape
+            else:
+                folders = _prepare(task, Path(scratch), shape, args.threads)
             rows: dict[str, Any] = {}
             for backend in BACKENDS:
+                if backend not in folders:  # INT8 refused by its accuracy gate
+                    continue
                 run = subprocess.run(
                     [
                         sys.executable,
@@ -233,7 +314,7 @@ def main() -> None:
                         "--folder",
                         str(folders[backend]),
                         "--shape",
-                        args.shape,
+                        ",".join(str(n) for n in task_shape),
                         "--repeats",
                         str(args.repeats),
                         "--threads",
@@ -256,7 +337,12 @@ def main() -> None:
                 row["speedup_vs_torch"] = ref["median_s"] / row["median_s"]
                 row["memory_ratio_vs_torch"] = row["peak_rss_mb"] / ref["peak_rss_mb"]
                 row["volumes_per_s"] = 1.0 / row["median_s"]
-                row["megavoxels_per_s"] = float(np.prod(shape)) / 1e6 / row["median_s"]
+                row["megavoxels_per_s"] = float(np.prod(task_shape)) / 1e6 / row["median_s"]
+            if task in accuracy:
+                truth = accuracy[task]["metric_vs_truth"]
+                for backend, row in rows.items():
+                    row["metric_vs_truth"] = truth.get(backend)
+                    row["metric_drop_vs_truth"] = truth["torch-fp32"] - truth[backend]
             for row in rows.values():
                 row.pop("predictions")
             table[task] = rows
@@ -274,8 +360,18 @@ def main() -> None:
                 f"{row['inference_rss_growth_mb']:9.0f} {row['megavoxels_per_s']:7.2f} "
                 f"{row['metric_drop']:8.4f}"
             )
+    for task, info in accuracy.items():
+        print(
+            f"{task}: trained model {info['model']}, {info['gate_metric']} on "
+            f"{info['validation_cases']} validation case(s) of {info['site']}:"
+        )
+        for backend, value in info["metric_vs_truth"].items():
+            print(f"  {backend:17} {value:.4f}")
+        if "int8_refused" in info:
+            print(f"  INT8 refused by its gate: {info['int8_refused']}")
     payload = {
         "bench": "inference",
+        "trained": accuracy,
         "shape": list(shape),
         "repeats": args.repeats,
         "threads": args.threads,
