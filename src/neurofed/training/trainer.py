@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +48,7 @@ from neurofed.config import is_local
 from neurofed.keys import Split
 from neurofed.models import prepare_transfer
 from neurofed.tasks import MetricState
+from neurofed.tasks.batch import Batch
 from neurofed.training.checkpoint import (
     CheckpointError,
     checkpoint_epoch,
@@ -326,11 +328,7 @@ class LocalTrainer:
             group["lr"] = rate
         self.model.train()
         losses: list[torch.Tensor] = []
-        label = f"epoch {epoch}/{target}"
-        if self.private is not None:
-            steps = self._private_steps(epoch, losses, progress, offset, total, label)
-        else:
-            steps = self._steps(epoch, losses, progress, offset, total, label)
+        steps = self._steps(epoch, losses, progress, offset, total, f"epoch {epoch}/{target}")
         validation: dict[str, float] = {}
         every = self.config.validate_every
         if self.validation_data is not None and every and (epoch % every == 0 or epoch == target):
@@ -348,6 +346,18 @@ class LocalTrainer:
             self.save_checkpoint()
         return record
 
+    def _step(self, batch: Batch) -> torch.Tensor:
+        """One ordinary optimiser step on ``batch``; its loss (detached)."""
+        batch = batch.to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.task.loss(self.model(batch.image), batch)
+        objective = loss
+        if self.config.fedprox_mu > 0 and self._proximal_pairs:
+            objective = loss + self.proximal_term()
+        objective.backward()
+        self.optimizer.step()
+        return loss.detach()
+
     def _steps(
         self,
         epoch: int,
@@ -357,55 +367,39 @@ class LocalTrainer:
         total: int,
         label: str,
     ) -> int:
-        """The optimiser steps of one ordinary epoch; returns how many."""
-        mu = self.config.fedprox_mu
-        fill_single = any(isinstance(m, _BatchNorm) for m in self.model.modules())
-        batches = epoch_batches(
-            self.train_data, self.config, epoch, task=self.task, fill_single=fill_single
-        )
-        steps = 0
-        for batch in batches:
-            batch = batch.to(self.device)
-            self.optimizer.zero_grad(set_to_none=True)
-            outputs = self.model(batch.image)
-            loss = self.task.loss(outputs, batch)
-            objective = loss
-            if mu > 0 and self._proximal_pairs:
-                objective = loss + self.proximal_term()
-            objective.backward()
-            self.optimizer.step()
-            losses.append(loss.detach())
-            steps += 1
-            self.step += 1
-            if progress is not None:
-                progress(offset + steps, total, f"{label} loss {float(losses[-1]):.4f}")
-        return steps
-
-    def _private_steps(
-        self,
-        epoch: int,
-        losses: list[torch.Tensor],
-        progress: ProgressCallback | None,
-        offset: int,
-        total: int,
-        label: str,
-    ) -> int:
-        """The DP-SGD steps of one epoch (:mod:`neurofed.training.private`); returns how many."""
+        """The optimiser steps of one epoch, ordinary or DP-SGD (:attr:`private`, drawn by
+        :func:`~neurofed.training.private.private_batches`); returns how many."""
         private = self.private
-        assert private is not None
-        extra = self.proximal_term if self.config.fedprox_mu > 0 and self._proximal_pairs else None
-        draws = private_batches(
-            self.train_data, self.config, epoch, self.task, private.sample_rate, private.seed
-        )
+        step: Callable[[Any], torch.Tensor | None]
+        if private is None:
+            fill_single = any(isinstance(m, _BatchNorm) for m in self.model.modules())
+            items: Iterator[Any] = epoch_batches(
+                self.train_data, self.config, epoch, task=self.task, fill_single=fill_single
+            )
+            step = self._step
+        else:
+            fedprox = self.config.fedprox_mu > 0 and self._proximal_pairs
+            extra = self.proximal_term if fedprox else None
+            items = private_batches(
+                self.train_data, self.config, epoch, self.task, private.sample_rate, private.seed
+            )
+
+            def step(cases: Any) -> torch.Tensor | None:
+                return private.step(
+                    self.model, self.task, self.optimizer, cases, self.device, extra
+                )
+
+            label += " (DP-SGD)"
         steps = 0
-        for cases in draws:
-            loss = private.step(self.model, self.task, self.optimizer, cases, self.device, extra)
+        for item in items:
+            loss = step(item)
             if loss is not None:
                 losses.append(loss)
             steps += 1
             self.step += 1
             if progress is not None:
-                progress(offset + steps, total, f"{label} (DP-SGD)")
+                shown = "" if loss is None else f" loss {float(loss):.4f}"
+                progress(offset + steps, total, f"{label}{shown}")
         return steps
 
     def record_untrained(self) -> EpochRecord:
