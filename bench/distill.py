@@ -61,7 +61,6 @@ import numpy as np
 import torch
 
 from neurofed import __version__
-from neurofed.data.manifest import check_site
 from neurofed.evaluate import evaluate_model
 from neurofed.evaluate.explain import TOP_FRACTION, head_heatmaps, top_share_inside
 from neurofed.evaluate.statistics import mean_with_ci, paired_comparison
@@ -72,13 +71,14 @@ from neurofed.federated.site.distill import condensed_payload, digest, load_prox
 from neurofed.federated.strategies.distill import DistillParams
 from neurofed.federated.study import Study
 from neurofed.keys import Marker, Split
-from neurofed.phantom import PhantomConfig, generate_federation
+from neurofed.phantom import PhantomConfig
 from neurofed.phantom.oracle import auc_with_ci, oracle_table, population_draws
 from neurofed.tasks.glioma_multitask import marker_scores
 from neurofed.training import LocalTrainer, load_model, train_local, train_pooled
 from neurofed.training.condense import case_class
 from neurofed.training.dataset import TrainingCase, collate
 from neurofed.training.records import finalize_metrics
+from phantoms import checked_sites
 
 MARKERS = ("idh", "codel_1p19q", "mgmt", "grade")
 PROXY = "public-gliomas"
@@ -120,14 +120,7 @@ def _phantom(work: Path, budget: Budget, seed: int) -> list[Path]:
         spacing=budget.spacing,
         site_cases={4: 2 * budget.cases},
     )
-    root = work / "sites"
-    manifest = root / "phantom.json"
-    if not (manifest.is_file() and json.loads(manifest.read_text())["config"] == config.to_json()):
-        generate_federation(config, root)
-    sites = [root / f"site-{k}" for k in range(1, 6)]
-    for site in sites:
-        check_site(site)
-    return sites
+    return checked_sites(work / "sites", config)
 
 
 def _study(name: str, strategy: Mapping[str, Any], budget: Budget, seed: int) -> Study:

@@ -47,7 +47,6 @@ from scipy import stats
 
 from neurofed import __version__
 from neurofed.artifacts import sha256_file
-from neurofed.data.manifest import check_site
 from neurofed.evaluate import evaluate_model
 from neurofed.evaluate.statistics import mean_with_ci, paired_comparison
 from neurofed.federated.engine import run_simulation
@@ -55,12 +54,13 @@ from neurofed.federated.server.planning import read_run_plan
 from neurofed.federated.server.run_folder import LAST_MODEL
 from neurofed.federated.study import Study
 from neurofed.keys import Marker, Split
-from neurofed.phantom import PhantomConfig, generate_federation
+from neurofed.phantom import PhantomConfig
 from neurofed.phantom.oracle import auc_with_ci
 from neurofed.tasks.glioma_multitask import marker_scores
 from neurofed.training import train_local, train_pooled
 from neurofed.training.baselines import train_transfer
 from neurofed.training.records import finalize_metrics
+from phantoms import checked_sites
 
 REGIONS = ("ET", "TC", "WT")
 MARKERS = ("idh", "codel_1p19q", "mgmt", "grade")
@@ -100,15 +100,8 @@ PUBLISHED = {
 
 def _sites(work: Path, name: str, budget: Budget, seed: int, **config: Any) -> list[Path]:
     """Generate (or keep) a phantom federation and check every site."""
-    root = work / name / "sites"
     phantom = PhantomConfig(seed=seed, spacing=budget.spacing, **config)
-    manifest = root / "phantom.json"
-    if not (manifest.is_file() and json.loads(manifest.read_text())["config"] == phantom.to_json()):
-        generate_federation(phantom, root)
-    dirs = [root / f"site-{k}" for k in range(1, phantom.sites + 1)]
-    for site in dirs:
-        check_site(site)
-    return dirs
+    return checked_sites(work / name / "sites", phantom)
 
 
 def _study(name: str, budget: Budget, seed: int, **tables: Any) -> Study:
