@@ -7,7 +7,9 @@ site of twice their size, and a fifth site as the *public proxy set* every party
   "distill"``, its defaults; sites run with ``allow-condensed``);
 - **distill + proxy**: the same without any derived image: logits on the public set
   (``proxy = "public-gliomas"``; sites hold it, as ``--public-dataset``);
-- **fedavg, masked heads**: FedAvg with task-masked head averaging (``mask_heads = true``);
+- **fedavg, masked heads**: FedAvg with task-masked head averaging (``mask_heads = true``), and
+  **fedavg** without (distill averages its heads unmasked, so this row tells the masking from the
+  distillation);
 - **local site-k**: each training site alone; **pooled**: all training cases in one place.
 
 Every federated model runs on the real NVFlare simulator; every model is compared as it ended
@@ -87,6 +89,8 @@ FEDERATED: dict[str, dict[str, Any]] = {
     "distill": {"name": "distill"},
     "distill + proxy": {"name": "distill", "proxy": PROXY},
     "fedavg, masked heads": {"name": "fedavg", "mask_heads": True},
+    # distill averages its heads unmasked: plain FedAvg separates that from the distillation
+    "fedavg": {"name": "fedavg"},
 }
 
 
