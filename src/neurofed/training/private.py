@@ -49,6 +49,7 @@ __all__ = [
     "epsilon",
     "noise_for_epsilon",
     "private_batches",
+    "uses_batch_norm",
 ]
 
 #: One privacy-ledger entry: (noise multiplier, sample rate, steps).
@@ -96,6 +97,11 @@ def noise_for_epsilon(
         )
 
 
+def uses_batch_norm(model: torch.nn.Module) -> bool:
+    """Whether ``model`` normalises with batch statistics (which mix the cases of a batch)."""
+    return any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
 def check_private_network(model: torch.nn.Module, name: str) -> None:
     """Refuse a network DP-SGD cannot bound per case.
 
@@ -104,7 +110,7 @@ def check_private_network(model: torch.nn.Module, name: str) -> None:
     ValueError
         ``model`` normalises with batch statistics.
     """
-    if any(isinstance(m, _BatchNorm) for m in model.modules()):
+    if uses_batch_norm(model):
         raise ValueError(
             f"DP-SGD cannot train the {name} network: its batch normalisation mixes the cases of "
             "a batch, so no case's influence is bounded; use a network with instance or group "

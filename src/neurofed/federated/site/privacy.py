@@ -120,12 +120,6 @@ class PrivacyLedger:
             for e in self.entries(dataset)
         ]
 
-    def spent(self, dataset: str, delta: float, accountant: str) -> float:
-        """The ε spent on ``dataset`` so far, at ``delta``."""
-        from neurofed.training.private import epsilon
-
-        return epsilon(self.history(dataset), delta, accountant)
-
     def add(self, dataset: str, entry: dict[str, Any]) -> None:
         """Append one round (atomically)."""
         datasets = self._read()

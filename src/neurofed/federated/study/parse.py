@@ -231,13 +231,17 @@ def _parse_model(source: str, data: Mapping[str, Any], task: Task) -> ConfigBase
         raise StudyError(f"{where}: {error}") from None
 
 
-def _state_names(task: Task, model: ConfigBase) -> tuple[str, ...]:
-    """State-dict names of the study's model, built without memory on the meta device."""
+def _network(task: Task, model: ConfigBase) -> Any:
+    """The study's network, built without memory on the meta device."""
     import torch
 
     with torch.device("meta"):
-        network = task.build_model(model)
-    return tuple(network.state_dict())
+        return task.build_model(model)
+
+
+def _state_names(task: Task, model: ConfigBase) -> tuple[str, ...]:
+    """State-dict names of the study's model."""
+    return tuple(_network(task, model).state_dict())
 
 
 def _parse_strategy(
@@ -339,7 +343,9 @@ def _parse_privacy(
         privacy = PrivacyConfig.from_json(table)
     except (ValueError, TypeError) as error:
         raise StudyError(f"{where}: {error}") from None
-    if any(name.endswith("running_mean") for name in _state_names(task, model)):
+    from neurofed.training.private import uses_batch_norm
+
+    if uses_batch_norm(_network(task, model)):
         fix = (
             'use norm = "instance" in [model]'
             if "norm" in model.to_json()
