@@ -284,3 +284,42 @@ def test_a_simulated_proxy_study_runs_on_nvflare_with_the_public_set_named(
     for round_number in (1, 2):
         path = tmp_path / "run" / "rounds" / str(round_number) / "metrics.json"
         assert sorted(json.loads(path.read_text())["accepted"]) == ["site-1", "site-2"]
+
+
+def test_a_new_plan_reads_the_public_set_again(tmp_path: Path, proxy_site: Path) -> None:
+    """The proxy cases are preprocessed like the study's: under a new plan they are read anew."""
+    from neurofed.keys import Modality
+    from neurofed.preprocess.fingerprint import case_fingerprint
+    from neurofed.preprocess.plan import make_plan
+
+    # Prepare: a planned proxy study and two plans of different spacings, made with its settings
+    text = (
+        _study().to_toml().split("[train.preprocess]")[0]
+        + "\n[plan]\nmemory_budget_gb = 0.05\nbase_filters = 8\n"
+    )
+    study = Study.from_toml(text)
+    assert study.plan is not None
+    glioma = (Modality.T1, Modality.T1CE, Modality.T2, Modality.FLAIR)
+    box = np.zeros((4, 42, 50, 38), np.float32)
+    box[:, 1:-1, 1:-1, 1:-1] = 1.0
+    plans = [
+        make_plan(
+            case_fingerprint(box, None, np.diag([mm, mm, mm, 1.0]), glioma), study.plan.settings
+        )
+        for mm in (2.0, 4.0)
+    ]
+    worker = _worker(proxy_site, proxy_site)
+    training = StudyTraining("site-1", study, lambda: worker.gate.config)
+    training.accept_plan(plans[0])
+    first = training.proxy
+
+    # Execute
+    training.accept_plan(plans[0])  # the same plan again: nothing to redo
+    same = training.proxy
+    training.accept_plan(plans[1])
+
+    # Assert
+    assert same is first
+    assert training.train_config().preprocess.spacing != plans[0].spacing
+    again = training.proxy
+    assert again is not first and again.fingerprint == first.fingerprint  # same files, reread

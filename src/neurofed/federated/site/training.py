@@ -182,6 +182,7 @@ class StudyTraining:
             )
         self.plan, self._plan_id = plan, plan.plan_id
         self._trainer, self._personal = None, None
+        self._proxy = None  # preprocessed under the old plan
         self.keeper = StateKeeper(self.site_id, study, self.state_dir)
         kept = write_json_atomically(self.state_dir / PLAN_FILE, plan.to_json())
         logger.info(
@@ -332,13 +333,12 @@ class StudyTraining:
             return None
         config = trainer.config
         check_private_network(trainer.model, self.study.model_name)
-        cases = len(trainer.train_data)
         steps = steps_per_epoch(config, trainer.train_data) * self.study.local_epochs
         site = self._config()
         planned = plan_round(
             self.study,
             round_number,
-            cases,
+            len(trainer.train_data),
             config.batch_size,
             steps,
             PrivacyLedger(site.state_root),
@@ -348,7 +348,7 @@ class StudyTraining:
             clip_norm=self.study.privacy.clip_norm,
             noise_multiplier=planned.noise_multiplier,
             sample_rate=planned.sample_rate,
-            cases=cases,
+            cases=planned.cases,
             seed=fresh_seed(),
         )
         logger.info(
