@@ -241,3 +241,17 @@ def test_a_private_study_on_nvflare_goes_on_without_the_site_whose_cap_it_reache
     assert 0 < spent[0] < spent[1]
     assert len(PrivacyLedger(other / "neurofed" / "federated").entries("phantom-glioma")) == 2
     assert not (first / "neurofed" / "federated" / "privacy-ledger.json").exists()
+
+
+def test_a_brain_age_study_takes_dp_with_group_norm_and_names_it_when_refused() -> None:
+    # Prepare: the shipped brain-age study with FedAvg (FedBN keeps the norms local) and DP
+    text = (Path(__file__).parents[2] / "examples" / "studies" / "brain-age-fedbn.toml").read_text()
+    private = text.replace('name = "fedbn"', 'name = "fedavg"') + (
+        "\n[privacy]\nclip_norm = 1.0\nnoise_multiplier = 1.0\n"
+    )
+
+    # Execute / Assert: batch norm refused, naming the fix; group norm accepted
+    with pytest.raises(StudyError, match='use norm = "group" in \\[model\\]'):
+        Study.from_toml(private)
+    grouped = Study.from_toml(private.replace("dropout = 0.2", 'dropout = 0.2\nnorm = "group"'))
+    assert grouped.privacy is not None and grouped.to_dict()["model"]["norm"] == "group"

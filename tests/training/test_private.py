@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from neurofed.keys import TaskId
+from neurofed.models.sfcn import SFCNConfig
 from neurofed.tasks.batch import Batch
 from neurofed.training import LocalTrainer
 from neurofed.training.private import (
@@ -19,7 +20,7 @@ from neurofed.training.private import (
     epsilon,
     noise_for_epsilon,
 )
-from tests.training.tiny import tiny_config
+from tests.training.tiny import TINY_SFCN_CHANNELS, tiny_config
 
 
 @pytest.mark.parametrize("accountant", ["rdp", "prv"])
@@ -131,3 +132,27 @@ def test_batch_normalisation_is_refused() -> None:
         check_private_network(model, "sfcn")
     lesion = tiny_config(TaskId.MS_LESION)
     check_private_network(lesion.build_task().build_model(lesion.model_config), "dynunet")
+
+
+def test_a_group_norm_sfcn_trains_privately_for_brain_age(bids_site: Path) -> None:
+    # Prepare: the SFCN with group norm (its batch norms replaced), batch 1 allowed
+    grouped = SFCNConfig(channels=TINY_SFCN_CHANNELS, width=0.125, dropout=0.0, norm="group")
+    config = tiny_config(TaskId.BRAIN_AGE, model_config=grouped, samples_per_epoch=8, batch_size=2)
+    trainer = LocalTrainer.from_sites(config, bids_site)
+    check_private_network(trainer.model, "sfcn")  # no batch statistics left
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    cases = len(trainer.train_data)
+    trainer.private = PrivateSGD(1.0, 1.0, 2 / cases, cases, seed=5)
+
+    # Execute
+    record = trainer.fit(1, resume=False)[0]
+
+    # Assert: trained; the config keeps "batch" out of its JSON (existing hashes unchanged)
+    assert record.steps == 4
+    assert any(not torch.equal(v, trainer.model.state_dict()[k]) for k, v in start.items())
+    assert grouped.to_json()["norm"] == "group" and "norm" not in SFCNConfig().to_json()
+    assert SFCNConfig.from_json(grouped.to_json()) == grouped
+    with pytest.raises(
+        ValueError, match=r'SFCNConfig\.norm .* this network takes "batch", "group"'
+    ):
+        SFCNConfig(norm="instance")

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from monai.networks.nets.dynunet import DynUNet
 from torch import nn
 
-from neurofed.config import ConfigBase, coerce_enum, require
-from neurofed.models.norm import Norm
+from neurofed.config import ConfigBase, require
+from neurofed.models.norm import U_NET_NORMS, Norm, coerce_norm
 from neurofed.models.plan import NetworkPlan
 
 __all__ = ["DynUNetConfig", "PlannedDynUNet", "build_dynunet"]
@@ -62,7 +62,7 @@ class DynUNetConfig(ConfigBase):
             "give a NetworkPlan (or its JSON mapping), e.g. from default_plan()",
         )
         require(isinstance(self.res_block, bool), self, "res_block", "use true or false")
-        coerce_enum(self, "norm", Norm)
+        coerce_norm(self, U_NET_NORMS)
 
     def spatial_divisor(self) -> tuple[int, int, int]:
         """Inputs must be multiples of the plan's per-axis stride product."""

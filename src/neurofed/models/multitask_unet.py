@@ -32,9 +32,9 @@ import torch
 from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetOutBlock, UnetUpBlock
 from torch import nn
 
-from neurofed.config import ConfigBase, coerce_enum, is_positive_int, require
+from neurofed.config import ConfigBase, is_positive_int, require
 from neurofed.keys import OutputKey
-from neurofed.models.norm import Norm
+from neurofed.models.norm import U_NET_NORMS, Norm, coerce_norm
 
 __all__ = ["MultitaskUNet", "MultitaskUNetConfig", "build_multitask_unet"]
 
@@ -94,7 +94,7 @@ class MultitaskUNetConfig(ConfigBase):
             "use a number in [0, 1)",
         )
         object.__setattr__(self, "dropout", float(self.dropout))
-        coerce_enum(self, "norm", Norm)
+        coerce_norm(self, U_NET_NORMS)
 
     @property
     def channels(self) -> tuple[int, ...]:

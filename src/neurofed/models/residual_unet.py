@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from monai.networks.nets.unet import UNet
 from torch import nn
 
-from neurofed.config import ConfigBase, coerce_enum, is_positive_int, require
-from neurofed.models.norm import Norm
+from neurofed.config import ConfigBase, is_positive_int, require
+from neurofed.models.norm import U_NET_NORMS, Norm, coerce_norm
 
 __all__ = ["ResidualUNetConfig", "build_residual_unet"]
 
@@ -75,7 +75,7 @@ class ResidualUNetConfig(ConfigBase):
             "use a number in [0, 1)",
         )
         object.__setattr__(self, "dropout", float(self.dropout))
-        coerce_enum(self, "norm", Norm)
+        coerce_norm(self, U_NET_NORMS)
 
     @property
     def channels(self) -> tuple[int, ...]:

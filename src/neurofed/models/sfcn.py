@@ -5,6 +5,11 @@ then conv 1×1×1 to 64 → batch norm → ReLU, global average pooling, dropout
 layer to ``out_channels`` values (1 for regression, unlike the original's 40 age bins). Channel
 widths are ``max(1, round(c · width))``.
 
+``norm = "group"`` replaces every batch norm by a group norm (:func:`~neurofed.models.norm.
+group_count` groups), which normalises each case on its own: what DP-SGD needs (a batch norm
+mixes the cases of a batch), as Opacus's ``ModuleValidator.fix`` would convert it. Instance norm
+is not offered: the last block's maps are a single voxel at 32³ inputs, where it gives zeros.
+
 Any input of at least 32 voxels per axis works; multiples of 32 avoid the floor of max-pooling
 dropping edge voxels (:meth:`SFCNConfig.spatial_divisor`). Batch norm in training needs more than
 one value per channel: use batches of at least two when the input is 32 voxels wide.
@@ -20,17 +25,21 @@ Examples
 ('head', (4, 8, 16, 32, 32, 8))
 >>> net.eval()(torch.zeros(2, 1, 32, 32, 32)).shape
 torch.Size([2, 1])
+>>> grouped = SFCN(SFCNConfig(width=0.125, norm="group"), 1, 1)
+>>> type(grouped.features[0][1]).__name__, grouped.features[0][1].num_groups
+('GroupNorm', 4)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from neurofed.config import ConfigBase, is_positive_int, require
+from neurofed.models.norm import Norm, coerce_norm, group_count
 
 __all__ = ["SFCN", "SFCNConfig", "build_sfcn"]
 
@@ -47,11 +56,17 @@ class SFCNConfig(ConfigBase):
         Factor applied to every channel count.
     dropout
         Dropout before the final linear layer (SFCN: 0.5).
+    norm
+        ``"batch"`` (SFCN) or ``"group"`` (per-case statistics, for ``[privacy]``).
     """
+
+    #: The normalisation DP-SGD can train (named in the refusal of a private batch-norm study).
+    private_norm: ClassVar[Norm] = Norm.GROUP
 
     channels: tuple[int, ...] = (32, 64, 128, 256, 256, 64)
     width: float = 1.0
     dropout: float = 0.5
+    norm: Norm = Norm.BATCH
 
     def __post_init__(self) -> None:
         require(
@@ -76,6 +91,15 @@ class SFCNConfig(ConfigBase):
         )
         object.__setattr__(self, "width", float(self.width))
         object.__setattr__(self, "dropout", float(self.dropout))
+        coerce_norm(self, (Norm.BATCH, Norm.GROUP))  # instance norm of 1-voxel maps gives 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types; ``norm`` only when it is not batch norm (so existing studies and
+        model folders keep their hashes)."""
+        out = super().to_json()
+        if self.norm is Norm.BATCH:
+            out.pop("norm")
+        return out
 
     @property
     def scaled_channels(self) -> tuple[int, ...]:
@@ -91,6 +115,12 @@ class SFCNConfig(ConfigBase):
         """``2 ** num_pools`` per axis (any size at least that large also works)."""
         d = 2**self.num_pools
         return (d, d, d)
+
+
+def _norm(norm: Norm, channels: int) -> nn.Module:
+    if norm is Norm.GROUP:
+        return nn.GroupNorm(group_count(channels), channels)
+    return nn.BatchNorm3d(channels)
 
 
 class SFCN(nn.Module):
@@ -118,14 +148,14 @@ class SFCN(nn.Module):
             blocks.append(
                 nn.Sequential(
                     nn.Conv3d(c_in, c_out, kernel_size=3, padding=1),
-                    nn.BatchNorm3d(c_out),
+                    _norm(config.norm, c_out),
                     nn.MaxPool3d(2),
                     nn.ReLU(),
                 )
             )
         blocks.append(
             nn.Sequential(
-                nn.Conv3d(ch[-2], ch[-1], kernel_size=1), nn.BatchNorm3d(ch[-1]), nn.ReLU()
+                nn.Conv3d(ch[-2], ch[-1], kernel_size=1), _norm(config.norm, ch[-1]), nn.ReLU()
             )
         )
         self.features = nn.Sequential(*blocks)

@@ -347,8 +347,8 @@ def _parse_privacy(
 
     if uses_batch_norm(_network(task, model)):
         fix = (
-            'use norm = "instance" in [model]'
-            if "norm" in model.to_json()
+            f'use norm = "{getattr(model, "private_norm", "instance")}" in [model]'
+            if "norm" in {f.name for f in fields(model)}
             else f"the {task.model_name} network has no other normalisation: drop [privacy]"
         )
         raise StudyError(
