@@ -151,6 +151,8 @@ class MetricName(StrEnum):
     LOSS = "loss"
     EPSILON = "epsilon"  # DP-SGD: ε a site's dataset has spent (its privacy ledger)
     NOISE_MULTIPLIER = "noise_multiplier"  # DP-SGD: noise std / clip norm of a round
+    # secure aggregation: elements of a site's update clipped to ±secagg_clip (a count)
+    SECAGG_CLIPPED = "secagg_clipped"
 
 
 class Sex(StrEnum):

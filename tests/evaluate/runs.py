@@ -21,10 +21,12 @@ def run_folder(
     failed_round: int = 0,
     cases_from: str = "",
     private: bool = False,
+    secure: bool = False,
 ) -> Path:
     """A run folder as the server writes it: study, summary, rounds, last model's weights;
     ``cases_from`` names a site that sent per-case values (its custodian allows them);
-    ``private``: the sites trained with DP-SGD and reported their ε (0.5 more each round)."""
+    ``private``: the sites trained with DP-SGD and reported their ε (0.5 more each round);
+    ``secure``: the rounds ran secure aggregation (the sites reported their clipped counts)."""
     study = load_study(EXAMPLES / "fets-fedavg.toml")
     folder.mkdir(parents=True)
     (folder / "study.toml").write_text(study.to_toml())
@@ -38,6 +40,9 @@ def run_folder(
         if private:
             for numbers in record.train.values():
                 numbers |= {"epsilon": 0.5 * k, "noise_multiplier": 1.1}
+        if secure:
+            for numbers in record.train.values():
+                numbers["secagg_clipped"] = 0.0
         record.validation_per_site = {
             s: {"WT/dice": v[k - 1], "num_examples": 6.0} for s, v in dice.items()
         }

@@ -55,6 +55,17 @@ def test_the_report_shows_the_epsilon_each_site_spent_under_dp_sgd(tmp_path: Pat
     assert "DP-SGD" not in plain
 
 
+def test_the_report_says_the_server_saw_only_the_sum_under_secure_aggregation(
+    tmp_path: Path,
+) -> None:
+    dice = {"site-1": [0.5, 0.6], "site-2": [0.3, 0.35]}
+
+    secure, _ = run_report(run_folder(tmp_path / "secure", dice, secure=True))
+
+    line = "model update masked by secure aggregation in 2 rounds (the server saw only the sum"
+    assert secure.count(line) == 2 and "model update (weights)" not in secure
+
+
 def test_the_report_renders_every_figure_in_headless_chromium(tmp_path: Path) -> None:
     # Prepare
     first = run_folder(tmp_path / "a", {"site-1": [0.5, 0.6], "site-2": [0.4, 0.5]})

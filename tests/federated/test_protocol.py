@@ -11,12 +11,15 @@ import pytest
 
 from neurofed.federated.protocol import (
     FingerprintResult,
+    KeysResult,
     MetaField,
     PersonalisedSummary,
     PlanSummary,
     ProtocolError,
+    RevealResult,
     RunSummary,
     SelectedRound,
+    SharesResult,
     SiteAnswer,
     TaskName,
     TaskRequest,
@@ -41,11 +44,14 @@ _ANSWERS = {
         seconds=0.25,
     ),
     TaskName.FINGERPRINT: FingerprintResult(fingerprint='{"num_cases": 3}'),
+    TaskName.SECAGG_KEYS: KeysResult(b"c" * 32, b"m" * 32, 12, {"idh": 3}),
+    TaskName.SECAGG_SHARES: SharesResult({"site-2": b"s" * 160}, b"d" * 32),
+    TaskName.SECAGG_UNMASK: RevealResult(seeds={"site-1": b"x" * 68}, keys={"site-2": b"y" * 68}),
 }
 
 
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, dict | TrainResult | ValidateResult | FingerprintResult):
+    if isinstance(a, dict | TrainResult | ValidateResult | FingerprintResult | KeysResult):
         left = a if isinstance(a, dict) else vars(a)
         right = b if isinstance(b, dict) else vars(b)
         return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
@@ -64,7 +70,7 @@ def test_every_answer_decodes_to_what_was_encoded(task: TaskName) -> None:
     # Assert
     assert decoded.site_id == "site-1" and decoded.error is None and not decoded.refused
     assert _same(decoded.result, answer.result)
-    assert answer.meta == meta and answer.params == params
+    assert _same(answer.meta, meta) and _same(answer.params, params)
     assert (params != {}) == (task is TaskName.TRAIN)  # only training sends parameters
 
 

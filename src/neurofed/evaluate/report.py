@@ -326,8 +326,16 @@ def _privacy(run: RunView) -> Section:
         validated = [r for r in run.rounds if site in r.get("validation_per_site", {})]
         numbers = sorted({k for r in trained for k in r["train"][site]})
         aggregates = max((len(r["validation_per_site"][site]) for r in validated), default=0)
+        clipped = MetricName.SECAGG_CLIPPED.value  # reported by every secure training round
+        masked = [r for r in trained if clipped in r["train"][site]]
+        update = (  # secure aggregation: the server saw only the masked vector and the sum
+            f"model update masked by secure aggregation in {len(masked)} rounds (the server "
+            "saw only the sum of the sites' updates)"
+            if masked
+            else f"model update (weights) in {len(trained)} rounds"
+        )
         sent = [
-            f"model update (weights) in {len(trained)} rounds",
+            update,
             f"training numbers ({', '.join(numbers)})",
             f"validation aggregates ({aggregates} numbers) in {len(validated)} rounds",
         ]

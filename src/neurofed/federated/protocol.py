@@ -7,9 +7,11 @@ pickled objects). This module is the one place that knows those fields:
 - :class:`TaskRequest` — what the server sends with every task (the study, its hash, the round,
   a planned study's plan); :meth:`TaskRequest.encode` / :meth:`TaskRequest.decode`;
 - :class:`SiteAnswer` — what a site sends back: a :class:`TrainResult`, a
-  :class:`ValidateResult`, a :class:`FingerprintResult`, or an error reason (``refused`` when
-  the site's custodian refused the study); :meth:`SiteAnswer.encode` /
+  :class:`ValidateResult`, a :class:`FingerprintResult`, under secure aggregation a
+  :class:`KeysResult`, :class:`SharesResult` or :class:`RevealResult`, or an error reason
+  (``refused`` when the site's custodian refused the study); :meth:`SiteAnswer.encode` /
   :meth:`SiteAnswer.decode`, per task;
+- :class:`SecAggRequest` — what a step of secure aggregation tells the sites;
 - the plan codec: :func:`encode_plan` / :func:`decode_plan`;
 - :class:`RunSummary` — what a finished run reports (``summary.json``).
 
@@ -51,13 +53,17 @@ __all__ = [
     "MIN_SITES_FOR_CURVE",
     "Answer",
     "FingerprintResult",
+    "KeysResult",
     "MergedRound",
     "MetaField",
     "PersonalisedSummary",
     "PlanSummary",
     "ProtocolError",
+    "RevealResult",
     "RunSummary",
+    "SecAggRequest",
     "SelectedRound",
+    "SharesResult",
     "SiteAnswer",
     "TaskName",
     "TaskRequest",
@@ -79,6 +85,10 @@ class TaskName(StrEnum):
     # (a Ditto site adds those of its personalised model)
     # a planned study, before round 1: → the fingerprint of the site's training split out
     FINGERPRINT = "fingerprint"
+    # secure aggregation (``secagg = true``), before and after ``train`` in every round:
+    SECAGG_KEYS = "secagg-keys"  # → the site's public keys of the round and its weights out
+    SECAGG_SHARES = "secagg-shares"  # the sites' public keys in → a sealed share for each out
+    SECAGG_UNMASK = "secagg-unmask"  # the sites whose inputs arrived in → their shares out
 
 
 class MetaField(StrEnum):
@@ -98,6 +108,8 @@ class MetaField(StrEnum):
     # the distill strategy: the federation's class-mean logits and counts per head
     # (class_logits/<head>, class_counts/<head>; neurofed.federated.condensed)
     CLASS_LOGITS = "class_logits"
+    # secure aggregation: the step's sites, keys, weight totals or sealed shares (SecAggRequest)
+    SECAGG = "secagg"
     # site → controller
     ERROR = "error"  # a reason: the site failed this task (nothing else is sent)
     REFUSED = "refused"  # true with ERROR: the site's custodian refused the study (not approved)
@@ -118,6 +130,15 @@ class MetaField(StrEnum):
     # any answer of a site that keeps an audit log: {"seq", "sha256"} of its log's line for
     # this task, which the server keeps in the run folder (the log's tail, anchored elsewhere)
     AUDIT_HEAD = "audit_head"
+    # secure aggregation: the round's public keys {"cipher", "mask"} (32 bytes each)
+    SECAGG_PUBLIC = "secagg_public"
+    # its shares, sealed for each site ({site: bytes}), and the SHA-256 of its mask seed
+    SECAGG_SEALED = "secagg_sealed"
+    SECAGG_SEED_DIGEST = "secagg_seed_digest"
+    # a train answer's masked input (uint32, instead of parameters)
+    SECAGG_MASKED = "secagg_masked"
+    # the shares it reveals: {"seeds": {site: bytes}, "keys": {site: bytes}}
+    SECAGG_REVEAL = "secagg_reveal"
     # added by NVFlare on the server
     CLIENT_NAME = "client_name"
 
@@ -133,6 +154,7 @@ MAX_EXAMPLES = 10_000_000  # cases a site may claim
 MAX_REASON = 1_000  # characters of an error reason kept
 MAX_FINGERPRINT = 16 * 1024**2  # characters of a fingerprint's JSON
 MAX_ROUNDS = 100_000  # finished rounds a task's progress may list
+MAX_SEALED = 1_024  # bytes of one sealed or revealed share
 #: A site is told a round's merged selection metric only when at least this many sites'
 #: validations stand behind it: with two, one site's own value and the merged one would
 #: bound the other site's.
@@ -197,7 +219,96 @@ def _arrays(where: str, value: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def _bytes(where: str, value: Any, size: int | None = None) -> bytes:
+    """Bytes that travel as a ``uint8`` array (``size`` exactly, or at most :data:`MAX_SEALED`)."""
+    array = np.asarray(value) if isinstance(value, np.ndarray | list) else None
+    if array is None or array.dtype != np.uint8 or array.ndim != 1:
+        raise _wrong(where, value, "expected bytes as a one-dimensional uint8 array")
+    if (size is not None and array.size != size) or array.size > MAX_SEALED:
+        raise _wrong(where, value, f"expected {size or f'at most {MAX_SEALED}'} bytes")
+    return array.tobytes()
+
+
+def _byte_table(where: str, value: Any, size: int | None = None) -> dict[str, bytes]:
+    return {k: _bytes(f"{where}[{k!r}]", v, size) for k, v in _table(where, value).items()}
+
+
+def _wire(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8).copy()
+
+
+def _wire_table(table: Mapping[str, bytes]) -> dict[str, np.ndarray]:
+    return {str(k): _wire(v) for k, v in table.items()}
+
+
 # -- server → site ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecAggRequest:
+    """What a step of secure aggregation tells the sites (``meta["secagg"]``); see
+    :mod:`neurofed.federated.server.secagg` for the steps.
+
+    Attributes
+    ----------
+    sites
+        The sites of this step: those that sent keys (``secagg-shares``), that sent shares
+        (``train``), whose masked inputs arrived (``secagg-unmask``).
+    threshold
+        Shares that recover a secret (the fewest sites the round can finish with).
+    cipher_public, mask_public
+        ``secagg-shares``: each site's public keys of the round (32 bytes).
+    totals
+        ``secagg-shares``: the weight groups' totals over :attr:`sites`.
+    sealed
+        ``train``: recipient → sender → the share the sender sealed for the recipient.
+    """
+
+    sites: tuple[str, ...]
+    threshold: int
+    cipher_public: Mapping[str, bytes] = field(default_factory=dict)
+    mask_public: Mapping[str, bytes] = field(default_factory=dict)
+    totals: Mapping[str, int] = field(default_factory=dict)
+    sealed: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "sites": list(self.sites),
+            "threshold": int(self.threshold),
+            "cipher_public": _wire_table(self.cipher_public),
+            "mask_public": _wire_table(self.mask_public),
+            "totals": {str(k): int(v) for k, v in self.totals.items()},
+            "sealed": {str(r): _wire_table(t) for r, t in self.sealed.items()},
+        }
+
+    @classmethod
+    def decode(cls, value: Any) -> SecAggRequest:
+        """Read ``meta["secagg"]``.
+
+        Raises
+        ------
+        ProtocolError
+            A field of the wrong type or size (the message names it).
+        """
+        table = _table("secagg", value)
+        sites = table.get("sites")
+        if not isinstance(sites, list) or len(sites) > MAX_ENTRIES:
+            raise _wrong("secagg.sites", sites, "expected a list of site names")
+        names = tuple(_text("secagg.sites", s)[:MAX_NAME] for s in sites)
+        if len(set(names)) != len(names):
+            raise _wrong("secagg.sites", sites, "expected distinct site names")
+        sealed = _table("secagg.sealed", table.get("sealed") or {})
+        return cls(
+            sites=names,
+            threshold=_integer("secagg.threshold", table.get("threshold"), 1, MAX_ENTRIES),
+            cipher_public=_byte_table("secagg.cipher_public", table.get("cipher_public") or {}, 32),
+            mask_public=_byte_table("secagg.mask_public", table.get("mask_public") or {}, 32),
+            totals={
+                k: _integer(f"secagg.totals[{k!r}]", v, 0, MAX_EXAMPLES * MAX_ENTRIES)
+                for k, v in _table("secagg.totals", table.get("totals") or {}).items()
+            },
+            sealed={r: _byte_table(f"secagg.sealed[{r!r}]", t) for r, t in sealed.items()},
+        )
 
 
 def encode_plan(plan: Plan | None) -> dict[str, Any]:
@@ -314,6 +425,9 @@ class TaskRequest:
         The ``distill`` strategy's federation-wide class-mean logits and counts per head
         (``class_logits/<head>``, ``class_counts/<head>``); empty before any site sent some.
         A malformed table is dropped (and logged): condensation then runs without it.
+    secagg
+        A step of secure aggregation: what it tells the sites (``None``: the study has none,
+        or this task is not part of it).
     """
 
     study: Mapping[str, Any]
@@ -322,6 +436,7 @@ class TaskRequest:
     plan: Mapping[str, Any] = field(default_factory=dict)
     progress: tuple[MergedRound, ...] = ()
     class_logits: Mapping[str, np.ndarray] = field(default_factory=dict)
+    secagg: SecAggRequest | None = None
 
     def encode(self) -> dict[str, Any]:
         meta = {
@@ -335,6 +450,8 @@ class TaskRequest:
             meta[MetaField.CLASS_LOGITS.value] = {
                 k: np.asarray(v) for k, v in self.class_logits.items()
             }
+        if self.secagg is not None:
+            meta[MetaField.SECAGG.value] = self.secagg.encode()
         return meta
 
     @classmethod
@@ -344,8 +461,8 @@ class TaskRequest:
         Raises
         ------
         ProtocolError
-            The study or its hash is missing or of the wrong type, or the round is not an
-            integer.
+            The study or its hash is missing or of the wrong type, the round is not an
+            integer, or a secure aggregation step is malformed.
         """
         study, digest = meta.get(MetaField.STUDY.value), meta.get(MetaField.STUDY_HASH.value)
         if not isinstance(study, Mapping) or not isinstance(digest, str):
@@ -364,6 +481,7 @@ class TaskRequest:
                 class_logits = _class_logits(meta[MetaField.CLASS_LOGITS.value])
             except ProtocolError as error:  # a hint for condensation: it runs without it
                 logger.warning("ignoring the class logits the server sent: %s", error)
+        secagg = meta.get(MetaField.SECAGG.value)
         return cls(
             study=study,
             study_hash=digest,
@@ -371,6 +489,7 @@ class TaskRequest:
             plan=plan,
             progress=progress,
             class_logits=class_logits,
+            secagg=None if secagg is None else SecAggRequest.decode(secagg),
         )
 
     def decode_plan(self) -> Plan | None:
@@ -432,6 +551,9 @@ class TrainResult:
     condensed
         The ``distill`` strategy's payload (:mod:`neurofed.federated.condensed`); empty
         otherwise (and then not sent).
+    masked
+        Under secure aggregation: the site's masked input (``uint32``), sent instead of
+        :attr:`params` (then empty); ``None`` otherwise.
     """
 
     params: Parameters
@@ -439,6 +561,7 @@ class TrainResult:
     label_counts: Mapping[str, int] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
     condensed: Mapping[str, np.ndarray] = field(default_factory=dict)
+    masked: np.ndarray | None = None
 
     def _encode(self) -> tuple[Parameters, dict[str, Any]]:
         meta: dict[str, Any] = {
@@ -448,6 +571,8 @@ class TrainResult:
         }
         if self.condensed:
             meta[MetaField.CONDENSED.value] = {k: np.asarray(v) for k, v in self.condensed.items()}
+        if self.masked is not None:
+            meta[MetaField.SECAGG_MASKED.value] = np.asarray(self.masked, dtype=np.uint32)
         return dict(self.params), meta
 
     @classmethod
@@ -464,7 +589,112 @@ class TrainResult:
             },
             metrics={k: _number(f"train_metrics[{k!r}]", v, nan=True) for k, v in metrics.items()},
             condensed=_arrays("condensed", meta.get(MetaField.CONDENSED.value) or {}),
+            masked=_masked(meta.get(MetaField.SECAGG_MASKED.value)),
         )
+
+
+def _masked(value: Any) -> np.ndarray | None:
+    if value is None:
+        return None
+    array = np.asarray(value) if isinstance(value, np.ndarray) else None
+    if array is None or array.dtype != np.uint32 or array.ndim != 1:
+        raise _wrong("secagg_masked", value, "expected a one-dimensional uint32 array")
+    return array
+
+
+@dataclass(frozen=True)
+class KeysResult:
+    """A site's answer to ``secagg-keys``: its fresh public keys of the round and its weights.
+
+    Attributes
+    ----------
+    cipher_public
+        X25519 public key that seals the shares sent to it (32 bytes).
+    mask_public
+        X25519 public key of its pairwise masks (32 bytes).
+    num_examples, label_counts
+        Its weights this round, as a training answer gives them.
+    """
+
+    cipher_public: bytes
+    mask_public: bytes
+    num_examples: int
+    label_counts: Mapping[str, int] = field(default_factory=dict)
+
+    def _encode(self) -> tuple[Parameters, dict[str, Any]]:
+        return {}, {
+            MetaField.SECAGG_PUBLIC.value: _wire_table(
+                {"cipher": self.cipher_public, "mask": self.mask_public}
+            ),
+            MetaField.NUM_EXAMPLES.value: int(self.num_examples),
+            MetaField.LABEL_COUNTS.value: {str(k): int(v) for k, v in self.label_counts.items()},
+        }
+
+    @classmethod
+    def _decode(cls, params: Mapping[str, Any], meta: Mapping[str, Any]) -> KeysResult:
+        keys = _byte_table("secagg_public", meta.get(MetaField.SECAGG_PUBLIC.value) or {}, 32)
+        if set(keys) != {"cipher", "mask"}:
+            raise _wrong("secagg_public", sorted(keys), "expected the keys 'cipher' and 'mask'")
+        counts = _table("label_counts", meta.get(MetaField.LABEL_COUNTS.value) or {})
+        return cls(
+            cipher_public=keys["cipher"],
+            mask_public=keys["mask"],
+            num_examples=_integer(
+                "num_examples", meta.get(MetaField.NUM_EXAMPLES.value, 0), 0, MAX_EXAMPLES
+            ),
+            label_counts={
+                k: _integer(f"label_counts[{k!r}]", v, 0, MAX_EXAMPLES) for k, v in counts.items()
+            },
+        )
+
+
+@dataclass(frozen=True)
+class SharesResult:
+    """A site's answer to ``secagg-shares``: a share of its two secrets sealed for each site,
+    and the SHA-256 of its mask seed (to check the seed the server reconstructs)."""
+
+    sealed: Mapping[str, bytes]
+    seed_digest: bytes
+
+    def _encode(self) -> tuple[Parameters, dict[str, Any]]:
+        return {}, {
+            MetaField.SECAGG_SEALED.value: _wire_table(self.sealed),
+            MetaField.SECAGG_SEED_DIGEST.value: _wire(self.seed_digest),
+        }
+
+    @classmethod
+    def _decode(cls, params: Mapping[str, Any], meta: Mapping[str, Any]) -> SharesResult:
+        return cls(
+            sealed=_byte_table("secagg_sealed", meta.get(MetaField.SECAGG_SEALED.value) or {}),
+            seed_digest=_bytes(
+                "secagg_seed_digest", meta.get(MetaField.SECAGG_SEED_DIGEST.value), 32
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RevealResult:
+    """A site's answer to ``secagg-unmask``: the shares it holds of the seeds of the sites whose
+    inputs arrived, and of the mask keys of the sites that dropped out after sharing — never
+    both for one site. Each share is its x (2 bytes) and its value
+    (:mod:`neurofed.federated.secagg.shamir`)."""
+
+    seeds: Mapping[str, bytes] = field(default_factory=dict)
+    keys: Mapping[str, bytes] = field(default_factory=dict)
+
+    def _encode(self) -> tuple[Parameters, dict[str, Any]]:
+        reveal = {"seeds": _wire_table(self.seeds), "keys": _wire_table(self.keys)}
+        return {}, {MetaField.SECAGG_REVEAL.value: reveal}
+
+    @classmethod
+    def _decode(cls, params: Mapping[str, Any], meta: Mapping[str, Any]) -> RevealResult:
+        reveal = _table("secagg_reveal", meta.get(MetaField.SECAGG_REVEAL.value) or {})
+        seeds = _byte_table("secagg_reveal.seeds", reveal.get("seeds") or {})
+        keys = _byte_table("secagg_reveal.keys", reveal.get("keys") or {})
+        both = sorted(set(seeds) & set(keys))
+        if both:
+            raise ProtocolError(f"secagg_reveal reveals both secrets of {both[:3]}")
+        return cls(seeds=seeds, keys=keys)
 
 
 @dataclass(frozen=True)
@@ -538,11 +768,14 @@ class FingerprintResult:
 
 
 #: What a site's answer carries when it did the task.
-Answer = TrainResult | ValidateResult | FingerprintResult
-_RESULTS: dict[TaskName, type[TrainResult] | type[ValidateResult] | type[FingerprintResult]] = {
+Answer = TrainResult | ValidateResult | FingerprintResult | KeysResult | SharesResult | RevealResult
+_RESULTS: dict[TaskName, type[Answer]] = {
     TaskName.TRAIN: TrainResult,
     TaskName.VALIDATE: ValidateResult,
     TaskName.FINGERPRINT: FingerprintResult,
+    TaskName.SECAGG_KEYS: KeysResult,
+    TaskName.SECAGG_SHARES: SharesResult,
+    TaskName.SECAGG_UNMASK: RevealResult,
 }
 
 

@@ -4,7 +4,9 @@
 study's dict) and the run folder; everything else is decided by
 :class:`~neurofed.federated.server.run.FederatedRun`. Each round:
 
-1. ``train`` goes to the live sites; the round waits for all of them, at most
+1. ``train`` goes to the live sites (under secure aggregation, four steps around it:
+   :meth:`~neurofed.federated.server.run.FederatedRun.record_secure_training`); the round
+   waits for all of them, at most
    ``round_timeout_s`` (NVFlare ends a broadcast as soon as ``min_responses`` answers arrive and
    discards the later ones, so the quorum ``min_sites`` is checked on the answers by
    :func:`~neurofed.federated.round.aggregate_round` instead);
@@ -30,6 +32,8 @@ the job's workspace for ``download_job_result`` (:mod:`~neurofed.federated.engin
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
@@ -50,7 +54,13 @@ from neurofed.federated.engine.run_progress import (
     publish_run,
     run_lock,
 )
-from neurofed.federated.protocol import MetaField, ProtocolError, SiteAnswer, TaskName
+from neurofed.federated.protocol import (
+    MetaField,
+    ProtocolError,
+    SecAggRequest,
+    SiteAnswer,
+    TaskName,
+)
 from neurofed.federated.server.planning import PlanningError
 from neurofed.federated.server.run import FederatedRun
 from neurofed.federated.server.run_folder import RoundRecord
@@ -115,16 +125,23 @@ class StudyController(ModelController):  # type: ignore[misc]
             self.error(f"could not copy {run_dir} into the job's workspace: {error}")
 
     def _send(
-        self, task: TaskName, run: FederatedRun, targets: list[str], round_number: int
+        self,
+        task: TaskName,
+        run: FederatedRun,
+        targets: list[str],
+        round_number: int,
+        secagg: SecAggRequest | None = None,
     ) -> list[SiteAnswer]:
         if not targets:
             return []
+        request = dataclasses.replace(run.task_request(round_number), secagg=secagg)
+        carries_model = task in (TaskName.TRAIN, TaskName.VALIDATE)
         data = FLModel(
             params_type=ParamsType.FULL,
-            params=dict(run.params),
+            params=dict(run.params) if carries_model else {},
             current_round=round_number,
             total_rounds=run.study.rounds,
-            meta=run.task_request(round_number).encode(),
+            meta=request.encode(),
         )
         results = self.send_model_and_wait(
             task_name=task.value,
@@ -146,6 +163,17 @@ class StudyController(ModelController):  # type: ignore[misc]
                 answer = SiteAnswer.failure(f"malformed answer: {reason}", site_id=site)
             answers.append(answer)
         return answers
+
+    def _send_step(
+        self,
+        run: FederatedRun,
+        round_number: int,
+        task: TaskName,
+        targets: list[str],
+        step: SecAggRequest | None,
+    ) -> list[SiteAnswer]:
+        """A step of a secure round (the callback of ``record_secure_training``)."""
+        return self._send(task, run, targets, round_number, step)
 
     def _fingerprint_round(self, run: FederatedRun) -> str | None:
         """A planned study's round 0: fingerprints → plan.json; returns why there is no plan
@@ -236,8 +264,16 @@ class StudyController(ModelController):  # type: ignore[misc]
                 run.record_validation(record, targets, answers)
             else:
                 self.info(f"round {round_number}/{study.rounds}: training at {run.live}")
-                answers = self._send(TaskName.TRAIN, run, targets, round_number)
-                if run.record_training(record, targets, answers):
+                if run.secure:  # four steps; the server sees only the masked inputs' sum
+                    changed = run.record_secure_training(
+                        record,
+                        targets,
+                        functools.partial(self._send_step, run, round_number),
+                    )
+                else:
+                    answers = self._send(TaskName.TRAIN, run, targets, round_number)
+                    changed = run.record_training(record, targets, answers)
+                if changed:
                     targets = list(run.live)
                     answers = self._send(TaskName.VALIDATE, run, targets, round_number)
                     run.record_validation(record, targets, answers)

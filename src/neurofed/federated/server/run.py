@@ -28,10 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from neurofed.artifacts import write_json_atomically
 from neurofed.federated.condensed import PayloadError, PayloadSpec, check_payload
 from neurofed.federated.protocol import (
     MIN_SITES_FOR_CURVE,
+    Answer,
     MergedRound,
     PersonalisedSummary,
     RunSummary,
@@ -43,6 +46,7 @@ from neurofed.federated.protocol import (
     encode_plan,
 )
 from neurofed.federated.round import QuorumError, aggregate_round
+from neurofed.federated.secagg.vectors import Layout
 from neurofed.federated.selection import best_round
 from neurofed.federated.server.answers import (
     StateSchema,
@@ -79,6 +83,7 @@ from neurofed.federated.server.run_folder import (
     round_metrics_path,
     save_round_checkpoint,
 )
+from neurofed.federated.server.secagg import SecAggError, SecureRound, Send, run_steps
 from neurofed.federated.state import StrategyState
 from neurofed.federated.strategies import StrategyName
 from neurofed.federated.study import Study, StudyKind
@@ -375,6 +380,96 @@ class FederatedRun:
             )
             self.state = StrategyState(self.state.arrays, {**self.state.scalars, **trained})
         # the new global model is kept before anything else can fail (validation comes next)
+        self._checkpoint(record, [*self.history, record])
+        return True
+
+    @property
+    def secure(self) -> bool:
+        """Whether the study aggregates securely (``secagg = true``)."""
+        return self.study.strategy_params.secagg
+
+    def _collect(
+        self,
+        record: RoundRecord,
+        task: TaskName,
+        targets: Sequence[str],
+        answers: Sequence[SiteAnswer],
+    ) -> dict[str, Answer]:
+        """One secure step's usable results; refusals, failures and silent sites recorded."""
+        self._drop(record, targets, answers)
+        results: dict[str, Answer] = {}
+        for answer in sorted(answers, key=lambda a: a.site_id):
+            site = answer.site_id
+            record.note_audit_head(site, task.value, answer.audit_head)
+            reason = answer.error
+            if reason is not None and answer.refused:
+                record.refused.setdefault(site, reason)
+                continue
+            if task is TaskName.TRAIN:
+                reason = training_failure(answer)
+                if reason is None and getattr(answer.result, "params", None):
+                    reason = "malformed answer: it sent parameters in a secure round"
+            if reason is not None or answer.result is None:
+                logger.warning("round %d: %s failed %s: %s", record.round, site, task.value, reason)
+                record.failed.setdefault(site, f"{task.value}: {reason}")
+                continue
+            results[site] = answer.result
+        return results
+
+    def record_secure_training(
+        self, record: RoundRecord, targets: Sequence[str], send: Send
+    ) -> bool:
+        """A secure round (:mod:`~neurofed.federated.server.secagg`): the four steps through
+        ``send``, then the strategy's server step on the weighted mean update; returns whether
+        the global model changed. The server never holds a site's update."""
+        record.targets = list(targets)
+        options = self.study.strategy_params
+        layout = Layout.of(
+            self.params, self.strategy.client_settings().local_parameters, self.strategy.heads
+        )
+        secure = SecureRound(
+            self.study.content_hash,
+            record.round,
+            layout,
+            options.secagg_clip,
+            options.secagg_threshold,
+        )
+        try:
+            total, trained = run_steps(
+                secure, targets, send, lambda t, s, a: self._collect(record, t, s, a)
+            )
+        except SecAggError as error:
+            logger.warning("round %d not aggregated: %s", record.round, error)
+            record.quorum_error = str(error)
+            return False
+        for site, result in trained.items():
+            record.train[site] = {"num_examples": float(result.num_examples)} | dict(result.metrics)
+        for site, step in total.dropped.items():
+            record.failed.setdefault(site, f"secure aggregation: no usable answer to {step}")
+        if len(total.sites) < self.study.min_sites:
+            record.quorum_error = (
+                f"{len(total.sites)} site input(s) summed; the quorum is min_sites = "
+                f"{self.study.min_sites}"
+            )
+            return False
+        combined: Parameters = {}
+        for name, current in self.params.items():
+            mean = total.means.get(name)
+            value = np.asarray(current)
+            combined[name] = value.copy() if mean is None else (value + mean).astype(value.dtype)
+        norm = math.sqrt(sum(float(np.sum(m * m)) for m in total.means.values()))
+        limit = self.study.max_update_norm
+        if limit is not None and norm > limit:
+            record.quorum_error = (
+                f"the summed update's norm {norm:.4g} exceeds max_update_norm = {limit:g}; "
+                "under secure aggregation the server checks the sum, not each site"
+            )
+            return False
+        self.params, self.state = self.strategy.server_update(
+            self.params, combined, frozenset(total.means), self.state
+        )
+        record.accepted = list(total.sites)
+        record.aggregated = True
         self._checkpoint(record, [*self.history, record])
         return True
 

@@ -252,6 +252,11 @@ class StudyTraining:
 
     # -- tasks -----------------------------------------------------------------------------------
 
+    def weights(self) -> tuple[int, dict[str, int]]:
+        """This round's weights before training: training cases and known labels per kind."""
+        trainer = self.trainer
+        return int(trainer.num_examples), label_counts(trainer.train_data)
+
     def train(
         self,
         round_number: int,

@@ -40,14 +40,18 @@ from neurofed.federated.protocol import (
     TaskRequest,
     round_of,
 )
+from neurofed.federated.secagg.masks import SecAggError
+from neurofed.federated.secagg.vectors import Layout
 from neurofed.federated.site.approval import StudyGate, StudyRefusedError
 from neurofed.federated.site.audit import AuditHead
 from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.site.privacy import PrivacyBudgetError
 from neurofed.federated.site.progress import SiteProgress
 from neurofed.federated.site.recorder import TaskRecorder
+from neurofed.federated.site.secagg import SecureSite
 from neurofed.federated.site.state import keep_audit_head
 from neurofed.federated.site.training import StudyTraining
+from neurofed.keys import MetricName
 from neurofed.preprocess.fingerprint import FingerprintError
 from neurofed.preprocess.params import PreprocessError
 from neurofed.preprocess.plan import PlanError
@@ -57,7 +61,12 @@ from neurofed.training.site_data import SiteDataError
 __all__ = ["SiteWorker"]
 
 #: Failures whose message names only what the server sent; told to the server in full.
-_TOLD_IN_FULL: tuple[type[BaseException], ...] = (ParameterError, PlanError, ProtocolError)
+_TOLD_IN_FULL: tuple[type[BaseException], ...] = (
+    ParameterError,
+    PlanError,
+    ProtocolError,
+    SecAggError,
+)
 #: What the server is told of any other failure, by kind (the first match wins).
 _CATEGORIES: tuple[tuple[type[BaseException], str], ...] = (
     (SiteDataError, "the site cannot serve the study's task with its data"),
@@ -93,6 +102,7 @@ class SiteWorker:
         self.gate = StudyGate(self.site_id, config, config_path=config_path)
         self.recorder = TaskRecorder(self.site_id, lambda: self.gate.config)
         self.training: StudyTraining | None = None  # the current study's
+        self.secure = SecureSite(self.site_id)  # the round's secure aggregation secrets
         self._view: SiteProgress | None = None  # the current study's progress file
 
     @property
@@ -198,20 +208,60 @@ class SiteWorker:
             self.training = StudyTraining(self.site_id, study, lambda: self.gate.config)
         return request, self.training
 
-    @staticmethod
     def _run(
-        training: StudyTraining, task: str, request: TaskRequest, params: Mapping[str, Any]
+        self, training: StudyTraining, task: str, request: TaskRequest, params: Mapping[str, Any]
     ) -> Answer:
         if task == TaskName.FINGERPRINT.value:
             return training.fingerprint()
-        if task not in (TaskName.TRAIN.value, TaskName.VALIDATE.value):
-            names = [t.value for t in TaskName]
+        names = [t.value for t in TaskName if t is not TaskName.FINGERPRINT]
+        if task not in names:
+            names.append(TaskName.FINGERPRINT.value)
             raise ProtocolError(f"unknown task {str(task)[:40]!r}; this site runs {names}")
         training.accept_plan(request.decode_plan())
+        secure = training.study.strategy_params.secagg
+        if secure and task != TaskName.VALIDATE.value:
+            return self._run_secure(training, TaskName(task), request, params)
+        if task != TaskName.VALIDATE.value and task != TaskName.TRAIN.value:
+            raise ProtocolError(
+                f"task {task!r} belongs to secure aggregation, which this study has not"
+            )
         arrays = {str(k): np.asarray(v) for k, v in params.items()}
         if task == TaskName.TRAIN.value:
             return training.train(request.round, arrays, request.class_logits)
         return training.validate(request.round, arrays)
+
+    def _run_secure(
+        self,
+        training: StudyTraining,
+        task: TaskName,
+        request: TaskRequest,
+        params: Mapping[str, Any],
+    ) -> Answer:
+        """A step of secure aggregation (:mod:`~neurofed.federated.site.secagg`); a train task
+        without its secure step is refused before anything is trained."""
+        digest, number, step = request.study_hash, request.round, request.secagg
+        if task is TaskName.SECAGG_KEYS:
+            num_examples, counts = training.weights()
+            return self.secure.keys(digest, number, num_examples, counts)
+        if step is None:
+            raise ProtocolError(
+                f"{task.value}: this study aggregates securely; the task carries no secure step"
+            )
+        if task is TaskName.SECAGG_SHARES:
+            return self.secure.shares(digest, number, step)
+        if task is TaskName.SECAGG_UNMASK:
+            return self.secure.reveal(digest, number, step)
+        self.secure.receive(digest, number, step)  # the others' shares open before training
+        arrays = {str(k): np.asarray(v) for k, v in params.items()}
+        result = training.train(number, arrays, request.class_logits)
+        strategy = training.study.build_strategy()
+        layout = Layout.of(arrays, strategy.client_settings().local_parameters, strategy.heads)
+        clip = training.study.strategy_params.secagg_clip
+        masked, clipped = self.secure.mask(digest, number, layout, result.params, arrays, clip)
+        clipped_count = {MetricName.SECAGG_CLIPPED.value: float(clipped)}
+        return dataclasses.replace(
+            result, params={}, masked=masked, metrics={**result.metrics, **clipped_count}
+        )
 
     def _reason(self, exc: BaseException) -> str:
         """What the server may know of a failure: its category, never a case, file or path.

@@ -35,6 +35,7 @@ from neurofed.federated.state import StrategyState
 from neurofed.federated.update import Array, Parameters, SiteUpdate
 
 __all__ = [
+    "SECAGG_FIELDS",
     "ClientSettings",
     "Strategy",
     "StrategyName",
@@ -42,6 +43,10 @@ __all__ = [
     "check_fraction",
     "check_number",
 ]
+
+
+#: Options of secure aggregation, left out of the study while ``secagg`` is false.
+SECAGG_FIELDS = ("secagg", "secagg_clip", "secagg_threshold")
 
 
 class StrategyName(StrEnum):
@@ -82,13 +87,35 @@ class StrategyParams(ConfigBase):
         weighted by their label counts (``glioma-multitask``).
     local_parameters
         Glob patterns of state-dict names that stay at the sites (never averaged, never sent).
+    secagg
+        Secure aggregation (:mod:`neurofed.federated.server.secagg`): the server sees only
+        masked updates and their sum. Weighted-mean strategies only.
+    secagg_clip
+        Each element of a site's update is clipped to ``[-secagg_clip, secagg_clip]`` before it
+        is quantised (the rounding error of the mean is about ``sites · clip / 2^31``).
+    secagg_threshold
+        Shares that recover a site's secrets, the fewest sites a round can finish with (0: a
+        majority of the sites that start the round, at least 2).
     """
 
     mask_heads: bool = False
     local_parameters: tuple[str, ...] = ()
+    secagg: bool = False
+    secagg_clip: float = 10.0
+    secagg_threshold: int = 0
 
     def __post_init__(self) -> None:
         require(isinstance(self.mask_heads, bool), self, "mask_heads", "use true or false")
+        require(isinstance(self.secagg, bool), self, "secagg", "use true or false")
+        check_number(self, "secagg_clip", 1e-6, 1e6, "use a bound on one update element, e.g. 10")
+        threshold = self.secagg_threshold
+        require(
+            isinstance(threshold, int) and not isinstance(threshold, bool) and threshold >= 0,
+            self,
+            "secagg_threshold",
+            "use a whole number of sites >= 2, or 0 for a majority",
+        )
+        require(threshold != 1, self, "secagg_threshold", "use 2 or more (or 0 for a majority)")
         patterns = self.local_parameters
         if isinstance(patterns, list):
             patterns = tuple(patterns)
@@ -99,6 +126,15 @@ class StrategyParams(ConfigBase):
             "give glob patterns of state-dict names, e.g. ['*.norm[0-9].*']",
         )
         object.__setattr__(self, "local_parameters", patterns)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types; the secure aggregation options only with ``secagg`` (so a study
+        without it keeps its hash)."""
+        out = super().to_json()
+        if not self.secagg:
+            for name in SECAGG_FIELDS:
+                out.pop(name)
+        return out
 
 
 @dataclass(frozen=True)
@@ -157,6 +193,9 @@ class Strategy(ABC):
     name: ClassVar[StrategyName]
     description: ClassVar[str]
     params_type: ClassVar[type[StrategyParams]] = StrategyParams
+    #: Whether :meth:`combine` is the weighted mean, so that the server may see only the sum
+    #: of the sites' updates (secure aggregation).
+    weighted_mean: ClassVar[bool] = True
     params: StrategyParams
 
     def __init__(
@@ -169,6 +208,13 @@ class Strategy(ABC):
                 "heads (multitask-unet, task glioma-multitask); set mask_heads = false"
             )
         self.heads: HeadMap = tuple(heads) if self.params.mask_heads else ()
+        if self.params.secagg and not self.weighted_mean:
+            raise ValueError(
+                f"strategy {self.name.value!r} needs every site's update on its own, so it "
+                "cannot run with secagg = true (the server sees only their sum); use a "
+                "weighted-mean strategy (fedavg, fedprox, fedadam, fedyogi, fedbn, ditto) or "
+                "set secagg = false"
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params!r})"

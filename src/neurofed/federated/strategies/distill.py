@@ -149,6 +149,7 @@ class Distill(FedAvg):
         "class-mean soft labels; the server trains the marker heads on them (cf. FedAF 2024)"
     )
     params_type: ClassVar[type[StrategyParams]] = DistillParams
+    weighted_mean: ClassVar[bool] = False
     params: DistillParams
 
     def aggregate(

@@ -28,6 +28,7 @@ class Median(Strategy):
 
     name: ClassVar[StrategyName] = StrategyName.MEDIAN
     description: ClassVar[str] = "coordinate-wise median of the site models, unweighted (robust)"
+    weighted_mean: ClassVar[bool] = False
 
     def combine(self, stack: Array, weights: Array) -> Array:
         return coordinate_median(stack)

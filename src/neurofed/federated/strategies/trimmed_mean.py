@@ -62,6 +62,7 @@ class TrimmedMean(Strategy):
         "coordinate-wise mean without the extreme sites, unweighted (robust)"
     )
     params_type: ClassVar[type[StrategyParams]] = TrimmedMeanParams
+    weighted_mean: ClassVar[bool] = False
     params: TrimmedMeanParams
 
     def combine(self, stack: Array, weights: Array) -> Array:
