@@ -12,6 +12,7 @@ from neurofed.federated import (
     StrategyName,
     StrategyState,
     get_strategy,
+    get_strategy_type,
     strategy_names,
 )
 
@@ -137,3 +138,60 @@ def test_invalid_parameters_name_the_field(
 def test_mask_heads_without_a_head_map_is_an_error() -> None:
     with pytest.raises(ValueError, match="mask_heads = true needs a model with labelled heads"):
         get_strategy("fedavg", {"mask_heads": True})
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_secure_aggregation_gives_the_strategys_model_or_is_refused(name: str) -> None:
+    """Every weighted-mean strategy gives, from the secure sum, what it gives from the
+    updates themselves (server optimisers and local layers included); the others refuse
+    ``secagg``."""
+    from neurofed.federated.secagg.vectors import Layout
+    from neurofed.federated.server.secagg import SecureRound
+    from neurofed.federated.site.secagg import SecureSite
+    from tests.federated.test_secagg import HASH, ROUND
+
+    if not get_strategy_type(name).weighted_mean:
+        with pytest.raises(ValueError, match="cannot run with secagg = true"):
+            get_strategy(name, {"secagg": True})
+        return
+    # Prepare: three sites with different updates and weights
+    strategy = get_strategy(name, {"secagg": True, "secagg_clip": 10.0})
+    global_params = params(0)
+    sites = {"a": (params(1), 3), "b": (params(2), 10), "c": (params(3), 1)}
+    plain, plain_state = strategy.aggregate(
+        global_params, [update(s, p, num_examples=n) for s, (p, n) in sites.items()]
+    )
+    local = strategy.client_settings().local_parameters
+    layout = Layout.of(global_params, local, strategy.heads)
+    server = SecureRound(HASH, ROUND, layout, clip=10.0)
+    clients = {s: SecureSite(s) for s in sites}
+
+    # Execute: the four steps, then the strategy's server step on the decoded mean
+    request = server.take_keys(
+        {s: c.keys(HASH, ROUND, sites[s][1], {}) for s, c in clients.items()}
+    )
+    request = server.take_shares({s: c.shares(HASH, ROUND, request) for s, c in clients.items()})
+    for client in clients.values():
+        client.receive(HASH, ROUND, request)
+    request = server.take_inputs(
+        {
+            s: c.mask(HASH, ROUND, layout, sites[s][0], global_params, 10.0)[0]
+            for s, c in clients.items()
+        }
+    )
+    total = server.take_reveals({s: c.reveal(HASH, ROUND, request) for s, c in clients.items()})
+    combined = {
+        k: (v + total.means[k]).astype(v.dtype) if k in total.means else v.copy()
+        for k, v in global_params.items()
+    }
+    secure, secure_state = strategy.server_update(
+        global_params, combined, frozenset(total.means), StrategyState.empty()
+    )
+
+    # Assert: the same model, except integer buffers (kept at the global value)
+    for key, value in plain.items():
+        if value.dtype.kind == "f":
+            np.testing.assert_allclose(secure[key], value, rtol=0, atol=1e-6, err_msg=key)
+        else:
+            np.testing.assert_array_equal(secure[key], global_params[key])
+    assert sorted(secure_state.arrays) == sorted(plain_state.arrays)
