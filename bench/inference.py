@@ -33,10 +33,14 @@ The untrained models slide ``--batch-size`` windows per forward pass (default 2)
 3-D convolutions on a CPU were measured about three times slower per window at batch 1 than at
 batch 2, which at batch 1 made every other backend look several times faster than it is.
 
+A task may name model options, ``TASK:OPTION=VALUE+…``: ``tumor-regions:upsample=trilinear``
+is the residual U-Net whose decoder interpolates instead of running transposed convolutions.
+
 Usage::
 
-    python bench/inference.py [--tasks ms-lesion,...] [--shape 96,96,96] [--repeats 3]
-                              [--threads 2] [--batch-size 2] [--trained TASK=MODEL_DIR,SITE_DIR]
+    python bench/inference.py [--tasks ms-lesion,tumor-regions:upsample=trilinear,...]
+                              [--shape 96,96,96] [--repeats 3] [--threads 2] [--batch-size 2]
+                              [--trained TASK=MODEL_DIR,SITE_DIR]
                               [--max-metric-drop 0.005] [--out FILE]
 """
 
@@ -90,6 +94,14 @@ def _volumes(channels: int, shape: tuple[int, ...], count: int) -> list[np.ndarr
     return out
 
 
+def _variant(name: str) -> tuple[str, dict[str, str]]:
+    """``TASK`` or ``TASK:OPTION=VALUE+…`` (model options, e.g.
+    ``tumor-regions:upsample=trilinear``) → the task and the options."""
+    task, _, options = name.partition(":")
+    pairs = [item.partition("=") for item in options.split("+") if item]
+    return task, {key: value for key, _, value in pairs}
+
+
 def _prepare(
     task: str, root: Path, shape: tuple[int, ...], threads: int, batch: int
 ) -> dict[str, Path]:
@@ -102,17 +114,22 @@ def _prepare(
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
+    name = task
+    task, options = _variant(name)
     settings: dict[str, Any] = {"task": task, "device": "cpu", "batch_size": batch}
+    if options:
+        settings["model_config"] = options
     if task in PATCH:
         settings["patch_shape"] = PATCH[task]
     if task == "brain-age":
         settings["preprocess"] = {"spatial_shape": list(shape)}
     config = TrainConfig(**settings)
     model = config.build_task().build_model(config.model_config)
-    source = save_model(root / task / "model", model, config)
+    root = root / name.replace(":", "-").replace("=", "-")
+    source = save_model(root / "model", model, config)
     folders = {"torch-fp32": source}
-    folders["onnxruntime-fp32"] = export_model(source, root / task / "onnx", "onnx").folder
-    folders["openvino-fp32"] = export_model(source, root / task / "ov", "openvino").folder
+    folders["onnxruntime-fp32"] = export_model(source, root / "onnx", "onnx").folder
+    folders["openvino-fp32"] = export_model(source, root / "ov", "openvino").folder
     disable_telemetry()
     import nncf
     import openvino as ov
@@ -131,7 +148,7 @@ def _prepare(
     calibration = _windows(trained, cases)
     fp32 = ov.Core().read_model(str(folders["openvino-fp32"] / "model.xml"))
     quantized = nncf.quantize(fp32, nncf.Dataset(calibration), subset_size=len(calibration))
-    int8 = root / task / "ov-int8"
+    int8 = root / "ov-int8"
     int8.mkdir()
     ov.save_model(quantized, str(int8 / "model.xml"), compress_to_fp16=False)
     record = json.loads((folders["openvino-fp32"] / "model.json").read_text())
@@ -344,9 +361,10 @@ def main() -> None:
                 )
             ref = rows["torch-fp32"]
             for row in rows.values():
-                metric = _agreement(task, row["predictions"], ref["predictions"])
+                base = _variant(task)[0]
+                metric = _agreement(base, row["predictions"], ref["predictions"])
                 row["metric_vs_torch"] = metric  # Dice with PyTorch's masks; brain-age: MAE
-                row["metric_drop"] = metric if task == "brain-age" else 1.0 - metric
+                row["metric_drop"] = metric if base == "brain-age" else 1.0 - metric
                 row["speedup_vs_torch"] = ref["median_s"] / row["median_s"]
                 row["memory_ratio_vs_torch"] = row["peak_rss_mb"] / ref["peak_rss_mb"]
                 row["volumes_per_s"] = 1.0 / row["median_s"]

@@ -234,3 +234,29 @@ def test_openvino_and_nncf_telemetry_is_blocked_before_import(tmp_path: Path) ->
     assert nncf_telemetry == "MagicMock"  # NNCFTelemetryStub
     assert blocked is True
     assert not (tmp_path / "intel").exists()
+
+
+def test_the_trilinear_decoder_has_no_transposed_convolution_and_exports(tmp_path: Path) -> None:
+    """``upsample = "trilinear"``: the residual U-Net without transposed convolutions (what
+    OpenVINO keeps in FP32 in an INT8 model) exports with parity; the default is unchanged."""
+    from torch import nn
+
+    from neurofed.models.residual_unet import ResidualUNetConfig
+
+    # Prepare
+    default = tiny_config(TaskId.TUMOR_REGIONS)
+    options = default.model_config.to_json() | {"upsample": "trilinear"}
+    config = tiny_config(TaskId.TUMOR_REGIONS, model_config=options)
+    model = config.build_task().build_model(config.model_config)
+    source = save_model(tmp_path / "model", model, config)
+
+    # Execute
+    result = export_model(source, tmp_path / "onnx", "onnx")
+
+    # Assert
+    assert not any(isinstance(m, nn.ConvTranspose3d) for m in model.modules())
+    plain = default.build_task().build_model(default.model_config)
+    assert any(isinstance(m, nn.ConvTranspose3d) for m in plain.modules())
+    assert result.parity["passed"] is True
+    assert "upsample" not in ResidualUNetConfig().to_json()  # existing studies keep their hash
+    assert load_model(source).config.model_config.upsample == "trilinear"
