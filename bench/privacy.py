@@ -1,4 +1,5 @@
-"""What DP-SGD costs: the same federated study without ``[privacy]`` and at ε ∈ {8, 3, 1}.
+"""What formal privacy costs: DP-SGD at ε ∈ {8, 3, 1} against no DP, and secure aggregation's
+overhead for 3 to 100 sites.
 
 A ``tumor-regions`` phantom federation (three training sites, a held-out site twice their size)
 runs the same FedAvg study on the real NVFlare simulator once without DP and once per target ε
@@ -8,12 +9,17 @@ whole-tumour Dice (mean, 95 % interval) and its paired difference to the model w
 the same cases (Wilcoxon); beside it, the noise each site chose and the ε each site reported after
 the last round.
 
-Secure aggregation's overhead (issue 17's other half) is not measured here: it is not built.
+Secure aggregation (``secagg = true``): :mod:`secagg` (``bench/secagg.py``) plays 3, 10, 30
+and 100 sites and the server through the four steps of a round on an update the size of the
+real ``tumor-regions`` network, every site answering and 10 % silent after sharing: time per
+site and at the server, bytes per site, and the error of the unmasked mean. Beside it, the same
+small study runs 3 rounds on the NVFlare simulator with and without ``secagg``: what the extra
+round trips add to a round's wall time.
 
 Usage::
 
     python bench/privacy.py [--budget quick|full] [--epsilons 8,3,1] [--seed 0] [--work DIR]
-                            [--out FILE]
+                            [--part all|dp|secagg] [--secagg-sites 3,10,30,100] [--out FILE]
 
 Prints a table and writes JSON (default ``bench/results/privacy.json``). ``quick`` is a smoke
 run of minutes on two cores.
@@ -22,6 +28,7 @@ run of minutes on two cores.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import tempfile
@@ -40,6 +47,9 @@ from neurofed.federated.server.run_folder import LAST_MODEL
 from neurofed.federated.study import Study
 from neurofed.phantom import PhantomConfig
 from phantoms import checked_sites
+from secagg import model_size
+from secagg import run as run_secagg
+from secagg import show as show_secagg
 
 
 @dataclass(frozen=True)
@@ -71,9 +81,10 @@ def _sites(work: Path, budget: Budget, seed: int) -> list[Path]:
     return checked_sites(work / "sites", config)
 
 
-def _study(budget: Budget, seed: int, target: float | None) -> Study:
+def _study(budget: Budget, seed: int, target: float | None, secagg: bool = False) -> Study:
+    name = "none" if target is None else f"eps{target:g}"
     data: dict[str, Any] = {
-        "name": "bench-privacy-" + ("none" if target is None else f"eps{target:g}"),
+        "name": "bench-privacy-" + ("secagg" if secagg else name),
         "rounds": budget.rounds,
         "local_epochs": 1,
         "min_sites": 1,
@@ -82,7 +93,7 @@ def _study(budget: Budget, seed: int, target: float | None) -> Study:
         "dataset": "phantom-gliomas",
         "task": {"id": "tumor-regions"},
         "model": {"base_filters": 4, "depth": 4, "num_res_units": 1},
-        "strategy": {"name": "fedavg"},
+        "strategy": {"name": "fedavg", "secagg": secagg},
         "selection": {"metric": "WT/dice_pooled", "direction": "max"},
         "train": {
             "batch_size": 2,
@@ -151,11 +162,47 @@ def run(work: Path, budget: Budget, seed: int, targets: list[float]) -> dict[str
     }
 
 
+def engine_rounds(work: Path, budget: Budget, seed: int, rounds: int = 6) -> dict[str, Any]:
+    """The same study on the NVFlare simulator with and without ``secagg``: seconds per round
+    beyond the slowest site's training (round 1 also starts the sites' processes)."""
+    sites = _sites(work, budget, seed)[:3]
+    out: dict[str, Any] = {}
+    for secure in (False, True):
+        name = "secagg" if secure else "plain"
+        study = _study(dataclasses.replace(budget, rounds=rounds), seed, None, secagg=secure)
+        print(f"{name}: {rounds} rounds on the NVFlare simulator …", flush=True)
+        folder = work / f"engine-{name}"
+        run_simulation(study, sites, folder)
+        seconds = []
+        for k in range(1, rounds + 1):
+            record = json.loads((folder / "rounds" / str(k) / "metrics.json").read_text())
+            seconds.append(float(record["seconds"]))
+            train = [float(m.get("seconds", 0.0)) for m in record.get("train", {}).values()]
+            seconds[-1] -= max(train, default=0.0)  # training itself is not the overhead
+        out[name] = {
+            "round_seconds_beyond_training": seconds,
+            "median_after_round_1": float(np.median(seconds[1:])),
+        }
+    return out
+
+
 def _p(value: float) -> str:
     return "<1e-6" if value < 1e-6 else f"{value:.2g}"
 
 
 def show(result: dict[str, Any]) -> None:
+    if "models" in result:
+        show_dp(result)
+    if "secagg" in result:
+        show_secagg(result["secagg"])
+    if "engine" in result:
+        print("\nNVFlare simulator, 3 sites: seconds per round beyond the slowest site's training")
+        for name, row in result["engine"].items():
+            values = " ".join(f"{v:.2f}" for v in row["round_seconds_beyond_training"])
+            print(f"{name:7} | median after round 1 {row['median_after_round_1']:.2f} | {values}")
+
+
+def show_dp(result: dict[str, Any]) -> None:
     print("model     | WT Dice (95% CI)       | vs no DP          | noise per site   | ε per site")
     for name, row in result["models"].items():
         d = row["WT/dice"]
@@ -181,14 +228,25 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/privacy.json"))
     parser.add_argument("--show", type=Path, default=None, help="print a results JSON again")
+    parser.add_argument("--part", choices=("all", "dp", "secagg"), default="all")
+    parser.add_argument("--secagg-sites", default="3,10,30,100", help="site counts for secagg")
     args = parser.parse_args()
     if args.show is not None:
         show(json.loads(args.show.read_text()))
         return
     targets = [float(v) for v in str(args.epsilons).split(",") if v]
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work) if args.work is not None else Path(scratch)
-        result = run(work, BUDGETS[args.budget], args.seed, targets)
+        budget = BUDGETS[args.budget]
+        result: dict[str, Any] = {"bench": "privacy", "budget": asdict(budget)}
+        if args.part in ("all", "dp"):
+            result = run(work, budget, args.seed, targets)
+        if args.part in ("all", "secagg"):
+            counts = [int(v) for v in str(args.secagg_sites).split(",") if v]
+            result["secagg"] = run_secagg(counts, model_size("tumor-regions"), 0.1)
+            result["engine"] = engine_rounds(work, budget, args.seed)
+        result["seconds"] = time.perf_counter() - began
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     show(result)
