@@ -176,6 +176,8 @@ def engine_rounds(work: Path, budget: Budget, seed: int, rounds: int = 6) -> dic
         seconds = []
         for k in range(1, rounds + 1):
             record = json.loads((folder / "rounds" / str(k) / "metrics.json").read_text())
+            if not record.get("aggregated"):  # a refused round's time is not a round's cost
+                raise SystemExit(f"{name}: round {k} was not aggregated: {record}")
             seconds.append(float(record["seconds"]))
             train = [float(m.get("seconds", 0.0)) for m in record.get("train", {}).values()]
             seconds[-1] -= max(train, default=0.0)  # training itself is not the overhead

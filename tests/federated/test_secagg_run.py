@@ -172,6 +172,33 @@ def test_a_secure_round_sends_only_masked_vectors_and_gives_fedavgs_model(
     assert "secagg_masked" in described and "encoder" not in described
 
 
+def test_a_secure_round_of_a_model_without_heads_gives_fedavgs_model(
+    tmp_path: Path, glioma_site: Path
+) -> None:
+    """A segmentation-only model: the sites' weights still name their label kinds, which the
+    model has no heads for; the totals cover them (the NVFlare bench found every round refused)."""
+    # Prepare
+    text = STUDY.format(strategy="fedavg", secagg="true")
+    text = text.replace('id = "glioma-multitask"', 'id = "tumor-regions"')
+    run = FederatedRun(Study.from_toml(text.replace("mask_heads = true\n", "")), tmp_path / "run")
+    run.start(SITES)
+    workers = _workers(tmp_path, glioma_site)
+    wire = Wire(run, workers, 1)
+    before = dict(run.params)
+
+    # Execute
+    record = RoundRecord(round=1)
+    changed = run.record_secure_training(record, SITES, wire)
+
+    # Assert
+    assert changed, record.quorum_error
+    assert record.accepted == SITES and not record.failed
+    expected = _fedavg(run, workers, SITES, before)
+    for name, value in before.items():
+        if value.dtype.kind == "f":
+            np.testing.assert_allclose(run.params[name], expected[name], rtol=0, atol=1e-6)
+
+
 def test_a_site_silent_after_sharing_is_recovered_from_and_dropped(
     tmp_path: Path, glioma_site: Path
 ) -> None:

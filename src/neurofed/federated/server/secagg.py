@@ -150,7 +150,9 @@ class SecureRound:
         self.weights = {
             s: {EXAMPLES: a.num_examples} | dict(a.label_counts) for s, a in answers.items()
         }
-        groups = set(self.layout.groups)
+        # every group a site weighs itself in (a site checks each total against its weight),
+        # not only the groups the model has: a plain segmentation model has no head groups
+        groups = set(self.layout.groups).union(*(w.keys() for w in self.weights.values()))
         self.totals = {g: sum(w.get(g, 0) for w in self.weights.values()) for g in sorted(groups)}
         self.mask_public = {s: answers[s].mask_public for s in sites}
         return SecAggRequest(
