@@ -246,7 +246,8 @@ def main() -> None:
             result = run(work, budget, args.seed, targets)
         if args.part in ("all", "secagg"):
             counts = [int(v) for v in str(args.secagg_sites).split(",") if v]
-            result["secagg"] = run_secagg(counts, model_size("tumor-regions"), 0.1)
+            if counts:  # --secagg-sites "": the NVFlare rounds only
+                result["secagg"] = run_secagg(counts, model_size("tumor-regions"), 0.1)
             result["engine"] = engine_rounds(work, budget, args.seed)
         result["seconds"] = time.perf_counter() - began
     args.out.parent.mkdir(parents=True, exist_ok=True)
