@@ -42,6 +42,32 @@ def simulate(
             "strategy's proxy; as `neurofed site public-dataset` at a deployed site).",
         ),
     ] = None,
+    report_time: Annotated[
+        bool,
+        typer.Option(
+            "--report-time",
+            help="After the run, estimate how long it would take at real sites: each site gets "
+            "FeTS-measured compute and network speeds (see docs/scale.md); prints the "
+            "duration per round, in total, and which sites bound the rounds.",
+        ),
+    ] = False,
+    clock_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--clock-seed",
+            min=0,
+            help="Seed of the simulated site speeds (default: the study's seed).",
+        ),
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            min=1,
+            help="Site processes at once (default: one per site). Fewer bounds memory for "
+            "many sites; each task then starts a process.",
+        ),
+    ] = None,
 ) -> None:
     """Run a study over several site folders, each as one simulated NVFlare site."""
     from neurofed.federated.engine import SimulationError, run_simulation
@@ -82,7 +108,14 @@ def simulate(
             if public:
                 each["public_datasets"] = public
         result = run_simulation(
-            study, site, out, progress=progress, device=device, site_settings=settings
+            study,
+            site,
+            out,
+            progress=progress,
+            device=device,
+            site_settings=settings,
+            clock_seed=clock_seed,
+            processes=processes,
         )
     except KeyboardInterrupt:
         err_console.print(
@@ -105,6 +138,8 @@ def simulate(
     if study.kind is StudyKind.EVALUATE:
         _show_evaluation(study, result.run_dir)
         return
+    if report_time:
+        _show_time(study, result.run_dir, study.seed if clock_seed is None else clock_seed)
     if result.model_dir is None:
         print_error(
             "no round was aggregated, so there is no model; each round's reasons (quorum, "
@@ -123,6 +158,64 @@ def simulate(
     console.print(
         f"done in {result.seconds:.1f} s; per-round metrics in {result.run_dir / 'rounds'}"
     )
+
+
+def _show_time(study: Study, run_dir: Path, seed: int) -> None:
+    """The run's estimated duration at real sites, per round and in total."""
+    from rich.table import Table
+
+    from neurofed.federated.server.run_folder import RoundRecord, round_metrics_path
+    from neurofed.federated.server.timing import estimate_run
+
+    history = []
+    for number in range(1, study.rounds + 1):
+        path = round_metrics_path(run_dir, number)
+        if path.is_file():
+            history.append(RoundRecord.from_json(_read_json(path)))
+    participation = study.participation
+    estimate = estimate_run(
+        history,
+        seed=seed,
+        epochs=study.local_epochs,
+        deadline_s=None if participation is None else participation.deadline_s,
+    )
+    table = Table(
+        "round",
+        "training trip",
+        "validation trip",
+        "round",
+        "bound by",
+        "late",
+        title=f"estimated time at real sites (FeTS speeds, clock seed {seed})",
+    )
+    for number, timing in estimate.rounds:
+        table.add_row(
+            str(number),
+            _duration(timing.train_seconds),
+            _duration(timing.validate_seconds),
+            _duration(timing.seconds),
+            escape(timing.bound_by or "–"),
+            escape(", ".join(timing.late) or "–"),
+        )
+    console.print(table)
+    bounding = ", ".join(f"{escape(s)} ({n} round(s))" for s, n in estimate.bounding)
+    console.print(
+        f"estimated total {_duration(estimate.seconds)} for {len(estimate.rounds)} round(s); "
+        f"slowest sites: {bounding or '–'}"
+    )
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _show_evaluation(study: Study, run_dir: Path) -> None:

@@ -83,13 +83,20 @@ class StudyController(ModelController):  # type: ignore[misc]
         deployed server's ``<workspace>/neurofed/runs/<run_name>``.
     run_name
         The run folder's name on a deployed server (empty: ``<study name>-<hash[:12]>``).
+    clock_seed
+        Simulation only (>= 0): the sites get simulated speeds from this seed
+        (:mod:`neurofed.federated.clock`), and the deadline policy applies to simulated time
+        instead of the wall clock.
     """
 
-    def __init__(self, study: dict[str, Any], run_dir: str = "", run_name: str = "") -> None:
+    def __init__(
+        self, study: dict[str, Any], run_dir: str = "", run_name: str = "", clock_seed: int = -1
+    ) -> None:
         super().__init__(persistor_id="", ignore_result_error=True)
         self.study = study
         self.run_dir = run_dir
         self.run_name = check_run_name(run_name) if run_name else ""
+        self.clock_seed = int(clock_seed)
         self.progress: RunProgress | None = None
 
     def _run_folder(self, study: Study) -> Path:
@@ -136,6 +143,9 @@ class StudyController(ModelController):  # type: ignore[misc]
             return []
         request = dataclasses.replace(run.task_request(round_number), secagg=secagg)
         carries_model = task in (TaskName.TRAIN, TaskName.VALIDATE)
+        timeout = run.study.round_timeout_s
+        if task is TaskName.TRAIN and run.deadline_s is not None and not run.clocks:
+            timeout = min(timeout, run.deadline_s)  # late answers are left out, sites kept
         data = FLModel(
             params_type=ParamsType.FULL,
             params=dict(run.params) if carries_model else {},
@@ -148,7 +158,7 @@ class StudyController(ModelController):  # type: ignore[misc]
             data=data,
             targets=targets,
             min_responses=len(targets),
-            timeout=math.ceil(run.study.round_timeout_s),
+            timeout=math.ceil(timeout),
         )
         answers = []
         for result in results:
@@ -227,6 +237,8 @@ class StudyController(ModelController):  # type: ignore[misc]
         except (InitialModelError, RunFolderError) as error:  # the lead's to fix; no traceback
             self._stop(progress, f"the run cannot start: {error}")
             return
+        if self.clock_seed >= 0:
+            run.simulate_clock(self.clock_seed)
         progress.start(first, run.live, run.history)
         if first > 1:
             self.info(f"resuming {run_dir} at round {first}")
@@ -249,6 +261,8 @@ class StudyController(ModelController):  # type: ignore[misc]
             began = time.perf_counter()
             record = RoundRecord(round=round_number)
             targets = list(run.live)
+            if study.kind is not StudyKind.EVALUATE:
+                targets = run.participants(round_number)  # [participation]
             if study.kind is StudyKind.EVALUATE:  # this round's model, scored at every site
                 name = study.evaluated_models()[round_number - 1].name
                 try:
@@ -263,7 +277,7 @@ class StudyController(ModelController):  # type: ignore[misc]
                 answers = self._send(TaskName.VALIDATE, run, targets, round_number)
                 run.record_validation(record, targets, answers)
             else:
-                self.info(f"round {round_number}/{study.rounds}: training at {run.live}")
+                self.info(f"round {round_number}/{study.rounds}: training at {targets}")
                 if run.secure:  # four steps; the server sees only the masked inputs' sum
                     changed = run.record_secure_training(
                         record,

@@ -45,6 +45,7 @@ def build_job(
     site_configs: Mapping[str, str] | None = None,
     min_clients: int | None = None,
     deployed: bool = False,
+    clock_seed: int = -1,
 ) -> FedJob:
     """The config-only ``FedJob`` of ``study``.
 
@@ -65,6 +66,8 @@ def build_job(
     deployed
         Tune dead-site detection for a real federation (:data:`DEPLOYED_SERVER_CONFIG`,
         ``fail_fast``).
+    clock_seed
+        The simulator: seed of the sites' simulated speeds (-1: none; the wall clock rules).
     """
     from nvflare.job_config.api import FedJob
 
@@ -78,7 +81,10 @@ def build_job(
         fail_fast=deployed,
     )
     job.set_app_packages(["neurofed"])
-    job.to_server(StudyController(study=study.to_dict(), run_dir=run_dir, run_name=run_name))
+    controller = StudyController(
+        study=study.to_dict(), run_dir=run_dir, run_name=run_name, clock_seed=clock_seed
+    )
+    job.to_server(controller)
     server_config = dict(SERVER_CONFIG)
     if deployed:
         server_config.update(DEPLOYED_SERVER_CONFIG)

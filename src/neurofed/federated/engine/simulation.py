@@ -287,6 +287,8 @@ def run_simulation(
     device: str = "cpu",
     audit_dir: Path | None = None,
     site_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    clock_seed: int | None = None,
+    processes: int | None = None,
 ) -> SimulationResult:
     """Run ``study`` over ``site_dirs`` in NVFlare's simulator; the run folder is ``out``.
 
@@ -309,6 +311,14 @@ def run_simulation(
         Per simulated site name (``site-1`` …), fields of its
         :class:`~neurofed.federated.site.config.SiteConfig` to set, e.g.
         ``{"site-2": {"require_approval": True, "audit_log": path}}``.
+    clock_seed
+        Seed of the sites' simulated speeds (:mod:`neurofed.federated.clock`; default: the
+        study's seed): the deadline policy applies to simulated time.
+    processes
+        Site processes NVFlare runs at once (default: one per site). Fewer than the sites makes
+        NVFlare start a process for every task of every site, which keeps memory bounded but
+        loses what a site holds in memory between tasks; secure aggregation needs one process
+        per site.
 
     Raises
     ------
@@ -321,6 +331,14 @@ def run_simulation(
     from neurofed.federated.engine.job import build_job
 
     roots = _check_sites(site_dirs)
+    workers = len(roots) if processes is None else int(processes)
+    if not 1 <= workers <= len(roots):
+        raise SimulationError(f"processes = {processes}: give 1 to {len(roots)} (the sites)")
+    if workers < len(roots) and study.strategy_params.secagg:
+        raise SimulationError(
+            f"secure aggregation keeps each site's round secrets in its process; run the "
+            f"{len(roots)} sites in {len(roots)} processes (leave out processes)"
+        )
     if study.min_sites > len(roots):
         raise SimulationError(
             f"study {study.name!r} needs {study.min_sites} sites per round (min_sites) but "
@@ -360,6 +378,7 @@ def run_simulation(
         run_dir=str(run_dir),
         site_configs={name: str(path) for name, path in zip(names, configs, strict=True)},
         min_clients=study.min_sites,
+        clock_seed=study.seed if clock_seed is None else clock_seed,
     )
 
     _write_allow_list(run_dir / SIMULATOR_FOLDER)
@@ -373,10 +392,10 @@ def run_simulation(
         watcher.start()
     began = time.perf_counter()
     try:
-        with _stop_cleanly(), warnings.catch_warnings(), site_threads(len(roots)):
+        with _stop_cleanly(), warnings.catch_warnings(), site_threads(workers):
             _quiet_weights_hash(study)
             code = job.simulator_run(
-                str(run_dir / SIMULATOR_FOLDER), threads=len(roots), log_config=str(log_config)
+                str(run_dir / SIMULATOR_FOLDER), threads=workers, log_config=str(log_config)
             )
         if code == _NVFLARE_INTERRUPTED:  # NVFlare caught a Ctrl-C itself and returned -9
             raise KeyboardInterrupt

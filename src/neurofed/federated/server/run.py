@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from neurofed.artifacts import write_json_atomically
+from neurofed.federated.clock import SiteClock, site_clocks
 from neurofed.federated.condensed import PayloadError, PayloadSpec, check_payload
 from neurofed.federated.protocol import (
     MIN_SITES_FOR_CURVE,
@@ -62,6 +63,7 @@ from neurofed.federated.server.distill import (
     proxy_mismatches,
     train_on_payloads,
 )
+from neurofed.federated.server.participation import past_deadline, select_sites
 from neurofed.federated.server.planning import (
     PlanningError,
     copy_plan_files,
@@ -134,6 +136,9 @@ class FederatedRun:
         self.planning: dict[str, Any] = {}  # who contributed to it (run.json's "plan")
         self._schema: StateSchema | None = None  # what the sites' metric states must hold
         self._initial: TrainedModel | None = None  # the study's [initial_model], once checked
+        #: in simulation: each site's simulated speeds (the deadline policy's clock), their seed
+        self.clocks: dict[str, SiteClock] = {}
+        self.clock_seed = 0
 
     # -- start / resume ------------------------------------------------------------------------
 
@@ -298,11 +303,47 @@ class FederatedRun:
 
     # -- one round -----------------------------------------------------------------------------
 
+    def simulate_clock(self, seed: int) -> None:
+        """Give the live sites simulated speeds from ``seed`` (the simulator's deadline clock;
+        the same draws as ``neurofed simulate --report-time`` with that seed)."""
+        self.clocks = site_clocks(self.live, seed)
+        self.clock_seed = int(seed)
+
+    def participants(self, round_number: int) -> list[str]:
+        """The live sites ``round_number`` asks to train (the study's ``[participation]``)."""
+        return select_sites(
+            self.study.participation,
+            self.live,
+            round_number=round_number,
+            seed=self.study.seed,
+            min_sites=self.study.min_sites,
+        )
+
+    @property
+    def deadline_s(self) -> float | None:
+        """Under the deadline policy, the seconds a round waits for training answers."""
+        participation = self.study.participation
+        return None if participation is None else participation.deadline_s
+
     def _drop(
-        self, record: RoundRecord, targets: Sequence[str], answers: Sequence[SiteAnswer]
+        self,
+        record: RoundRecord,
+        targets: Sequence[str],
+        answers: Sequence[SiteAnswer],
+        *,
+        training: bool = False,
     ) -> None:
         answered = {a.site_id for a in answers}
         for site in targets:
+            if training and self.deadline_s is not None and site not in answered:
+                logger.warning(
+                    "round %d: %s missed the deadline of %g s; left out of this round",
+                    record.round,
+                    site,
+                    self.deadline_s,
+                )
+                record.late.append(site)
+                continue
             if site not in answered and site in self.live:
                 logger.warning(
                     "round %d: %s did not answer within %g s; dropped from later rounds",
@@ -319,7 +360,8 @@ class FederatedRun:
     ) -> bool:
         """Aggregate the training answers of a round; returns whether the global model changed."""
         record.targets = list(targets)
-        self._drop(record, targets, answers)
+        self._drop(record, targets, answers, training=True)
+        answers = self._in_time(record, answers)
         updates = []
         # what a distill site's payload may hold, once per round
         spec = payload_spec(self.study, self.train_config()) if self._distill else None
@@ -382,6 +424,30 @@ class FederatedRun:
         # the new global model is kept before anything else can fail (validation comes next)
         self._checkpoint(record, [*self.history, record])
         return True
+
+    def _in_time(self, record: RoundRecord, answers: Sequence[SiteAnswer]) -> list[SiteAnswer]:
+        """In simulation under the deadline policy: the answers whose simulated training trip
+        ended before the deadline (the others are recorded as late)."""
+        counts = {
+            a.site_id: a.result.num_examples
+            for a in answers
+            if isinstance(a.result, TrainResult) and a.site_id in self.clocks
+        }
+        late = past_deadline(
+            self.study.participation,
+            self.clocks,
+            counts,
+            round_number=record.round,
+            seed=self.clock_seed,
+            epochs=self.study.local_epochs,
+        )
+        for site in late:
+            logger.warning(
+                "round %d: %s's simulated training passed the deadline", record.round, site
+            )
+            record.train[site] = {"num_examples": float(counts[site])}  # trained, not counted
+        record.late.extend(late)
+        return [a for a in answers if a.site_id not in late]
 
     @property
     def secure(self) -> bool:

@@ -105,6 +105,9 @@ class RoundRecord:
         such a site is asked again next round, so approving it mid-run lets it join.
     dropped
         Sites that did not answer in time (left out of later rounds).
+    late
+        Under the deadline policy: sites whose training answer came after the deadline (left
+        out of this round only); empty (and left out of the JSON) otherwise.
     aggregated
         Whether the global model changed (``False`` when the quorum was not met).
     quorum_error
@@ -142,6 +145,7 @@ class RoundRecord:
     failed: dict[str, str] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
+    late: list[str] = field(default_factory=list)
     aggregated: bool = False
     quorum_error: str | None = None
     train: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -184,6 +188,8 @@ class RoundRecord:
             "validation_seconds": dict(self.validation_seconds),
             "seconds": self.seconds,
         }
+        if self.late:
+            out["late"] = list(self.late)
         if self.audit_heads:
             out["audit_heads"] = {s: dict(v) for s, v in self.audit_heads.items()}
         if self.withheld:
@@ -207,6 +213,7 @@ class RoundRecord:
             failed=dict(data.get("failed", {})),
             refused=dict(data.get("refused", {})),
             dropped=list(data.get("dropped", [])),
+            late=list(data.get("late", [])),
             aggregated=bool(data.get("aggregated", False)),
             quorum_error=data.get("quorum_error"),
             train={s: _metrics_read(v) for s, v in data.get("train", {}).items()},

@@ -34,6 +34,7 @@ from neurofed.federated.study.initial_model import (
     InitialModelError,
     resolve_path,
 )
+from neurofed.federated.study.participation import ParticipationConfig
 from neurofed.federated.study.plan import PlanTableError, StudyPlan, parse_plan_table
 from neurofed.federated.study.privacy import PrivacyConfig
 from neurofed.keys import TaskId
@@ -84,6 +85,7 @@ OPTIONAL_KEYS: tuple[str, ...] = (
     "initial_model",
     "evaluate",
     "privacy",
+    "participation",
 )
 
 #: TrainConfig fields the study sets elsewhere, or that each site chooses (``device``).
@@ -330,6 +332,19 @@ def _parse_plan(source: str, data: Mapping[str, Any], task_id: TaskId) -> dict[s
         raise StudyError(f"{source}: {error}") from None
 
 
+def _parse_participation(source: str, data: Mapping[str, Any]) -> dict[str, ParticipationConfig]:
+    """``{"participation": ParticipationConfig}`` for a study with ``[participation]``."""
+    if data.get("participation") is None:
+        return {}
+    table = _table(source, data, "participation", required=False)
+    where = f"{source}: [participation]"
+    _unknown(where, table, [f.name for f in fields(ParticipationConfig)])
+    try:
+        return {"participation": ParticipationConfig.from_json(table)}
+    except (ValueError, TypeError) as error:
+        raise StudyError(f"{where}: {error}") from None
+
+
 def _parse_privacy(
     source: str, data: Mapping[str, Any], task: Task, model: ConfigBase, strategy: Strategy
 ) -> dict[str, PrivacyConfig]:
@@ -416,10 +431,11 @@ def parse_study(
     evaluation = _parse_evaluation(source, data, base_dir)
     kind = _parse_kind(source, data, evaluation.get("evaluation"))
     privacy = _parse_privacy(source, data, task, model, strategy)
+    participation = _parse_participation(source, data)
     scalars = {k: data[k] for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if k in data}
     scalars["kind"] = kind
     tables = ("task", "model", "strategy", "selection", "train", "plan")
-    for key in (*tables, "initial_model", "evaluate", "privacy"):
+    for key in (*tables, "initial_model", "evaluate", "privacy", "participation"):
         scalars.pop(key, None)
     client = strategy.client_settings()
     bounds = (
@@ -468,5 +484,6 @@ def parse_study(
         **initial,
         **evaluation,
         **privacy,
+        **participation,
         **scalars,
     }

@@ -103,6 +103,7 @@ from neurofed.federated.study.parse import (
     StudyKind,
     parse_study,
 )
+from neurofed.federated.study.participation import ParticipationConfig
 from neurofed.federated.study.plan import (
     StudyPlan,
     apply_plan,
@@ -246,6 +247,7 @@ class Study:
     kind: StudyKind = StudyKind.TRAIN
     evaluation: Evaluation | None = None
     privacy: PrivacyConfig | None = None
+    participation: ParticipationConfig | None = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, field: str, fix: str) -> None:
@@ -552,6 +554,8 @@ class Study:
             out["evaluate"] = self.evaluation.to_dict()
         if self.privacy is not None:
             out["privacy"] = self.privacy.to_dict()
+        if self.participation is not None:
+            out["participation"] = self.participation.to_dict()
         return out
 
     @property
@@ -648,6 +652,11 @@ class Study:
             ),
             *self._describe_evaluation(),
             *([] if self.privacy is None else [f"  privacy    {self.privacy.describe()}"]),
+            *(
+                []
+                if self.participation is None
+                else [f"  rounds     {self.participation.describe()}"]
+            ),
             "  leaves a site: "
             + (
                 "aggregate metrics (sums and counts) only"

@@ -1,0 +1,94 @@
+"""Many sites in few processes: 4 sites in 2 NVFlare worker processes give the run that 4
+processes give (same seed), under partial participation with a late joiner; ``simulate
+--report-time`` prints the estimated duration at real sites."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from neurofed.cli.main import app
+from neurofed.federated.engine import SimulationError, run_simulation
+from neurofed.federated.study.participation import ParticipationConfig
+from neurofed.training import load_model
+from tests.federated.conftest import tiny_study, write_site
+
+pytestmark = pytest.mark.slow
+
+PARTICIPATION = ParticipationConfig(policy="fraction", fraction=0.5, join={"site-4": 2})
+
+
+@pytest.fixture(scope="module")
+def four_sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    base = tmp_path_factory.mktemp("four-sites")
+    return [write_site(base / f"hospital-{k}", seed=k) for k in (1, 2, 3, 4)]
+
+
+def _rounds(run: Path, count: int) -> list[dict]:
+    return [
+        json.loads((run / "rounds" / str(k) / "metrics.json").read_text())
+        for k in range(1, count + 1)
+    ]
+
+
+def test_four_sites_in_two_processes_give_the_run_of_four_processes(
+    four_sites: list[Path], tmp_path: Path
+) -> None:
+    # Prepare
+    study = dataclasses.replace(tiny_study(rounds=2, min_sites=2), participation=PARTICIPATION)
+    # Execute
+    apart = run_simulation(study, four_sites, tmp_path / "apart")
+    pooled = run_simulation(study, four_sites, tmp_path / "pooled", processes=2)
+    # Assert: the same sites asked and aggregated each round, the same model
+    for one, other in zip(_rounds(apart.run_dir, 2), _rounds(pooled.run_dir, 2), strict=True):
+        assert one["targets"] == other["targets"] and one["accepted"] == other["accepted"]
+        assert len(one["accepted"]) == 2 and one["aggregated"], one
+        assert one["validation"]["num_examples"] == other["validation"]["num_examples"]
+    first = _rounds(apart.run_dir, 1)[0]
+    assert "site-4" not in first["targets"]  # joins at round 2
+    assert "site-4" in first["validation_per_site"]  # it validates before it trains
+    assert apart.model_dir is not None and pooled.model_dir is not None
+    a = load_model(apart.model_dir).model.state_dict()
+    b = load_model(pooled.model_dir).model.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name].numpy(), b[name].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_simulate_reports_the_estimated_time_at_real_sites(
+    four_sites: list[Path], tmp_path: Path
+) -> None:
+    # Prepare
+    study = dataclasses.replace(tiny_study(rounds=2, min_sites=2), participation=PARTICIPATION)
+    (tmp_path / "study.toml").write_text(study.to_toml(), encoding="utf-8")
+    sites = [arg for s in four_sites for arg in ("--site", str(s))]
+    args = ["simulate", str(tmp_path / "study.toml"), *sites, "--out", str(tmp_path / "run")]
+    # Execute
+    outcome = CliRunner().invoke(app, [*args, "--report-time", "--processes", "2"])
+    # Assert
+    assert outcome.exit_code == 0, outcome.output
+    text = " ".join(outcome.output.split())
+    assert "estimated time at real sites (FeTS speeds, clock seed 3)" in text
+    assert "estimated total" in text and "for 2 round(s); slowest sites: site-" in text
+    # the same estimate again from the finished run folder, by another clock seed
+    again = CliRunner().invoke(app, [*args, "--report-time", "--clock-seed", "9"])
+    assert again.exit_code == 0, again.output
+    assert "clock seed 9" in again.output
+
+
+def test_secure_aggregation_needs_a_process_per_site(
+    four_sites: list[Path], tmp_path: Path
+) -> None:
+    study = tiny_study(min_sites=2)
+    secure = dataclasses.replace(
+        study, strategy_params=dataclasses.replace(study.strategy_params, secagg=True)
+    )
+    with pytest.raises(SimulationError, match="secure aggregation keeps each site's round"):
+        run_simulation(secure, four_sites, tmp_path / "run", processes=2)
+    with pytest.raises(SimulationError, match=r"processes = 9: give 1 to 4"):
+        run_simulation(study, four_sites, tmp_path / "run", processes=9)
