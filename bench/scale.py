@@ -1,0 +1,459 @@
+"""Scale: what a round costs the server as sites grow, what NVFlare's simulator costs for many
+sites in few processes, and what each participation policy costs in accuracy and in time at
+real sites.
+
+Three parts, side by side in one run:
+
+``server``
+    The server's side of one round for 10, 30, 71 and 100 sites, on the brain-age SFCN at its
+    real width (~3 M parameters): every site's answer is made here (the global model plus a
+    small shift, long-tailed case counts) and handed to the same :class:`FederatedRun` the NVFlare
+    controller drives. Per round: aggregation (FedAvg), the validation merge, the checkpoint,
+    and the server's peak memory beyond the answers it holds (``tracemalloc``); median of 5.
+``engine``
+    ``neurofed simulate``'s path (:func:`run_simulation`, NVFlare's simulator) for 10, 30 and
+    71 phantom brain-age sites of long-tailed sizes in 2 worker processes (``--processes 2``),
+    and 10 sites also in one process each (the default), one round of a tiny SFCN: wall time
+    per round and the peak memory of the whole process tree (sampled every 0.2 s).
+``policies``
+    A 71-site long-tailed brain-age phantom federation, 8 rounds of FedAvg under each policy:
+    every site; a fraction of 0.2 per round; a deadline of 900 s of simulated time (chosen
+    beforehand: 15 minutes, not tuned); every site with 6 of them joining at round 5 (FeTS held
+    its 6 late sites out). The sites run in this process through the same site worker and
+    server run as NVFlare's executor and controller (71 NVFlare site processes would not fit 2
+    cores); each policy gets the same sites, seed and clock. Reported: the global model's MAE
+    on every site's validation cases after the last round (95 % CI by bootstrap over sites),
+    cases trained per round, and the estimated duration at real sites
+    (:mod:`neurofed.federated.clock`).
+
+Usage::
+
+    python bench/scale.py [--part all|server|engine|policies] [--sites 10,30,71,100]
+                          [--engine-sites 10,30,71] [--rounds 8] [--work DIR] [--out FILE]
+
+Prints tables and writes JSON (default ``bench/results/scale.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+
+from neurofed.data.manifest import check_site
+from neurofed.federated.engine import run_simulation
+from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName
+from neurofed.federated.server import FederatedRun, RoundRecord
+from neurofed.federated.server.timing import estimate_run
+from neurofed.federated.site.config import SiteConfig
+from neurofed.federated.site.worker import SiteWorker
+from neurofed.federated.study import Study
+from neurofed.federated.study.participation import ParticipationConfig
+from neurofed.phantom import PhantomConfig, generate_federation
+from neurofed.tasks import MetricState
+
+SEED = 0
+DEADLINE_S = 900.0
+
+
+def _study(name: str, width: float, rounds: int, samples: int = 8) -> Study:
+    return Study.from_dict(
+        {
+            "name": f"bench-scale-{name}",
+            "rounds": rounds,
+            "local_epochs": 1,
+            "min_sites": 1,
+            "round_timeout_s": 3600.0,
+            "seed": SEED,
+            "task": {"id": "brain-age"},
+            "model": {"width": width},
+            "strategy": {"name": "fedavg"},
+            "selection": {"metric": "mae", "direction": "min"},
+            "train": {
+                "batch_size": 2,
+                "samples_per_epoch": samples,
+                "augment": False,
+                "preprocess": {"spacing": [8.0, 8.0, 8.0]},
+            },
+        },
+        source="bench/scale.py",
+    )
+
+
+def _tail(count: int, median: int = 6) -> list[int]:
+    """Long-tailed site sizes: ``median · e^Z``, at least 2 (the phantom's rule)."""
+    rng = np.random.default_rng(SEED)
+    return [max(2, round(median * float(np.exp(z)))) for z in rng.normal(size=count)]
+
+
+# -- server ------------------------------------------------------------------------------------
+
+
+def _train_answer(run: FederatedRun, site: str, shift: float, cases: int) -> SiteAnswer:
+    params = {
+        k: (v + shift).astype(v.dtype) if v.dtype.kind == "f" else v.copy()
+        for k, v in run.params.items()
+    }
+    meta = {MetaField.NUM_EXAMPLES.value: cases, MetaField.LABEL_COUNTS.value: {}}
+    return SiteAnswer.decode(TaskName.TRAIN, site, params, meta)
+
+
+def _validate_answer(site: str, cases: int, rng: np.random.Generator) -> SiteAnswer:
+    ages = rng.uniform(20, 80, size=cases)
+    guess = ages + rng.normal(0, 5, size=cases)
+    sums = {
+        "num_examples": int(cases),
+        "sum_abs_error": float(np.abs(guess - ages).sum()),
+        "sum_x": float(guess.sum()),
+        "sum_y": float(ages.sum()),
+        "sum_xx": float((guess**2).sum()),
+        "sum_yy": float((ages**2).sum()),
+        "sum_xy": float((guess * ages).sum()),
+    }
+    meta = {"metric_state": MetricState(sums=sums, cases={}).to_arrays()}
+    return SiteAnswer.decode(TaskName.VALIDATE, site, {}, meta)
+
+
+def _timed(log: dict[str, float], key: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            log[key] = log.get(key, 0.0) + time.perf_counter() - began
+
+    return wrapper
+
+
+def server_round(count: int, work: Path, measure_memory: bool) -> dict[str, float]:
+    """One round of ``count`` synthetic sites through :class:`FederatedRun`."""
+    study = _study("server", width=1.0, rounds=2)
+    run = FederatedRun(study, work)
+    sites = [f"site-{k}" for k in range(1, count + 1)]
+    run.start(sites)
+    sizes = _tail(count)
+    rng = np.random.default_rng(count)
+    # small shifts: every update passes the server's checks (a norm bound rejects large ones)
+    answers = [
+        _train_answer(run, s, 1e-4 * (k + 1), n)
+        for k, (s, n) in enumerate(zip(sites, sizes, strict=True))
+    ]
+    held = sum(v.nbytes for a in answers for v in a.params.values())
+    log: dict[str, float] = {}
+    run.strategy.aggregate = _timed(log, "aggregate", run.strategy.aggregate)  # type: ignore[method-assign]
+    run._checkpoint = _timed(log, "checkpoint", run._checkpoint)  # type: ignore[method-assign]
+    if measure_memory:
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0] if measure_memory else 0
+    record = RoundRecord(round=1)
+    began = time.perf_counter()
+    assert run.record_training(record, sites, answers), record.quorum_error
+    assert record.accepted == sorted(sites), (record.rejected, record.failed)
+    trained = time.perf_counter()
+    checks = [_validate_answer(s, max(1, n // 4), rng) for s, n in zip(sites, sizes, strict=True)]
+    merge_began = time.perf_counter()
+    run.record_validation(record, sites, checks)
+    merged = time.perf_counter()
+    peak = tracemalloc.get_traced_memory()[1] - base if measure_memory else 0
+    if measure_memory:
+        tracemalloc.stop()
+    return {
+        "round_seconds": (trained - began) + (merged - merge_began),
+        "aggregate_seconds": log["aggregate"],
+        "checkpoint_seconds": log["checkpoint"],
+        "checks_seconds": (trained - began) - log["aggregate"] - log["checkpoint"],
+        "validation_merge_seconds": merged - merge_began,
+        "answers_mb": held / 1e6,
+        "peak_beyond_answers_mb": peak / 1e6,
+    }
+
+
+def run_server(counts: list[int], work: Path) -> list[dict[str, Any]]:
+    rows = []
+    for count in counts:
+        print(f"server: {count} sites …", flush=True)
+        runs = [server_round(count, work / f"server-{count}-{k}", False) for k in range(5)]
+        memory = server_round(count, work / f"server-{count}-memory", True)
+        row: dict[str, Any] = {"sites": count}
+        for key in runs[0]:
+            values = [r[key] for r in runs]
+            row[key] = memory[key] if key.endswith("_mb") else statistics.median(values)
+        rows.append(row)
+    return rows
+
+
+# -- engine ------------------------------------------------------------------------------------
+
+
+def _phantom(work: Path, sites: int) -> list[Path]:
+    """Long-tailed brain-age phantom sites (median 6 cases), each checked."""
+    root = work / f"phantom-{sites}"
+    config = PhantomConfig(
+        preset="brain-age",  # type: ignore[arg-type]
+        sites=sites,
+        cases=6,
+        seed=SEED,
+        spacing=4.0,
+        long_tail=True,
+    )
+    manifest = root / "phantom.json"
+    if not (manifest.is_file() and json.loads(manifest.read_text())["config"] == config.to_json()):
+        generate_federation(config, root)
+    folders = [root / f"site-{k}" for k in range(1, sites + 1)]
+    for folder in folders:
+        check_site(folder)
+    return folders
+
+
+@contextmanager
+def _peak_tree_memory() -> Iterator[dict[str, float]]:
+    """The peak resident memory of this process and all its children, sampled every 0.2 s."""
+    out = {"peak_mb": 0.0}
+    stop = threading.Event()
+    me = psutil.Process()
+
+    def sample() -> None:
+        while not stop.wait(0.2):
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+            out["peak_mb"] = max(out["peak_mb"], total / 1e6)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_engine(counts: list[int], work: Path, processes: int = 2) -> list[dict[str, Any]]:
+    """Each count in ``processes`` workers; up to 10 sites also in one process per site."""
+    rows = []
+    runs = [(n, p) for n in counts for p in sorted({processes, n} if n <= 10 else {processes})]
+    for count, processes in runs:
+        sites = _phantom(work, count)
+        study = _study(f"engine-{count}", width=0.0625, rounds=1, samples=4)
+        print(f"engine: {count} sites in {processes} processes, 1 round …", flush=True)
+        with _peak_tree_memory() as memory:
+            began = time.perf_counter()
+            folder = work / f"engine-{count}-{processes}"
+            result = run_simulation(study, sites, folder, processes=processes)
+            wall = time.perf_counter() - began
+        record = json.loads((result.run_dir / "rounds" / "1" / "metrics.json").read_text())
+        rows.append(
+            {
+                "sites": count,
+                "processes": processes,
+                "wall_seconds": wall,
+                "round_seconds": float(record["seconds"]),
+                "accepted": len(record["accepted"]),
+                "failed": len(record["failed"]),
+                "peak_tree_mb": memory["peak_mb"],
+            }
+        )
+    return rows
+
+
+# -- policies ----------------------------------------------------------------------------------
+
+POLICIES: dict[str, ParticipationConfig | None] = {
+    "all": None,
+    "fraction 0.2": ParticipationConfig(policy="fraction", fraction=0.2),  # type: ignore[arg-type]
+    f"deadline {DEADLINE_S:.0f} s": ParticipationConfig(policy="deadline", deadline_s=DEADLINE_S),  # type: ignore[arg-type]
+    "6 join at round 5": ParticipationConfig(join={f"site-{k}": 5 for k in range(66, 72)}),
+}
+
+
+def _bootstrap_mae(per_site: dict[str, dict[str, float]], draws: int = 2000) -> tuple[float, float]:
+    rows = [(v["mae"] * v["num_examples"], v["num_examples"]) for v in per_site.values()]
+    sums, counts = np.array(rows).T
+    rng = np.random.default_rng(SEED)
+    picks = rng.integers(len(rows), size=(draws, len(rows)))
+    values = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def run_policy(name: str, sites: list[Path], work: Path, rounds: int) -> dict[str, Any]:
+    config = POLICIES[name]
+    study = replace(_study("policies", width=0.0625, rounds=rounds), participation=config)
+    folder = work / name.replace(" ", "-").replace(".", "")
+    names = [f"site-{k}" for k in range(1, len(sites) + 1)]
+    workers = {
+        n: SiteWorker(
+            n,
+            SiteConfig(path, device="cpu", state_dir=folder / n / "state", audit_dir=None),
+        )
+        for n, path in zip(names, sites, strict=True)
+    }
+    run = FederatedRun(study, folder / "run")
+    run.start(names)
+    run.simulate_clock(SEED)
+    history = []
+    trained_cases = []
+    began = time.perf_counter()
+    for number in range(1, rounds + 1):
+        record = RoundRecord(round=number)
+        round_began = time.perf_counter()
+        targets = run.participants(number)
+        meta = run.task_request(number).encode()
+        answers = [
+            SiteAnswer.decode(
+                TaskName.TRAIN, s, *workers[s].handle("train", dict(run.params), meta).encode()
+            )
+            for s in targets
+        ]
+        if run.record_training(record, targets, answers):
+            live = list(run.live)
+            checks = [
+                SiteAnswer.decode(
+                    TaskName.VALIDATE,
+                    s,
+                    *workers[s].handle("validate", dict(run.params), meta).encode(),
+                )
+                for s in live
+            ]
+            run.record_validation(record, live, checks)
+        record.seconds = time.perf_counter() - round_began
+        run.end_round(record)
+        history.append(record)
+        trained_cases.append(sum(record.train[s]["num_examples"] for s in record.accepted))
+        print(
+            f"  {name}: round {number}: {len(record.accepted)} sites trained, "
+            f"{len(record.late)} late, mae {record.validation.get('mae', float('nan')):.2f}",
+            flush=True,
+        )
+    estimate = estimate_run(
+        history,
+        seed=SEED,
+        epochs=study.local_epochs,
+        deadline_s=None if config is None else config.deadline_s,
+    )
+    last = history[-1]
+    low, high = _bootstrap_mae(last.validation_per_site)
+    return {
+        "policy": name,
+        "mae_last_round": last.validation.get("mae"),
+        "mae_per_round": [r.validation.get("mae") for r in history],
+        "mae_ci95": [low, high],
+        "validation_cases": last.validation.get("num_examples"),
+        "sites_per_round": statistics.mean(len(r.accepted) for r in history),
+        "cases_per_round": statistics.mean(trained_cases),
+        "failed_sites": sorted({s for r in history for s in r.failed}),
+        "estimated_hours": estimate.seconds / 3600,
+        "estimated_round_hours": [t.seconds / 3600 for _, t in estimate.rounds],
+        "bounding_sites": [list(b) for b in estimate.bounding[:3]],
+        "wall_seconds": time.perf_counter() - began,
+    }
+
+
+def run_policies(work: Path, rounds: int) -> list[dict[str, Any]]:
+    sites = _phantom(work, 71)
+    rows = []
+    for name in POLICIES:
+        print(f"policies: {name}, 71 sites, {rounds} rounds (in-process) …", flush=True)
+        torch.manual_seed(SEED)
+        rows.append(run_policy(name, sites, work, rounds))
+    return rows
+
+
+# -- tables ------------------------------------------------------------------------------------
+
+
+def show(result: dict[str, Any]) -> None:
+    if result.get("server"):
+        print("\nserver, one FedAvg round of the brain-age SFCN (median of 5; memory: a 6th run)")
+        print(
+            "sites | round s | aggregate s | checkpoint s | checks s | merge s | answers MB | "
+            "peak beyond MB"
+        )
+        for r in result["server"]:
+            print(
+                f"{r['sites']:>5} | {r['round_seconds']:7.2f} | {r['aggregate_seconds']:11.2f} | "
+                f"{r['checkpoint_seconds']:12.2f} | {r['checks_seconds']:8.2f} | "
+                f"{r['validation_merge_seconds']:7.3f} | {r['answers_mb']:10.0f} | "
+                f"{r['peak_beyond_answers_mb']:14.0f}"
+            )
+        first, last = result["server"][0], result["server"][-1]
+        ratio = last["round_seconds"] / first["round_seconds"]
+        print(f"round time ×{ratio:.1f} for ×{last['sites'] / first['sites']:.0f} sites")
+    if result.get("engine"):
+        print("\nNVFlare simulator, many sites in few processes (1 round, tiny SFCN)")
+        print("sites | processes | wall s | round s | trained | failed | peak memory MB")
+        for r in result["engine"]:
+            print(
+                f"{r['sites']:>5} | {r['processes']:>9} | {r['wall_seconds']:6.0f} | "
+                f"{r['round_seconds']:7.0f} | {r['accepted']:>7} | {r['failed']:>6} | "
+                f"{r['peak_tree_mb']:14.0f}"
+            )
+    if result.get("policies"):
+        print(
+            "\n71 long-tailed sites, FedAvg, participation policies (estimated time: FeTS speeds)"
+        )
+        print(
+            "policy             | MAE last round (95% CI) | sites/round | cases/round | "
+            "est. hours | bound by"
+        )
+        for r in result["policies"]:
+            low, high = r["mae_ci95"]
+            bound = ", ".join(f"{s} ×{n}" for s, n in r["bounding_sites"])
+            print(
+                f"{r['policy']:<18} | {r['mae_last_round']:6.2f} ({low:5.2f}–{high:5.2f})    | "
+                f"{r['sites_per_round']:11.1f} | {r['cases_per_round']:11.0f} | "
+                f"{r['estimated_hours']:10.1f} | {bound}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("all", "server", "engine", "policies"), default="all")
+    parser.add_argument("--sites", default="10,30,71,100", help="server part: site counts")
+    parser.add_argument("--engine-sites", default="10,30,71", help="engine part: site counts")
+    parser.add_argument("--rounds", type=int, default=8, help="policies part: rounds")
+    parser.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/scale.json"))
+    parser.add_argument("--show", type=Path, default=None, help="print a results JSON again")
+    args = parser.parse_args()
+    if args.show is not None:
+        show(json.loads(args.show.read_text()))
+        return
+    began = time.perf_counter()
+    result: dict[str, Any] = {"bench": "scale", "cpus": psutil.cpu_count()}
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(args.work) if args.work is not None else Path(scratch)
+        if args.part in ("all", "server"):
+            counts = [int(v) for v in str(args.sites).split(",") if v]
+            result["server"] = run_server(counts, work)
+        if args.part in ("all", "engine"):
+            counts = [int(v) for v in str(args.engine_sites).split(",") if v]
+            result["engine"] = run_engine(counts, work)
+        if args.part in ("all", "policies"):
+            result["policies"] = run_policies(work, args.rounds)
+    result["seconds"] = time.perf_counter() - began
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    show(result)
+    print(f"\n{result['seconds']:.0f} s; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
