@@ -1,8 +1,8 @@
 """Scale: what a round costs the server as sites grow, what NVFlare's simulator costs for many
-sites in few processes, and what each participation policy costs in accuracy and in time at
-real sites.
+sites in few processes, what a round costs beyond training, and what each participation policy
+costs in accuracy and in time at real sites.
 
-Three parts, side by side in one run:
+Four parts, side by side in one run:
 
 ``server``
     The server's side of one round for 10, 30, 71 and 100 sites, on the brain-age SFCN at its
@@ -15,6 +15,10 @@ Three parts, side by side in one run:
     71 phantom brain-age sites of long-tailed sizes in 2 worker processes (``--processes 2``),
     and 10 sites also in one process each (the default), one round of a tiny SFCN: wall time
     per round and the peak memory of the whole process tree (sampled every 0.2 s).
+``overhead``
+    What a round costs beyond training and validation on the simulator (one process per site,
+    2 and 8 sites, 6 rounds of a tiny SFCN); where that time goes is read from the server's and
+    the sites' logs (docs/scale.md).
 ``policies``
     A 71-site long-tailed brain-age phantom federation, 8 rounds of FedAvg under each policy:
     every site; a fraction of 0.2 per round; a deadline of 900 s of simulated time (chosen
@@ -28,8 +32,9 @@ Three parts, side by side in one run:
 
 Usage::
 
-    python bench/scale.py [--part all|server|engine|policies] [--sites 10,30,71,100]
-                          [--engine-sites 10,30,71] [--rounds 8] [--work DIR] [--out FILE]
+    python bench/scale.py [--part all|server|engine|overhead|policies] [--sites 10,30,71,100]
+                          [--engine-sites 10,30,71] [--overhead-sites 2,8] [--rounds 8]
+                          [--work DIR] [--out FILE]
 
 Prints tables and writes JSON (default ``bench/results/scale.json``).
 """
@@ -273,6 +278,41 @@ def run_engine(counts: list[int], work: Path, processes: int = 2) -> list[dict[s
     return rows
 
 
+# -- overhead ----------------------------------------------------------------------------------
+
+
+def _overheads(run_dir: Path, rounds: int) -> list[float]:
+    """Per round: wall time minus the slowest site's training and the slowest validation."""
+    out = []
+    for number in range(1, rounds + 1):
+        record = json.loads((run_dir / "rounds" / str(number) / "metrics.json").read_text())
+        assert record["aggregated"], record
+        train = max((float(m.get("seconds", 0.0)) for m in record["train"].values()), default=0)
+        check = max((float(v) for v in record["validation_seconds"].values()), default=0.0)
+        out.append(float(record["seconds"]) - train - check)
+    return out
+
+
+def run_overhead(work: Path, counts: list[int], rounds: int = 6) -> list[dict[str, Any]]:
+    """Seconds per round beyond training and validation on the simulator, one process per
+    site."""
+    rows = []
+    sites = _phantom(work, max(counts))
+    for count in counts:
+        study = _study(f"overhead-{count}", width=0.0625, rounds=rounds, samples=4)
+        print(f"overhead: {count} sites, {rounds} rounds …", flush=True)
+        result = run_simulation(study, sites[:count], work / f"overhead-{count}")
+        seconds = _overheads(result.run_dir, rounds)
+        rows.append(
+            {
+                "sites": count,
+                "overhead_seconds": seconds,
+                "median_after_round_1": statistics.median(seconds[1:]),
+            }
+        )
+    return rows
+
+
 # -- policies ----------------------------------------------------------------------------------
 
 POLICIES: dict[str, ParticipationConfig | None] = {
@@ -405,6 +445,12 @@ def show(result: dict[str, Any]) -> None:
                 f"{r['round_seconds']:7.0f} | {r['accepted']:>7} | {r['failed']:>6} | "
                 f"{r['peak_tree_mb']:14.0f}"
             )
+    if result.get("overhead"):
+        print("\nNVFlare simulator: seconds per round beyond training and validation")
+        print("sites | median after round 1 | per round")
+        for r in result["overhead"]:
+            each = " ".join(f"{v:.2f}" for v in r["overhead_seconds"])
+            print(f"{r['sites']:>5} | {r['median_after_round_1']:20.2f} | {each}")
     if result.get("policies"):
         print(
             "\n71 long-tailed sites, FedAvg, participation policies (estimated time: FeTS speeds)"
@@ -425,9 +471,12 @@ def show(result: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("all", "server", "engine", "policies"), default="all")
+    parser.add_argument(
+        "--part", choices=("all", "server", "engine", "overhead", "policies"), default="all"
+    )
     parser.add_argument("--sites", default="10,30,71,100", help="server part: site counts")
     parser.add_argument("--engine-sites", default="10,30,71", help="engine part: site counts")
+    parser.add_argument("--overhead-sites", default="2,8", help="overhead part: site counts")
     parser.add_argument("--rounds", type=int, default=8, help="policies part: rounds")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/scale.json"))
@@ -446,6 +495,9 @@ def main() -> None:
         if args.part in ("all", "engine"):
             counts = [int(v) for v in str(args.engine_sites).split(",") if v]
             result["engine"] = run_engine(counts, work)
+        if args.part in ("all", "overhead"):
+            counts = [int(v) for v in str(args.overhead_sites).split(",") if v]
+            result["overhead"] = run_overhead(work, counts)
         if args.part in ("all", "policies"):
             result["policies"] = run_policies(work, args.rounds)
     result["seconds"] = time.perf_counter() - began
