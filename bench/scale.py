@@ -58,7 +58,6 @@ import numpy as np
 import psutil
 import torch
 
-from neurofed.data.manifest import check_site
 from neurofed.federated.engine import run_simulation
 from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName
 from neurofed.federated.server import FederatedRun, RoundRecord
@@ -67,8 +66,9 @@ from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.site.worker import SiteWorker
 from neurofed.federated.study import Study
 from neurofed.federated.study.participation import ParticipationConfig
-from neurofed.phantom import PhantomConfig, generate_federation
+from neurofed.phantom import PhantomConfig
 from neurofed.tasks import MetricState
+from phantoms import checked_sites
 
 SEED = 0
 DEADLINE_S = 900.0
@@ -211,7 +211,6 @@ def run_server(counts: list[int], work: Path) -> list[dict[str, Any]]:
 
 def _phantom(work: Path, sites: int) -> list[Path]:
     """Long-tailed brain-age phantom sites (median 6 cases), each checked."""
-    root = work / f"phantom-{sites}"
     config = PhantomConfig(
         preset="brain-age",  # type: ignore[arg-type]
         sites=sites,
@@ -220,13 +219,7 @@ def _phantom(work: Path, sites: int) -> list[Path]:
         spacing=4.0,
         long_tail=True,
     )
-    manifest = root / "phantom.json"
-    if not (manifest.is_file() and json.loads(manifest.read_text())["config"] == config.to_json()):
-        generate_federation(config, root)
-    folders = [root / f"site-{k}" for k in range(1, sites + 1)]
-    for folder in folders:
-        check_site(folder)
-    return folders
+    return checked_sites(work / f"phantom-{sites}", config)
 
 
 @contextmanager
