@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from neurofed.artifacts import shown
 from neurofed.config import ConfigBase, is_local, look_up
@@ -332,32 +332,37 @@ def _parse_plan(source: str, data: Mapping[str, Any], task_id: TaskId) -> dict[s
         raise StudyError(f"{source}: {error}") from None
 
 
-def _parse_participation(source: str, data: Mapping[str, Any]) -> dict[str, ParticipationConfig]:
-    """``{"participation": ParticipationConfig}`` for a study with ``[participation]``."""
-    if data.get("participation") is None:
-        return {}
-    table = _table(source, data, "participation", required=False)
-    where = f"{source}: [participation]"
-    _unknown(where, table, [f.name for f in fields(ParticipationConfig)])
+C = TypeVar("C", bound=ConfigBase)
+
+
+def _config_table(source: str, data: Mapping[str, Any], key: str, config: type[C]) -> C | None:
+    """The optional table ``[key]`` as ``config`` (``None`` without it); unknown keys and
+    invalid values are refused naming the table."""
+    if data.get(key) is None:
+        return None
+    table = _table(source, data, key, required=False)
+    where = f"{source}: [{key}]"
+    _unknown(where, table, [f.name for f in fields(config)])
     try:
-        return {"participation": ParticipationConfig.from_json(table)}
+        return config.from_json(table)
     except (ValueError, TypeError) as error:
         raise StudyError(f"{where}: {error}") from None
+
+
+def _parse_participation(source: str, data: Mapping[str, Any]) -> dict[str, ParticipationConfig]:
+    """``{"participation": ParticipationConfig}`` for a study with ``[participation]``."""
+    participation = _config_table(source, data, "participation", ParticipationConfig)
+    return {} if participation is None else {"participation": participation}
 
 
 def _parse_privacy(
     source: str, data: Mapping[str, Any], task: Task, model: ConfigBase, strategy: Strategy
 ) -> dict[str, PrivacyConfig]:
     """``{"privacy": PrivacyConfig}`` for a study with ``[privacy]``; ``{}`` without."""
-    if data.get("privacy") is None:
+    privacy = _config_table(source, data, "privacy", PrivacyConfig)
+    if privacy is None:
         return {}
-    table = _table(source, data, "privacy", required=False)
     where = f"{source}: [privacy]"
-    _unknown(where, table, [f.name for f in fields(PrivacyConfig)])
-    try:
-        privacy = PrivacyConfig.from_json(table)
-    except (ValueError, TypeError) as error:
-        raise StudyError(f"{where}: {error}") from None
     from neurofed.training.private import uses_batch_norm
 
     if uses_batch_norm(_network(task, model)):
