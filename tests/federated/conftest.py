@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName
+from neurofed.federated.server import FederatedRun
 from neurofed.federated.study import Study
 from tests.training.sites import prepare_site, write_bids_site
 
@@ -80,6 +82,17 @@ def tiny_study(
             train="".join(f"{k} = {json.dumps(v)}\n" for k, v in (train or {}).items()),
         )
     )
+
+
+def train_reply(run: FederatedRun, site: str, shift: float, num_examples: int = 2) -> SiteAnswer:
+    """``site``'s training answer as the server decodes it: the global model, every float entry
+    shifted by ``shift``, trained on ``num_examples`` cases."""
+    params = {
+        k: (v + shift).astype(v.dtype) if v.dtype.kind == "f" else v.copy()
+        for k, v in run.params.items()
+    }
+    meta = {MetaField.NUM_EXAMPLES.value: num_examples, MetaField.LABEL_COUNTS.value: {}}
+    return SiteAnswer.decode(TaskName.TRAIN, site, params, meta)
 
 
 def write_site(root: Path, seed: int) -> Path:

@@ -21,13 +21,12 @@ from neurofed.federated.clock import (
     site_clocks,
     site_round,
 )
-from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName
 from neurofed.federated.server import FederatedRun, RoundRecord
 from neurofed.federated.server.participation import select_sites
 from neurofed.federated.server.timing import estimate_run, validation_cases
 from neurofed.federated.study import Study, StudyError
 from neurofed.federated.study.participation import ParticipationConfig, Policy
-from tests.federated.conftest import STUDY, tiny_study
+from tests.federated.conftest import STUDY, tiny_study, train_reply
 
 SITES = [f"site-{k}" for k in range(1, 11)]
 
@@ -48,15 +47,6 @@ def _toml(participation: str) -> str:
 
 def _with(participation: ParticipationConfig, min_sites: int = 2) -> Study:
     return dataclasses.replace(tiny_study(min_sites=min_sites), participation=participation)
-
-
-def _reply(run: FederatedRun, site: str, shift: float, num_examples: int) -> SiteAnswer:
-    params = {
-        k: (v + shift).astype(v.dtype) if v.dtype.kind == "f" else v.copy()
-        for k, v in run.params.items()
-    }
-    meta = {MetaField.NUM_EXAMPLES.value: num_examples, MetaField.LABEL_COUNTS.value: {}}
-    return SiteAnswer.decode(TaskName.TRAIN, site, params, meta)
 
 
 # -- the study's table ---------------------------------------------------------------------------
@@ -167,14 +157,14 @@ def test_fedavg_weighs_only_the_sites_that_trained_in_the_round(tmp_path) -> Non
     first = run.participants(1)
     record = RoundRecord(round=1)
     run.record_training(
-        record, first, [_reply(run, "site-1", 1.0, 1), _reply(run, "site-2", 4.0, 2)]
+        record, first, [train_reply(run, "site-1", 1.0, 1), train_reply(run, "site-2", 4.0, 2)]
     )
     second = run.participants(2)
     middle = run.params[name].copy()
     replies = [
-        _reply(run, "site-1", 1.0, 1),
-        _reply(run, "site-2", 1.0, 2),
-        _reply(run, "site-3", 7.0, 3),
+        train_reply(run, "site-1", 1.0, 1),
+        train_reply(run, "site-2", 1.0, 2),
+        train_reply(run, "site-3", 7.0, 3),
     ]
     run.record_training(RoundRecord(round=2), second, replies)
     # Assert
@@ -192,7 +182,7 @@ def test_under_a_deadline_a_site_that_does_not_answer_is_late_not_dropped(tmp_pa
     changed = run.record_training(
         record,
         ["site-1", "site-2", "site-3"],
-        [_reply(run, "site-1", 1.0, 2), _reply(run, "site-2", 1.0, 2)],
+        [train_reply(run, "site-1", 1.0, 2), train_reply(run, "site-2", 1.0, 2)],
     )
 
     assert changed and record.accepted == ["site-1", "site-2"]
@@ -218,7 +208,7 @@ def test_in_simulation_the_deadline_applies_to_each_sites_simulated_trip(tmp_pat
     assert run.clocks == clocks
     record = RoundRecord(round=1)
     # Execute: every site answers (the simulator itself is fast)
-    changed = run.record_training(record, sites, [_reply(run, s, 1.0, 20) for s in sites])
+    changed = run.record_training(record, sites, [train_reply(run, s, 1.0, 20) for s in sites])
     # Assert
     assert changed and record.accepted == sorted(order[:2])
     assert record.late == sorted(order[2:]) and run.live == sites

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName
+from neurofed.federated.protocol import SiteAnswer, TaskName
 from neurofed.federated.server import (
     FederatedRun,
     RoundRecord,
@@ -17,7 +17,7 @@ from neurofed.federated.server import (
 )
 from neurofed.tasks import MetricState
 from neurofed.training import RunFolderError
-from tests.federated.conftest import tiny_study
+from tests.federated.conftest import tiny_study, train_reply
 
 
 def _answer(
@@ -27,15 +27,6 @@ def _answer(
     return SiteAnswer.decode(task, site, params or {}, meta)
 
 
-def _reply(run: FederatedRun, site: str, shift: float, num_examples: int = 2) -> SiteAnswer:
-    params = {
-        k: (v + shift).astype(v.dtype) if v.dtype.kind == "f" else v.copy()
-        for k, v in run.params.items()
-    }
-    meta = {MetaField.NUM_EXAMPLES.value: num_examples, MetaField.LABEL_COUNTS.value: {}}
-    return SiteAnswer.decode(TaskName.TRAIN, site, params, meta)
-
-
 def test_a_round_averages_answers_and_records_failures_and_silent_sites(tmp_path: Path) -> None:
     # Prepare
     run = FederatedRun(tiny_study(min_sites=2), tmp_path / "run")
@@ -43,8 +34,8 @@ def test_a_round_averages_answers_and_records_failures_and_silent_sites(tmp_path
     name = next(k for k, v in run.params.items() if v.dtype.kind == "f")
     before = run.params[name].copy()
     replies = [
-        _reply(run, "site-2", 3.0, num_examples=3),
-        _reply(run, "site-1", 1.0, num_examples=1),
+        train_reply(run, "site-2", 3.0, num_examples=3),
+        train_reply(run, "site-1", 1.0, num_examples=1),
         _answer(TaskName.TRAIN, "site-3", error="SiteDataError: no manifest"),
     ]
     record = RoundRecord(round=1)
@@ -63,7 +54,10 @@ def test_a_missed_quorum_keeps_the_global_model(tmp_path: Path) -> None:
     run.start(["site-1", "site-2"])
     before = {k: v.copy() for k, v in run.params.items()}
     record = RoundRecord(round=1)
-    replies = [_reply(run, "site-1", 1.0), _answer(TaskName.TRAIN, "site-2", error="OSError: x")]
+    replies = [
+        train_reply(run, "site-1", 1.0),
+        _answer(TaskName.TRAIN, "site-2", error="OSError: x"),
+    ]
 
     assert not run.record_training(record, ["site-1", "site-2"], replies)
 
@@ -95,7 +89,7 @@ def test_checkpoints_resume_the_round_and_keep_zero_d_buffers(tmp_path: Path) ->
     run = FederatedRun(study, tmp_path / "run")
     run.start(["site-1", "site-2"])
     record = RoundRecord(round=1)
-    run.record_training(record, ["site-1", "site-2"], [_reply(run, "site-1", 0.5)])
+    run.record_training(record, ["site-1", "site-2"], [train_reply(run, "site-1", 0.5)])
     run.end_round(record)
     # Execute
     again = FederatedRun(study, tmp_path / "run")
