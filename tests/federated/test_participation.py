@@ -6,12 +6,16 @@ deterministic."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from neurofed.cli.main import app
 from neurofed.federated.clock import (
     DOWNLOAD_TIMES,
     TRAINING_TIMES,
@@ -23,9 +27,11 @@ from neurofed.federated.clock import (
 )
 from neurofed.federated.server import FederatedRun, RoundRecord
 from neurofed.federated.server.participation import select_sites
+from neurofed.federated.server.run_folder import read_round_records, round_metrics_path
 from neurofed.federated.server.timing import estimate_run, validation_cases
 from neurofed.federated.study import Study, StudyError
 from neurofed.federated.study.participation import ParticipationConfig, Policy
+from neurofed.training import RunFolderError
 from tests.federated.conftest import STUDY, tiny_study, train_reply
 
 SITES = [f"site-{k}" for k in range(1, 11)]
@@ -269,3 +275,49 @@ def test_validation_cases_are_read_from_any_tasks_metrics() -> None:
     assert validation_cases({"WT/dice": 0.5, "WT/num_examples": 6.0, "idh/num_examples": 5.0}) == 6
     assert validation_cases({"WT/num_examples": math.nan}) == 0
     assert validation_cases({}) == 0
+
+
+# -- the estimate of a finished run --------------------------------------------------------------
+
+
+def test_a_run_folders_rounds_are_read_in_round_order_and_a_damaged_one_is_named(
+    tmp_path: Path,
+) -> None:
+    # Prepare: rounds 2 and 10 (numeric order, not text order)
+    for number, cases in ((10, 30.0), (2, 20.0)):
+        record = RoundRecord(round=number, train={"site-1": {"num_examples": cases}})
+        path = round_metrics_path(tmp_path, number)
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(record.to_json()), encoding="utf-8")
+    # Execute
+    records = read_round_records(tmp_path)
+    # Assert
+    assert [r.round for r in records] == [2, 10]
+    assert records[1].train["site-1"]["num_examples"] == 30.0
+    round_metrics_path(tmp_path, 10).write_text("{", encoding="utf-8")
+    with pytest.raises(RunFolderError, match=r"rounds/10/metrics.json: not a readable round"):
+        read_round_records(tmp_path)
+
+
+def test_report_time_names_a_damaged_round_record_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: a finished simulation whose round 1 record is damaged
+    import neurofed.federated.engine as engine
+    from neurofed.federated.engine import SimulationResult
+    from neurofed.federated.protocol import RunSummary
+
+    study = tiny_study()
+    (tmp_path / "study.toml").write_text(study.to_toml(), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    round_metrics_path(run_dir, 1).parent.mkdir(parents=True)
+    round_metrics_path(run_dir, 1).write_text("[1, 2]", encoding="utf-8")
+    summary = RunSummary(study.name, study.content_hash, 2, 2, None, model=None, last_model=None)
+    result = SimulationResult(run_dir=run_dir, summary=summary, seconds=1.0)
+    monkeypatch.setattr(engine, "run_simulation", lambda *a, **k: result)
+    # Execute
+    args = ["simulate", str(tmp_path / "study.toml"), "--site", str(tmp_path), "--out", "x"]
+    outcome = CliRunner().invoke(app, [*args, "--report-time"])
+    # Assert
+    assert outcome.exit_code == 1
+    assert "metrics.json: not a readable round record" in " ".join(outcome.output.split())

@@ -161,17 +161,19 @@ def simulate(
 
 
 def _show_time(study: Study, run_dir: Path, seed: int) -> None:
-    """The run's estimated duration at real sites, per round and in total."""
+    """The run's estimated duration at real sites, per round and in total; exit 1 when a
+    round's record cannot be read."""
     from rich.table import Table
 
-    from neurofed.federated.server.run_folder import RoundRecord, round_metrics_path
+    from neurofed.federated.server.run_folder import read_round_records
     from neurofed.federated.server.timing import estimate_run
+    from neurofed.training import RunFolderError
 
-    history = []
-    for number in range(1, study.rounds + 1):
-        path = round_metrics_path(run_dir, number)
-        if path.is_file():
-            history.append(RoundRecord.from_json(_read_json(path)))
+    try:
+        history = read_round_records(run_dir)
+    except RunFolderError as exc:
+        print_error(exc)
+        raise typer.Exit(1) from None
     participation = study.participation
     estimate = estimate_run(
         history,
@@ -203,13 +205,6 @@ def _show_time(study: Study, run_dir: Path, seed: int) -> None:
         f"estimated total {_duration(estimate.seconds)} for {len(estimate.rounds)} round(s); "
         f"slowest sites: {bounding or '–'}"
     )
-
-
-def _read_json(path: Path) -> dict[str, object]:
-    import json
-
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
 
 
 def _duration(seconds: float) -> str:

@@ -260,10 +260,8 @@ class StudyController(ModelController):  # type: ignore[misc]
             progress.begin_round(round_number, run.live)
             began = time.perf_counter()
             record = RoundRecord(round=round_number)
-            targets = list(run.live)
-            if study.kind is not StudyKind.EVALUATE:
-                targets = run.participants(round_number)  # [participation]
             if study.kind is StudyKind.EVALUATE:  # this round's model, scored at every site
+                targets = list(run.live)
                 name = study.evaluated_models()[round_number - 1].name
                 try:
                     run.params = run.evaluated_parameters(round_number)
@@ -277,6 +275,7 @@ class StudyController(ModelController):  # type: ignore[misc]
                 answers = self._send(TaskName.VALIDATE, run, targets, round_number)
                 run.record_validation(record, targets, answers)
             else:
+                targets = run.participants(round_number)  # [participation]
                 self.info(f"round {round_number}/{study.rounds}: training at {targets}")
                 if run.secure:  # four steps; the server sees only the masked inputs' sum
                     changed = run.record_secure_training(

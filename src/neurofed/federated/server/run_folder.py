@@ -58,6 +58,7 @@ __all__ = [
     "latest_round_checkpoint",
     "load_round_checkpoint",
     "open_run_folder",
+    "read_round_records",
     "round_metrics_path",
     "save_round_checkpoint",
 ]
@@ -288,6 +289,29 @@ def open_run_folder(run_dir: Path, study: Study, sites: Sequence[str]) -> bool:
 def round_metrics_path(run_dir: Path, round_number: int) -> Path:
     """``<run>/rounds/<k>/metrics.json``."""
     return Path(run_dir) / ROUNDS / str(round_number) / "metrics.json"
+
+
+def read_round_records(run_dir: Path) -> list[RoundRecord]:
+    """Every ``rounds/<k>/metrics.json`` of the run folder, in round order.
+
+    Raises
+    ------
+    RunFolderError
+        A round's file is unreadable or not a round's record (the error names it).
+    """
+    folder = Path(run_dir) / ROUNDS
+    numbers = sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit())
+    records = []
+    for k in numbers:
+        path = round_metrics_path(run_dir, k)
+        try:
+            records.append(RoundRecord.from_json(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+            raise RunFolderError(
+                f"{path}: not a readable round record ({type(error).__name__}: {error}); "
+                "the run may still be writing it, or the file was damaged"
+            ) from None
+    return records
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,10 @@ def estimate_rounds(
     deadline_s: float | None = None,
 ) -> list[tuple[int, RoundTime]]:
     """Each round's simulated duration (see the module docstring)."""
-    sites = sorted(
-        {s for r in history for s in (*r.targets, *r.train, *r.validation_per_site, *r.late)}
+    # a site's clock depends on the seed and its name only, not on the other sites
+    clocks = site_clocks(
+        sorted({s for r in history for s in (*r.train, *r.validation_per_site)}), seed
     )
-    clocks = site_clocks(sites, seed)
     out = []
     for record in history:
         rounds = {}
