@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -18,10 +22,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import neurofed.evaluate.monitor as monitor_module
 import neurofed.federated.engine.submit as submit_module
 from neurofed.cli.main import app
-from neurofed.evaluate.monitor import MonitorServer
 
 CAP_S = 60.0
 
@@ -52,57 +54,90 @@ def _run(*args: str) -> Any:
     return CliRunner().invoke(app, ["monitor", *args])
 
 
+#: ``neurofed monitor`` in a process of its own, its admin API the fake session above.
+_DRIVER = """
+import sys
+from contextlib import contextmanager
+
+import neurofed.federated.engine.submit as submit
+from neurofed.cli.main import app
+
+
+class FakeSession:
+    def get_job_meta(self, job_id):
+        if job_id != "job-7":
+            raise RuntimeError(f"job {job_id} does not exist")
+        return {"status": "RUNNING"}
+
+    def do_app_command(self, job_id, topic, data):
+        entry = {"round": 1, "accepted": ["site-1"], "metric": "mae", "value": 4.0}
+        return {"study": "age", "rounds": 3, "state": "training", "history": [entry]}
+
+
+@contextmanager
+def session(kit, *, timeout_s=20.0):
+    yield FakeSession()
+
+
+submit.admin_session = session
+app(["monitor", *sys.argv[1:]], prog_name="neurofed")
+"""
+
+
 def _until_sigterm(
-    monkeypatch: pytest.MonkeyPatch,
-    module: Any,
-    start_name: str,
-    look: Callable[[MonitorServer], None],
-    *args: str,
-) -> tuple[Any, MonitorServer]:
-    """Run ``neurofed monitor ARGS``; once it serves (``module.start_name`` patched to keep
-    the server), ``look`` at it, then stop it with SIGTERM as a service manager would. A
-    placeholder SIGTERM handler stands until the command installs its own."""
-    started: list[MonitorServer] = []
-    ready = threading.Event()
-    real_start = getattr(module, start_name)
-
-    def start(*a: Any, **k: Any) -> Any:
-        server, thread = real_start(*a, **k)
-        started.append(server)
-        ready.set()
-        return server, thread
-
-    monkeypatch.setattr(module, start_name, start)
-    placeholder = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-    failures: list[BaseException] = []
-    returned = threading.Event()
-
-    def helper() -> None:
-        try:  # whatever happens, the command is stopped (a failure is raised below)
-            if not ready.wait(CAP_S):
-                raise AssertionError(f"the monitor did not start within {CAP_S} s")
-            look(started[0])
-        except BaseException as error:
-            failures.append(error)
-        # SIGTERM once the command's own handler is in place, again until the command returned
-        # (the test restores the placeholder only after this thread ended)
-        began = time.monotonic()
-        while not returned.wait(0.05) and time.monotonic() - began < CAP_S:
-            if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-    thread = threading.Thread(target=helper, daemon=True)
-    thread.start()
+    tmp_path: Path, look: Callable[[str], dict[str, Any]], *args: str
+) -> tuple[int, str, str, dict[str, Any]]:
+    """Run ``neurofed monitor ARGS`` as a service manager would, in a process of its own;
+    once it serves, ``look`` at its page (``look(url)``), then stop it with SIGTERM. Returns
+    its exit code, output, URL and what ``look`` saw. (The signal goes to that process, never
+    to the test's.)"""
+    driver = tmp_path / "monitor_driver.py"
+    driver.write_text(_DRIVER, encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, str(driver), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()])
+    reader.start()
+    output: list[str] = []
     try:
-        result = _run(*args)
+        url = None
+        while url is None:  # the event: it says where it serves
+            try:
+                output.append(lines.get(timeout=CAP_S))
+            except queue.Empty:
+                raise AssertionError(f"the monitor did not start within {CAP_S} s") from None
+            found = re.search(r"at (http://\S+/) \(Ctrl-C stops\)", output[-1])
+            url = found.group(1) if found else None
+            assert process.poll() is None or not lines.empty(), "".join(output)
+        seen = look(url)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=CAP_S)
     finally:
-        returned.set()
-        thread.join(CAP_S)
-        signal.signal(signal.SIGTERM, placeholder)
-    if failures:
-        raise failures[0]
-    return result, started[0]
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(CAP_S)
+    while not lines.empty():
+        output.append(lines.get())
+    return code, "".join(output), url, seen
+
+
+def _status(url: str, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The page's status once ``ready`` holds (the monitor polls its source in the
+    background)."""
+    began = time.monotonic()
+    while True:
+        with urllib.request.urlopen(url + "status.json", timeout=CAP_S) as answer:
+            status = json.loads(answer.read())
+        if ready(status):
+            return status
+        assert time.monotonic() - began < CAP_S, status
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize(
@@ -129,11 +164,8 @@ def test_a_site_kit_without_a_site_config_names_the_file_and_the_fix(tmp_path: P
     assert "give --site-kit the site's kit folder or its site config" in output
 
 
-def test_a_custodian_sees_its_sites_progress_from_its_kit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_custodian_sees_its_sites_progress_from_its_kit(tmp_path: Path) -> None:
     # Prepare: a kit whose site config points at a state folder with one study's progress
-    import neurofed.evaluate.monitor_site as site_module
     from neurofed.federated.site import SiteConfig
     from neurofed.federated.site.progress import SiteProgress
 
@@ -149,18 +181,11 @@ def test_a_custodian_sees_its_sites_progress_from_its_kit(
     )
     view.begin(1, "validate")
     view.done(1, "validate", error=None, seconds=1.0, numbers={"value": 3.0})
-    seen: dict[str, Any] = {}
-
-    def custodian(server: MonitorServer) -> None:
-        with urllib.request.urlopen(server.url + "status.json", timeout=CAP_S) as answer:
-            seen.update(json.loads(answer.read()))
 
     # Execute
-    result, server = _until_sigterm(
-        monkeypatch,
-        site_module,
-        "start_site_monitor",
-        custodian,
+    code, output, url, seen = _until_sigterm(
+        tmp_path,
+        lambda url: _status(url, lambda s: bool(s.get("sites"))),
         "--site-kit",
         str(tmp_path / "kit"),
         "--port",
@@ -168,12 +193,12 @@ def test_a_custodian_sees_its_sites_progress_from_its_kit(
     )
 
     # Assert
-    assert result.exit_code == 0, result.output
-    assert "monitoring site kit" in result.output
+    assert code == 0, output
+    assert "monitoring site kit" in output
     assert seen["study"] == "age" and set(seen["sites"]) == {"site-4"}
     assert seen["curves"]["site-4"] == [[1, 3.0]]
     with pytest.raises(urllib.error.URLError):  # SIGTERM stopped it
-        urllib.request.urlopen(server.url + "status.json", timeout=5)
+        urllib.request.urlopen(url + "status.json", timeout=5)
 
 
 def test_a_job_without_an_admin_kit_names_the_option_and_the_variable(
@@ -199,24 +224,12 @@ def test_an_unknown_job_is_named_with_the_fix(fake_server: None, tmp_path: Path)
     assert "the id `neurofed study submit` printed" in result.output
 
 
-def test_sigterm_stops_the_poller_and_the_server(
-    fake_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: dict[str, Any] = {}
-
-    def lead(server: MonitorServer) -> None:
-        """The lead looks at the status (then the service manager stops the monitor)."""
-        assert server.poller is not None
-        seen.update(server.poller.wait_for(lambda s: s["rounds_done"] == 1, CAP_S))
-        with urllib.request.urlopen(server.url + "status.json", timeout=CAP_S) as answer:
-            seen["page"] = json.loads(answer.read())
-
-    # Execute
-    result, started = _until_sigterm(
-        monkeypatch,
-        monitor_module,
-        "start_job_monitor",
-        lead,
+def test_sigterm_stops_the_poller_and_the_server(tmp_path: Path) -> None:
+    # Execute: the lead looks at the status once the poller read round 1, then the service
+    # manager stops the monitor
+    code, output, url, seen = _until_sigterm(
+        tmp_path,
+        lambda url: _status(url, lambda s: s.get("rounds_done") == 1),
         "--job",
         "job-7",
         "--admin-kit",
@@ -225,11 +238,9 @@ def test_sigterm_stops_the_poller_and_the_server(
         "0",
     )
 
-    # Assert: it followed the job, and SIGTERM ended the poller and the server
-    assert result.exit_code == 0, result.output
-    assert "monitoring job job-7 through" in result.output
-    assert seen["page"]["study"] == "age" and seen["page"]["rounds_done"] == 1
-    poller = started.poller
-    assert poller is not None and not poller.running
+    # Assert: it followed the job, and SIGTERM ended the process (poller and server with it)
+    assert code == 0, output
+    assert "monitoring job job-7 through" in " ".join(output.split())
+    assert seen["study"] == "age" and seen["rounds_done"] == 1
     with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(started.url + "status.json", timeout=5)
+        urllib.request.urlopen(url + "status.json", timeout=5)
