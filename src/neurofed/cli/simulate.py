@@ -180,6 +180,7 @@ def _show_time(study: Study, run_dir: Path, seed: int) -> None:
         seed=seed,
         epochs=study.local_epochs,
         deadline_s=None if participation is None else participation.deadline_s,
+        incoming=participation is not None and participation.validate_incoming,
     )
     table = Table(
         "round",

@@ -13,7 +13,10 @@ from the seed, the round and its name — so the clock is deterministic.
 neurofed's rounds make two trips: ``train`` (download the model, train, upload the update) and,
 after aggregation, ``validate`` (download the new model, validate; the metrics sent back are a few
 numbers). A round takes the slowest site's training trip — or the deadline, under the deadline
-policy, where the sites past it are left out — plus the slowest site's validation trip.
+policy, where the sites past it are left out — plus the slowest site's validation trip. Under
+``[participation] validate_incoming`` a training trip first scores the model it downloaded
+(``scored``), and only the sites that score a model outside a training trip make a validation
+trip.
 
 Examples
 --------
@@ -118,16 +121,18 @@ class SiteRound:
     train: float
     upload: float
     validate: float
+    scored: float = 0.0  # validate_incoming: scoring the downloaded model before training
+    validates: bool = True  # whether the site makes a validation trip
 
     @property
     def train_trip(self) -> float:
-        """Download the model, train, upload the update."""
-        return self.download + self.train + self.upload
+        """Download the model (and score it, under validate_incoming), train, upload."""
+        return self.download + self.scored + self.train + self.upload
 
     @property
     def validate_trip(self) -> float:
-        """Download the new model, validate it."""
-        return self.download + self.validate
+        """Download the new model, validate it (0: no validation trip)."""
+        return self.download + self.validate if self.validates else 0.0
 
 
 def site_round(
@@ -139,8 +144,12 @@ def site_round(
     train_cases: int,
     val_cases: int,
     epochs: int = 1,
+    scored_cases: int = 0,
+    validates: bool = True,
 ) -> SiteRound:
-    """``site``'s seconds in ``round_number`` (``train_cases`` 0: it did not train)."""
+    """``site``'s seconds in ``round_number`` (``train_cases`` 0: it did not train;
+    ``scored_cases``: validation cases scored inside its training trip; ``validates``: whether
+    it makes a validation trip)."""
     rng = _rng("round", seed, round_number, site)
 
     def draw(profile: tuple[float, float]) -> float:
@@ -158,6 +167,8 @@ def site_round(
         train=per_train * train_cases * epochs,
         upload=upload if trained else 0.0,
         validate=per_val * val_cases,
+        scored=per_val * scored_cases if trained else 0.0,
+        validates=validates,
     )
 
 

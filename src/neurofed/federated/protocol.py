@@ -110,6 +110,9 @@ class MetaField(StrEnum):
     CLASS_LOGITS = "class_logits"
     # secure aggregation: the step's sites, keys, weight totals or sealed shares (SecAggRequest)
     SECAGG = "secagg"
+    # [participation] validate_incoming: a train task's site first scores the model it carries,
+    # which is this round's (the last round's result)
+    VALIDATE_ROUND = "validate_round"
     # site → controller
     ERROR = "error"  # a reason: the site failed this task (nothing else is sent)
     REFUSED = "refused"  # true with ERROR: the site's custodian refused the study (not approved)
@@ -127,6 +130,9 @@ class MetaField(StrEnum):
     # aggregates only: Fingerprint.canonical_json(), the text of its JSON (fixed-length
     # histograms, counts, integer sums — text, because the sums may exceed 64 bits)
     FINGERPRINT = "fingerprint"
+    # a train answer to a task with VALIDATE_ROUND: the meta of the site's answer to that
+    # validation, exactly as a validate answer's (metric states; or its error)
+    VALIDATION = "validation"
     # any answer of a site that keeps an audit log: {"seq", "sha256"} of its log's line for
     # this task, which the server keeps in the run folder (the log's tail, anchored elsewhere)
     AUDIT_HEAD = "audit_head"
@@ -428,6 +434,9 @@ class TaskRequest:
     secagg
         A step of secure aggregation: what it tells the sites (``None``: the study has none,
         or this task is not part of it).
+    validate_round
+        A train task of a study with ``[participation] validate_incoming``: the round whose
+        model the task carries, which the site scores before it trains (``None``: it does not).
     """
 
     study: Mapping[str, Any]
@@ -437,6 +446,7 @@ class TaskRequest:
     progress: tuple[MergedRound, ...] = ()
     class_logits: Mapping[str, np.ndarray] = field(default_factory=dict)
     secagg: SecAggRequest | None = None
+    validate_round: int | None = None
 
     def encode(self) -> dict[str, Any]:
         meta = {
@@ -452,6 +462,8 @@ class TaskRequest:
             }
         if self.secagg is not None:
             meta[MetaField.SECAGG.value] = self.secagg.encode()
+        if self.validate_round is not None:
+            meta[MetaField.VALIDATE_ROUND.value] = int(self.validate_round)
         return meta
 
     @classmethod
@@ -482,6 +494,7 @@ class TaskRequest:
             except ProtocolError as error:  # a hint for condensation: it runs without it
                 logger.warning("ignoring the class logits the server sent: %s", error)
         secagg = meta.get(MetaField.SECAGG.value)
+        validate_round = meta.get(MetaField.VALIDATE_ROUND.value)
         return cls(
             study=study,
             study_hash=digest,
@@ -490,6 +503,20 @@ class TaskRequest:
             progress=progress,
             class_logits=class_logits,
             secagg=None if secagg is None else SecAggRequest.decode(secagg),
+            validate_round=(
+                None
+                if validate_round is None
+                else _integer("the task's validate_round", validate_round, 1, round_number - 1)
+            ),
+        )
+
+    def for_validation(self) -> TaskRequest:
+        """The validation this train task asks for first: the same task at
+        :attr:`validate_round` (its model is the one the task carries)."""
+        if self.validate_round is None:
+            raise ProtocolError("the task asks for no validation before training")
+        return dataclasses.replace(
+            self, round=self.validate_round, validate_round=None, class_logits={}, secagg=None
         )
 
     def decode_plan(self) -> Plan | None:
@@ -812,6 +839,9 @@ class SiteAnswer:
         not allowed) — not a failure of the site.
     site_id
         The site that answered (set on the server from NVFlare's client name).
+    validation
+        An answer to ``train`` under ``[participation] validate_incoming``: the site's answer
+        to the validation it did first (of the model the task carried).
     """
 
     result: Answer | None = None
@@ -819,6 +849,7 @@ class SiteAnswer:
     refused: bool = False
     site_id: str = ""
     audit_head: tuple[int, str] | None = None  # (seq, sha256) of the site's audit-log line
+    validation: SiteAnswer | None = None
 
     def __post_init__(self) -> None:
         if (self.result is None) == (self.error is None):
@@ -851,6 +882,8 @@ class SiteAnswer:
         if self.audit_head is not None:
             seq, digest = self.audit_head
             meta[MetaField.AUDIT_HEAD.value] = {"seq": int(seq), "sha256": digest}
+        if self.validation is not None:  # a validation answer travels in meta only
+            meta[MetaField.VALIDATION.value] = self.validation.encode()[1]
         return params, meta
 
     @classmethod
@@ -870,6 +903,14 @@ class SiteAnswer:
         """
         meta = meta or {}
         head = _audit_head(meta.get(MetaField.AUDIT_HEAD.value))
+        validation = None
+        if MetaField.VALIDATION.value in meta:
+            if task != TaskName.TRAIN.value:
+                raise ProtocolError(
+                    f"a {str(task)[:40]!r} answer carries a validation; only a train answer may"
+                )
+            table = _table("validation", meta[MetaField.VALIDATION.value])
+            validation = cls.decode(TaskName.VALIDATE, site_id, {}, table)
         error = meta.get(MetaField.ERROR.value)
         if error is not None:
             refused = meta.get(MetaField.REFUSED.value, False)
@@ -879,12 +920,13 @@ class SiteAnswer:
             if len(reason) > MAX_REASON:
                 reason = f"{reason[:MAX_REASON]}… (cut at {MAX_REASON} characters)"
             answer = cls.failure(reason, refused=bool(refused), site_id=site_id)
-            return dataclasses.replace(answer, audit_head=head)
+            return dataclasses.replace(answer, audit_head=head, validation=validation)
         try:
             kind = _RESULTS[TaskName(task)]
         except (KeyError, ValueError):
             raise ProtocolError(f"unknown task {task!r}") from None
-        return cls(result=kind._decode(params or {}, meta), site_id=site_id, audit_head=head)
+        result = kind._decode(params or {}, meta)
+        return cls(result=result, site_id=site_id, audit_head=head, validation=validation)
 
 
 # -- what a run reports ----------------------------------------------------------------------

@@ -13,7 +13,11 @@ study's dict) and the run folder; everything else is decided by
 2. error answers are logged with the site's reason, the others validated and aggregated (a
    missed quorum leaves the global model unchanged);
 3. ``validate`` sends the new global model to the live sites; their metric states are merged
-   (and, for Ditto, those of the sites' personalised models);
+   (and, for Ditto, those of the sites' personalised models). Under ``[participation]
+   validate_incoming`` this trip is saved: the next round's ``train`` asks its sites to score
+   the model it carries first (their answers carry that validation, merged into the previous
+   round's metrics), the live sites that do not train get ``validate`` before it, and only the
+   last round's model gets a ``validate`` of its own;
 4. sites that did not answer in time are dropped from later rounds; the round's metrics and
    checkpoint are written.
 
@@ -138,10 +142,13 @@ class StudyController(ModelController):  # type: ignore[misc]
         targets: list[str],
         round_number: int,
         secagg: SecAggRequest | None = None,
+        validate_round: int | None = None,
     ) -> list[SiteAnswer]:
         if not targets:
             return []
-        request = dataclasses.replace(run.task_request(round_number), secagg=secagg)
+        request = dataclasses.replace(
+            run.task_request(round_number), secagg=secagg, validate_round=validate_round
+        )
         carries_model = task in (TaskName.TRAIN, TaskName.VALIDATE)
         timeout = run.study.round_timeout_s
         if task is TaskName.TRAIN and run.deadline_s is not None and not run.clocks:
@@ -172,6 +179,24 @@ class StudyController(ModelController):  # type: ignore[misc]
                 self.warning(f"{task.value}: site {site} sent a malformed answer: {reason}")
                 answer = SiteAnswer.failure(f"malformed answer: {reason}", site_id=site)
             answers.append(answer)
+        return answers
+
+    def _train(
+        self, run: FederatedRun, targets: list[str], round_number: int, progress: RunProgress
+    ) -> list[SiteAnswer]:
+        """A round's training answers; under ``validate_incoming`` the training sites first
+        score the model they receive (the previous round's) and the live sites that do not
+        train score it in a validation task before, so every live site scores every model."""
+        scored = run.incoming_validation(round_number)
+        if scored is None:
+            return self._send(TaskName.TRAIN, run, targets, round_number)
+        others = [s for s in run.live if s not in targets]
+        validated = self._send(TaskName.VALIDATE, run, others, scored.round)
+        answers = self._send(
+            TaskName.TRAIN, run, targets, round_number, validate_round=scored.round
+        )
+        run.record_incoming_validation(scored, [*validated, *answers])
+        progress.update_round(scored)
         return answers
 
     def _send_step(
@@ -284,9 +309,10 @@ class StudyController(ModelController):  # type: ignore[misc]
                         functools.partial(self._send_step, run, round_number),
                     )
                 else:
-                    answers = self._send(TaskName.TRAIN, run, targets, round_number)
+                    answers = self._train(run, targets, round_number, progress)
                     changed = run.record_training(record, targets, answers)
-                if changed:
+                # under validate_incoming the next round's sites score this model first
+                if changed and (round_number == study.rounds or not run.validates_incoming):
                     targets = list(run.live)
                     answers = self._send(TaskName.VALIDATE, run, targets, round_number)
                     run.record_validation(record, targets, answers)

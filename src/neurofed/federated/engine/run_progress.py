@@ -204,6 +204,14 @@ class RunProgress:
             self._data["history"].append(round_summary(record, self._metric))
             self._data["live"] = list(live)
 
+    def update_round(self, record: RoundRecord) -> None:
+        """A finished round's entry again, once its model was scored (``validate_incoming``:
+        at the start of the next round)."""
+        with self._lock:
+            entry = round_summary(record, self._metric)
+            history = self._data["history"]
+            self._data["history"] = [entry if e["round"] == record.round else e for e in history]
+
     def finish(
         self, state: RunState, summary: RunSummary | None = None, reason: str | None = None
     ) -> None:

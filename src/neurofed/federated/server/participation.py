@@ -57,9 +57,11 @@ def past_deadline(
     round_number: int,
     seed: int,
     epochs: int,
+    scored: Mapping[str, int] | None = None,
 ) -> list[str]:
     """In simulation, the sites whose simulated training trip ends after the deadline (none
-    without the deadline policy, or for a site without a clock)."""
+    without the deadline policy, or for a site without a clock); ``scored``: the validation
+    cases each site scored inside its trip (``validate_incoming``)."""
     if config is None or config.policy is not Policy.DEADLINE or config.deadline_s is None:
         return []
     late = []
@@ -74,6 +76,7 @@ def past_deadline(
             train_cases=cases,
             val_cases=0,
             epochs=epochs,
+            scored_cases=(scored or {}).get(site, 0),
         )
         if timing.train_trip > config.deadline_s:
             late.append(site)

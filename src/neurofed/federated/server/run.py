@@ -18,10 +18,16 @@ personalised metric states are merged the same way (``personalised`` in the roun
 Answers arrive decoded (:class:`~neurofed.federated.protocol.SiteAnswer`) and are checked
 against the study (:mod:`~neurofed.federated.server.answers`): a malformed one is that site's
 failure for the round. The new global model is checkpointed right after aggregation.
+
+Under ``[participation] validate_incoming`` a round's model is scored at the start of the next
+round (:meth:`FederatedRun.incoming_validation`, :meth:`FederatedRun.record_incoming_validation`):
+its metrics file is written again with the validation, before the next round aggregates, so a
+run resumed at any point scores every model once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -86,6 +92,7 @@ from neurofed.federated.server.run_folder import (
     save_round_checkpoint,
 )
 from neurofed.federated.server.secagg import SecAggError, SecureRound, Send, run_steps
+from neurofed.federated.server.timing import validation_cases
 from neurofed.federated.state import StrategyState
 from neurofed.federated.strategies import StrategyName
 from neurofed.federated.study import Study, StudyKind
@@ -433,6 +440,7 @@ class FederatedRun:
             for a in answers
             if isinstance(a.result, TrainResult) and a.site_id in self.clocks
         }
+        scored = self.incoming_validation(record.round)  # scored inside the trips
         late = past_deadline(
             self.study.participation,
             self.clocks,
@@ -440,6 +448,10 @@ class FederatedRun:
             round_number=record.round,
             seed=self.clock_seed,
             epochs=self.study.local_epochs,
+            scored={
+                site: validation_cases(metrics)
+                for site, metrics in (scored.validation_per_site if scored else {}).items()
+            },
         )
         for site in late:
             logger.warning(
@@ -575,6 +587,45 @@ class FederatedRun:
         record.validation = finalize_metrics(self.task, merge_states(mergeable(states)))
         if personalised:
             record.personalised = finalize_metrics(self.task, merge_states(mergeable(personalised)))
+
+    @property
+    def validates_incoming(self) -> bool:
+        """Whether training sites score the model they receive first (one trip per round)."""
+        participation = self.study.participation
+        return participation is not None and participation.validate_incoming and not self.secure
+
+    def incoming_validation(self, round_number: int) -> RoundRecord | None:
+        """Under ``[participation] validate_incoming``: the finished round whose model
+        ``round_number`` carries and whose sites score it first — the previous round, when it
+        changed the model (``None``: no such round, or the study validates separately)."""
+        if not self.validates_incoming:
+            return None
+        last = self.history[-1] if self.history else None
+        if last is None or last.round != round_number - 1 or not last.aggregated:
+            return None
+        return last
+
+    def record_incoming_validation(
+        self, record: RoundRecord, answers: Sequence[SiteAnswer]
+    ) -> None:
+        """Merge the validations of ``record``'s model that sites did at the start of the next
+        round (each train answer's :attr:`~SiteAnswer.validation`, or a validate answer of a
+        site that did not train) into ``record``, and write its metrics again.
+
+        A site whose train answer holds no validation fails it; a site that did not answer is
+        left to the training round (dropped or late there).
+        """
+        scored = []
+        for answer in answers:
+            if answer.validation is not None:
+                scored.append(dataclasses.replace(answer.validation, site_id=answer.site_id))
+            elif answer.error is not None or not isinstance(answer.result, TrainResult):
+                scored.append(answer)  # a validate answer, or the train task's failure
+            else:
+                why = "the training answer holds no validation of the incoming model"
+                scored.append(SiteAnswer.failure(why, site_id=answer.site_id))
+        self.record_validation(record, [a.site_id for a in scored], scored)
+        write_json_atomically(round_metrics_path(self.run_dir, record.round), record.to_json())
 
     def _checkpoint(self, record: RoundRecord, history: Sequence[RoundRecord]) -> None:
         write_json_atomically(round_metrics_path(self.run_dir, record.round), record.to_json())

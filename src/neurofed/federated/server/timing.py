@@ -4,6 +4,9 @@
 For each round the run folder says which sites trained on how many cases and how many
 validation cases each site scored; each site's speeds come from the clock's seed. The estimate
 is the slowest training trip (or the deadline) plus the slowest validation trip, per round.
+With ``incoming`` (``[participation] validate_incoming``) a site that trained in round ``k``
+scored round ``k - 1``'s model inside that trip; a model is scored in a validation trip only by
+the sites that did not train in the next round, and by every site after the last round.
 
 Examples
 --------
@@ -39,6 +42,7 @@ def estimate_rounds(
     seed: int,
     epochs: int,
     deadline_s: float | None = None,
+    incoming: bool = False,
 ) -> list[tuple[int, RoundTime]]:
     """Each round's simulated duration (see the module docstring)."""
     # a site's clock depends on the seed and its name only, not on the other sites
@@ -46,7 +50,13 @@ def estimate_rounds(
         sorted({s for r in history for s in (*r.train, *r.validation_per_site)}), seed
     )
     out = []
-    for record in history:
+    for k, record in enumerate(history):
+        # under incoming: who scored the previous model in their training trip, and who scores
+        # this round's model in the next round's
+        previous = history[k - 1] if incoming and k > 0 and history[k - 1].aggregated else None
+        following = history[k + 1] if incoming and k + 1 < len(history) else None
+        scored_before = {} if previous is None else previous.validation_per_site
+        scored_after = set() if following is None else set(following.train)
         rounds = {}
         for site in sorted({*record.train, *record.validation_per_site}):
             train = int(record.train.get(site, {}).get("num_examples", 0) or 0)
@@ -59,6 +69,9 @@ def estimate_rounds(
                 train_cases=train,
                 val_cases=val,
                 epochs=epochs,
+                scored_cases=validation_cases(scored_before.get(site, {})) if train else 0,
+                validates=not incoming
+                or (site in record.validation_per_site and site not in scored_after),
             )
         out.append((record.round, round_time(rounds, deadline_s)))
     return out
@@ -84,10 +97,17 @@ class RunTime:
 
 
 def estimate_run(
-    history: Sequence[RoundRecord], *, seed: int, epochs: int, deadline_s: float | None = None
+    history: Sequence[RoundRecord],
+    *,
+    seed: int,
+    epochs: int,
+    deadline_s: float | None = None,
+    incoming: bool = False,
 ) -> RunTime:
     """The whole run's estimate and the sites that bound it."""
-    rounds = estimate_rounds(history, seed=seed, epochs=epochs, deadline_s=deadline_s)
+    rounds = estimate_rounds(
+        history, seed=seed, epochs=epochs, deadline_s=deadline_s, incoming=incoming
+    )
     counts = Counter(t.bound_by for _, t in rounds if t.bound_by)
     return RunTime(
         rounds=tuple(rounds),

@@ -34,6 +34,7 @@ import numpy as np
 from neurofed.data.nifti import VolumeError
 from neurofed.federated.protocol import (
     Answer,
+    MetaField,
     ProtocolError,
     SiteAnswer,
     TaskName,
@@ -115,10 +116,17 @@ class SiteWorker:
 
         A site that keeps an audit log adds the log's head after this task to the answer (the
         server keeps it in the run folder) and to the study's state folder.
+
+        A train task that names a ``validate_round`` (``[participation] validate_incoming``)
+        is first answered as the validation task of that round, with its own audit line and
+        progress; that answer travels inside the training answer.
         """
+        before = self._validation_first(task, params, meta)
         self.recorder.begin()
         began = time.perf_counter()
         answer = self._answer(task, params, meta)
+        if before is not None:
+            answer = dataclasses.replace(answer, validation=before)
         try:
             self._progress_done(task, meta, answer, time.perf_counter() - began)
         except Exception:  # the custodian's view only: the answer still goes
@@ -132,6 +140,19 @@ class SiteWorker:
                 self._keep(self.training, task, meta, head)
         self.recorder.answered(task, meta, answer, key)
         return answer
+
+    def _validation_first(
+        self, task: str, params: Mapping[str, Any], meta: Mapping[str, Any]
+    ) -> SiteAnswer | None:
+        """The answer to the validation a train task asks for first (``None``: it asks for
+        none, or its ``meta`` is unreadable, which the train task itself then answers)."""
+        if task != TaskName.TRAIN.value or MetaField.VALIDATE_ROUND.value not in meta:
+            return None
+        try:
+            request = TaskRequest.decode(meta).for_validation()
+        except ProtocolError:
+            return None
+        return self.handle(TaskName.VALIDATE.value, params, request.encode())
 
     def _keep(
         self, training: StudyTraining, task: str, meta: Mapping[str, Any], head: AuditHead

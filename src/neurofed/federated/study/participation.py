@@ -8,6 +8,8 @@
     # deadline_s = 900    # "deadline": training answers later than this are left out of the
     #                     #   round; the late site stays in the federation (OpenFL's cut-off)
     join = { site-7 = 10, site-8 = 10 }   # sites that join late: not asked before that round
+    validate_incoming = true   # one trip per round: a training site first scores the model it
+                               #   receives (the last round's), as FeTS did
 
 - ``all``: every live site, every round (the default, and what a study without the table does).
 - ``fraction``: ``max(min_sites, ceil(fraction · eligible))`` sites drawn without replacement
@@ -19,6 +21,11 @@
   site's simulated time (:mod:`neurofed.federated.clock`).
 - ``join``: a site listed there is not asked before its round (FeTS held sites that would join
   late out of the federation altogether).
+- ``validate_incoming``: every round's model is still scored at every live site, but a site
+  that trains in the next round scores it at the start of that training task instead of in a
+  validation task of its own, so a round costs one trip instead of two (FeTS). The last
+  round's model, and sites that do not train in a round, are scored by a validation task as
+  before. Not with ``secagg`` (its training task is one step of four).
 
 FedAvg-family strategies weight each round by the cases of the sites that trained in it, so a
 site that misses rounds simply does not weigh in them. The whole table is part of the study's
@@ -74,6 +81,7 @@ class ParticipationConfig(ConfigBase):
     fraction: float | None = None
     deadline_s: float | None = None
     join: Mapping[str, int] = field(default_factory=dict)
+    validate_incoming: bool = False
 
     def __post_init__(self) -> None:
         coerce_enum(self, "policy", Policy)
@@ -104,6 +112,12 @@ class ParticipationConfig(ConfigBase):
         )
         require(ok, self, "join", "map site names to the round they join, e.g. { site-7 = 10 }")
         object.__setattr__(self, "join", dict(sorted(join.items())))
+        require(
+            isinstance(self.validate_incoming, bool),
+            self,
+            "validate_incoming",
+            "use true (one trip per round) or false",
+        )
 
     def joins(self, site: str) -> int:
         """The first round ``site`` is asked to train in (1 unless it joins late)."""
@@ -114,6 +128,8 @@ class ParticipationConfig(ConfigBase):
         out = {k: v for k, v in self.to_json().items() if v is not None}
         if not self.join:
             out.pop("join")
+        if not self.validate_incoming:  # the default keeps the hashes studies had
+            out.pop("validate_incoming")
         return out
 
     def describe(self) -> str:
@@ -132,4 +148,6 @@ class ParticipationConfig(ConfigBase):
             text = "every live site trains every round"
         if self.join:
             text += "; joining late: " + ", ".join(f"{s} (round {r})" for s, r in self.join.items())
+        if self.validate_incoming:
+            text += "; training sites score the incoming model first (one trip per round)"
         return text

@@ -315,6 +315,13 @@ class Study:
             check(self.plan is None, "kind", "an evaluation plans nothing: remove [plan]")
         else:
             check(self.evaluation is None, "evaluation", 'only kind = "evaluate" has [evaluate]')
+        incoming = self.participation is not None and self.participation.validate_incoming
+        if incoming and self.strategy_params.secagg:
+            raise ValueError(
+                "[participation] validate_incoming = true is invalid with secagg = true: it "
+                "scores the model inside the training task, which under secagg is one step of "
+                "four; leave validate_incoming out or set secagg = false"
+            )
 
     # -- reading -----------------------------------------------------------------------------
 
