@@ -16,9 +16,11 @@ Four parts, side by side in one run:
     and 10 sites also in one process each (the default), one round of a tiny SFCN: wall time
     per round and the peak memory of the whole process tree (sampled every 0.2 s).
 ``overhead``
-    What a round costs beyond training and validation on the simulator (one process per site,
-    2 and 8 sites, 6 rounds of a tiny SFCN); where that time goes is read from the server's and
-    the sites' logs (docs/scale.md).
+    What a round costs beyond training and validation on the simulator (2 and 8 sites in one
+    process each, 10 sites in 2 processes; 6 rounds of a tiny SFCN), each with two trips per
+    round and with one (``[participation] validate_incoming``: the sites score the model they
+    receive before they train); where that time goes is read from the server's and the sites'
+    logs (docs/scale.md).
 ``policies``
     A 71-site long-tailed brain-age phantom federation, 30 rounds of FedAvg (step 1e-2) under
     each policy: every site; a fraction of 0.2 per round; a deadline of 900 s of simulated time
@@ -33,7 +35,7 @@ Four parts, side by side in one run:
 Usage::
 
     python bench/scale.py [--part all|server|engine|overhead|policies] [--sites 10,30,71,100]
-                          [--engine-sites 10,30,71] [--overhead-sites 2,8] [--rounds 30]
+                          [--engine-sites 10,30,71] [--overhead-sites 2,8,10@2] [--rounds 30]
                           [--work DIR] [--out FILE]
 
 Prints tables and writes JSON (default ``bench/results/scale.json``).
@@ -279,35 +281,59 @@ def run_engine(counts: list[int], work: Path, processes: int = 2) -> list[dict[s
 # -- overhead ----------------------------------------------------------------------------------
 
 
-def _overheads(run_dir: Path, rounds: int) -> list[float]:
-    """Per round: wall time minus the slowest site's training and the slowest validation."""
+def _overheads(run_dir: Path, rounds: int, one_trip: bool) -> list[float]:
+    """Per round: wall time minus the time the slowest site worked in it. With two trips that
+    is the slowest training plus the slowest validation; with one, the slowest site's
+    validation of the previous model plus its training (and, in the last round, the slowest
+    validation of the last model)."""
+    records = [
+        json.loads((run_dir / "rounds" / str(k) / "metrics.json").read_text())
+        for k in range(1, rounds + 1)
+    ]
     out = []
-    for number in range(1, rounds + 1):
-        record = json.loads((run_dir / "rounds" / str(number) / "metrics.json").read_text())
+    for k, record in enumerate(records):
         assert record["aggregated"], record
-        train = max((float(m.get("seconds", 0.0)) for m in record["train"].values()), default=0)
-        check = max((float(v) for v in record["validation_seconds"].values()), default=0.0)
-        out.append(float(record["seconds"]) - train - check)
+        before = records[k - 1]["validation_seconds"] if one_trip and k > 0 else {}
+        busy = max(
+            (float(m.get("seconds", 0.0)) + float(before.get(s, 0.0)))
+            for s, m in record["train"].items()
+        )
+        if not one_trip or k == rounds - 1:
+            busy += max((float(v) for v in record["validation_seconds"].values()), default=0.0)
+        out.append(float(record["seconds"]) - busy)
     return out
 
 
-def run_overhead(work: Path, counts: list[int], rounds: int = 6) -> list[dict[str, Any]]:
-    """Seconds per round beyond training and validation on the simulator, one process per
-    site."""
+def run_overhead(work: Path, configs: list[str], rounds: int = 6) -> list[dict[str, Any]]:
+    """Seconds per round beyond training and validation on the simulator, for each
+    ``SITES`` (one process per site) or ``SITES@PROCESSES``, with two trips per round and
+    with one."""
     rows = []
-    sites = _phantom(work, max(counts))
-    for count in counts:
-        study = _study(f"overhead-{count}", width=0.0625, rounds=rounds, samples=4)
-        print(f"overhead: {count} sites, {rounds} rounds …", flush=True)
-        result = run_simulation(study, sites[:count], work / f"overhead-{count}")
-        seconds = _overheads(result.run_dir, rounds)
-        rows.append(
-            {
-                "sites": count,
-                "overhead_seconds": seconds,
-                "median_after_round_1": statistics.median(seconds[1:]),
-            }
-        )
+    shapes = [(int(c.partition("@")[0]), int(c.partition("@")[2] or 0)) for c in configs]
+    sites = _phantom(work, max(n for n, _ in shapes))
+    for count, processes in shapes:
+        for one_trip in (False, True):
+            study = _study(f"overhead-{count}", width=0.0625, rounds=rounds, samples=4)
+            if one_trip:
+                study = replace(study, participation=ParticipationConfig(validate_incoming=True))
+            trips = "one trip" if one_trip else "two trips"
+            shown = f"{count} sites in {processes or count} processes, {trips}"
+            print(f"overhead: {shown}, {rounds} rounds …", flush=True)
+            folder = work / f"overhead-{count}-{processes}-{int(one_trip)}"
+            began = time.perf_counter()
+            result = run_simulation(study, sites[:count], folder, processes=processes or None)
+            wall = time.perf_counter() - began
+            seconds = _overheads(result.run_dir, rounds, one_trip)
+            rows.append(
+                {
+                    "sites": count,
+                    "processes": processes or count,
+                    "trips": 1 if one_trip else 2,
+                    "wall_seconds": wall,
+                    "overhead_seconds": seconds,
+                    "median_after_round_1": statistics.median(seconds[1:]),
+                }
+            )
     return rows
 
 
@@ -448,10 +474,14 @@ def show(result: dict[str, Any]) -> None:
             )
     if result.get("overhead"):
         print("\nNVFlare simulator: seconds per round beyond training and validation")
-        print("sites | median after round 1 | per round")
+        print("sites | processes | trips | wall s | median after round 1 | per round")
         for r in result["overhead"]:
             each = " ".join(f"{v:.2f}" for v in r["overhead_seconds"])
-            print(f"{r['sites']:>5} | {r['median_after_round_1']:20.2f} | {each}")
+            print(
+                f"{r['sites']:>5} | {r.get('processes', r['sites']):>9} | "
+                f"{r.get('trips', 2):>5} | {r.get('wall_seconds', float('nan')):6.0f} | "
+                f"{r['median_after_round_1']:20.2f} | {each}"
+            )
     if result.get("policies"):
         print(
             "\n71 long-tailed sites, FedAvg, participation policies (estimated time: FeTS speeds)"
@@ -477,7 +507,11 @@ def main() -> None:
     )
     parser.add_argument("--sites", default="10,30,71,100", help="server part: site counts")
     parser.add_argument("--engine-sites", default="10,30,71", help="engine part: site counts")
-    parser.add_argument("--overhead-sites", default="2,8", help="overhead part: site counts")
+    parser.add_argument(
+        "--overhead-sites",
+        default="2,8,10@2",
+        help="overhead part: SITES (one process each) or SITES@PROCESSES",
+    )
     parser.add_argument("--rounds", type=int, default=30, help="policies part: rounds")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/scale.json"))
@@ -497,8 +531,8 @@ def main() -> None:
             counts = [int(v) for v in str(args.engine_sites).split(",") if v]
             result["engine"] = run_engine(counts, work)
         if args.part in ("all", "overhead"):
-            counts = [int(v) for v in str(args.overhead_sites).split(",") if v]
-            result["overhead"] = run_overhead(work, counts)
+            configs = [v for v in str(args.overhead_sites).split(",") if v]
+            result["overhead"] = run_overhead(work, configs)
         if args.part in ("all", "policies"):
             result["policies"] = run_policies(work, args.rounds)
     result["seconds"] = time.perf_counter() - began
