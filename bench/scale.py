@@ -30,7 +30,9 @@ Four parts, side by side in one run:
     cores); each policy gets the same sites, seed and clock. Reported: the global model's MAE
     on every site's validation cases after the last round (95 % CI by bootstrap over sites),
     cases trained per round, and the estimated duration at real sites
-    (:mod:`neurofed.federated.clock`).
+    (:mod:`neurofed.federated.clock`), with two trips per round and with one
+    (``validate_incoming``, estimated from the same rounds: it trains and scores the same
+    models; not under the deadline, where it would change which sites are late).
 
 Usage::
 
@@ -409,11 +411,15 @@ def run_policy(name: str, sites: list[Path], work: Path, rounds: int) -> dict[st
             f"{len(record.late)} late, mae {record.validation.get('mae', float('nan')):.2f}",
             flush=True,
         )
-    estimate = estimate_run(
-        history,
-        seed=SEED,
-        epochs=study.local_epochs,
-        deadline_s=None if config is None else config.deadline_s,
+    deadline = None if config is None else config.deadline_s
+    estimate = estimate_run(history, seed=SEED, epochs=study.local_epochs, deadline_s=deadline)
+    # one trip per round (validate_incoming) trains and scores the same models, so the same
+    # rounds give its estimate; not under a deadline, where the scoring inside the trip
+    # changes which sites are late (and so the training)
+    one_trip = (
+        None
+        if deadline is not None
+        else estimate_run(history, seed=SEED, epochs=study.local_epochs, incoming=True)
     )
     last = history[-1]
     low, high = _bootstrap_mae(last.validation_per_site)
@@ -427,6 +433,7 @@ def run_policy(name: str, sites: list[Path], work: Path, rounds: int) -> dict[st
         "cases_per_round": statistics.mean(trained_cases),
         "failed_sites": sorted({s for r in history for s in r.failed}),
         "estimated_hours": estimate.seconds / 3600,
+        "estimated_hours_one_trip": None if one_trip is None else one_trip.seconds / 3600,
         "estimated_round_hours": [t.seconds / 3600 for _, t in estimate.rounds],
         "bounding_sites": [list(b) for b in estimate.bounding[:3]],
         "wall_seconds": time.perf_counter() - began,
@@ -488,15 +495,17 @@ def show(result: dict[str, Any]) -> None:
         )
         print(
             "policy             | MAE last round (95% CI) | sites/round | cases/round | "
-            "est. hours | bound by"
+            "est. hours | one trip | bound by"
         )
         for r in result["policies"]:
             low, high = r["mae_ci95"]
             bound = ", ".join(f"{s} ×{n}" for s, n in r["bounding_sites"])
+            one = r.get("estimated_hours_one_trip")
             print(
                 f"{r['policy']:<18} | {r['mae_last_round']:6.2f} ({low:5.2f}–{high:5.2f})    | "
                 f"{r['sites_per_round']:11.1f} | {r['cases_per_round']:11.0f} | "
-                f"{r['estimated_hours']:10.1f} | {bound}"
+                f"{r['estimated_hours']:10.1f} | {'—' if one is None else f'{one:8.1f}'} | "
+                f"{bound}"
             )
 
 
