@@ -37,7 +37,9 @@ def _check_stack(stack: Array) -> None:
 def weighted_average(stack: Array, weights: Array) -> Array:
     """``Σ w_i x_i / Σ w_i`` over the first axis (FedAvg).
 
-    Computed as ``x_0 + Σ w_i (x_i - x_0) / Σ w_i`` so that identical rows give ``x_0`` exactly.
+    Computed as ``x_0 + Σ w_i (x_i - x_0) / Σ w_i`` so that identical rows give ``x_0`` exactly,
+    one site at a time: beyond the stack it holds two arrays of one site's size, not a copy of
+    the stack.
 
     Raises
     ------
@@ -52,7 +54,13 @@ def weighted_average(stack: Array, weights: Array) -> Array:
     if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not total > 0:
         raise ValueError(f"weights must be finite, >= 0 and not all 0; got {weights.tolist()}")
     base = stack[0]
-    average: Array = base + np.tensordot(weights / total, stack - base, axes=1)
+    shift = np.zeros(base.shape, dtype=np.result_type(stack.dtype, np.float64))
+    term = np.empty_like(shift)
+    for share, row in zip(weights[1:] / total, stack[1:], strict=True):
+        np.subtract(row, base, out=term)
+        term *= share
+        shift += term
+    average: Array = base + shift
     return average
 
 
