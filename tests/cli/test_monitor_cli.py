@@ -41,13 +41,15 @@ class FakeSession:
         return {"study": "age", "rounds": 3, "state": "training", "history": [entry]}
 
 
+@contextmanager
+def fake_admin_session(kit: Path, *, timeout_s: float = 20.0) -> Iterator[FakeSession]:
+    """``admin_session``'s stand-in: the fake session, whatever the kit."""
+    yield FakeSession()
+
+
 @pytest.fixture
 def fake_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    @contextmanager
-    def session(kit: Path, *, timeout_s: float = 20.0) -> Iterator[FakeSession]:
-        yield FakeSession()
-
-    monkeypatch.setattr(submit_module, "admin_session", session)
+    monkeypatch.setattr(submit_module, "admin_session", fake_admin_session)
 
 
 def _run(*args: str) -> Any:
@@ -57,31 +59,16 @@ def _run(*args: str) -> Any:
 #: ``neurofed monitor`` in a process of its own, its admin API the fake session above.
 _DRIVER = """
 import sys
-from contextlib import contextmanager
 
 import neurofed.federated.engine.submit as submit
 from neurofed.cli.main import app
+from tests.cli.test_monitor_cli import fake_admin_session
 
-
-class FakeSession:
-    def get_job_meta(self, job_id):
-        if job_id != "job-7":
-            raise RuntimeError(f"job {job_id} does not exist")
-        return {"status": "RUNNING"}
-
-    def do_app_command(self, job_id, topic, data):
-        entry = {"round": 1, "accepted": ["site-1"], "metric": "mae", "value": 4.0}
-        return {"study": "age", "rounds": 3, "state": "training", "history": [entry]}
-
-
-@contextmanager
-def session(kit, *, timeout_s=20.0):
-    yield FakeSession()
-
-
-submit.admin_session = session
+submit.admin_session = fake_admin_session
 app(["monitor", *sys.argv[1:]], prog_name="neurofed")
 """
+#: The repository root, where the driver imports this module from.
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _until_sigterm(
@@ -98,7 +85,11 @@ def _until_sigterm(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
     )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()])
