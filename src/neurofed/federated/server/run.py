@@ -590,9 +590,10 @@ class FederatedRun:
 
     @property
     def validates_incoming(self) -> bool:
-        """Whether training sites score the model they receive first (one trip per round)."""
+        """Whether training sites score the model they receive first (one trip per round; a
+        study refuses it with secagg)."""
         participation = self.study.participation
-        return participation is not None and participation.validate_incoming and not self.secure
+        return participation is not None and participation.validate_incoming
 
     def incoming_validation(self, round_number: int) -> RoundRecord | None:
         """Under ``[participation] validate_incoming``: the finished round whose model
