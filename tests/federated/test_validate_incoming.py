@@ -61,7 +61,7 @@ def _run(
     workers: Mapping[str, SiteWorker],
     trips: Trips,
     stop: Callable[[str, int], bool] = lambda task, number: False,
-) -> None:
+) -> dict[str, Any]:
     """The study's controller over ``workers``: each task goes to the sites' workers as
     NVFlare's executor would hand it (``stop``: raise instead of sending this task)."""
     from neurofed.federated.engine.controller import StudyController
@@ -83,6 +83,8 @@ def _run(
 
     controller.send_model_and_wait = send  # type: ignore[method-assign]
     controller.run()
+    assert controller.progress is not None
+    return controller.progress.to_json()  # what the lead's neurofed.progress shows
 
 
 def _rounds(run_dir: Path, count: int) -> list[dict[str, Any]]:
@@ -109,7 +111,7 @@ def test_one_trip_per_round_gives_the_model_and_validations_of_two(
     one_trip: Trips = []
     # Execute
     _run(two, tmp_path / "two", _workers(tmp_path / "w2", age_sites), two_trips)
-    _run(one, tmp_path / "one", _workers(tmp_path / "w1", age_sites), one_trip)
+    shown = _run(one, tmp_path / "one", _workers(tmp_path / "w1", age_sites), one_trip)
     # Assert: 3 trips fewer (a validation task after the last round only), same results
     sites = ("site-1", "site-2")
     assert [t[:2] for t in two_trips] == [
@@ -138,6 +140,9 @@ def test_one_trip_per_round_gives_the_model_and_validations_of_two(
     _same_model(
         tmp_path / "two" / "checkpoints" / "round-3", tmp_path / "one" / "checkpoints" / "round-3"
     )
+    # the lead's progress shows each round's value once the next round scored its model
+    values = [entry["value"] for entry in shown["history"]]
+    assert values == [r["validation"]["mae"] for r in _rounds(tmp_path / "one", 3)]
     summary = json.loads((tmp_path / "one" / "summary.json").read_text())
     assert (
         summary["selected"]["round"]
