@@ -147,6 +147,31 @@ def test_exactly_one_of_a_run_folder_a_job_and_a_site_kit(args: list[str]) -> No
     )
 
 
+def test_sigterm_is_handled_before_the_monitor_starts_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: see which SIGTERM handler stands when the server is started (then fail the
+    # start, so the command returns); the test's own handler is restored afterwards
+    import neurofed.evaluate.monitor as monitor_module
+
+    seen: list[Any] = []
+
+    def start(*args: Any, **kwargs: Any) -> Any:
+        seen.append(signal.getsignal(signal.SIGTERM))
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(monitor_module, "start_monitor", start)
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        # Execute
+        result = _run(str(tmp_path), "--port", "1")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    # Assert: a SIGTERM while it starts stops it cleanly instead of killing it
+    assert result.exit_code == 2, result.output
+    assert seen and seen[0] not in (signal.SIG_DFL, signal.SIG_IGN, None)
+
+
 def test_a_site_kit_without_a_site_config_names_the_file_and_the_fix(tmp_path: Path) -> None:
     result = _run("--site-kit", str(tmp_path))
     output = " ".join(result.output.split())

@@ -167,6 +167,9 @@ def monitor(
 
     from neurofed.evaluate.monitor import start_monitor
 
+    # SIGTERM stops it cleanly from here on, also while it starts (before it says it serves)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     asking: _AdminJob | None = None
     if sum(x is not None for x in (run, job, site_kit)) != 1:
         print_error(
@@ -197,8 +200,6 @@ def monitor(
     console.print(
         f"monitoring {source} at {server.url} (Ctrl-C stops)", markup=False, soft_wrap=True
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:
