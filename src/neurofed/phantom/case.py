@@ -75,7 +75,11 @@ class CaseParams:
 
 
 def subject_id(preset: PhantomPreset, site: int, case: int) -> str:
-    """``BraTS2021_<site*1000+case:05d>`` for glioma, ``sub-s<site>c<case:03d>`` for BIDS."""
+    """``BraTS2021_<site*1000+case:05d>`` for glioma, ``sub-s<site>c<case:03d>`` for BIDS.
+
+    >>> subject_id(PhantomPreset.GLIOMA, 3, 7), subject_id(PhantomPreset.GLIOMA, 100, 1)
+    ('BraTS2021_03007', 'BraTS2021_100001')
+    """
     if preset is PhantomPreset.GLIOMA:
         return f"BraTS2021_{site * 1000 + case:05d}"
     return f"sub-s{site}c{case:03d}"

@@ -35,7 +35,7 @@ __all__ = [
     "PhantomSummary",
 ]
 
-MAX_SITES = 99  # BraTS ids are site * 1000 + case in five digits
+MAX_SITES = 999  # BraTS ids are site * 1000 + case: five digits below site 100, then six
 MAX_CASES = 999
 #: The random stream of long-tailed site sizes (apart from every other draw of a site).
 _TAIL_STREAM = 0x7A11
@@ -82,7 +82,7 @@ class PhantomConfig:
     preset:
         Study the sites imitate (:class:`PhantomPreset`).
     sites, cases:
-        Number of sites (1..99) and cases per site (1..999).
+        Number of sites (1..999) and cases per site (1..999).
     seed:
         Same seed, same bytes.
     spacing:
