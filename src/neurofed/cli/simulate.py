@@ -64,10 +64,19 @@ def simulate(
         typer.Option(
             "--processes",
             min=1,
-            help="Site processes at once (default: one per site). Fewer bounds memory for "
-            "many sites; each task then starts a process.",
+            help="Worker processes (default: one per site). Fewer: each process hosts a "
+            "fixed group of the sites for the whole run, which bounds memory for many sites.",
         ),
     ] = None,
+    sites_in_memory: Annotated[
+        int,
+        typer.Option(
+            "--sites-in-memory",
+            min=1,
+            help="With --processes: sites each process keeps loaded (cases, model) between "
+            "tasks; more is faster and needs more memory. The run is the same.",
+        ),
+    ] = 1,
 ) -> None:
     """Run a study over several site folders, each as one simulated NVFlare site."""
     from neurofed.federated.engine import SimulationError, run_simulation
@@ -116,6 +125,7 @@ def simulate(
             site_settings=settings,
             clock_seed=clock_seed,
             processes=processes,
+            sites_in_memory=sites_in_memory,
         )
     except KeyboardInterrupt:
         err_console.print(

@@ -113,6 +113,9 @@ class MetaField(StrEnum):
     # [participation] validate_incoming: a train task's site first scores the model it carries,
     # which is this round's (the last round's result)
     VALIDATE_ROUND = "validate_round"
+    # simulation with hosts (neurofed.federated.engine.hosting): the task's sites; a host
+    # answers for those it hosts
+    HOSTED_SITES = "hosted_sites"
     # site → controller
     ERROR = "error"  # a reason: the site failed this task (nothing else is sent)
     REFUSED = "refused"  # true with ERROR: the site's custodian refused the study (not approved)
@@ -145,6 +148,8 @@ class MetaField(StrEnum):
     SECAGG_MASKED = "secagg_masked"
     # the shares it reveals: {"seeds": {site: bytes}, "keys": {site: bytes}}
     SECAGG_REVEAL = "secagg_reveal"
+    # a host's answer: {site: that site's meta} (its arrays travel as "<site>/<name>")
+    HOSTED_ANSWERS = "hosted_answers"
     # added by NVFlare on the server
     CLIENT_NAME = "client_name"
 

@@ -1,4 +1,4 @@
-"""Many sites in few processes: 4 sites in 2 NVFlare worker processes give the run that 4
+"""Many sites in few processes: 4 sites hosted by 2 NVFlare worker processes give the run that 4
 processes give (same seed), under partial participation with a late joiner; one trip per round
 (``validate_incoming``) gives the run of two; ``simulate --report-time`` prints the estimated
 duration at real sites."""
@@ -50,6 +50,9 @@ def test_four_sites_in_two_processes_give_the_run_of_four_processes(
         assert one["targets"] == other["targets"] and one["accepted"] == other["accepted"]
         assert len(one["accepted"]) == 2 and one["aggregated"], one
         assert one["validation"]["num_examples"] == other["validation"]["num_examples"]
+    # two long-lived workers, each hosting two of the sites
+    clients = {p.name for p in (pooled.run_dir / "simulator").iterdir() if p.is_dir()}
+    assert {"host-1", "host-2"} <= clients and not {"site-1", "site-2"} & clients, clients
     first = _rounds(apart.run_dir, 1)[0]
     assert "site-4" not in first["targets"]  # joins at round 2
     assert "site-4" in first["validation_per_site"]  # it validates before it trains
@@ -98,7 +101,9 @@ def test_simulate_reports_the_estimated_time_at_real_sites(
     sites = [arg for s in four_sites for arg in ("--site", str(s))]
     args = ["simulate", str(tmp_path / "study.toml"), *sites, "--out", str(tmp_path / "run")]
     # Execute
-    outcome = CliRunner().invoke(app, [*args, "--report-time", "--processes", "2"])
+    outcome = CliRunner().invoke(
+        app, [*args, "--report-time", "--processes", "2", "--sites-in-memory", "2"]
+    )
     # Assert
     assert outcome.exit_code == 0, outcome.output
     text = " ".join(outcome.output.split())
@@ -121,3 +126,5 @@ def test_secure_aggregation_needs_a_process_per_site(
         run_simulation(secure, four_sites, tmp_path / "run", processes=2)
     with pytest.raises(SimulationError, match=r"processes = 9: give 1 to 4"):
         run_simulation(study, four_sites, tmp_path / "run", processes=9)
+    with pytest.raises(SimulationError, match=r"sites_in_memory = 0: give 1 or more"):
+        run_simulation(study, four_sites, tmp_path / "run", processes=2, sites_in_memory=0)

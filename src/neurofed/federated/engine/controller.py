@@ -26,6 +26,11 @@ A study with ``[plan]`` first runs the fingerprint round when the run folder has
 live sites, at least ``min_sites`` fingerprints are merged into the plan, and the initial global
 model is built under it; without a plan the run stops with the reason logged.
 
+In simulation with hosts (``neurofed simulate --processes K``), the NVFlare clients are hosts of
+several sites each (:mod:`~neurofed.federated.engine.hosting`): the run is still over the
+sites; each task goes once to the hosts of its sites, and every site's answer is read out of its
+host's.
+
 At the end the best round (by the study's metric and direction) is written as ``model/``.
 
 Deployed (``run_dir`` empty), the run folder is ``<server workspace>/neurofed/runs/<run_name>/``
@@ -46,6 +51,7 @@ from typing import Any
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.workflows.model_controller import ModelController
 
+from neurofed.federated.engine.hosting import unpack_answers
 from neurofed.federated.engine.run_progress import (
     PAUSE_TOPIC,
     PROGRESS_TOPIC,
@@ -91,16 +97,26 @@ class StudyController(ModelController):  # type: ignore[misc]
         Simulation only (>= 0): the sites get simulated speeds from this seed
         (:mod:`neurofed.federated.clock`), and the deadline policy applies to simulated time
         instead of the wall clock.
+    hosts
+        Simulation only: NVFlare client name → the sites it hosts
+        (:mod:`~neurofed.federated.engine.hosting`); empty: every client is one site.
     """
 
     def __init__(
-        self, study: dict[str, Any], run_dir: str = "", run_name: str = "", clock_seed: int = -1
+        self,
+        study: dict[str, Any],
+        run_dir: str = "",
+        run_name: str = "",
+        clock_seed: int = -1,
+        hosts: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__(persistor_id="", ignore_result_error=True)
         self.study = study
         self.run_dir = run_dir
         self.run_name = check_run_name(run_name) if run_name else ""
         self.clock_seed = int(clock_seed)
+        self.hosts = {str(h): [str(s) for s in sites] for h, sites in (hosts or {}).items()}
+        self._host_of = {site: host for host, sites in self.hosts.items() for site in sites}
         self.progress: RunProgress | None = None
 
     def _run_folder(self, study: Study) -> Path:
@@ -153,25 +169,34 @@ class StudyController(ModelController):  # type: ignore[misc]
         timeout = run.study.round_timeout_s
         if task is TaskName.TRAIN and run.deadline_s is not None and not run.clocks:
             timeout = min(timeout, run.deadline_s)  # late answers are left out, sites kept
+        meta = request.encode()
+        clients = list(targets)
+        if self.hosts:  # one task per host, naming its sites
+            meta[MetaField.HOSTED_SITES.value] = list(targets)
+            clients = sorted({self._host_of[site] for site in targets})
         data = FLModel(
             params_type=ParamsType.FULL,
             params=dict(run.params) if carries_model else {},
             current_round=round_number,
             total_rounds=run.study.rounds,
-            meta=request.encode(),
+            meta=meta,
         )
         results = self.send_model_and_wait(
             task_name=task.value,
             data=data,
-            targets=targets,
-            min_responses=len(targets),
+            targets=clients,
+            min_responses=len(clients),
             timeout=math.ceil(timeout),
         )
-        answers = []
+        answers: list[SiteAnswer] = []
         for result in results:
             meta = dict(result.meta or {})
             site = str(meta.pop(MetaField.CLIENT_NAME.value, ""))
             meta.pop("props", None)
+            if self.hosts:
+                hosted = [s for s in targets if self._host_of[s] == site]
+                answers.extend(unpack_answers(task, site, hosted, result.params, meta))
+                continue
             try:
                 answer = SiteAnswer.decode(task, site, result.params, meta)
             except Exception as error:  # that site's failure, never the run's
@@ -250,6 +275,15 @@ class StudyController(ModelController):  # type: ignore[misc]
             finally:
                 self._publish(run_dir)
 
+    def _sites(self, clients: list[str]) -> list[str]:
+        """The sites of the connected NVFlare ``clients`` (with hosts: the sites they host)."""
+        if not self.hosts:
+            return list(clients)
+        unknown = sorted(set(clients) - set(self.hosts))
+        if unknown:
+            self.warning(f"clients {unknown} host no site of this run; they are left out")
+        return [site for client in clients for site in self.hosts.get(client, [])]
+
     def _stop(self, progress: RunProgress, why: str) -> None:
         """The run stops before finishing: in the server log and, for the lead, in its progress."""
         self.error(why)
@@ -258,7 +292,7 @@ class StudyController(ModelController):  # type: ignore[misc]
     def _run(self, study: Study, run_dir: Path, progress: RunProgress) -> None:
         run = FederatedRun(study, run_dir)
         try:
-            first = run.start(self.sample_clients())
+            first = run.start(self._sites(self.sample_clients()))
         except (InitialModelError, RunFolderError) as error:  # the lead's to fix; no traceback
             self._stop(progress, f"the run cannot start: {error}")
             return

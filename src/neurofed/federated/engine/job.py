@@ -15,7 +15,7 @@ workspace (``<server kit>/neurofed/runs/<run name>/``), so resubmitting the stud
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from neurofed.federated.study import Study
@@ -46,6 +46,8 @@ def build_job(
     min_clients: int | None = None,
     deployed: bool = False,
     clock_seed: int = -1,
+    hosts: Mapping[str, Sequence[str]] | None = None,
+    sites_in_memory: int = 1,
 ) -> FedJob:
     """The config-only ``FedJob`` of ``study``.
 
@@ -68,6 +70,11 @@ def build_job(
         ``fail_fast``).
     clock_seed
         The simulator: seed of the sites' simulated speeds (-1: none; the wall clock rules).
+    hosts
+        The simulator: NVFlare client name → the sites (of ``site_configs``) it hosts
+        (:mod:`~neurofed.federated.engine.hosting`); ``None``: every site is a client.
+    sites_in_memory
+        With ``hosts``: the sites each host keeps loaded between tasks.
     """
     from nvflare.job_config.api import FedJob
 
@@ -81,8 +88,13 @@ def build_job(
         fail_fast=deployed,
     )
     job.set_app_packages(["neurofed"])
+    hosted = {host: list(sites) for host, sites in (hosts or {}).items()}
     controller = StudyController(
-        study=study.to_dict(), run_dir=run_dir, run_name=run_name, clock_seed=clock_seed
+        study=study.to_dict(),
+        run_dir=run_dir,
+        run_name=run_name,
+        clock_seed=clock_seed,
+        hosts=hosted or None,
     )
     job.to_server(controller)
     server_config = dict(SERVER_CONFIG)
@@ -91,6 +103,10 @@ def build_job(
     job.to_server(server_config)
     if site_configs is None:
         job.to_clients(SiteExecutor())
+    elif hosted:
+        for host, sites in hosted.items():
+            hosted_configs = {s: str(site_configs[s]) for s in sites}
+            job.to(SiteExecutor(hosted=hosted_configs, keep=sites_in_memory), host)
     else:
         for name, path in site_configs.items():
             job.to(SiteExecutor(site_config=str(path)), name)

@@ -289,6 +289,7 @@ def run_simulation(
     site_settings: Mapping[str, Mapping[str, Any]] | None = None,
     clock_seed: int | None = None,
     processes: int | None = None,
+    sites_in_memory: int = 1,
 ) -> SimulationResult:
     """Run ``study`` over ``site_dirs`` in NVFlare's simulator; the run folder is ``out``.
 
@@ -315,10 +316,14 @@ def run_simulation(
         Seed of the sites' simulated speeds (:mod:`neurofed.federated.clock`; default: the
         study's seed): the deadline policy applies to simulated time.
     processes
-        Site processes NVFlare runs at once (default: one per site). Fewer than the sites makes
-        NVFlare start a process for every task of every site, which keeps memory bounded but
-        loses what a site holds in memory between tasks; secure aggregation needs one process
-        per site.
+        Worker processes (default: one per site). Fewer than the sites: each process hosts a
+        fixed group of the sites for the whole run and runs their tasks in turn
+        (:mod:`~neurofed.federated.engine.hosting`); secure aggregation needs one process per
+        site.
+    sites_in_memory
+        With fewer processes than sites: the sites each process keeps loaded (cases and model)
+        between tasks; the others are loaded again at their next task. More is faster and
+        needs more memory; the run is the same.
 
     Raises
     ------
@@ -328,12 +333,18 @@ def run_simulation(
     RunFolderError
         ``out`` holds a run of another study.
     """
+    from neurofed.federated.engine.hosting import assign_sites
     from neurofed.federated.engine.job import build_job
 
     roots = _check_sites(site_dirs)
     workers = len(roots) if processes is None else int(processes)
     if not 1 <= workers <= len(roots):
         raise SimulationError(f"processes = {processes}: give 1 to {len(roots)} (the sites)")
+    if sites_in_memory < 1:
+        raise SimulationError(
+            f"sites_in_memory = {sites_in_memory}: give 1 or more (1: a process keeps only the "
+            "site it serves)"
+        )
     if workers < len(roots) and study.strategy_params.secagg:
         raise SimulationError(
             f"secure aggregation keeps each site's round secrets in its process; run the "
@@ -373,12 +384,15 @@ def run_simulation(
     summary_path = run_dir / SUMMARY
     summary_path.unlink(missing_ok=True)
 
+    hosts = assign_sites(names, workers) if workers < len(names) else None
     job = build_job(
         study,
         run_dir=str(run_dir),
         site_configs={name: str(path) for name, path in zip(names, configs, strict=True)},
-        min_clients=study.min_sites,
+        min_clients=study.min_sites if hosts is None else len(hosts),
         clock_seed=study.seed if clock_seed is None else clock_seed,
+        hosts=hosts,
+        sites_in_memory=sites_in_memory,
     )
 
     _write_allow_list(run_dir / SIMULATOR_FOLDER)

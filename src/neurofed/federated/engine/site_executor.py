@@ -14,6 +14,10 @@ kit ``local/`` folder. The data root itself never appears in a job, nor does the
 folder (``state_dir``: local layers and personalised models kept between rounds, read back when
 the site process restarts).
 
+A simulator worker that hosts several sites (``neurofed simulate --processes K``) gets
+``hosted`` instead: site name → path of that site's config; it answers for each site a task names
+(:mod:`~neurofed.federated.engine.hosting`).
+
 The worker is given the config's path, so the custodian's approvals (``neurofed site approve`` /
 ``revoke``) take effect without restarting the site; a study the site refuses is answered with
 the reason and ``refused: true`` (see :mod:`~neurofed.federated.site.worker`), never by
@@ -32,6 +36,7 @@ from nvflare.apis.signal import Signal
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
+from neurofed.federated.engine.hosting import HostedSites
 from neurofed.federated.protocol import SiteAnswer
 from neurofed.federated.site.config import SITE_CONFIG_FILE, SiteConfig
 from neurofed.federated.site.worker import SiteWorker
@@ -48,12 +53,22 @@ class SiteExecutor(Executor):  # type: ignore[misc]
     ----------
     site_config
         Path of the site's config JSON; empty: ``<kit>/local/neurofed_site.json``.
+    hosted
+        The simulator only: this worker hosts these sites (site name → path of its config JSON)
+        instead of being one site itself.
+    keep
+        With ``hosted``: how many of its sites stay loaded in memory between tasks.
     """
 
-    def __init__(self, site_config: str = "") -> None:
+    def __init__(
+        self, site_config: str = "", hosted: dict[str, str] | None = None, keep: int = 1
+    ) -> None:
         super().__init__()
         self.site_config = site_config
+        self.hosted = dict(hosted or {})
+        self.keep = int(keep)
         self._worker: SiteWorker | None = None
+        self._hosts = HostedSites(self.hosted, keep=self.keep) if self.hosted else None
 
     def _config_path(self, fl_ctx: FLContext) -> Path:
         if self.site_config:
@@ -85,10 +100,12 @@ class SiteExecutor(Executor):  # type: ignore[misc]
             model = FLModelUtils.from_shareable(shareable)
         except Exception as exc:
             logger.exception("unreadable task %s", task_name)
-            answer = SiteAnswer.failure(f"unreadable task: {exc}")
+            params, meta = SiteAnswer.failure(f"unreadable task: {exc}").encode()
         else:
-            answer = self.answer(task_name, model, fl_ctx)
-        params, meta = answer.encode()
+            if self._hosts is not None:
+                params, meta = self._hosts.handle(task_name, model.params or {}, model.meta or {})
+            else:
+                params, meta = self.answer(task_name, model, fl_ctx).encode()
         return FLModelUtils.to_shareable(
             FLModel(params_type=ParamsType.FULL, params=params, meta=meta)
         )
