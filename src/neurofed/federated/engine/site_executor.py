@@ -18,6 +18,10 @@ A simulator worker that hosts several sites (``neurofed simulate --processes K``
 ``hosted`` instead: site name → path of that site's config; it answers for each site a task names
 (:mod:`~neurofed.federated.engine.hosting`).
 
+A site that has its own config file (every deployed site: ``neurofed site init`` writes it)
+refuses a job that names a config path or hosted sites, with the reason: the config a job may
+name is the simulator's, never a deployed site's.
+
 The worker is given the config's path, so the custodian's approvals (``neurofed site approve`` /
 ``revoke``) take effect without restarting the site; a study the site refuses is answered with
 the reason and ``refused: true`` (see :mod:`~neurofed.federated.site.worker`), never by
@@ -70,11 +74,24 @@ class SiteExecutor(Executor):  # type: ignore[misc]
         self._worker: SiteWorker | None = None
         self._hosts = HostedSites(self.hosted, keep=self.keep) if self.hosted else None
 
-    def _config_path(self, fl_ctx: FLContext) -> Path:
-        if self.site_config:
-            return Path(self.site_config)
+    def _kit_config(self, fl_ctx: FLContext) -> Path:
         workspace = fl_ctx.get_engine().get_workspace()
         return Path(workspace.get_site_config_dir()) / SITE_CONFIG_FILE
+
+    def _config_path(self, fl_ctx: FLContext) -> Path:
+        return Path(self.site_config) if self.site_config else self._kit_config(fl_ctx)
+
+    def refusal(self, fl_ctx: FLContext) -> str | None:
+        """Why this site refuses the job's executor (``None``: it does not): a site with its own
+        config (a deployed site's kit) never reads a config that a job names, which could
+        otherwise point it at settings its custodian did not choose."""
+        if (self.site_config or self.hosted) and self._kit_config(fl_ctx).is_file():
+            return (
+                f"the job names a site config, but this site has its own "
+                f"(local/{SITE_CONFIG_FILE}) and reads only that; submit the study with "
+                "`neurofed study submit`, whose jobs name none"
+            )
+        return None
 
     def worker(self, fl_ctx: FLContext) -> SiteWorker:
         """This site's worker (its config is read on the first task)."""
@@ -96,6 +113,13 @@ class SiteExecutor(Executor):  # type: ignore[misc]
     def execute(
         self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal
     ) -> Shareable:
+        refused = self.refusal(fl_ctx)
+        if refused is not None:
+            logger.error("task %s refused: %s", task_name, refused)
+            params, meta = SiteAnswer.failure(refused).encode()
+            return FLModelUtils.to_shareable(
+                FLModel(params_type=ParamsType.FULL, params=params, meta=meta)
+            )
         try:
             model = FLModelUtils.from_shareable(shareable)
         except Exception as exc:
