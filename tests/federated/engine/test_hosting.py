@@ -133,7 +133,9 @@ def test_a_host_answers_for_its_sites_and_only_them(age_sites: list[Path], tmp_p
     )
     assert back[0].error is not None and "has no [plan]" in back[0].error  # site-1's worker
     assert back[1].error is not None and back[1].error.startswith("site config:")
-    assert back[2].error == "this host does not host the site"
+    assert set(answer[MetaField.HOSTED_ANSWERS.value]) == {"site-1", "site-2"}  # its own
+    assert back[2].error == "its host host-1 sent no answer for it"
+    assert host.answer("site-3", "validate", {}, meta).error == "this host does not host the site"
     assert str(tmp_path) not in json.dumps(answer, default=str)  # no path leaves the host
     assert unreadable == (
         {},

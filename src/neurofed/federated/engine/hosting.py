@@ -15,8 +15,8 @@ folder, as a restarted site process would be: the run is the same whatever ``kee
 
 The server still runs the study over sites, not hosts: :class:`~neurofed.federated.engine
 .controller.StudyController` sends each task once to the hosts of its sites, with the task's
-sites in ``meta`` (:data:`~neurofed.federated.protocol.MetaField.HOSTED_SITES`); a host answers
-for each of those sites it hosts (:meth:`HostedSites.handle`), and the server reads every site's
+sites in ``meta`` (:data:`~neurofed.federated.protocol.MetaField.HOSTED_SITES`, all of them); a
+host answers for those it hosts (:meth:`HostedSites.handle`), and the server reads every site's
 answer back out (:func:`unpack_answers`) exactly as if the site had answered alone. A site whose
 answer is missing or malformed fails that task with the reason; the others of its host stand.
 
@@ -187,10 +187,11 @@ class HostedSites:
     def handle(
         self, task: str, params: Mapping[str, Any], meta: Mapping[str, Any]
     ) -> tuple[Parameters, dict[str, Any]]:
-        """The host's answer to a task: each requested site's, one after the other (never
-        raises; a task without a readable site list gets an error answer)."""
+        """The host's answer to a task: the answer of each site the task names that this host
+        hosts, one after the other (never raises; a task without a readable site list gets an
+        error answer)."""
         try:
-            sites = requested_sites(meta)
+            sites = [site for site in requested_sites(meta) if site in self.configs]
         except ProtocolError as error:
             return {}, {MetaField.ERROR.value: str(error)}
         site_meta = {k: v for k, v in meta.items() if k != MetaField.HOSTED_SITES.value}
