@@ -17,7 +17,7 @@ from neurofed.federated.protocol import MIN_SITES_FOR_CURVE, MergedRound
 from neurofed.federated.site import SiteConfig
 from neurofed.federated.site.progress import PROGRESS_FILE, SiteProgress
 from tests.browser import dump_dom
-from tests.federated.conftest import age_sites, tiny_study, write_site
+from tests.federated.conftest import age_sites, scored, tiny_study, write_site
 
 __all__ = ["age_sites"]  # the session fixture, used here
 
@@ -96,6 +96,7 @@ def test_a_custodian_follows_a_simulated_study_from_the_site_config_alone(
             sites,
             run,
             progress=lambda *_: seen.append(status()["rounds_done"]),
+            site_settings=scored(4),
         )
         final = status()
         page = dump_dom(server.url, virtual_time_ms=5000)

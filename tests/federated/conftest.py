@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -93,6 +94,17 @@ def train_reply(run: FederatedRun, site: str, shift: float, num_examples: int = 
     }
     meta = {MetaField.NUM_EXAMPLES.value: num_examples, MetaField.LABEL_COUNTS.value: {}}
     return SiteAnswer.decode(TaskName.TRAIN, site, params, meta)
+
+
+#: Site settings under which the tiny sites' scores leave them. They validate on one case
+#: (and an evaluation scores their 4), fewer than a site's default privacy minimum of 5, below
+#: which a site withholds every score; tests about something else let the scores through.
+SCORED: dict[str, Any] = {"min_cases_per_metric": 1}
+
+
+def scored(count: int) -> dict[str, dict[str, Any]]:
+    """:data:`SCORED` for each of ``count`` simulated sites (``site-1`` …)."""
+    return {f"site-{k}": dict(SCORED) for k in range(1, count + 1)}
 
 
 def write_site(root: Path, seed: int) -> Path:

@@ -93,8 +93,15 @@ def test_per_case_values_are_withheld_unless_the_custodian_allows_them() -> None
     assert task.finalize(by_default) == task.finalize(allowed) == task.finalize(state)
 
 
-def test_allowed_per_case_values_of_too_few_cases_stay_and_are_named() -> None:
+def test_nothing_of_too_few_cases_leaves_not_even_their_sums() -> None:
+    # Prepare: 3 validation cases (a sum over one case would be that patient's age)
     _, state = _state(3)
+    # Execute
     shared, withheld = share_state(state, min_cases=5, allow_cases=True)
-    assert shared.cases == {} and withheld == ["age: 3 case(s), fewer than 5"]
-    assert share_state(state, min_cases=5)[1] == []  # nothing would have left anyway
+    plain, named = share_state(state, min_cases=5)
+    # Assert: every sum is zero, no case leaves, and the site says why
+    for each in (shared, plain):
+        assert each.cases == {} and set(each.sums) == set(state.sums)
+        assert all(not np.any(np.asarray(v)) for v in each.sums.values())
+    assert withheld == named == ["every metric: 3 case(s), fewer than 5"]
+    assert share_state(state, min_cases=3)[1] == []  # enough cases: the sums leave

@@ -34,6 +34,16 @@ def simulate(
             "(strategy distill; as `neurofed site allow-condensed` at a deployed site).",
         ),
     ] = False,
+    min_cases_per_metric: Annotated[
+        int | None,
+        typer.Option(
+            "--min-cases-per-metric",
+            min=1,
+            help="Every simulated site sends validation scores only over at least this many "
+            "cases (a custodian's setting, default 5; a phantom site with fewer validation "
+            "cases sends none unless this is lowered).",
+        ),
+    ] = None,
     public_dataset: Annotated[
         list[str] | None,
         typer.Option(
@@ -116,6 +126,8 @@ def simulate(
                 each["allow_condensed"] = (study.dataset,)
             if public:
                 each["public_datasets"] = public
+            if min_cases_per_metric is not None:
+                each["min_cases_per_metric"] = min_cases_per_metric
         result = run_simulation(
             study,
             site,

@@ -17,11 +17,15 @@ merge by addition and identify no one —
 Other per-case arrays (a regression's ``<target>/prediction`` and ``<target>/target``) have no
 shared form: without ``allow_cases`` nothing of them leaves.
 
-A group (the name's part before the last ``/``) whose cases number fewer than ``min_cases``
-sends zeros instead (nothing), and is named in the withheld list (when it had something to
-send: a shared form, or per-case arrays the custodian allows). A custodian may allow the
-per-case arrays too (``allow_cases``): they are then sent beside the histograms, shuffled (groups of
-one length in one order, so a case's values stay together), with no identifier.
+A state over fewer than ``min_cases`` cases (its ``num_examples``) sends zeros for every sum
+(nothing: a sum over one case is that case's value, e.g. a patient's age or lesion volume) and
+says so in the withheld list. Otherwise a group (the name's part before the last ``/``) whose
+cases number fewer than ``min_cases`` sends zeros instead of its shared forms and its own sums
+(a marker's counts over the few cases that know it), and is named in the withheld list (when
+it had something to send: a shared form, or per-case arrays the custodian allows). A
+custodian may allow the per-case arrays too (``allow_cases``): they are then sent beside the
+histograms, shuffled (groups of one length in one order, so a case's values stay together),
+with no identifier.
 
 The readers (:func:`case_mean`, :func:`binary_auc`, :func:`class_auc`) give the same numbers from
 either form — exactly for means, and for an AUC up to ties within one bin of width 1/100.
@@ -36,7 +40,11 @@ Examples
 >>> round(case_mean(shared, "dice"), 6) == round(case_mean(state, "dice"), 6) == 0.7
 True
 >>> share_state(state, min_cases=6)[1]
-['dice: 5 case(s), fewer than 6']
+['every metric: 5 case(s), fewer than 6']
+>>> age = MetricState(sums={"num_examples": np.array(1), "sum_y": np.array(17.0)}, cases={})
+>>> shared, withheld = share_state(age, min_cases=5)
+>>> float(shared.sums["sum_y"]), int(shared.sums["num_examples"]), withheld
+(0.0, 0, ['every metric: 1 case(s), fewer than 5'])
 """
 
 from __future__ import annotations
@@ -118,6 +126,14 @@ def _paired_entries(
     return {f"{name}@hist": hist}
 
 
+def _state_size(state: MetricState) -> int:
+    """The cases a state is over: its ``num_examples``, else its largest group's."""
+    count = state.sums.get(StateKey.NUM_EXAMPLES)
+    if count is not None:
+        return int(np.asarray(count).sum())
+    return max((int(np.asarray(v).shape[0]) for v in state.cases.values()), default=0)
+
+
 def _group_size(cases: Mapping[str, np.ndarray], group: str) -> int:
     sizes = [int(v.shape[0]) for n, v in cases.items() if _split(n)[0] == group]
     return max(sizes, default=0)
@@ -146,14 +162,21 @@ def share_state(
             if target is not None:
                 scores = np.asarray(values, np.float64)
                 sums |= _paired_entries(name, scores, np.asarray(target), key)
+    total = _state_size(state)
+    if 0 < total < min_cases:  # every sum is over these few cases: nothing of them leaves
+        withheld.append(f"every metric: {total} case(s), fewer than {min_cases}")
+        empty = {name: np.zeros_like(np.asarray(value)) for name, value in sums.items()}
+        return MetricState(sums=empty, cases={}), withheld
     for group in sorted({_split(n)[0] for n in cases}):
         size = _group_size(cases, group)
         derived = [n for n in sums if "@" in n and _split(n.split("@")[0])[0] == group]
+        # the group's plain sums (counts, a confusion matrix) are over the same few cases
+        plain = [n for n in sums if "@" not in n and group and _split(n)[0] == group]
         if size < min_cases and (derived or allow_cases):
             label = group or ", ".join(sorted(n for n in cases if not _split(n)[0]))
             withheld.append(f"{label}: {size} case(s), fewer than {min_cases}")
-            for name in derived:
-                sums[name] = np.zeros_like(sums[name])
+            for name in derived + plain:
+                sums[name] = np.zeros_like(np.asarray(sums[name]))
     shared_cases: dict[str, np.ndarray] = {}
     if allow_cases:
         generator = rng if rng is not None else np.random.default_rng()

@@ -64,7 +64,7 @@ from neurofed.federated.server.run_folder import latest_round_checkpoint
 from neurofed.federated.site.audit import read_audit_log
 from neurofed.federated.study import Study
 from neurofed.training import load_model
-from tests.federated.conftest import tiny_study, write_site
+from tests.federated.conftest import SCORED, tiny_study, write_site
 
 pytestmark = [
     pytest.mark.deployment,
@@ -145,7 +145,10 @@ def _kill_leftovers(base: Path) -> list[int]:
 
 
 def _install(federation: Federation, site: str, data: Path, kits: Path) -> Path:
+    """The site's kit; its custodian lets scores over its one validation case leave (SCORED)."""
     init_site(federation.bundle(site), data, kit_dir=kits / site, device="cpu")
+    config = dataclasses.replace(load_kit_config(kits / site), **SCORED)
+    save_kit_config(kits / site, config)
     return kits / site
 
 

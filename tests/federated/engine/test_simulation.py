@@ -26,7 +26,7 @@ from neurofed.federated.engine.simulation import _finished
 from neurofed.federated.server import FederatedRun
 from neurofed.federated.server.run_folder import latest_round_checkpoint
 from neurofed.training import RunFolderError, load_model
-from tests.federated.conftest import tiny_study
+from tests.federated.conftest import scored, tiny_study
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +44,7 @@ def finished(
         base / "run",
         progress=lambda done, total, label: seen.append((done, total, label)),
         audit_dir=base / "audit",
+        site_settings=scored(2),
     )
     assert [(d, t) for d, t, _ in seen] == [(1, 2), (2, 2)]
     # each round is reported once validated, with the selection metric's value
@@ -151,7 +152,9 @@ def test_resume_after_round_one_ends_as_an_uninterrupted_run(
     (run / "summary.json").unlink()
     round_one = (run / "rounds/1/metrics.json").read_text()
     # Execute
-    resumed = run_simulation(tiny_study(rounds=2, min_sites=2), age_sites, run)
+    resumed = run_simulation(
+        tiny_study(rounds=2, min_sites=2), age_sites, run, site_settings=scored(2)
+    )
     # Assert
     assert resumed.summary.rounds_done == 2
     assert (run / "rounds/1/metrics.json").read_text() == round_one  # round 1 not run again
@@ -171,7 +174,9 @@ def test_a_finished_run_gives_its_result_again_without_starting_the_simulator(
     summary = (run / "summary.json").read_bytes()
 
     # Execute
-    again = run_simulation(tiny_study(rounds=2, min_sites=2), age_sites, run)
+    again = run_simulation(
+        tiny_study(rounds=2, min_sites=2), age_sites, run, site_settings=scored(2)
+    )
 
     # Assert: the same summary, nothing run (no simulator workspace made, no file rewritten)
     assert again.summary == result.summary and again.seconds == 0.0

@@ -18,6 +18,10 @@ from neurofed.training.records import finalize_metrics
 from tests.federated.conftest import tiny_study
 from tests.federated.engine.test_simulation_initial_model import _public_model, _simulate
 
+#: The tiny sites have 4 cases, fewer than a site's privacy minimum of 5: their scores leave
+#: only where the simulated custodians lower it (``simulate --min-cases-per-metric``).
+SCORES_LEAVE = ("--min-cases-per-metric", "1")
+
 
 def _model_for(folder: Path, seed: int = 99) -> tuple[Path, str]:
     """A tiny brain-age model trained (here: initialised) as the study preprocesses."""
@@ -46,7 +50,7 @@ def test_an_evaluation_study_scores_the_given_model_on_every_case_and_trains_not
     study = _evaluation_study(tmp_path / "lead", sha)
 
     # Execute
-    code, output = _simulate(study, age_sites, tmp_path / "run")
+    code, output = _simulate(study, age_sites, tmp_path / "run", *SCORES_LEAVE)
 
     # Assert: no training task, each site's metrics are the model's on all its cases
     assert code == 0, output
@@ -94,7 +98,7 @@ def test_an_evaluation_of_several_models_scores_each_in_its_round_on_the_named_s
     (lead / "study.toml").write_text(text, encoding="utf-8")
 
     # Execute
-    code, output = _simulate(lead / "study.toml", age_sites, tmp_path / "run")
+    code, output = _simulate(lead / "study.toml", age_sites, tmp_path / "run", *SCORES_LEAVE)
 
     # Assert: evaluation.json has each model's metrics from its own round, as scored locally
     assert code == 0, output

@@ -21,7 +21,7 @@ from neurofed.federated.engine import SimulationResult, run_simulation
 from neurofed.federated.site.audit import read_audit_log, verify_audit_log
 from neurofed.federated.study import Study
 from neurofed.training import load_model
-from tests.federated.conftest import tiny_study, write_site
+from tests.federated.conftest import SCORED, scored, tiny_study, write_site
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,8 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyRun]:
         sites,
         base / "run",
         audit_dir=base / "audit",
-        site_settings={"site-4": {"require_approval": True, "audit_log": refusal_log}},
+        site_settings=scored(4)
+        | {"site-4": {"require_approval": True, "audit_log": refusal_log, **SCORED}},
     )
     yield FaultyRun(study, result, sites, base / "audit", refusal_log)
 

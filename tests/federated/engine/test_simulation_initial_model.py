@@ -44,8 +44,8 @@ def _public_model(folder: Path) -> tuple[Path, str]:
     return folder, sha256_file(folder / MODEL_WEIGHTS)
 
 
-def _simulate(study: Path, sites: list[Path], out: Path) -> tuple[int, str]:
-    args = ["simulate", str(study), "--out", str(out)]
+def _simulate(study: Path, sites: list[Path], out: Path, *options: str) -> tuple[int, str]:
+    args = ["simulate", str(study), "--out", str(out), *options]
     for site in sites:
         args += ["--site", str(site)]
     outcome = CliRunner().invoke(app, args)

@@ -17,7 +17,7 @@ from neurofed.cli.main import app
 from neurofed.federated.engine import SimulationError, run_simulation
 from neurofed.federated.study.participation import ParticipationConfig
 from neurofed.training import load_model
-from tests.federated.conftest import tiny_study, write_site
+from tests.federated.conftest import scored, tiny_study, write_site
 
 pytestmark = pytest.mark.slow
 
@@ -43,13 +43,15 @@ def test_four_sites_in_two_processes_give_the_run_of_four_processes(
     # Prepare
     study = dataclasses.replace(tiny_study(rounds=2, min_sites=2), participation=PARTICIPATION)
     # Execute
-    apart = run_simulation(study, four_sites, tmp_path / "apart")
-    pooled = run_simulation(study, four_sites, tmp_path / "pooled", processes=2)
+    apart = run_simulation(study, four_sites, tmp_path / "apart", site_settings=scored(4))
+    pooled = run_simulation(
+        study, four_sites, tmp_path / "pooled", processes=2, site_settings=scored(4)
+    )
     # Assert: the same sites asked and aggregated each round, the same model
     for one, other in zip(_rounds(apart.run_dir, 2), _rounds(pooled.run_dir, 2), strict=True):
         assert one["targets"] == other["targets"] and one["accepted"] == other["accepted"]
         assert len(one["accepted"]) == 2 and one["aggregated"], one
-        assert one["validation"]["num_examples"] == other["validation"]["num_examples"]
+        assert one["validation"]["num_examples"] == other["validation"]["num_examples"] > 0
     # two long-lived workers, each hosting two of the sites
     clients = {p.name for p in (pooled.run_dir / "simulator").iterdir() if p.is_dir()}
     assert {"host-1", "host-2"} <= clients and not {"site-1", "site-2"} & clients, clients
@@ -72,8 +74,8 @@ def test_one_trip_rounds_on_the_simulator_give_the_two_trip_run(
     incoming = ParticipationConfig(validate_incoming=True)
     one_trip = dataclasses.replace(study, participation=incoming)
     # Execute
-    two = run_simulation(study, four_sites[:2], tmp_path / "two")
-    one = run_simulation(one_trip, four_sites[:2], tmp_path / "one")
+    two = run_simulation(study, four_sites[:2], tmp_path / "two", site_settings=scored(2))
+    one = run_simulation(one_trip, four_sites[:2], tmp_path / "one", site_settings=scored(2))
     # Assert: every round's model scored by the same sites with the same result, same model
     for a, b in zip(_rounds(two.run_dir, 3), _rounds(one.run_dir, 3), strict=True):
         assert b["validation_per_site"] and not b["failed"], b

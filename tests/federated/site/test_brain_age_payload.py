@@ -18,7 +18,7 @@ from tests.federated.conftest import tiny_study
 @pytest.mark.parametrize(
     ("settings", "cases_sent"),
     [
-        ({}, False),  # the default: sums only
+        ({}, False),  # the default: not even the sums of fewer than 5 cases
         ({"min_cases_per_metric": 1}, False),  # enough cases, but per-case values not allowed
         ({"min_cases_per_metric": 1, "share_case_values": ("tiny-age-data",)}, True),
         ({"share_case_values": ("tiny-age-data",)}, False),  # allowed, but too few cases
@@ -39,7 +39,8 @@ def test_predictions_and_ages_leave_a_site_only_as_its_custodian_allows(
         "validate", run.params, run.task_request(1).encode()
     )
 
-    # Assert: the sums always; the pair of arrays only when allowed, for as many cases
+    # Assert: the sums' names always (zeros below min_cases); the pair of arrays only when
+    # allowed, for as many cases
     assert answer.error is None, answer.error
     state = MetricState.from_arrays(answer.meta[MetaField.METRIC_STATE.value])
     assert {"num_examples", "sum_abs_error", "sum_xy"} <= set(state.sums)
@@ -48,5 +49,9 @@ def test_predictions_and_ages_leave_a_site_only_as_its_custodian_allows(
     if cases_sent:
         assert state.cases["age/prediction"].shape == (int(state.sums["num_examples"]),)
     withheld = answer.meta.get(MetaField.WITHHELD.value)
-    too_few = "share_case_values" in settings and "min_cases_per_metric" not in settings
-    assert withheld == (["age: 1 case(s), fewer than 5"] if too_few else None)
+    too_few = "min_cases_per_metric" not in settings
+    assert withheld == (["every metric: 1 case(s), fewer than 5"] if too_few else None)
+    if too_few:  # a sum over one case is that patient's age: nothing of it leaves
+        assert all(float(v) == 0.0 for v in state.sums.values())
+    else:
+        assert int(state.sums["num_examples"]) == 1

@@ -151,7 +151,9 @@ def test_a_restarted_ditto_site_validates_the_personalised_model_it_had(
     study = tiny_study(strategy="ditto", ditto_lambda=0.5, rounds=3)
     run = FederatedRun(study, tmp_path / "run")
     run.start(["site-1"])
-    config = SiteConfig(age_sites[0], device="cpu", state_dir=tmp_path / "state")
+    config = SiteConfig(
+        age_sites[0], device="cpu", state_dir=tmp_path / "state", min_cases_per_metric=1
+    )
     warm = SiteWorker("site-1", config)
     warm.handle("train", run.params, run.task_request(1).encode())
 

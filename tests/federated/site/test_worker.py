@@ -45,7 +45,10 @@ def test_train_and_validate_answer_with_arrays_and_counts_only(
     study = tiny_study()
     run = FederatedRun(study, tmp_path / "run")
     run.start(["site-1"])
-    worker = SiteWorker("site-1", SiteConfig(age_sites[0], device="cpu", audit_dir=tmp_path / "a"))
+    config = SiteConfig(
+        age_sites[0], device="cpu", audit_dir=tmp_path / "a", min_cases_per_metric=1
+    )
+    worker = SiteWorker("site-1", config)
     # Execute
     trained = worker.handle("train", run.params, _meta(run))
     validated = worker.handle("validate", run.params, _meta(run))
@@ -179,7 +182,8 @@ def test_a_ditto_validation_answer_carries_both_metric_states_and_nothing_else(
     run = FederatedRun(study, tmp_path / "run")
     run.start(["site-1"])
     state_root = tmp_path / "state"
-    worker = SiteWorker("site-1", SiteConfig(age_sites[0], device="cpu", state_dir=state_root))
+    config = SiteConfig(age_sites[0], device="cpu", state_dir=state_root, min_cases_per_metric=1)
+    worker = SiteWorker("site-1", config)
     # Execute
     with caplog.at_level(logging.INFO, logger="neurofed.federated.site"):
         trained = worker.handle("train", run.params, _meta(run))
@@ -227,7 +231,8 @@ def test_answers_of_other_strategies_are_unchanged_and_keep_no_state(
     run = FederatedRun(study, tmp_path / "run")
     run.start(["site-1"])
     state_root = tmp_path / "state"
-    worker = SiteWorker("site-1", SiteConfig(age_sites[0], device="cpu", state_dir=state_root))
+    config = SiteConfig(age_sites[0], device="cpu", state_dir=state_root, min_cases_per_metric=1)
+    worker = SiteWorker("site-1", config)
 
     trained = worker.handle("train", run.params, _meta(run))
     validated = worker.handle("validate", run.params, _meta(run))
@@ -282,8 +287,9 @@ def test_per_case_values_leave_only_as_the_custodian_allows(
     assert any(name.startswith("case/") for name in state) is cases_sent
     assert {"sum/dice@sum", "sum/dice@count", "sum/dice@hist", "sum/tp"} <= set(state)
     assert (MetaField.WITHHELD.value in sent) is withheld
-    if withheld:
-        assert sent[MetaField.WITHHELD.value] == ["dice: 1 case(s), fewer than 5"]
+    if withheld:  # nothing over one case leaves: not its Dice, not its voxel counts
+        assert sent[MetaField.WITHHELD.value] == ["every metric: 1 case(s), fewer than 5"]
         assert int(state["sum/dice@count"]) == 0 and int(state["sum/dice@hist"].sum()) == 0
+        assert int(state["sum/tp"]) == 0
     else:
-        assert int(state["sum/dice@count"]) == 1
+        assert int(state["sum/dice@count"]) == 1 and int(state["sum/tp"]) == 4

@@ -260,7 +260,15 @@ def _round_label(study: Study, record: Mapping[str, Any], metric: str) -> str:
         return f"{name!r} scored" + ("" if value is None else f", {metric} {value:.4g}")
     if not record.get("aggregated", True):
         return "not aggregated"
-    return "aggregated, not validated" if value is None else f"{metric} {value:.4g}"
+    if value is not None:
+        return f"{metric} {value:.4g}"
+    if record.get("withheld"):  # the sites' privacy minimum, not a failure
+        return (
+            "aggregated, not validated: the sites withheld their scores (fewer validation "
+            "cases than their min_cases_per_metric; a simulation may lower it with "
+            "--min-cases-per-metric)"
+        )
+    return "aggregated, not validated"
 
 
 def _finished(run_dir: Path, study: Study, checkpoint: Path | None) -> RunSummary | None:
