@@ -11,10 +11,12 @@ Four parts, side by side in one run:
     controller drives. Per round: aggregation (FedAvg), the validation merge, the checkpoint,
     and the server's peak memory beyond the answers it holds (``tracemalloc``); median of 5.
 ``engine``
-    ``neurofed simulate``'s path (:func:`run_simulation`, NVFlare's simulator) for 10, 30 and
-    71 phantom brain-age sites of long-tailed sizes in 2 worker processes (``--processes 2``),
-    and 10 sites also in one process each (the default), one round of a tiny SFCN: wall time
-    per round and the peak memory of the whole process tree (sampled every 0.2 s).
+    ``neurofed simulate``'s path (:func:`run_simulation`, NVFlare's simulator) for 10, 30, 71
+    and 100 phantom brain-age sites of long-tailed sizes in 2 worker processes that host the
+    sites (``--processes 2``), each keeping one site loaded between tasks and then all of its
+    sites (``--sites-in-memory``), and 10 sites also in one process each (the default); 3
+    rounds of a tiny SFCN: round 1 (which starts the processes), the later rounds, and the
+    peak memory of the whole process tree (sampled every 0.2 s).
 ``overhead``
     What a round costs beyond training and validation on the simulator (2 and 8 sites in one
     process each, 10 sites in 2 processes; 6 rounds of a tiny SFCN), each with two trips per
@@ -37,7 +39,7 @@ Four parts, side by side in one run:
 Usage::
 
     python bench/scale.py [--part all|server|engine|overhead|policies] [--sites 10,30,71,100]
-                          [--engine-sites 10,30,71] [--overhead-sites 2,8,10@2] [--rounds 30]
+                          [--engine-sites 10,30,71,100] [--overhead-sites 2,8,10@2] [--rounds 30]
                           [--work DIR] [--out FILE]
 
 Prints tables and writes JSON (default ``bench/results/scale.json``).
@@ -108,9 +110,15 @@ def _study(
 
 
 def _tail(count: int, median: int = 6) -> list[int]:
-    """Long-tailed site sizes: ``median · e^Z``, at least 2 (the phantom's rule)."""
-    rng = np.random.default_rng(SEED)
-    return [max(2, round(median * float(np.exp(z)))) for z in rng.normal(size=count)]
+    """The long-tailed site sizes of the phantom federation of ``count`` sites."""
+    config = PhantomConfig(
+        preset="brain-age",  # type: ignore[arg-type]
+        sites=count,
+        cases=median,
+        seed=SEED,
+        long_tail=True,
+    )
+    return [config.cases_at(site) for site in range(1, count + 1)]
 
 
 # -- server ------------------------------------------------------------------------------------
@@ -252,28 +260,44 @@ def _peak_tree_memory() -> Iterator[dict[str, float]]:
         thread.join()
 
 
-def run_engine(counts: list[int], work: Path, processes: int = 2) -> list[dict[str, Any]]:
-    """Each count in ``processes`` workers; up to 10 sites also in one process per site."""
+def run_engine(
+    counts: list[int], work: Path, processes: int = 2, rounds: int = 3
+) -> list[dict[str, Any]]:
+    """Each count in ``processes`` hosting workers (keeping one site loaded, then all of their
+    sites); up to 10 sites also in one process per site. The sites are the first ``count`` of
+    one long-tailed phantom federation."""
     rows = []
-    runs = [(n, p) for n in counts for p in sorted({processes, n} if n <= 10 else {processes})]
-    for count, processes in runs:
-        sites = _phantom(work, count)
-        study = _study(f"engine-{count}", width=0.0625, rounds=1, samples=4)
-        print(f"engine: {count} sites in {processes} processes, 1 round …", flush=True)
+    federation = _phantom(work, max(counts))
+    runs = [(n, n, 1) for n in counts if n <= 10]
+    runs += [(n, processes, keep) for n in counts for keep in (1, -(-n // processes))]
+    for count, workers, keep in runs:
+        sites = federation[:count]
+        study = _study(f"engine-{count}", width=0.0625, rounds=rounds, samples=4)
+        shown = f"{count} sites in {workers} processes" + (
+            f", {keep} site(s) loaded per process" if workers < count else ""
+        )
+        print(f"engine: {shown}, {rounds} rounds …", flush=True)
         with _peak_tree_memory() as memory:
             began = time.perf_counter()
-            folder = work / f"engine-{count}-{processes}"
-            result = run_simulation(study, sites, folder, processes=processes)
+            folder = work / f"engine-{count}-{workers}-{keep}"
+            result = run_simulation(study, sites, folder, processes=workers, sites_in_memory=keep)
             wall = time.perf_counter() - began
-        record = json.loads((result.run_dir / "rounds" / "1" / "metrics.json").read_text())
+        records = [
+            json.loads((result.run_dir / "rounds" / str(k) / "metrics.json").read_text())
+            for k in range(1, rounds + 1)
+        ]
         rows.append(
             {
                 "sites": count,
-                "processes": processes,
+                "processes": workers,
+                "sites_in_memory": keep if workers < count else 1,
+                "rounds": rounds,
                 "wall_seconds": wall,
-                "round_seconds": float(record["seconds"]),
-                "accepted": len(record["accepted"]),
-                "failed": len(record["failed"]),
+                "round_seconds": [float(r["seconds"]) for r in records],
+                "first_round_seconds": float(records[0]["seconds"]),
+                "later_round_seconds": statistics.median(float(r["seconds"]) for r in records[1:]),
+                "accepted": min(len(r["accepted"]) for r in records),
+                "failed": max(len(r["failed"]) for r in records),
                 "peak_tree_mb": memory["peak_mb"],
             }
         )
@@ -471,12 +495,16 @@ def show(result: dict[str, Any]) -> None:
         ratio = last["round_seconds"] / first["round_seconds"]
         print(f"round time ×{ratio:.1f} for ×{last['sites'] / first['sites']:.0f} sites")
     if result.get("engine"):
-        print("\nNVFlare simulator, many sites in few processes (1 round, tiny SFCN)")
-        print("sites | processes | wall s | round s | trained | failed | peak memory MB")
+        print("\nNVFlare simulator, many sites in few processes (tiny SFCN)")
+        print(
+            "sites | processes | loaded per process | wall s | round 1 s | later rounds s | "
+            "trained | failed | peak memory MB"
+        )
         for r in result["engine"]:
             print(
-                f"{r['sites']:>5} | {r['processes']:>9} | {r['wall_seconds']:6.0f} | "
-                f"{r['round_seconds']:7.0f} | {r['accepted']:>7} | {r['failed']:>6} | "
+                f"{r['sites']:>5} | {r['processes']:>9} | {r['sites_in_memory']:>18} | "
+                f"{r['wall_seconds']:6.0f} | {r['first_round_seconds']:9.1f} | "
+                f"{r['later_round_seconds']:14.1f} | {r['accepted']:>7} | {r['failed']:>6} | "
                 f"{r['peak_tree_mb']:14.0f}"
             )
     if result.get("overhead"):
@@ -515,7 +543,7 @@ def main() -> None:
         "--part", choices=("all", "server", "engine", "overhead", "policies"), default="all"
     )
     parser.add_argument("--sites", default="10,30,71,100", help="server part: site counts")
-    parser.add_argument("--engine-sites", default="10,30,71", help="engine part: site counts")
+    parser.add_argument("--engine-sites", default="10,30,71,100", help="engine part: site counts")
     parser.add_argument(
         "--overhead-sites",
         default="2,8,10@2",
