@@ -394,7 +394,15 @@ def run_policy(name: str, sites: list[Path], work: Path, rounds: int) -> dict[st
     workers = {
         n: SiteWorker(
             n,
-            SiteConfig(path, device="cpu", state_dir=folder / n / "state", audit_dir=None),
+            # phantom sites of a few validation cases: their scores leave from one case (a
+            # hospital's default withholds them under 5 cases)
+            SiteConfig(
+                path,
+                device="cpu",
+                state_dir=folder / n / "state",
+                audit_dir=None,
+                min_cases_per_metric=1,
+            ),
         )
         for n, path in zip(names, sites, strict=True)
     }
