@@ -19,10 +19,10 @@ Four parts, side by side in one run:
     peak memory of the whole process tree (sampled every 0.2 s).
 ``overhead``
     What a round costs beyond training and validation on the simulator (2 and 8 sites in one
-    process each, 10 sites in 2 processes; 6 rounds of a tiny SFCN), each with two trips per
-    round and with one (``[participation] validate_incoming``: the sites score the model they
-    receive before they train); where that time goes is read from the server's and the sites'
-    logs (docs/scale.md).
+    process each, 10 sites hosted by 2 processes, where a process's sites work in turn; 6
+    rounds of a tiny SFCN), each with two trips per round and with one (``[participation]
+    validate_incoming``: the sites score the model they receive before they train); where that
+    time goes is read from the server's and the sites' logs (docs/scale.md).
 ``policies``
     A 71-site long-tailed brain-age phantom federation, 30 rounds of FedAvg (step 1e-2) under
     each policy: every site; a fraction of 0.2 per round; a deadline of 900 s of simulated time
@@ -64,7 +64,8 @@ import numpy as np
 import psutil
 import torch
 
-from neurofed.federated.engine import run_simulation
+from neurofed.federated.engine import run_simulation, site_names
+from neurofed.federated.engine.hosting import assign_sites
 from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName
 from neurofed.federated.server import FederatedRun, RoundRecord
 from neurofed.federated.server.timing import estimate_run
@@ -307,11 +308,17 @@ def run_engine(
 # -- overhead ----------------------------------------------------------------------------------
 
 
-def _overheads(run_dir: Path, rounds: int, one_trip: bool) -> list[float]:
-    """Per round: wall time minus the time the slowest site worked in it. With two trips that
-    is the slowest training plus the slowest validation; with one, the slowest site's
-    validation of the previous model plus its training (and, in the last round, the slowest
-    validation of the last model)."""
+def _busy(groups: list[list[str]], seconds: dict[str, float]) -> float:
+    """How long a trip kept the busiest worker process working: the sum of its sites' times
+    (a process runs its sites one after the other)."""
+    return max((sum(seconds.get(s, 0.0) for s in group) for group in groups), default=0.0)
+
+
+def _overheads(run_dir: Path, rounds: int, one_trip: bool, groups: list[list[str]]) -> list[float]:
+    """Per round: wall time minus the time the busiest worker process worked in it (``groups``:
+    the sites of each process). With two trips that is its training plus its validation; with
+    one, its sites' validation of the previous model plus their training (and, in the last
+    round, the validation of the last model)."""
     records = [
         json.loads((run_dir / "rounds" / str(k) / "metrics.json").read_text())
         for k in range(1, rounds + 1)
@@ -320,12 +327,14 @@ def _overheads(run_dir: Path, rounds: int, one_trip: bool) -> list[float]:
     for k, record in enumerate(records):
         assert record["aggregated"], record
         before = records[k - 1]["validation_seconds"] if one_trip and k > 0 else {}
-        busy = max(
-            (float(m.get("seconds", 0.0)) + float(before.get(s, 0.0)))
+        trained = {
+            s: float(m.get("seconds", 0.0)) + float(before.get(s, 0.0))
             for s, m in record["train"].items()
-        )
+        }
+        busy = _busy(groups, trained)
         if not one_trip or k == rounds - 1:
-            busy += max((float(v) for v in record["validation_seconds"].values()), default=0.0)
+            scored = {s: float(v) for s, v in record["validation_seconds"].items()}
+            busy += _busy(groups, scored)
         out.append(float(record["seconds"]) - busy)
     return out
 
@@ -349,7 +358,13 @@ def run_overhead(work: Path, configs: list[str], rounds: int = 6) -> list[dict[s
             began = time.perf_counter()
             result = run_simulation(study, sites[:count], folder, processes=processes or None)
             wall = time.perf_counter() - began
-            seconds = _overheads(result.run_dir, rounds, one_trip)
+            names = site_names(count)
+            groups = (
+                list(assign_sites(names, processes).values())
+                if processes and processes < count
+                else [[name] for name in names]
+            )
+            seconds = _overheads(result.run_dir, rounds, one_trip, groups)
             rows.append(
                 {
                     "sites": count,
