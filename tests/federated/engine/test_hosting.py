@@ -151,18 +151,23 @@ def _run(
     hosts: dict[str, list[str]] | None,
     clients: dict[str, Handler],
     trips: list[Any],
-) -> None:
+) -> list[float]:
     """The controller of a 3-round study over NVFlare ``clients`` (hosts, or one client per
-    site when ``hosts`` is ``None``), each task handed to a client as NVFlare would hand it."""
+    site when ``hosts`` is ``None``), each task handed to a client as NVFlare would hand it;
+    returns each task's timeout."""
     from neurofed.federated.engine.controller import StudyController
 
     controller = StudyController(
         study=tiny_study(rounds=3).to_dict(), run_dir=str(run_dir), hosts=hosts
     )
     controller.sample_clients = lambda *a, **k: sorted(clients)  # type: ignore[method-assign]
+    timeouts: list[float] = []
 
-    def send(task_name: str, data: FLModel, targets: list[str], **_: Any) -> list[FLModel]:
+    def send(
+        task_name: str, data: FLModel, targets: list[str], timeout: float, **_: Any
+    ) -> list[FLModel]:
         trips.append((task_name, tuple(targets)))
+        timeouts.append(timeout)
         out = []
         for client in targets:
             params, meta = clients[client](task_name, dict(data.params), dict(data.meta))
@@ -171,6 +176,7 @@ def _run(
 
     controller.send_model_and_wait = send  # type: ignore[method-assign]
     controller.run()
+    return timeouts
 
 
 def _configs(root: Path, sites: list[Path]) -> dict[str, Path]:
@@ -202,14 +208,16 @@ def test_one_host_of_two_sites_gives_the_run_of_two_clients(
     apart_trips: list[Any] = []
     hosted_trips: list[Any] = []
     # Execute
-    _run(tmp_path / "run-apart", None, apart, apart_trips)
-    _run(
+    apart_timeouts = _run(tmp_path / "run-apart", None, apart, apart_trips)
+    hosted_timeouts = _run(
         tmp_path / "run-hosted",
         {"host-1": ["site-1", "site-2"]},
         {"host-1": host.handle},
         hosted_trips,
     )
-    # Assert: one task per host; the same validations and model every round
+    # Assert: one task per host, with the time its two sites get one after the other; the
+    # same validations and model every round
+    assert hosted_timeouts == [2 * t for t in apart_timeouts]
     assert host.loaded == ["site-1", "site-2"][-keep:]
     assert hosted_trips == [(task, ("host-1",)) for _ in range(3) for task in ("train", "validate")]
     assert [targets for _, targets in apart_trips] == [("site-1", "site-2")] * 6

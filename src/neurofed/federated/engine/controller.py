@@ -171,9 +171,10 @@ class StudyController(ModelController):  # type: ignore[misc]
             timeout = min(timeout, run.deadline_s)  # late answers are left out, sites kept
         meta = request.encode()
         clients = list(targets)
-        if self.hosts:  # one task per host, naming its sites
+        if self.hosts:  # one task per host, naming its sites, which it runs one after another
             meta[MetaField.HOSTED_SITES.value] = list(targets)
             clients = sorted({self._host_of[site] for site in targets})
+            timeout *= max(sum(self._host_of[s] == host for s in targets) for host in clients)
         data = FLModel(
             params_type=ParamsType.FULL,
             params=dict(run.params) if carries_model else {},

@@ -19,6 +19,8 @@ sites in ``meta`` (:data:`~neurofed.federated.protocol.MetaField.HOSTED_SITES`, 
 host answers for those it hosts (:meth:`HostedSites.handle`), and the server reads every site's
 answer back out (:func:`unpack_answers`) exactly as if the site had answered alone. A site whose
 answer is missing or malformed fails that task with the reason; the others of its host stand.
+A host runs its sites one after the other, so its task gets the round's timeout once for each
+of its sites in it.
 
 This is a simulation device only (every site is on this machine anyway). A deployed federation
 has one NVFlare client per site, and secure aggregation, which keeps each site's round secrets
