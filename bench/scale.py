@@ -39,8 +39,9 @@ Four parts, side by side in one run:
 Usage::
 
     python bench/scale.py [--part all|server|engine|overhead|policies] [--sites 10,30,71,100]
-                          [--engine-sites 10,30,71,100] [--overhead-sites 2,8,10@2] [--rounds 30]
-                          [--work DIR] [--out FILE]
+                          [--engine-sites 10,30,71,100] [--overhead-sites 2,8,10@2]
+                          [--overhead-rounds 6] [--rounds 30] [--samples 8]
+                          [--policies all,...] [--work DIR] [--out FILE]
 
 Prints tables and writes JSON (default ``bench/results/scale.json``).
 """
@@ -398,13 +399,15 @@ def _bootstrap_mae(per_site: dict[str, dict[str, float]], draws: int = 2000) -> 
     return float(low), float(high)
 
 
-def run_policy(name: str, sites: list[Path], work: Path, rounds: int) -> dict[str, Any]:
+def run_policy(
+    name: str, sites: list[Path], work: Path, rounds: int, samples: int = 8
+) -> dict[str, Any]:
     config = POLICIES[name]
     # the step size at which the tiny SFCN learns brain age (tests/training/test_end_to_end.py);
     # at the default none of the policies learned anything in 8 rounds
-    base = _study("policies", width=0.0625, rounds=rounds, learning_rate=1e-2)
+    base = _study("policies", width=0.0625, rounds=rounds, samples=samples, learning_rate=1e-2)
     study = replace(base, participation=config)
-    folder = work / name.replace(" ", "-").replace(".", "")
+    folder = work / f"{name.replace(' ', '-').replace('.', '')}-samples-{samples}"
     names = [f"site-{k}" for k in range(1, len(sites) + 1)]
     workers = {
         n: SiteWorker(
@@ -487,13 +490,17 @@ def run_policy(name: str, sites: list[Path], work: Path, rounds: int) -> dict[st
     }
 
 
-def run_policies(work: Path, rounds: int) -> list[dict[str, Any]]:
+def run_policies(
+    work: Path, rounds: int, samples: int = 8, only: list[str] | None = None
+) -> list[dict[str, Any]]:
     sites = _phantom(work, 71)
     rows = []
-    for name in POLICIES:
+    for name in only or list(POLICIES):
+        if name not in POLICIES:
+            raise SystemExit(f"--policies {name!r}: give some of {', '.join(POLICIES)}")
         print(f"policies: {name}, 71 sites, {rounds} rounds (in-process) …", flush=True)
         torch.manual_seed(SEED)
-        rows.append(run_policy(name, sites, work, rounds))
+        rows.append(run_policy(name, sites, work, rounds, samples))
     return rows
 
 
@@ -573,6 +580,15 @@ def main() -> None:
         help="overhead part: SITES (one process each) or SITES@PROCESSES",
     )
     parser.add_argument("--rounds", type=int, default=30, help="policies part: rounds")
+    parser.add_argument(
+        "--overhead-rounds", type=int, default=6, help="overhead part: rounds per run"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=8, help="policies part: samples per site per round"
+    )
+    parser.add_argument(
+        "--policies", default="", help="policies part: names to run (default: all of them)"
+    )
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/scale.json"))
     parser.add_argument("--show", type=Path, default=None, help="print a results JSON again")
@@ -592,9 +608,10 @@ def main() -> None:
             result["engine"] = run_engine(counts, work)
         if args.part in ("all", "overhead"):
             configs = [v for v in str(args.overhead_sites).split(",") if v]
-            result["overhead"] = run_overhead(work, configs)
+            result["overhead"] = run_overhead(work, configs, args.overhead_rounds)
         if args.part in ("all", "policies"):
-            result["policies"] = run_policies(work, args.rounds)
+            only = [v for v in str(args.policies).split(",") if v] or None
+            result["policies"] = run_policies(work, args.rounds, args.samples, only)
     result["seconds"] = time.perf_counter() - began
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

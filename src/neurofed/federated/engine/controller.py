@@ -78,7 +78,14 @@ from neurofed.federated.study import Study, StudyKind
 from neurofed.federated.study.initial_model import InitialModelError
 from neurofed.training import RunFolderError
 
-__all__ = ["StudyController"]
+__all__ = ["TASK_CHECK_S", "StudyController"]
+
+#: Seconds between the server's checks that a task's answers are all in (NVFlare's task
+#: monitor and the controller's wait each sleep this long). NVFlare 2.9's ``Controller`` hands
+#: its ``task_check_period`` to the communicator as ``task_check_period``, but ``WFCommServer``
+#: reads ``_task_check_period`` (default 0.2 s), so the controller's setting never takes effect;
+#: :meth:`StudyController.run` sets the communicator's own.
+TASK_CHECK_S = 0.05
 
 
 class StudyController(ModelController):  # type: ignore[misc]
@@ -254,7 +261,14 @@ class StudyController(ModelController):  # type: ignore[misc]
         )
         return None
 
+    def _check_tasks_often(self) -> None:
+        """The communicator checks for finished tasks every :data:`TASK_CHECK_S` seconds."""
+        communicator = getattr(self, "communicator", None)
+        if communicator is not None and hasattr(communicator, "_task_check_period"):
+            communicator._task_check_period = TASK_CHECK_S
+
     def run(self) -> None:
+        self._check_tasks_often()
         study = Study.from_dict(self.study, source="the job's study")
         run_dir = self._run_folder(study)
         deployed = not self.run_dir
