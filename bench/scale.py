@@ -41,7 +41,8 @@ Usage::
     python bench/scale.py [--part all|server|engine|overhead|policies] [--sites 10,30,71,100]
                           [--engine-sites 10,30,71,100] [--overhead-sites 2,8,10@2]
                           [--overhead-rounds 6] [--rounds 30] [--samples 8]
-                          [--policies all,...] [--work DIR] [--out FILE]
+                          [--policies all,...] [--width 0.0625] [--spacing 8] [--device cpu]
+                          [--work DIR] [--out FILE]
 
 Prints tables and writes JSON (default ``bench/results/scale.json``).
 """
@@ -83,13 +84,18 @@ DEADLINE_S = 900.0
 
 
 def _study(
-    name: str, width: float, rounds: int, samples: int = 8, learning_rate: float | None = None
+    name: str,
+    width: float,
+    rounds: int,
+    samples: int = 8,
+    learning_rate: float | None = None,
+    spacing: float = 8.0,
 ) -> Study:
     train: dict[str, Any] = {
         "batch_size": 2,
         "samples_per_epoch": samples,
         "augment": False,
-        "preprocess": {"spacing": [8.0, 8.0, 8.0]},
+        "preprocess": {"spacing": [spacing] * 3},
     }
     if learning_rate is not None:
         train["learning_rate"] = learning_rate
@@ -400,14 +406,25 @@ def _bootstrap_mae(per_site: dict[str, dict[str, float]], draws: int = 2000) -> 
 
 
 def run_policy(
-    name: str, sites: list[Path], work: Path, rounds: int, samples: int = 8
+    name: str,
+    sites: list[Path],
+    work: Path,
+    rounds: int,
+    samples: int = 8,
+    model: tuple[float, float, str] = (0.0625, 8.0, "cpu"),
 ) -> dict[str, Any]:
+    """One policy's run; ``model``: the SFCN's width, the preprocessing spacing in mm and the
+    sites' device."""
+    width, spacing, device = model
     config = POLICIES[name]
     # the step size at which the tiny SFCN learns brain age (tests/training/test_end_to_end.py);
     # at the default none of the policies learned anything in 8 rounds
-    base = _study("policies", width=0.0625, rounds=rounds, samples=samples, learning_rate=1e-2)
+    base = _study(
+        "policies", width, rounds=rounds, samples=samples, learning_rate=1e-2, spacing=spacing
+    )
     study = replace(base, participation=config)
-    folder = work / f"{name.replace(' ', '-').replace('.', '')}-samples-{samples}"
+    label = name.replace(" ", "-").replace(".", "")
+    folder = work / f"{label}-samples-{samples}-width-{width:g}-{spacing:g}mm"
     names = [f"site-{k}" for k in range(1, len(sites) + 1)]
     workers = {
         n: SiteWorker(
@@ -416,7 +433,7 @@ def run_policy(
             # hospital's default withholds them under 5 cases)
             SiteConfig(
                 path,
-                device="cpu",
+                device=device,
                 state_dir=folder / n / "state",
                 audit_dir=None,
                 min_cases_per_metric=1,
@@ -491,7 +508,11 @@ def run_policy(
 
 
 def run_policies(
-    work: Path, rounds: int, samples: int = 8, only: list[str] | None = None
+    work: Path,
+    rounds: int,
+    samples: int = 8,
+    only: list[str] | None = None,
+    model: tuple[float, float, str] = (0.0625, 8.0, "cpu"),
 ) -> list[dict[str, Any]]:
     sites = _phantom(work, 71)
     rows = []
@@ -500,7 +521,7 @@ def run_policies(
             raise SystemExit(f"--policies {name!r}: give some of {', '.join(POLICIES)}")
         print(f"policies: {name}, 71 sites, {rounds} rounds (in-process) …", flush=True)
         torch.manual_seed(SEED)
-        rows.append(run_policy(name, sites, work, rounds, samples))
+        rows.append(run_policy(name, sites, work, rounds, samples, model))
     return rows
 
 
@@ -589,6 +610,11 @@ def main() -> None:
     parser.add_argument(
         "--policies", default="", help="policies part: names to run (default: all of them)"
     )
+    parser.add_argument("--width", type=float, default=0.0625, help="policies part: SFCN width")
+    parser.add_argument(
+        "--spacing", type=float, default=8.0, help="policies part: preprocessing mm (4: native)"
+    )
+    parser.add_argument("--device", default="cpu", help="policies part: the sites' device")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/scale.json"))
     parser.add_argument("--show", type=Path, default=None, help="print a results JSON again")
@@ -611,7 +637,8 @@ def main() -> None:
             result["overhead"] = run_overhead(work, configs, args.overhead_rounds)
         if args.part in ("all", "policies"):
             only = [v for v in str(args.policies).split(",") if v] or None
-            result["policies"] = run_policies(work, args.rounds, args.samples, only)
+            model = (args.width, args.spacing, args.device)
+            result["policies"] = run_policies(work, args.rounds, args.samples, only, model)
     result["seconds"] = time.perf_counter() - began
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
