@@ -280,3 +280,30 @@ def test_a_host_keeps_the_sites_it_served_last(tmp_path: Path) -> None:
     assert again is first and host.loaded == ["site-1", "site-3"]
     with pytest.raises(ValueError, match="keeps at least the site it serves"):
         HostedSites(configs, keep=0)
+
+
+def test_a_malformed_answer_of_a_plain_client_fails_that_site_only(
+    age_sites: list[Path], tmp_path: Path
+) -> None:
+    # Prepare: two clients, one site each; site-2 garbles its training answers
+    workers = {
+        site: SiteWorker(site, SiteConfig.load(path))
+        for site, path in _configs(tmp_path, age_sites).items()
+    }
+
+    def answer(site: str) -> Handler:
+        def handle(task: str, params: dict[str, Any], meta: dict[str, Any]) -> Any:
+            out_params, out_meta = workers[site].handle(task, params, meta).encode()
+            if site == "site-2" and task == TaskName.TRAIN.value:
+                out_meta[MetaField.NUM_EXAMPLES.value] = "many"
+            return out_params, out_meta
+
+        return handle
+
+    # Execute
+    _run(tmp_path / "run", None, {s: answer(s) for s in workers}, [])
+    # Assert
+    record = json.loads((tmp_path / "run" / "rounds" / "1" / "metrics.json").read_text())
+    assert record["accepted"] == ["site-1"] and record["aggregated"], record
+    assert record["failed"]["site-2"].startswith("malformed answer:")
+    assert "num_examples" in record["failed"]["site-2"]

@@ -51,7 +51,7 @@ from typing import Any
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.workflows.model_controller import ModelController
 
-from neurofed.federated.engine.hosting import unpack_answers
+from neurofed.federated.engine.hosting import read_answer, unpack_answers
 from neurofed.federated.engine.run_progress import (
     PAUSE_TOPIC,
     PROGRESS_TOPIC,
@@ -66,7 +66,6 @@ from neurofed.federated.engine.run_progress import (
 )
 from neurofed.federated.protocol import (
     MetaField,
-    ProtocolError,
     SecAggRequest,
     SiteAnswer,
     TaskName,
@@ -177,11 +176,13 @@ class StudyController(ModelController):  # type: ignore[misc]
         if task is TaskName.TRAIN and run.deadline_s is not None and not run.clocks:
             timeout = min(timeout, run.deadline_s)  # late answers are left out, sites kept
         meta = request.encode()
-        clients = list(targets)
-        if self.hosts:  # one task per host, naming its sites, which it runs one after another
+        hosted: dict[str, list[str]] = {}  # host → its sites of this task
+        for site in targets if self.hosts else ():
+            hosted.setdefault(self._host_of[site], []).append(site)
+        clients = sorted(hosted) if hosted else list(targets)
+        if hosted:  # one task per host, naming its sites, which it runs one after another
             meta[MetaField.HOSTED_SITES.value] = list(targets)
-            clients = sorted({self._host_of[site] for site in targets})
-            timeout *= max(sum(self._host_of[s] == host for s in targets) for host in clients)
+            timeout *= max(len(sites) for sites in hosted.values())
         data = FLModel(
             params_type=ParamsType.FULL,
             params=dict(run.params) if carries_model else {},
@@ -201,17 +202,12 @@ class StudyController(ModelController):  # type: ignore[misc]
             meta = dict(result.meta or {})
             site = str(meta.pop(MetaField.CLIENT_NAME.value, ""))
             meta.pop("props", None)
-            if self.hosts:
-                hosted = [s for s in targets if self._host_of[s] == site]
-                answers.extend(unpack_answers(task, site, hosted, result.params, meta))
-                continue
-            try:
-                answer = SiteAnswer.decode(task, site, result.params, meta)
-            except Exception as error:  # that site's failure, never the run's
-                reason = str(error) if isinstance(error, ProtocolError) else type(error).__name__
-                self.warning(f"{task.value}: site {site} sent a malformed answer: {reason}")
-                answer = SiteAnswer.failure(f"malformed answer: {reason}", site_id=site)
-            answers.append(answer)
+            if hosted:
+                answers.extend(
+                    unpack_answers(task, site, hosted.get(site, []), result.params, meta)
+                )
+            else:
+                answers.append(read_answer(task, site, result.params, meta))
         return answers
 
     def _train(

@@ -53,6 +53,7 @@ __all__ = [
     "HostedSites",
     "assign_sites",
     "pack_answers",
+    "read_answer",
     "requested_sites",
     "unpack_answers",
 ]
@@ -94,6 +95,21 @@ def pack_answers(answers: Mapping[str, SiteAnswer]) -> tuple[Parameters, dict[st
     return params, {MetaField.HOSTED_ANSWERS.value: metas}
 
 
+def read_answer(
+    task: TaskName, site: str, params: Mapping[str, Any] | None, meta: Any
+) -> SiteAnswer:
+    """``site``'s answer to ``task`` as received; never raises: a malformed answer is that
+    site's failure, with the reason (logged), never the run's."""
+    try:
+        if not isinstance(meta, Mapping):
+            raise ProtocolError("its meta is not a table")
+        return SiteAnswer.decode(task, site, params, meta)
+    except Exception as error:
+        reason = str(error) if isinstance(error, ProtocolError) else type(error).__name__
+        logger.warning("%s: site %s sent a malformed answer: %s", task.value, site, reason)
+        return SiteAnswer.failure(f"malformed answer: {reason}", site_id=site)
+
+
 def unpack_answers(
     task: TaskName,
     host: str,
@@ -120,21 +136,12 @@ def unpack_answers(
         site, _, name = str(key).partition("/")
         if site in grouped and name:
             grouped[site][name] = value
-    answers = []
-    for site in sites:
-        if site not in metas:
-            answers.append(
-                SiteAnswer.failure(f"its host {host} sent no answer for it", site_id=site)
-            )
-            continue
-        try:
-            if not isinstance(metas[site], Mapping):
-                raise ProtocolError("its meta is not a table")
-            answers.append(SiteAnswer.decode(task, site, grouped[site], metas[site]))
-        except Exception as error:  # that site's failure, never the run's
-            reason = str(error) if isinstance(error, ProtocolError) else type(error).__name__
-            answers.append(SiteAnswer.failure(f"malformed answer: {reason}", site_id=site))
-    return answers
+    return [
+        read_answer(task, site, grouped[site], metas[site])
+        if site in metas
+        else SiteAnswer.failure(f"its host {host} sent no answer for it", site_id=site)
+        for site in sites
+    ]
 
 
 class HostedSites:
