@@ -4,12 +4,13 @@ tiny planned studies (`[plan]`: configured by the fingerprint round)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from nvflare.app_common.abstract.fl_model import FLModel
 
 from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName
 from neurofed.federated.server import FederatedRun
@@ -170,3 +171,45 @@ def planned_study(task: str = "ms-lesion", *, rounds: int = 1, min_sites: int = 
             direction="max" if lesion else "min",
         )
     )
+
+
+#: An NVFlare client as the controller sees it: (task name, params, meta) -> (params, meta).
+Handler = Callable[[str, dict[str, Any], dict[str, Any]], tuple[Any, dict[str, Any]]]
+
+
+def worker_client(worker: Any) -> Handler:
+    """A site worker as an NVFlare client: its answer encoded as the executor sends it."""
+    return lambda task, params, meta: worker.handle(task, params, meta).encode()
+
+
+def drive_controller(
+    study: Study,
+    run_dir: Path,
+    clients: Mapping[str, Handler],
+    *,
+    hosts: dict[str, list[str]] | None = None,
+    before_send: Callable[[str, FLModel, list[str], float], None] | None = None,
+) -> Any:
+    """Run the study's :class:`StudyController` over ``clients`` (sites, or the hosts of
+    ``hosts``) without NVFlare's transport: each task goes to its clients as NVFlare hands it.
+    ``before_send`` sees each task (name, model, targets, timeout) first and may raise to stop
+    the run there. Returns the controller."""
+    from neurofed.federated.engine.controller import StudyController
+
+    controller = StudyController(study=study.to_dict(), run_dir=str(run_dir), hosts=hosts)
+    controller.sample_clients = lambda *a, **k: sorted(clients)
+
+    def send(
+        task_name: str, data: FLModel, targets: list[str], timeout: float = 0.0, **_: Any
+    ) -> list[FLModel]:
+        if before_send is not None:
+            before_send(task_name, data, targets, timeout)
+        out = []
+        for client in targets:
+            params, meta = clients[client](task_name, dict(data.params), dict(data.meta))
+            out.append(FLModel(params=params, meta={**meta, MetaField.CLIENT_NAME.value: client}))
+        return out
+
+    controller.send_model_and_wait = send
+    controller.run()
+    return controller

@@ -33,7 +33,7 @@ from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.site.worker import SiteWorker
 from neurofed.federated.study import Study, StudyError
 from neurofed.federated.study.participation import ParticipationConfig
-from tests.federated.conftest import tiny_study
+from tests.federated.conftest import drive_controller, tiny_study, worker_client
 
 ONE_TRIP = ParticipationConfig(validate_incoming=True)
 
@@ -63,29 +63,20 @@ def _run(
     trips: Trips,
     stop: Callable[[str, int], bool] = lambda task, number: False,
 ) -> dict[str, Any]:
-    """The study's controller over ``workers``: each task goes to the sites' workers as
-    NVFlare's executor would hand it (``stop``: raise instead of sending this task)."""
-    from neurofed.federated.engine.controller import StudyController
+    """The study's controller over ``workers`` (``stop``: raise instead of sending this
+    task); returns what the lead's neurofed.progress shows."""
 
-    controller = StudyController(study=study.to_dict(), run_dir=str(run_dir))
-    controller.sample_clients = lambda *a, **k: sorted(workers)  # type: ignore[method-assign]
-
-    def send(task_name: str, data: FLModel, targets: list[str], **_: Any) -> list[FLModel]:
+    def record(task_name: str, data: FLModel, targets: list[str], _: float) -> None:
         number = int(data.meta[MetaField.ROUND.value])
         if stop(task_name, number):
             raise KeyboardInterrupt
         trips.append((task_name, number, tuple(targets)))
-        out = []
-        for site in targets:
-            answer = workers[site].handle(task_name, dict(data.params), dict(data.meta))
-            params, meta = answer.encode()
-            out.append(FLModel(params=params, meta={**meta, MetaField.CLIENT_NAME.value: site}))
-        return out
 
-    controller.send_model_and_wait = send  # type: ignore[method-assign]
-    controller.run()
+    clients = {site: worker_client(worker) for site, worker in workers.items()}
+    controller = drive_controller(study, run_dir, clients, before_send=record)
     assert controller.progress is not None
-    return controller.progress.to_json()  # what the lead's neurofed.progress shows
+    progress: dict[str, Any] = controller.progress.to_json()
+    return progress
 
 
 def _rounds(run_dir: Path, count: int) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ one task per host."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from neurofed.federated.protocol import (
 from neurofed.federated.server.run_folder import load_round_checkpoint
 from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.site.worker import SiteWorker
-from tests.federated.conftest import tiny_study
+from tests.federated.conftest import Handler, drive_controller, tiny_study, worker_client
 
 
 def _train_answer(site: str, value: float) -> SiteAnswer:
@@ -143,9 +142,6 @@ def test_a_host_answers_for_its_sites_and_only_them(age_sites: list[Path], tmp_p
     )
 
 
-Handler = Callable[[str, dict[str, Any], dict[str, Any]], tuple[Any, dict[str, Any]]]
-
-
 def _run(
     run_dir: Path,
     hosts: dict[str, list[str]] | None,
@@ -153,29 +149,14 @@ def _run(
     trips: list[Any],
 ) -> list[float]:
     """The controller of a 3-round study over NVFlare ``clients`` (hosts, or one client per
-    site when ``hosts`` is ``None``), each task handed to a client as NVFlare would hand it;
-    returns each task's timeout."""
-    from neurofed.federated.engine.controller import StudyController
-
-    controller = StudyController(
-        study=tiny_study(rounds=3).to_dict(), run_dir=str(run_dir), hosts=hosts
-    )
-    controller.sample_clients = lambda *a, **k: sorted(clients)  # type: ignore[method-assign]
+    site when ``hosts`` is ``None``); returns each task's timeout."""
     timeouts: list[float] = []
 
-    def send(
-        task_name: str, data: FLModel, targets: list[str], timeout: float, **_: Any
-    ) -> list[FLModel]:
+    def record(task_name: str, _: FLModel, targets: list[str], timeout: float) -> None:
         trips.append((task_name, tuple(targets)))
         timeouts.append(timeout)
-        out = []
-        for client in targets:
-            params, meta = clients[client](task_name, dict(data.params), dict(data.meta))
-            out.append(FLModel(params=params, meta={**meta, MetaField.CLIENT_NAME.value: client}))
-        return out
 
-    controller.send_model_and_wait = send  # type: ignore[method-assign]
-    controller.run()
+    drive_controller(tiny_study(rounds=3), run_dir, clients, hosts=hosts, before_send=record)
     return timeouts
 
 
@@ -200,10 +181,7 @@ def test_one_host_of_two_sites_gives_the_run_of_two_clients(
         site: SiteWorker(site, SiteConfig.load(path))
         for site, path in _configs(tmp_path / "apart", age_sites).items()
     }
-    apart: dict[str, Handler] = {
-        site: lambda task, params, meta, w=worker: w.handle(task, params, meta).encode()
-        for site, worker in workers.items()
-    }
+    apart = {site: worker_client(worker) for site, worker in workers.items()}
     host = HostedSites(_configs(tmp_path / "together", age_sites), keep=keep)
     apart_trips: list[Any] = []
     hosted_trips: list[Any] = []
