@@ -23,15 +23,21 @@ Four parts, side by side in one run:
     rounds of a tiny SFCN), each with two trips per round and with one (``[participation]
     validate_incoming``: the sites score the model they receive before they train); where that
     time goes is read from the server's and the sites' logs (docs/scale.md).
+    ``--overhead-intervals`` compares values of the server's ``task_request_interval`` (how
+    long a site waits before it asks for its next task) side by side.
 ``policies``
-    A 71-site long-tailed brain-age phantom federation, 30 rounds of FedAvg (step 1e-2) under
-    each policy: every site; a fraction of 0.2 per round; a deadline of 900 s of simulated time
-    (chosen beforehand: 15 minutes, not tuned); every site with 6 of them joining at round 5
-    (FeTS held its 6 late sites out). The sites run in this process through the same site worker and
-    server run as NVFlare's executor and controller (71 NVFlare site processes would not fit 2
-    cores); each policy gets the same sites, seed and clock. Reported: the global model's MAE
-    on every site's validation cases after the last round (95 % CI by bootstrap over sites),
-    cases trained per round, and the estimated duration at real sites
+    A 71-site long-tailed phantom federation, 30 rounds of FedAvg under each policy: every
+    site; a fraction of 0.2 per round; a deadline of 900 s of simulated time (chosen
+    beforehand: 15 minutes, not tuned); every site with 6 of them joining at round 5 (FeTS held
+    its 6 late sites out). The task is FeTS's (``tumor-regions`` on a glioma phantom, scored by
+    the whole tumour's Dice) or ``--task brain-age`` (MAE); see :class:`PolicyModel`. The sites
+    run in this process through the same site worker and server run as NVFlare's executor and
+    controller (71 NVFlare site processes would not fit 2 cores); each policy gets the same
+    sites, seed and clock. Reported: the global model's score on every site's validation cases
+    after the last round (95 % CI by bootstrap over sites) and every 5 rounds; each policy
+    against every site training on the same sites' cases (the case-weighted mean difference,
+    its 95 % CI by paired bootstrap over sites, the two-sided Wilcoxon signed-rank test over
+    sites); cases trained per round; and the estimated duration at real sites
     (:mod:`neurofed.federated.clock`), with two trips per round and with one
     (``validate_incoming``, estimated from the same rounds: it trains and scores the same
     models; not under the deadline, where it would change which sites are late).
@@ -40,8 +46,10 @@ Usage::
 
     python bench/scale.py [--part all|server|engine|overhead|policies] [--sites 10,30,71,100]
                           [--engine-sites 10,30,71,100] [--overhead-sites 2,8,10@2]
-                          [--overhead-rounds 6] [--rounds 30] [--samples 8]
-                          [--policies all,...] [--width 0.0625] [--spacing 8] [--device cpu]
+                          [--overhead-rounds 6] [--overhead-intervals 0.2,0.15,0.1]
+                          [--rounds 30] [--samples 8]
+                          [--policies all,...] [--task tumor-regions|brain-age]
+                          [--base-filters 4] [--width 0.0625] [--spacing MM] [--device cpu]
                           [--work DIR] [--out FILE]
 
 Prints tables and writes JSON (default ``bench/results/scale.json``).
@@ -51,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import threading
@@ -58,16 +67,18 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 import torch
+from scipy import stats
 
 from neurofed.federated.engine import run_simulation, site_names
 from neurofed.federated.engine.hosting import assign_sites
+from neurofed.federated.engine.simulation import SERVER_CONFIG
 from neurofed.federated.protocol import MetaField, SiteAnswer, TaskName
 from neurofed.federated.server import FederatedRun, RoundRecord
 from neurofed.federated.server.timing import estimate_run
@@ -81,6 +92,9 @@ from phantoms import checked_sites
 
 SEED = 0
 DEADLINE_S = 900.0
+#: The policies part also compares the mean of the last rounds: a round's score swings by a few
+#: Dice points from one round to the next, more than some of the policies' differences.
+WINDOW = 10
 
 
 def _study(
@@ -229,9 +243,9 @@ def run_server(counts: list[int], work: Path) -> list[dict[str, Any]]:
 # -- engine ------------------------------------------------------------------------------------
 
 
-def _phantom(work: Path, sites: int) -> list[Path]:
-    """Long-tailed brain-age phantom sites (median 6 cases), each checked."""
-    config = PhantomConfig(
+def _brain_age_phantom(sites: int) -> PhantomConfig:
+    """Long-tailed brain-age phantom sites (median 6 cases) at 4 mm."""
+    return PhantomConfig(
         preset="brain-age",  # type: ignore[arg-type]
         sites=sites,
         cases=6,
@@ -239,7 +253,18 @@ def _phantom(work: Path, sites: int) -> list[Path]:
         spacing=4.0,
         long_tail=True,
     )
-    return checked_sites(work / f"phantom-{sites}", config)
+
+
+def _phantom(work: Path, sites: int) -> list[Path]:
+    """:func:`_brain_age_phantom`'s sites, each checked."""
+    return checked_sites(work / f"phantom-{sites}", _brain_age_phantom(sites))
+
+
+def _fresh(folder: Path) -> Path:
+    """``folder``, emptied of an earlier run: a kept run folder would resume its finished run
+    (with ``--work``), and the bench would time nothing."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 @contextmanager
@@ -287,7 +312,7 @@ def run_engine(
         print(f"engine: {shown}, {rounds} rounds …", flush=True)
         with _peak_tree_memory() as memory:
             began = time.perf_counter()
-            folder = work / f"engine-{count}-{workers}-{keep}"
+            folder = _fresh(work / f"engine-{count}-{workers}-{keep}")
             result = run_simulation(study, sites, folder, processes=workers, sites_in_memory=keep)
             wall = time.perf_counter() - began
         records = [
@@ -346,43 +371,59 @@ def _overheads(run_dir: Path, rounds: int, one_trip: bool, groups: list[list[str
     return out
 
 
-def run_overhead(work: Path, configs: list[str], rounds: int = 6) -> list[dict[str, Any]]:
+def run_overhead(
+    work: Path, configs: list[str], rounds: int = 6, intervals: tuple[float, ...] = ()
+) -> list[dict[str, Any]]:
     """Seconds per round beyond training and validation on the simulator, for each
     ``SITES`` (one process per site) or ``SITES@PROCESSES``, with two trips per round and
-    with one."""
+    with one; for each of ``intervals`` as the server's ``task_request_interval`` (how long a
+    site waits before it asks for its next task; none: the server's own setting)."""
     rows = []
     shapes = [(int(c.partition("@")[0]), int(c.partition("@")[2] or 0)) for c in configs]
     sites = _phantom(work, max(n for n, _ in shapes))
-    for count, processes in shapes:
-        for one_trip in (False, True):
-            study = _study(f"overhead-{count}", width=0.0625, rounds=rounds, samples=4)
-            if one_trip:
-                study = replace(study, participation=ParticipationConfig(validate_incoming=True))
-            trips = "one trip" if one_trip else "two trips"
-            shown = f"{count} sites in {processes or count} processes, {trips}"
-            print(f"overhead: {shown}, {rounds} rounds …", flush=True)
-            folder = work / f"overhead-{count}-{processes}-{int(one_trip)}"
-            began = time.perf_counter()
-            result = run_simulation(study, sites[:count], folder, processes=processes or None)
-            wall = time.perf_counter() - began
-            names = site_names(count)
-            groups = (
-                list(assign_sites(names, processes).values())
-                if processes and processes < count
-                else [[name] for name in names]
-            )
-            seconds = _overheads(result.run_dir, rounds, one_trip, groups)
-            rows.append(
-                {
-                    "sites": count,
-                    "processes": processes or count,
-                    "trips": 1 if one_trip else 2,
-                    "wall_seconds": wall,
-                    "overhead_seconds": seconds,
-                    "median_after_round_1": statistics.median(seconds[1:]),
-                }
-            )
+    server = SERVER_CONFIG["server"]
+    own = server["task_request_interval"]
+    try:
+        for interval in intervals or (own,):
+            server["task_request_interval"] = interval
+            for count, processes in shapes:
+                for one_trip in (False, True):
+                    row = _overhead_run(work, sites, count, processes, one_trip, rounds)
+                    rows.append(row | {"task_request_interval": interval})
+    finally:
+        server["task_request_interval"] = own
     return rows
+
+
+def _overhead_run(
+    work: Path, sites: list[Path], count: int, processes: int, one_trip: bool, rounds: int
+) -> dict[str, Any]:
+    study = _study(f"overhead-{count}", width=0.0625, rounds=rounds, samples=4)
+    if one_trip:
+        study = replace(study, participation=ParticipationConfig(validate_incoming=True))
+    trips = "one trip" if one_trip else "two trips"
+    interval = SERVER_CONFIG["server"]["task_request_interval"]
+    shown = f"{count} sites in {processes or count} processes, {trips}, asking every {interval} s"
+    print(f"overhead: {shown}, {rounds} rounds …", flush=True)
+    folder = _fresh(work / f"overhead-{count}-{processes}-{int(one_trip)}-{interval:g}")
+    began = time.perf_counter()
+    result = run_simulation(study, sites[:count], folder, processes=processes or None)
+    wall = time.perf_counter() - began
+    names = site_names(count)
+    groups = (
+        list(assign_sites(names, processes).values())
+        if processes and processes < count
+        else [[name] for name in names]
+    )
+    seconds = _overheads(result.run_dir, rounds, one_trip, groups)
+    return {
+        "sites": count,
+        "processes": processes or count,
+        "trips": 1 if one_trip else 2,
+        "wall_seconds": wall,
+        "overhead_seconds": seconds,
+        "median_after_round_1": statistics.median(seconds[1:]),
+    }
 
 
 # -- policies ----------------------------------------------------------------------------------
@@ -395,14 +436,156 @@ POLICIES: dict[str, ParticipationConfig | None] = {
 }
 
 
-def _bootstrap_mae(per_site: dict[str, dict[str, float]], draws: int = 2000) -> tuple[float, float]:
-    rows = [(v["mae"] * v["num_examples"], v["num_examples"]) for v in per_site.values()]
-    sums, counts = np.array(rows).T
+@dataclass(frozen=True)
+class PolicyModel:
+    """The policies part's task and model.
+
+    ``tumor-regions`` (FeTS's task, the default): a residual U-Net of ``base_filters`` 4 and
+    depth 3 on 16³ patches of a glioma phantom written at ``spacing`` (6 mm), step 3e-2: the
+    model and step size that learn the tumour on a phantom site in a few CPU seconds
+    (tests/training/test_end_to_end.py). Scored by the whole tumour's Dice.
+
+    ``brain-age``: the SFCN of ``width`` on a brain-age phantom written at 4 mm, preprocessed
+    to ``spacing`` (8 mm), step 1e-2. At 8 mm its last pooling blocks see one voxel of a batch
+    of 2, so its batch norms leave only the mean age to learn (docs/scale.md). Scored by MAE.
+    """
+
+    task: str = "tumor-regions"
+    spacing: float | None = None  # None: the task's (6 mm, 8 mm)
+    device: str = "cpu"
+    width: float = 0.0625
+    base_filters: int = 4
+
+    @property
+    def mm(self) -> float:
+        if self.spacing is not None:
+            return self.spacing
+        return 6.0 if self.task == "tumor-regions" else 8.0
+
+    @property
+    def metric(self) -> str:
+        return "WT/dice" if self.task == "tumor-regions" else "mae"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.task == "tumor-regions"
+
+    @property
+    def label(self) -> str:
+        size = (
+            f"filters-{self.base_filters}"
+            if self.task == "tumor-regions"
+            else f"width-{self.width:g}"
+        )
+        return f"{self.task}-{size}-{self.mm:g}mm"
+
+    def sites(self, work: Path, count: int) -> list[Path]:
+        """The task's long-tailed phantom sites (median 6 cases), each checked."""
+        if self.task == "brain-age":
+            return _phantom(work, count)
+        config = PhantomConfig(
+            preset="glioma",  # type: ignore[arg-type]
+            sites=count,
+            cases=6,
+            seed=SEED,
+            spacing=self.mm,
+            long_tail=True,
+        )
+        return checked_sites(work / f"phantom-{count}-glioma-{self.mm:g}mm", config)
+
+    def study(self, rounds: int, samples: int) -> Study:
+        if self.task == "brain-age":
+            return _study(
+                "policies",
+                self.width,
+                rounds=rounds,
+                samples=samples,
+                learning_rate=1e-2,
+                spacing=self.mm,
+            )
+        if self.task != "tumor-regions":
+            raise SystemExit(f"--task {self.task!r}: give tumor-regions or brain-age")
+        return Study.from_dict(
+            {
+                "name": "bench-scale-policies",
+                "rounds": rounds,
+                "local_epochs": 1,
+                "min_sites": 1,
+                "round_timeout_s": 3600.0,
+                "seed": SEED,
+                "task": {"id": "tumor-regions"},
+                "model": {"base_filters": self.base_filters, "depth": 3, "num_res_units": 1},
+                "strategy": {"name": "fedavg"},
+                "selection": {"metric": "WT/dice_pooled", "direction": "max"},
+                "train": {
+                    "batch_size": 2,
+                    "samples_per_epoch": samples,
+                    "augment": False,
+                    "patch_shape": [16, 16, 16],
+                    "foreground_probability": 0.5,
+                    "learning_rate": 3e-2,
+                    "preprocess": {"spacing": [self.mm] * 3},
+                },
+            },
+            source="bench/scale.py",
+        )
+
+
+def _site_values(
+    history: list[RoundRecord], metric: str, window: int = 1
+) -> dict[str, tuple[float, float]]:
+    """Each site's (metric, validation cases), averaged over the last ``window`` rounds; only
+    the sites that scored in every one of them."""
+    records = history[-window:]
+    scored = [
+        {s: v for s, v in r.validation_per_site.items() if metric in v and v.get("num_examples")}
+        for r in records
+    ]
+    sites = set.intersection(*(set(v) for v in scored)) if scored else set()
+    return {
+        s: (
+            float(np.mean([float(v[s][metric]) for v in scored])),
+            float(scored[-1][s]["num_examples"]),
+        )
+        for s in sorted(sites)
+    }
+
+
+def _bootstrap(
+    values: dict[str, tuple[float, float]],
+    paired: dict[str, tuple[float, float]] | None = None,
+    draws: int = 2000,
+) -> tuple[float, float]:
+    """95 % interval of the case-weighted mean over sites (of the difference from ``paired``'s
+    value at the same site), by bootstrap over sites."""
+    sites = sorted(values if paired is None else set(values) & set(paired))
+    if not sites:  # no site scored the model (every validation failed)
+        return float("nan"), float("nan")
+    scores = np.array([values[s][0] - (0.0 if paired is None else paired[s][0]) for s in sites])
+    counts = np.array([values[s][1] for s in sites])
     rng = np.random.default_rng(SEED)
-    picks = rng.integers(len(rows), size=(draws, len(rows)))
-    values = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
-    low, high = np.percentile(values, [2.5, 97.5])
+    picks = rng.integers(len(sites), size=(draws, len(sites)))
+    means = (scores[picks] * counts[picks]).sum(axis=1) / counts[picks].sum(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
     return float(low), float(high)
+
+
+def _versus(
+    values: dict[str, tuple[float, float]], reference: dict[str, tuple[float, float]]
+) -> dict[str, Any]:
+    """This policy's model against the reference policy's on the same sites' validation cases:
+    the case-weighted mean difference, its 95 % interval (paired bootstrap over sites) and the
+    two-sided Wilcoxon signed-rank test over sites."""
+    sites = sorted(set(values) & set(reference))
+    diffs = np.array([values[s][0] - reference[s][0] for s in sites])
+    counts = np.array([values[s][1] for s in sites])
+    p = float("nan") if not np.any(diffs) else float(stats.wilcoxon(diffs).pvalue)
+    return {
+        "difference": float((diffs * counts).sum() / counts.sum()) if sites else float("nan"),
+        "difference_ci95": list(_bootstrap(values, reference)),
+        "wilcoxon_p": p,
+        "sites": len(sites),
+    }
 
 
 def run_policy(
@@ -411,20 +594,13 @@ def run_policy(
     work: Path,
     rounds: int,
     samples: int = 8,
-    model: tuple[float, float, str] = (0.0625, 8.0, "cpu"),
+    model: PolicyModel = PolicyModel(),
 ) -> dict[str, Any]:
-    """One policy's run; ``model``: the SFCN's width, the preprocessing spacing in mm and the
-    sites' device."""
-    width, spacing, device = model
+    """One policy's run of ``model``."""
     config = POLICIES[name]
-    # the step size at which the tiny SFCN learns brain age (tests/training/test_end_to_end.py);
-    # at the default none of the policies learned anything in 8 rounds
-    base = _study(
-        "policies", width, rounds=rounds, samples=samples, learning_rate=1e-2, spacing=spacing
-    )
-    study = replace(base, participation=config)
+    study = replace(model.study(rounds, samples), participation=config)
     label = name.replace(" ", "-").replace(".", "")
-    folder = work / f"{label}-samples-{samples}-width-{width:g}-{spacing:g}mm"
+    folder = _fresh(work / f"{label}-rounds-{rounds}-samples-{samples}-{model.label}")
     names = [f"site-{k}" for k in range(1, len(sites) + 1)]
     workers = {
         n: SiteWorker(
@@ -433,7 +609,7 @@ def run_policy(
             # hospital's default withholds them under 5 cases)
             SiteConfig(
                 path,
-                device=device,
+                device=model.device,
                 state_dir=folder / n / "state",
                 audit_dir=None,
                 min_cases_per_metric=1,
@@ -475,7 +651,8 @@ def run_policy(
         trained_cases.append(sum(record.train[s]["num_examples"] for s in record.accepted))
         print(
             f"  {name}: round {number}: {len(record.accepted)} sites trained, "
-            f"{len(record.late)} late, mae {record.validation.get('mae', float('nan')):.2f}",
+            f"{len(record.late)} late, {model.metric} "
+            f"{record.validation.get(model.metric, float('nan')):.3f}",
             flush=True,
         )
     deadline = None if config is None else config.deadline_s
@@ -489,12 +666,23 @@ def run_policy(
         else estimate_run(history, seed=SEED, epochs=study.local_epochs, incoming=True)
     )
     last = history[-1]
-    low, high = _bootstrap_mae(last.validation_per_site)
+    values = _site_values(history, model.metric)
+    window = min(WINDOW, rounds)
+    steady = _site_values(history, model.metric, window)
+    cases = sum(n for _, n in steady.values())
+    steady_mean = sum(v * n for v, n in steady.values()) / cases if cases else float("nan")
     return {
         "policy": name,
-        "mae_last_round": last.validation.get("mae"),
-        "mae_per_round": [r.validation.get("mae") for r in history],
-        "mae_ci95": [low, high],
+        "task": model.task,
+        "metric": model.metric,
+        "metric_last_round": last.validation.get(model.metric),
+        "metric_per_round": [r.validation.get(model.metric) for r in history],
+        "metric_ci95": list(_bootstrap(values)),
+        "window": window,
+        "metric_window": steady_mean,
+        "metric_window_ci95": list(_bootstrap(steady)),
+        "per_site": {s: v[0] for s, v in values.items()},
+        "per_site_window": {s: v[0] for s, v in steady.items()},
         "validation_cases": last.validation.get("num_examples"),
         "sites_per_round": statistics.mean(len(r.accepted) for r in history),
         "cases_per_round": statistics.mean(trained_cases),
@@ -504,6 +692,7 @@ def run_policy(
         "estimated_round_hours": [t.seconds / 3600 for _, t in estimate.rounds],
         "bounding_sites": [list(b) for b in estimate.bounding[:3]],
         "wall_seconds": time.perf_counter() - began,
+        "_values": (values, steady),
     }
 
 
@@ -512,9 +701,9 @@ def run_policies(
     rounds: int,
     samples: int = 8,
     only: list[str] | None = None,
-    model: tuple[float, float, str] = (0.0625, 8.0, "cpu"),
+    model: PolicyModel = PolicyModel(),
 ) -> list[dict[str, Any]]:
-    sites = _phantom(work, 71)
+    sites = model.sites(work, 71)
     rows = []
     for name in only or list(POLICIES):
         if name not in POLICIES:
@@ -522,6 +711,13 @@ def run_policies(
         print(f"policies: {name}, 71 sites, {rounds} rounds (in-process) …", flush=True)
         torch.manual_seed(SEED)
         rows.append(run_policy(name, sites, work, rounds, samples, model))
+    # every policy against every site training, on the same sites' validation cases
+    reference = next((r["_values"] for r in rows if r["policy"] == "all"), None)
+    for r in rows:
+        values, steady = r.pop("_values")
+        if reference is not None and r["policy"] != "all":
+            r["versus_all"] = _versus(values, reference[0])
+            r["versus_all_window"] = _versus(steady, reference[1])
     return rows
 
 
@@ -560,32 +756,69 @@ def show(result: dict[str, Any]) -> None:
             )
     if result.get("overhead"):
         print("\nNVFlare simulator: seconds per round beyond training and validation")
-        print("sites | processes | trips | wall s | median after round 1 | per round")
+        print(
+            "sites | processes | trips | asks every s | wall s | median after round 1 | per round"
+        )
         for r in result["overhead"]:
             each = " ".join(f"{v:.2f}" for v in r["overhead_seconds"])
+            asks = r.get("task_request_interval", float("nan"))
             print(
                 f"{r['sites']:>5} | {r.get('processes', r['sites']):>9} | "
-                f"{r.get('trips', 2):>5} | {r.get('wall_seconds', float('nan')):6.0f} | "
+                f"{r.get('trips', 2):>5} | {asks:12.2f} | "
+                f"{r.get('wall_seconds', float('nan')):6.0f} | "
                 f"{r['median_after_round_1']:20.2f} | {each}"
             )
     if result.get("policies"):
+        rows = result["policies"]
+        metric = rows[0].get("metric", "mae")
         print(
-            "\n71 long-tailed sites, FedAvg, participation policies (estimated time: FeTS speeds)"
+            f"\n71 long-tailed sites, {rows[0].get('task', 'brain-age')}, FedAvg, participation "
+            "policies (estimated time: FeTS speeds)"
         )
-        print(
-            "policy             | MAE last round (95% CI) | sites/round | cases/round | "
-            "est. hours | one trip | bound by"
-        )
-        for r in result["policies"]:
-            low, high = r["mae_ci95"]
+        print("policy             | sites/round | cases/round | est. hours | one trip | bound by")
+        for r in rows:
             bound = ", ".join(f"{s} ×{n}" for s, n in r["bounding_sites"])
             one = r.get("estimated_hours_one_trip")
             print(
-                f"{r['policy']:<18} | {r['mae_last_round']:6.2f} ({low:5.2f}–{high:5.2f})    | "
-                f"{r['sites_per_round']:11.1f} | {r['cases_per_round']:11.0f} | "
-                f"{r['estimated_hours']:10.1f} | {'—' if one is None else f'{one:8.1f}'} | "
-                f"{bound}"
+                f"{r['policy']:<18} | {r['sites_per_round']:11.1f} | "
+                f"{r['cases_per_round']:11.0f} | {r['estimated_hours']:10.1f} | "
+                f"{'—' if one is None else f'{one:8.1f}'} | {bound}"
             )
+        window = rows[0].get("window")
+        print(
+            f"\npolicy             | {metric} last round (95% CI) | vs all: difference (95% CI), "
+            "Wilcoxon p"
+            + ("" if window is None else f" | mean of the last {window} rounds | vs all")
+        )
+
+        def than(versus: dict[str, Any] | None) -> str:
+            if versus is None:
+                return "—"
+            low, high = versus["difference_ci95"]
+            return (
+                f"{versus['difference']:+.3f} ({low:+.3f}–{high:+.3f}), "
+                f"p {versus['wilcoxon_p']:.2g}"
+            )
+
+        for r in rows:
+            low, high = r.get("metric_ci95", r.get("mae_ci95"))
+            value = r.get("metric_last_round", r.get("mae_last_round"))
+            line = (
+                f"{r['policy']:<18} | {value:6.3f} ({low:6.3f}–{high:6.3f}) | "
+                f"{than(r.get('versus_all'))}"
+            )
+            if window is not None:
+                w_low, w_high = r["metric_window_ci95"]
+                line += (
+                    f" | {r['metric_window']:6.3f} ({w_low:6.3f}–{w_high:6.3f}) | "
+                    f"{than(r.get('versus_all_window'))}"
+                )
+            print(line)
+        print(f"{metric} of the global model every 5 rounds:")
+        for r in rows:
+            curve = r.get("metric_per_round", r.get("mae_per_round", []))
+            marks = " ".join(f"{v:.3f}" for v in curve[4::5])
+            print(f"  {r['policy']:<18} {marks}")
 
 
 def main() -> None:
@@ -605,14 +838,34 @@ def main() -> None:
         "--overhead-rounds", type=int, default=6, help="overhead part: rounds per run"
     )
     parser.add_argument(
+        "--overhead-intervals",
+        default="",
+        help="overhead part: the server's task_request_interval values to compare, e.g. "
+        "0.2,0.15,0.1 (default: its own setting)",
+    )
+    parser.add_argument(
         "--samples", type=int, default=8, help="policies part: samples per site per round"
     )
     parser.add_argument(
         "--policies", default="", help="policies part: names to run (default: all of them)"
     )
-    parser.add_argument("--width", type=float, default=0.0625, help="policies part: SFCN width")
     parser.add_argument(
-        "--spacing", type=float, default=8.0, help="policies part: preprocessing mm (4: native)"
+        "--task",
+        choices=("tumor-regions", "brain-age"),
+        default="tumor-regions",
+        help="policies part: FeTS's task (Dice) or brain age (MAE)",
+    )
+    parser.add_argument(
+        "--base-filters", type=int, default=4, help="policies part: tumor-regions U-Net filters"
+    )
+    parser.add_argument(
+        "--width", type=float, default=0.0625, help="policies part: brain-age SFCN width"
+    )
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        default=None,
+        help="policies part: mm (default: tumor-regions 6, brain-age 8; brain-age native 4)",
     )
     parser.add_argument("--device", default="cpu", help="policies part: the sites' device")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
@@ -634,10 +887,11 @@ def main() -> None:
             result["engine"] = run_engine(counts, work)
         if args.part in ("all", "overhead"):
             configs = [v for v in str(args.overhead_sites).split(",") if v]
-            result["overhead"] = run_overhead(work, configs, args.overhead_rounds)
+            intervals = tuple(float(v) for v in str(args.overhead_intervals).split(",") if v)
+            result["overhead"] = run_overhead(work, configs, args.overhead_rounds, intervals)
         if args.part in ("all", "policies"):
             only = [v for v in str(args.policies).split(",") if v] or None
-            model = (args.width, args.spacing, args.device)
+            model = PolicyModel(args.task, args.spacing, args.device, args.width, args.base_filters)
             result["policies"] = run_policies(work, args.rounds, args.samples, only, model)
     result["seconds"] = time.perf_counter() - began
     args.out.parent.mkdir(parents=True, exist_ok=True)
