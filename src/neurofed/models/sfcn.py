@@ -12,7 +12,11 @@ is not offered: the last block's maps are a single voxel at 32³ inputs, where i
 
 Any input of at least 32 voxels per axis works; multiples of 32 avoid the floor of max-pooling
 dropping edge voxels (:meth:`SFCNConfig.spatial_divisor`). Batch norm in training needs more than
-one value per channel: use batches of at least two when the input is 32 voxels wide.
+one value per channel: use batches of at least two when the input is 32 voxels wide. A group
+norm of one channel per group (every width whose last block has 32 channels or fewer) is an
+instance norm, so it needs inputs of 64 voxels or more on some axis. An input that leaves the
+last block's norm one value at a time is refused, naming the input and the fix, instead of
+training a network whose features are all zero.
 
 The last layer is ``SFCN.head`` (:attr:`SFCN.head_name`), the one trained when transferring to a
 new target with :func:`~neurofed.models.transfer.prepare_transfer` in ``head`` mode.
@@ -37,6 +41,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.jit._trace import is_tracing
 
 from neurofed.config import ConfigBase, is_positive_int, require
 from neurofed.models.norm import Norm, coerce_norm, group_count
@@ -163,11 +168,52 @@ class SFCN(nn.Module):
         self.head = nn.Linear(ch[-1], out_channels)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, C, X, Y, Z)`` to ``(B, out_channels)``."""
+        """Map ``(B, C, X, Y, Z)`` to ``(B, out_channels)``.
+
+        Raises
+        ------
+        ValueError
+            An input too small for the network: a pooling block would get no voxel, or the
+            last block's norm would normalise one value at a time (all zeros, or PyTorch's
+            refusal of a batch norm in training).
+        """
+        if not is_tracing():  # exports trace the shapes the site already checked
+            self._check_input(tuple(image.shape))
         x = self.features(image)  # (B, c, X/32, Y/32, Z/32)
         x = self.dropout(x.mean(dim=(2, 3, 4)))  # (B, c)
         out: torch.Tensor = self.head(x)  # (B, out_channels)
         return out
+
+    def _check_input(self, shape: tuple[int, ...]) -> None:
+        """Refuse an input whose last block's norm would see one value at a time."""
+        batch, spatial = shape[0], shape[2:]
+        divisor = 2**self.config.num_pools
+        size = "×".join(map(str, spatial))
+        final = 1
+        for axis in spatial:
+            final *= axis // divisor
+        if final == 0:
+            raise ValueError(
+                f"SFCN: an input of {size} voxels is too small for {self.config.num_pools} "
+                f"pooling blocks: give at least {divisor} voxels per axis (a larger "
+                "preprocess.spatial_shape or a finer spacing)"
+            )
+        channels = self.config.scaled_channels[-1]
+        if self.config.norm is Norm.GROUP:
+            values = final * (channels // group_count(channels))
+            fix = "or more than 32 channels in the last block (a larger width)"
+        elif self.training:
+            values = final * batch
+            fix = "or a batch_size of at least 2"
+        else:
+            return
+        if values < 2:
+            raise ValueError(
+                f"SFCN: the last block sees {final} voxel(s) of an input of {size} voxels, so "
+                f"its {self.config.norm.value} norm normalises one value at a time (its "
+                f"features would all be 0): give at least {2 * divisor} voxels on some axis "
+                f"(a larger preprocess.spatial_shape or a finer spacing), {fix}"
+            )
 
 
 def build_sfcn(config: SFCNConfig, in_channels: int, out_channels: int) -> nn.Module:
