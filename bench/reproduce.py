@@ -22,6 +22,7 @@ intervals over cases (:mod:`neurofed.evaluate.statistics`).
 Usage::
 
     python bench/reproduce.py [--budget quick|full] [--only fets,ms,age,glioma] [--seed N]
+                              [--device cpu|cuda]
                               [--work DIR] [--out FILE]
     python bench/reproduce.py --show bench/results/reproduce.json
 
@@ -117,9 +118,9 @@ def _study(name: str, budget: Budget, seed: int, **tables: Any) -> Study:
     return Study.from_dict(data, source=f"bench/reproduce.py {name}")
 
 
-def _baseline(study: Study, sites: int, run_dir: Path | None = None) -> Any:
+def _baseline(study: Study, sites: int, device: str, run_dir: Path | None = None) -> Any:
     plan = read_run_plan(run_dir, study)[0] if run_dir is not None and study.plan else None
-    return study.baseline_config(sites, device="cpu", plan=plan)
+    return study.baseline_config(sites, device=device, plan=plan)
 
 
 def _cases(model: Path, site: Path, split: Split | None) -> tuple[dict[str, np.ndarray], Any]:
@@ -145,7 +146,7 @@ def _pct(new: float | None, old: float | None) -> float | None:
 # -- the four studies ---------------------------------------------------------------------------
 
 
-def fets(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
+def fets(work: Path, budget: Budget, seed: int, device: str = "cpu") -> dict[str, Any]:
     """Public initial model (site 1) → FedAvg over sites 2-4 → site 5 out of sample."""
     sites = _sites(work, "fets", budget, seed, preset="glioma", sites=5, cases=budget.cases)
     task = {"id": "tumor-regions"}
@@ -163,7 +164,7 @@ def fets(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
         "fets-public", budget, seed, task=task, model=model, train=train, selection=selection
     )
     public = work / "fets" / "public"
-    train_local(_baseline(public_study, 1), sites[0], public)
+    train_local(_baseline(public_study, 1, device), sites[0], public)
     weights = public / "model" / "weights.safetensors"
     initial = {"path": str(public / "model"), "sha256": sha256_file(weights)}
     study = _study(
@@ -176,7 +177,7 @@ def fets(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
         selection=selection,
         initial_model=initial,
     )
-    run = run_simulation(study, sites[1:4], work / "fets" / "federated")
+    run = run_simulation(study, sites[1:4], work / "fets" / "federated", device=device)
     consensus = run.run_dir / LAST_MODEL
     out: dict[str, Any] = {"published": PUBLISHED["fets"]}
     for column, jobs in (
@@ -205,7 +206,7 @@ def fets(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
     return out
 
 
-def ms(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
+def ms(work: Path, budget: Budget, seed: int, device: str = "cpu") -> dict[str, Any]:
     """Sites A, B, C of unequal size: FedAvg against each site's local model."""
     c = budget.cases
     sizes = {1: max(4, round(1.5 * c)), 2: max(4, 3 * c), 3: max(4, c // 2)}
@@ -225,12 +226,12 @@ def ms(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
         plan=plan,
         selection={"metric": "dice_pooled", "direction": "max"},
     )
-    run = run_simulation(study, sites, work / "ms" / "federated")
+    run = run_simulation(study, sites, work / "ms" / "federated", device=device)
     federated = run.run_dir / LAST_MODEL
     out: dict[str, Any] = {"published": PUBLISHED["ms"], "sizes": sizes, "sites": {}}
     for k, site in enumerate(sites, start=1):
         local = work / "ms" / f"local-{k}"
-        train_local(_baseline(study, 1, run.run_dir), site, local)
+        train_local(_baseline(study, 1, device, run.run_dir), site, local)
         mine, local_metrics = _cases(local / "model", site, Split.VALIDATION)
         theirs, federated_metrics = _cases(federated, site, Split.VALIDATION)
         pooled = ("dice_pooled", "sensitivity", "precision", "lesion_f1")
@@ -260,7 +261,7 @@ def ms(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
     return out
 
 
-def age(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
+def age(work: Path, budget: Budget, seed: int, device: str = "cpu") -> dict[str, Any]:
     """FedAvg vs centralised brain age; then SDMT transfer, deep vs shallow and federated."""
     sites = _sites(work, "age", budget, seed, preset="brain-age", sites=3, cases=budget.cases)
     train = {
@@ -280,9 +281,9 @@ def age(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
         train=train,
         selection=select,
     )
-    run = run_simulation(study, sites, work / "age" / "federated")
+    run = run_simulation(study, sites, work / "age" / "federated", device=device)
     pooled = work / "age" / "pooled"
-    train_pooled(_baseline(study, len(sites)), sites, pooled)
+    train_pooled(_baseline(study, len(sites), device), sites, pooled)
     models = {"federated": run.run_dir / LAST_MODEL, "centralised": pooled / "model"}
     out: dict[str, Any] = {"published": PUBLISHED["age"], "age": {}, "sdmt": {}}
     for name, folder in models.items():
@@ -293,7 +294,7 @@ def age(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
     changes = {
         "epochs": budget.rounds,
         "learning_rate": budget.learning_rate,
-        "device": "cpu",
+        "device": device,
         "samples_per_epoch": budget.samples * len(sites),
     }
     for mode in ("full", "head"):
@@ -315,7 +316,7 @@ def age(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
         selection=select,
         initial_model=initial,
     )
-    moved = run_simulation(transfer, sites, work / "age" / "sdmt-federated")
+    moved = run_simulation(transfer, sites, work / "age" / "sdmt-federated", device=device)
     out["sdmt"]["federated full"] = {
         s.name: _cases(moved.run_dir / LAST_MODEL, s, Split.VALIDATION)[1].get("mae") for s in sites
     }
@@ -335,7 +336,7 @@ def age(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
     return out
 
 
-def glioma(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
+def glioma(work: Path, budget: Budget, seed: int, device: str = "cpu") -> dict[str, Any]:
     """Multi-task FedAvg vs local-only vs pooled on a held-out site: marker AUCs and WT Dice."""
     sites = _sites(
         work,
@@ -363,14 +364,14 @@ def glioma(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
         train=train,
         selection={"metric": "WT/dice_pooled", "direction": "max"},
     )
-    run = run_simulation(study, training, work / "glioma" / "federated")
+    run = run_simulation(study, training, work / "glioma" / "federated", device=device)
     models = {"federated": run.run_dir / LAST_MODEL}
     pooled = work / "glioma" / "pooled"
-    train_pooled(_baseline(study, len(training)), training, pooled)
+    train_pooled(_baseline(study, len(training), device), training, pooled)
     models["pooled"] = pooled / "model"
     for k, site in enumerate(training, start=1):
         folder = work / "glioma" / f"local-{k}"
-        train_local(_baseline(study, 1), site, folder)
+        train_local(_baseline(study, 1, device), site, folder)
         models[f"local site-{k}"] = folder / "model"
     out: dict[str, Any] = {"published": PUBLISHED["glioma"], "models": {}}
     for name, folder in models.items():
@@ -396,7 +397,7 @@ def glioma(work: Path, budget: Budget, seed: int) -> dict[str, Any]:
     return out
 
 
-STUDIES: dict[str, Callable[[Path, Budget, int], dict[str, Any]]] = {
+STUDIES: dict[str, Callable[[Path, Budget, int, str], dict[str, Any]]] = {
     "fets": fets,
     "ms": ms,
     "age": age,
@@ -480,6 +481,9 @@ def main() -> None:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick")
     parser.add_argument("--only", default=",".join(STUDIES), help="comma-separated studies")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device", default="cpu", help="where every model trains: cpu, cuda or cuda:<n>"
+    )
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "reproduce.json"
@@ -501,7 +505,7 @@ def main() -> None:
     for name in chosen:
         began = time.perf_counter()
         try:
-            results[name] = STUDIES[name](work, budget, args.seed)
+            results[name] = STUDIES[name](work, budget, args.seed, args.device)
         except Exception as error:  # one study failing must not hide the others' results
             results[name] = {"published": PUBLISHED[name], "error": repr(error), "claims": {}}
         results[name]["seconds"] = round(time.perf_counter() - began, 1)
