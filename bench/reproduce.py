@@ -146,7 +146,7 @@ def _pct(new: float | None, old: float | None) -> float | None:
 # -- the four studies ---------------------------------------------------------------------------
 
 
-def fets(work: Path, budget: Budget, seed: int, device: str = "cpu") -> dict[str, Any]:
+def fets(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
     """Public initial model (site 1) → FedAvg over sites 2-4 → site 5 out of sample."""
     sites = _sites(work, "fets", budget, seed, preset="glioma", sites=5, cases=budget.cases)
     task = {"id": "tumor-regions"}
@@ -206,7 +206,7 @@ def fets(work: Path, budget: Budget, seed: int, device: str = "cpu") -> dict[str
     return out
 
 
-def ms(work: Path, budget: Budget, seed: int, device: str = "cpu") -> dict[str, Any]:
+def ms(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
     """Sites A, B, C of unequal size: FedAvg against each site's local model."""
     c = budget.cases
     sizes = {1: max(4, round(1.5 * c)), 2: max(4, 3 * c), 3: max(4, c // 2)}
@@ -261,7 +261,7 @@ def ms(work: Path, budget: Budget, seed: int, device: str = "cpu") -> dict[str, 
     return out
 
 
-def age(work: Path, budget: Budget, seed: int, device: str = "cpu") -> dict[str, Any]:
+def age(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
     """FedAvg vs centralised brain age; then SDMT transfer, deep vs shallow and federated."""
     sites = _sites(work, "age", budget, seed, preset="brain-age", sites=3, cases=budget.cases)
     train = {
@@ -336,7 +336,7 @@ def age(work: Path, budget: Budget, seed: int, device: str = "cpu") -> dict[str,
     return out
 
 
-def glioma(work: Path, budget: Budget, seed: int, device: str = "cpu") -> dict[str, Any]:
+def glioma(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
     """Multi-task FedAvg vs local-only vs pooled on a held-out site: marker AUCs and WT Dice."""
     sites = _sites(
         work,

@@ -388,7 +388,7 @@ def run_overhead(
             server["task_request_interval"] = interval
             for count, processes in shapes:
                 for one_trip in (False, True):
-                    row = _overhead_run(work, sites, count, processes, one_trip, rounds)
+                    row = _overhead_run(work, sites, count, processes, one_trip, rounds, interval)
                     rows.append(row | {"task_request_interval": interval})
     finally:
         server["task_request_interval"] = own
@@ -396,13 +396,20 @@ def run_overhead(
 
 
 def _overhead_run(
-    work: Path, sites: list[Path], count: int, processes: int, one_trip: bool, rounds: int
+    work: Path,
+    sites: list[Path],
+    count: int,
+    processes: int,
+    one_trip: bool,
+    rounds: int,
+    interval: float,
 ) -> dict[str, Any]:
+    """One overhead run, with the server's ``task_request_interval`` already set to
+    ``interval``."""
     study = _study(f"overhead-{count}", width=0.0625, rounds=rounds, samples=4)
     if one_trip:
         study = replace(study, participation=ParticipationConfig(validate_incoming=True))
     trips = "one trip" if one_trip else "two trips"
-    interval = SERVER_CONFIG["server"]["task_request_interval"]
     shown = f"{count} sites in {processes or count} processes, {trips}, asking every {interval} s"
     print(f"overhead: {shown}, {rounds} rounds …", flush=True)
     folder = _fresh(work / f"overhead-{count}-{processes}-{int(one_trip)}-{interval:g}")
@@ -465,10 +472,6 @@ class PolicyModel:
     @property
     def metric(self) -> str:
         return "WT/dice" if self.task == "tumor-regions" else "mae"
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.task == "tumor-regions"
 
     @property
     def label(self) -> str:
@@ -551,17 +554,20 @@ def _site_values(
     }
 
 
-def _bootstrap(
-    values: dict[str, tuple[float, float]],
-    paired: dict[str, tuple[float, float]] | None = None,
-    draws: int = 2000,
-) -> tuple[float, float]:
-    """95 % interval of the case-weighted mean over sites (of the difference from ``paired``'s
-    value at the same site), by bootstrap over sites."""
-    sites = sorted(values if paired is None else set(values) & set(paired))
+def _weighted_mean(values: dict[str, tuple[float, float]]) -> float:
+    """The case-weighted mean over sites of their (score, cases); NaN without sites."""
+    if not values:
+        return float("nan")
+    scores, counts = np.array(list(values.values())).T
+    return float((scores * counts).sum() / counts.sum())
+
+
+def _bootstrap(values: dict[str, tuple[float, float]], draws: int = 2000) -> tuple[float, float]:
+    """95 % interval of :func:`_weighted_mean`, by bootstrap over sites."""
+    sites = sorted(values)
     if not sites:  # no site scored the model (every validation failed)
         return float("nan"), float("nan")
-    scores = np.array([values[s][0] - (0.0 if paired is None else paired[s][0]) for s in sites])
+    scores = np.array([values[s][0] for s in sites])
     counts = np.array([values[s][1] for s in sites])
     rng = np.random.default_rng(SEED)
     picks = rng.integers(len(sites), size=(draws, len(sites)))
@@ -576,15 +582,17 @@ def _versus(
     """This policy's model against the reference policy's on the same sites' validation cases:
     the case-weighted mean difference, its 95 % interval (paired bootstrap over sites) and the
     two-sided Wilcoxon signed-rank test over sites."""
-    sites = sorted(set(values) & set(reference))
-    diffs = np.array([values[s][0] - reference[s][0] for s in sites])
-    counts = np.array([values[s][1] for s in sites])
+    paired = {
+        s: (values[s][0] - reference[s][0], values[s][1])
+        for s in sorted(set(values) & set(reference))
+    }
+    diffs = np.array([d for d, _ in paired.values()])
     p = float("nan") if not np.any(diffs) else float(stats.wilcoxon(diffs).pvalue)
     return {
-        "difference": float((diffs * counts).sum() / counts.sum()) if sites else float("nan"),
-        "difference_ci95": list(_bootstrap(values, reference)),
+        "difference": _weighted_mean(paired),
+        "difference_ci95": list(_bootstrap(paired)),
         "wilcoxon_p": p,
-        "sites": len(sites),
+        "sites": len(paired),
     }
 
 
@@ -669,8 +677,6 @@ def run_policy(
     values = _site_values(history, model.metric)
     window = min(WINDOW, rounds)
     steady = _site_values(history, model.metric, window)
-    cases = sum(n for _, n in steady.values())
-    steady_mean = sum(v * n for v, n in steady.values()) / cases if cases else float("nan")
     return {
         "policy": name,
         "task": model.task,
@@ -679,7 +685,7 @@ def run_policy(
         "metric_per_round": [r.validation.get(model.metric) for r in history],
         "metric_ci95": list(_bootstrap(values)),
         "window": window,
-        "metric_window": steady_mean,
+        "metric_window": _weighted_mean(steady),
         "metric_window_ci95": list(_bootstrap(steady)),
         "per_site": {s: v[0] for s, v in values.items()},
         "per_site_window": {s: v[0] for s, v in steady.items()},

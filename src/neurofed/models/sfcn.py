@@ -36,6 +36,7 @@ torch.Size([2, 1])
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -189,9 +190,7 @@ class SFCN(nn.Module):
         batch, spatial = shape[0], shape[2:]
         divisor = 2**self.config.num_pools
         size = "×".join(map(str, spatial))
-        final = 1
-        for axis in spatial:
-            final *= axis // divisor
+        final = math.prod(axis // divisor for axis in spatial)
         if final == 0:
             raise ValueError(
                 f"SFCN: an input of {size} voxels is too small for {self.config.num_pools} "
