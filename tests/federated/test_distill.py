@@ -6,7 +6,9 @@ malformed payload fails that site only."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -149,10 +151,25 @@ def test_a_site_refuses_distill_unless_its_custodian_allowed_condensed_volumes(
     assert MetaField.CONDENSED.value not in answer.meta
 
 
-def test_a_volume_too_like_a_real_case_is_withheld_and_the_round_goes_on(
-    tmp_path: Path, glioma_site: Path
+def _condense_then(
+    monkeypatch: pytest.MonkeyPatch, replace: Callable[[np.ndarray, list], np.ndarray]
 ) -> None:
-    run = FederatedRun(_study(similarity_max=0.0), tmp_path / "run")  # every volume too similar
+    """Condensation as the site runs it, its volumes then replaced by ``replace(volumes, cases)``
+    (a condensation that memorised a case, or one that diverged)."""
+    from neurofed.training import condense as module
+
+    real = module.condense
+
+    def altered(model: object, cases: list, **kwargs: object) -> object:
+        made = real(model, cases, **kwargs)  # type: ignore[arg-type]
+        assert made is not None
+        return dataclasses.replace(made, volumes=replace(made.volumes, cases))
+
+    monkeypatch.setattr(module, "condense", altered)
+
+
+def _withheld_round(tmp_path: Path, glioma_site: Path) -> None:
+    run = FederatedRun(_study(), tmp_path / "run")  # similarity_max 0.5
     run.start(["site-1"])
     config = SiteConfig(glioma_site, device="cpu", allow_condensed=ALLOWED, min_cases_per_metric=1)
 
@@ -160,10 +177,30 @@ def test_a_volume_too_like_a_real_case_is_withheld_and_the_round_goes_on(
 
     assert answer.error is None
     payload = answer.meta[MetaField.CONDENSED.value]
-    assert "volumes" not in payload and int(payload["withheld"][0]) >= 1
+    assert "volumes" not in payload and int(payload["withheld"][0]) == 2
     assert "class_logits/idh" in payload  # the aggregates still go
     assert run.record_training(RoundRecord(round=1), ["site-1"], [_wire(answer, "site-1")])
     assert run.state.scalars.get("condensed_volumes", 0.0) == 0.0
+
+
+def test_a_volume_that_copies_a_real_case_is_withheld_and_the_round_goes_on(
+    tmp_path: Path, glioma_site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def memorised(volumes: np.ndarray, cases: list) -> np.ndarray:
+        copies = [cases[i % len(cases)].image for i in range(len(volumes))]
+        return np.stack(copies).astype(np.float32) * 1.5 + 0.1  # NCC 1 to case i
+
+    _condense_then(monkeypatch, memorised)
+
+    _withheld_round(tmp_path, glioma_site)
+
+
+def test_a_volume_whose_similarity_cannot_be_measured_is_withheld(
+    tmp_path: Path, glioma_site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _condense_then(monkeypatch, lambda volumes, cases: np.full_like(volumes, np.nan))
+
+    _withheld_round(tmp_path, glioma_site)
 
 
 def test_a_malformed_payload_fails_that_site_only(tmp_path: Path, glioma_site: Path) -> None:

@@ -81,7 +81,8 @@ def condensed_payload(
         return payload
     keep = []
     for index, (ncc, ssim) in enumerate(nearest_similarity(made.volumes, cases)):
-        withheld = ncc > params.similarity_max
+        # fail closed: a volume whose similarity cannot be measured (NaN) stays here too
+        withheld = not ncc <= params.similarity_max
         logger.info(
             "distill: condensed volume %d (%s class %d): nearest real case NCC %.3f, SSIM %.3f%s",
             index,
