@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from neurofed.artifacts import (
     TEMP_SUFFIX,
     atomic_folder,
     atomic_path,
+    settle_folders,
     sha256_file,
     versions,
     write_json_atomically,
@@ -73,6 +75,40 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path: Path) -> None:
         (tmp / "history.json").write_text("{}")
     assert sorted(p.name for p in final.iterdir()) == ["history.json"]
     assert not any(p.name.endswith(TEMP_SUFFIX) for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [("old aside", b"v1"), ("new in place", b"v2"), ("old removed", b"v2")],
+)
+def test_a_kill_during_a_folders_replacement_leaves_one_version_the_owner_settles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, expected: bytes
+) -> None:
+    # Prepare: a complete folder, replaced by a writer killed at ``step``
+    final = tmp_path / "round-3"
+    with atomic_folder(final) as tmp:
+        (tmp / "global.safetensors").write_bytes(b"v1")
+    killed_at = {"old aside": (os, "replace", 1), "new in place": (os, "replace", 2)}
+    module, name, nth = killed_at.get(step, (shutil, "rmtree", 1))
+    real, calls = getattr(module, name), []
+
+    def kill(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        if len(calls) == nth:
+            raise KeyboardInterrupt  # nothing after it runs, as with SIGKILL
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, kill)
+    with pytest.raises(KeyboardInterrupt), atomic_folder(final) as tmp:
+        (tmp / "global.safetensors").write_bytes(b"v2")
+    monkeypatch.undo()
+    # Execute
+    settle_folders(tmp_path)
+    # Assert: one complete version under the real name; the next write leaves nothing else
+    assert (final / "global.safetensors").read_bytes() == expected
+    with atomic_folder(final) as tmp:
+        (tmp / "global.safetensors").write_bytes(b"v3")
+    assert [p.name for p in tmp_path.iterdir()] == ["round-3"]
 
 
 def test_sha256_file_is_the_hash_of_the_bytes(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "TEMP_SUFFIX",
     "atomic_folder",
     "atomic_path",
+    "settle_folders",
     "sha256_bytes",
     "sha256_file",
     "shown",
@@ -56,6 +57,8 @@ __all__ = [
 
 #: Suffix of every temporary file or folder this module makes next to its target.
 TEMP_SUFFIX = ".tmp"
+#: Marks the old version :func:`atomic_folder` keeps aside while it swaps in the new one.
+_PREVIOUS = ".previous"
 #: Packages whose versions :func:`versions` records (what made a file, besides neurofed).
 RECORDED_PACKAGES = (
     "numpy",
@@ -132,23 +135,67 @@ def write_json_atomically(
 def atomic_folder(path: Path) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``path``; on success it replaces ``path``.
 
-    A folder already at ``path`` is removed just before the new one takes its place, so the
-    newest complete folder is on disk at every moment but that one. If the block raises, the
-    temporary folder is removed and ``path`` is left as it was.
+    A folder already at ``path`` is first renamed aside (``.<name>.previous.tmp``), the new one
+    renamed into place, and the old one removed. Whenever the process is killed, the disk holds
+    a complete version under the real name or, between the two renames, both versions under
+    their temporary names: :func:`settle_folders` (called by the folder's owner before it reads)
+    finishes that replacement. If the block raises, the temporary folder is removed and ``path``
+    is left as it was.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp()) / "round-1"
+    >>> for version in ("old", "new"):
+    ...     with atomic_folder(folder) as tmp:
+    ...         _ = (tmp / "v.txt").write_text(version)
+    >>> (folder / "v.txt").read_text(), sorted(p.name for p in folder.parent.iterdir())
+    ('new', ['round-1'])
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
+    tmp, previous = _temporary(path), _previous(path)
+    settle_folders(path.parent)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if path.exists():
+        os.replace(path, previous)
+    os.replace(tmp, path)  # from here on the new version is the folder
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def settle_folders(parent: Path) -> list[Path]:
+    """Finish every replacement by :func:`atomic_folder` in ``parent`` that was interrupted
+    between its two renames; returns the folders put back in place.
+
+    The new version is complete then (it is renamed only once written), so it takes the real
+    name; an old version left beside a folder in place is removed. Call it only from the
+    process that owns the folder (the one that writes it), before reading.
+    """
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    settled = []
+    suffix = f"{_PREVIOUS}{TEMP_SUFFIX}"
+    for previous in parent.glob(f".*{suffix}"):
+        path = parent / previous.name[1 : -len(suffix)]
+        if not path.exists():
+            tmp = _temporary(path)
+            os.replace(tmp if tmp.is_dir() else previous, path)
+            settled.append(path)
+        shutil.rmtree(previous, ignore_errors=True)
+    return settled
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TEMP_SUFFIX}")
+
+
+def _previous(path: Path) -> Path:
+    return path.with_name(f".{path.name}{_PREVIOUS}{TEMP_SUFFIX}")
 
 
 def sha256_bytes(data: bytes) -> str:

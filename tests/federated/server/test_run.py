@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,37 @@ def test_checkpoints_resume_the_round_and_keep_zero_d_buffers(tmp_path: Path) ->
     path = latest_round_checkpoint(tmp_path / "run")
     assert path is not None and load_round_checkpoint(path).round == 1
     assert (tmp_path / "run" / "rounds" / "1" / "metrics.json").is_file()
+
+
+def test_a_kill_while_a_validated_round_is_checkpointed_again_resumes_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: round 1 checkpointed after aggregation, then killed as its validated record is
+    # checkpointed again, between the old folder's rename and the new one's (found by CI)
+    study = tiny_study()
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1"])
+    record = RoundRecord(round=1)
+    run.record_training(record, ["site-1"], [train_reply(run, "site-1", 0.5)])
+    record.validation = {"mae": 3.0}
+    real = os.replace
+
+    def killed(source: object, target: object) -> None:
+        if Path(str(target)).name == "round-1":  # the new folder's rename into place
+            raise KeyboardInterrupt
+        real(source, target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run.end_round(record)
+    monkeypatch.undo()
+    assert latest_round_checkpoint(tmp_path / "run") is None  # what a reader saw before
+    # Execute
+    again = FederatedRun(study, tmp_path / "run")
+    first = again.start(["site-1"])
+    # Assert: resumed after round 1, with its validation; nothing temporary left
+    assert first == 2 and again.history[0].validation == {"mae": 3.0}
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["round-1"]
 
 
 def test_a_run_folder_of_another_study_is_refused(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from neurofed.federated.server.run_folder import (
     SUMMARY,
     check_run_folder,
     latest_round_checkpoint,
+    settle_round_checkpoints,
 )
 from neurofed.federated.site.config import SiteConfig
 from neurofed.federated.study import Study, StudyKind
@@ -365,6 +366,7 @@ def run_simulation(
         )
     run_dir = Path(out).resolve()
     check_run_folder(run_dir, study.content_hash)  # before any process starts
+    settle_round_checkpoints(run_dir)
     latest = latest_round_checkpoint(run_dir)
     finished = _finished(run_dir, study, latest)
     if finished is not None:  # nothing left to run: the run's result, without starting NVFlare

@@ -15,6 +15,7 @@ from neurofed.federated.server.run_folder import (
     latest_round_checkpoint,
     load_round_checkpoint,
     save_round_checkpoint,
+    settle_round_checkpoints,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "latest_round_checkpoint",
     "load_round_checkpoint",
     "save_round_checkpoint",
+    "settle_round_checkpoints",
 ]

@@ -90,6 +90,7 @@ from neurofed.federated.server.run_folder import (
     open_run_folder,
     round_metrics_path,
     save_round_checkpoint,
+    settle_round_checkpoints,
 )
 from neurofed.federated.server.secagg import SecAggError, SecureRound, Send, run_steps
 from neurofed.federated.server.timing import validation_cases
@@ -163,6 +164,7 @@ class FederatedRun:
             A new run of a study with ``[initial_model]`` whose folder is missing or damaged,
             whose weights are not the study's (SHA-256), or of another task or network.
         """
+        settle_round_checkpoints(self.run_dir)
         latest = latest_round_checkpoint(self.run_dir)
         if latest is None:
             # a new run: its initial model is checked before the run folder is made (a fixed

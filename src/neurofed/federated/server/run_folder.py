@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from neurofed.artifacts import atomic_folder, versions, write_json_atomically
+from neurofed.artifacts import atomic_folder, settle_folders, versions, write_json_atomically
 from neurofed.federated.state import StrategyState
 from neurofed.federated.study import STUDY_FILE, Study
 from neurofed.federated.update import Parameters
@@ -61,6 +61,7 @@ __all__ = [
     "read_round_records",
     "round_metrics_path",
     "save_round_checkpoint",
+    "settle_round_checkpoints",
 ]
 
 ROUNDS = "rounds"
@@ -348,8 +349,16 @@ def save_round_checkpoint(run_dir: Path, checkpoint: RoundCheckpoint) -> Path:
     return final
 
 
+def settle_round_checkpoints(run_dir: Path) -> None:
+    """Finish a checkpoint's replacement that a kill interrupted (a round is checkpointed again
+    once validated; :func:`~neurofed.artifacts.settle_folders`). Only the run's owner calls it,
+    before it reads the checkpoints to resume."""
+    settle_folders(Path(run_dir) / CHECKPOINTS)
+
+
 def latest_round_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete ``checkpoints/round-<k>`` folder, or ``None``."""
+    """The newest complete ``checkpoints/round-<k>`` folder, or ``None`` (read only: the owner
+    calls :func:`settle_round_checkpoints` first)."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return None

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from neurofed.artifacts import settle_folders
 from neurofed.federated.site.personalised import PersonalisedModel
 from neurofed.federated.site.state import (
     SiteState,
@@ -65,6 +66,7 @@ class StateKeeper:
         memory = self.round
         if not self.needed(personal) or memory == after_round or after_round < 1:
             return
+        settle_folders(self.folder)  # a kill while a round's state was written again
         found = latest_state_round(self.folder, at_most=after_round)
         if found is None:
             if memory is None:
