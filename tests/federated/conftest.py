@@ -17,6 +17,11 @@ from neurofed.federated.server import FederatedRun
 from neurofed.federated.study import Study
 from tests.training.sites import prepare_site, write_bids_site
 
+#: The round timeout of the tests' studies: only a safety net (a test that drops a late site sets
+#: its own). 120 s was a guess a busy 2-core machine broke: a site's first round, preparing its
+#: cases beside three others, took longer and the site was dropped.
+SAFETY_TIMEOUT_S = 900.0
+
 STUDY = """\
 name = "tiny-age"
 rounds = {rounds}
@@ -53,7 +58,7 @@ def tiny_study(
     *,
     rounds: int = 2,
     min_sites: int = 1,
-    timeout: float = 120,
+    timeout: float = SAFETY_TIMEOUT_S,
     metric: str = "mae",
     direction: str = "min",
     strategy: str = "fedavg",
@@ -132,7 +137,7 @@ PLANNED_STUDY = """\
 name = "tiny-planned-{task}"
 rounds = {rounds}
 min_sites = {min_sites}
-round_timeout_s = 120
+round_timeout_s = {timeout}
 seed = 3
 
 [task]
@@ -166,6 +171,7 @@ def planned_study(task: str = "ms-lesion", *, rounds: int = 1, min_sites: int = 
             task=task,
             rounds=rounds,
             min_sites=min_sites,
+            timeout=SAFETY_TIMEOUT_S,
             model="" if lesion else "[model]\nwidth = 0.0625\n",
             metric="dice" if lesion else "mae",
             direction="max" if lesion else "min",
