@@ -34,7 +34,8 @@ The untrained models slide ``--batch-size`` windows per forward pass (default 2)
 batch 2, which at batch 1 made every other backend look several times faster than it is.
 
 A task may name model options, ``TASK:OPTION=VALUE+…``: ``tumor-regions:upsample=trilinear``
-is the residual U-Net whose decoder interpolates instead of running transposed convolutions.
+is the residual U-Net whose decoder interpolates instead of running transposed convolutions,
+``tumor-regions:base_filters=32`` the width of FeTS's challenge model.
 
 Usage::
 
@@ -94,12 +95,24 @@ def _volumes(channels: int, shape: tuple[int, ...], count: int) -> list[np.ndarr
     return out
 
 
-def _variant(name: str) -> tuple[str, dict[str, str]]:
+def _variant(name: str) -> tuple[str, dict[str, Any]]:
     """``TASK`` or ``TASK:OPTION=VALUE+…`` (model options, e.g.
-    ``tumor-regions:upsample=trilinear``) → the task and the options."""
+    ``tumor-regions:upsample=trilinear+base_filters=32``) → the task and the options (a value
+    that reads as JSON, such as a number, is that value; any other is a string).
+
+    >>> _variant("tumor-regions:upsample=trilinear+base_filters=32")
+    ('tumor-regions', {'upsample': 'trilinear', 'base_filters': 32})
+    """
     task, _, options = name.partition(":")
     pairs = [item.partition("=") for item in options.split("+") if item]
-    return task, {key: value for key, _, value in pairs}
+    return task, {key: _value(value) for key, _, value in pairs}
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _prepare(
