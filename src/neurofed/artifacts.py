@@ -167,9 +167,9 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def settle_folders(parent: Path) -> list[Path]:
+def settle_folders(parent: Path) -> None:
     """Finish every replacement by :func:`atomic_folder` in ``parent`` that was interrupted
-    between its two renames; returns the folders put back in place.
+    between its two renames.
 
     The new version is complete then (it is renamed only once written), so it takes the real
     name; an old version left beside a folder in place is removed. Call it only from the
@@ -177,17 +177,14 @@ def settle_folders(parent: Path) -> list[Path]:
     """
     parent = Path(parent)
     if not parent.is_dir():
-        return []
-    settled = []
+        return
     suffix = f"{_PREVIOUS}{TEMP_SUFFIX}"
     for previous in parent.glob(f".*{suffix}"):
         path = parent / previous.name[1 : -len(suffix)]
         if not path.exists():
             tmp = _temporary(path)
             os.replace(tmp if tmp.is_dir() else previous, path)
-            settled.append(path)
         shutil.rmtree(previous, ignore_errors=True)
-    return settled
 
 
 def _temporary(path: Path) -> Path:
