@@ -189,6 +189,29 @@ def test_a_finished_run_gives_its_result_again_without_starting_the_simulator(
     assert _finished(run, tiny_study(rounds=2, min_sites=2), latest_round_checkpoint(run)) is None
 
 
+def test_a_finished_run_killed_while_its_last_round_was_checkpointed_again_is_finished(
+    finished: tuple[SimulationResult, Path], age_sites: list[Path], tmp_path: Path
+) -> None:
+    # Prepare: a copy of the finished run whose last checkpoint is as a kill leaves it between
+    # atomic_folder's two renames (the validated round written again)
+    result, _ = finished
+    run = tmp_path / "run"
+    shutil.copytree(result.run_dir, run, ignore=shutil.ignore_patterns("simulator"))
+    last = run / "checkpoints"
+    (last / "round-2").rename(last / ".round-2.previous.tmp")
+    shutil.copytree(last / ".round-2.previous.tmp", last / ".round-2.tmp")
+
+    # Execute
+    again = run_simulation(
+        tiny_study(rounds=2, min_sites=2), age_sites, run, site_settings=scored(2)
+    )
+
+    # Assert: the checkpoint is back in place and the run is found finished; nothing is run
+    assert again.summary == result.summary and again.seconds == 0.0
+    assert not (run / "simulator").exists()
+    assert sorted(p.name for p in last.iterdir()) == ["round-1", "round-2"]
+
+
 def test_an_unchecked_site_is_refused_with_the_fix(tmp_path: Path) -> None:
     (tmp_path / "raw-site").mkdir()
     with pytest.raises(SimulationError, match=r"run `neurofed site check .*raw-site` first"):

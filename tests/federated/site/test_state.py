@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -228,6 +229,39 @@ def test_a_damaged_state_folder_is_refused_with_a_logged_reason(
     )
     assert "refusing the saved state after round 1" in caplog.text and reason in caplog.text
     assert state_rounds(folder) == [1, 2]  # round 2 is written as usual
+
+
+def test_a_site_killed_while_a_rounds_state_was_written_again_restores_that_state(
+    tmp_path: Path, age_sites: list[Path]
+) -> None:
+    # Prepare: a Ditto site with local layers trains round 1; a copy of its state stays intact,
+    # the other is left as a kill leaves it between atomic_folder's two renames
+    study = STUDIES["ditto-local"]()
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1"])
+    configs = {
+        name: SiteConfig(age_sites[0], device="cpu", state_dir=tmp_path / name)
+        for name in ("cut", "intact", "empty")
+    }
+    SiteWorker("site-1", configs["cut"]).handle("train", run.params, run.task_request(1).encode())
+    shutil.copytree(tmp_path / "cut", tmp_path / "intact")
+    folder = configs["cut"].study_state_dir(study.content_hash)
+    (folder / "round-1").rename(folder / ".round-1.previous.tmp")
+    shutil.copytree(folder / ".round-1.previous.tmp", folder / ".round-1.tmp")
+
+    # Execute: the site restarts for round 2
+    def round_2(name: str) -> Parameters:
+        answer = SiteWorker("site-1", configs[name]).handle(
+            "train", run.params, run.task_request(2).encode()
+        )
+        assert answer.error is None
+        return answer.params
+
+    got, expected, amnesic = round_2("cut"), round_2("intact"), round_2("empty")
+    # Assert: it restored round 1's state, as an uninterrupted site does; nothing temporary left
+    assert _same(got, expected) and not _same(got, amnesic)
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".round")) == []
+    assert state_rounds(folder) == [1, 2]
 
 
 def test_the_case_order_key_is_drawn_once_per_study_and_redrawn_when_damaged(
