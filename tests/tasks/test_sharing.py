@@ -126,6 +126,27 @@ def test_every_task_finalises_the_shared_state_as_it_would_the_cases(task_id: Ta
             assert approx[name] == pytest.approx(value, abs=1e-9), name
 
 
+@pytest.mark.parametrize("task_id", list(TaskId))
+def test_a_state_withheld_entirely_claims_no_metric(task_id: TaskId) -> None:
+    # Prepare: a real metric state of 3 cases (fewer where a target is unknown), at a site
+    # whose minimum is 5
+    task = get_task(task_id)
+    batch = tiny_batch(task, batch_size=3)
+    model = task.build_model(TINY_MODELS[task_id]).eval()
+    with torch.no_grad():
+        state = task.metric_state(model(batch.image), batch)
+    # Execute
+    shared, withheld = share_state(state, min_cases=5)
+    metrics = task.finalize(shared)
+    # Assert: zeros sent in place of the counts read as no case, not as two empty masks
+    # (a pooled Dice of 1)
+    assert len(withheld) == 1 and withheld[0].startswith("every metric:")
+    counts = {n: v for n, v in metrics.items() if n.endswith(("num_examples", "num_positive"))}
+    assert counts and all(v == 0 for v in counts.values())
+    claimed = {n: v for n, v in metrics.items() if n not in counts and not math.isnan(v)}
+    assert claimed == {}
+
+
 def _on_bins(cases: dict[str, np.ndarray] | object) -> dict[str, np.ndarray]:
     out = {}
     for name, values in dict(cases).items():  # type: ignore[call-overload]

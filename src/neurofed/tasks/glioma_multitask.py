@@ -63,8 +63,8 @@ from neurofed.tasks.metric_state import MetricState, StateKey
 from neurofed.tasks.regions import labels_to_regions
 from neurofed.tasks.segmentation_metrics import (
     confusion_counts,
-    dice_from_counts,
     dice_per_case,
+    pooled_dice,
 )
 from neurofed.tasks.sharing import binary_auc, case_mean, class_auc
 
@@ -310,10 +310,9 @@ class GliomaMultitaskTask(Task):
             int(state.sums[f"{_SEGMENTED}/{k}"]) for k in (StateKey.TP, StateKey.FP, StateKey.FN)
         )
         out[f"{_SEGMENTED}/{MetricName.DICE}"] = case_mean(state, f"{_SEGMENTED}/{StateKey.DICE}")
-        out[f"{_SEGMENTED}/{MetricName.DICE_POOLED}"] = dice_from_counts(tp, fp, fn)
-        out[f"{_SEGMENTED}/{MetricName.NUM_EXAMPLES}"] = float(
-            state.sums[f"{_SEGMENTED}/{StateKey.NUM_EXAMPLES}"]
-        )
+        segmented = float(state.sums[f"{_SEGMENTED}/{StateKey.NUM_EXAMPLES}"])
+        out[f"{_SEGMENTED}/{MetricName.DICE_POOLED}"] = pooled_dice(tp, fp, fn, segmented)
+        out[f"{_SEGMENTED}/{MetricName.NUM_EXAMPLES}"] = segmented
         for marker in BINARY_MARKERS:
             counts = np.array(
                 [

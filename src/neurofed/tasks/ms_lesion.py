@@ -36,9 +36,9 @@ from neurofed.tasks.losses import zero_loss
 from neurofed.tasks.metric_state import MetricState, StateKey
 from neurofed.tasks.segmentation_metrics import (
     confusion_counts,
-    dice_from_counts,
     dice_per_case,
     lesion_counts,
+    pooled_dice,
     ratio,
 )
 from neurofed.tasks.sharing import case_mean
@@ -126,11 +126,12 @@ class MSLesionTask(Task):
         lesion_tp, lesion_fn, lesion_fp = (
             int(state.sums[k]) for k in (StateKey.LESION_TP, StateKey.LESION_FN, StateKey.LESION_FP)
         )
+        cases = float(state.sums[StateKey.NUM_EXAMPLES])
         return {
             MetricName.DICE: case_mean(state, StateKey.DICE),
-            MetricName.DICE_POOLED: dice_from_counts(tp, fp, fn),
+            MetricName.DICE_POOLED: pooled_dice(tp, fp, fn, cases),
             MetricName.SENSITIVITY: ratio(tp, tp + fn),
             MetricName.PRECISION: ratio(tp, tp + fp),
-            MetricName.LESION_F1: dice_from_counts(lesion_tp, lesion_fp, lesion_fn),
-            MetricName.NUM_EXAMPLES: float(state.sums[StateKey.NUM_EXAMPLES]),
+            MetricName.LESION_F1: pooled_dice(lesion_tp, lesion_fp, lesion_fn, cases),
+            MetricName.NUM_EXAMPLES: cases,
         }

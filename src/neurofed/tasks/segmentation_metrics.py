@@ -60,6 +60,7 @@ __all__ = [
     "fmean",
     "hd95_per_case",
     "lesion_counts",
+    "pooled_dice",
     "ratio",
 ]
 
@@ -98,6 +99,19 @@ def dice_from_counts(tp: int, fp: int, fn: int) -> float:
     """
     denominator = 2 * tp + fp + fn
     return 1.0 if denominator == 0 else 2 * tp / denominator
+
+
+def pooled_dice(tp: int, fp: int, fn: int, cases: float) -> float:
+    """Dice of counts summed over ``cases`` cases; NaN over none.
+
+    Zero counts from no case are not two empty masks: a site that withholds its metrics
+    (:func:`~neurofed.tasks.sharing.share_state`) sends zeros, which must not read as a
+    perfect Dice.
+
+    >>> pooled_dice(0, 0, 0, cases=3), pooled_dice(0, 0, 0, cases=0)
+    (1.0, nan)
+    """
+    return math.nan if cases == 0 else dice_from_counts(tp, fp, fn)
 
 
 def dice_per_case(counts: IntArray) -> FloatArray:

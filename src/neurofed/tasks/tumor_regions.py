@@ -49,9 +49,9 @@ from neurofed.tasks.metric_state import MetricState, StateKey
 from neurofed.tasks.regions import REGION_ORDER, labels_to_regions
 from neurofed.tasks.segmentation_metrics import (
     confusion_counts,
-    dice_from_counts,
     dice_per_case,
     hd95_per_case,
+    pooled_dice,
     ratio,
 )
 from neurofed.tasks.sharing import case_mean
@@ -174,14 +174,15 @@ class TumorRegionsTask(Task):
 
     def _finalize(self, state: MetricState) -> dict[str, float]:
         out: dict[str, float] = {}
+        cases = float(state.sums[StateKey.NUM_EXAMPLES])
         for region in REGION_ORDER:
             tp, fp, fn = (
                 int(state.sums[f"{region}/{k}"]) for k in (StateKey.TP, StateKey.FP, StateKey.FN)
             )
             out[f"{region}/{MetricName.DICE}"] = case_mean(state, f"{region}/{StateKey.DICE}")
-            out[f"{region}/{MetricName.DICE_POOLED}"] = dice_from_counts(tp, fp, fn)
+            out[f"{region}/{MetricName.DICE_POOLED}"] = pooled_dice(tp, fp, fn, cases)
             out[f"{region}/{MetricName.HD95}"] = case_mean(state, f"{region}/{StateKey.HD95}")
             out[f"{region}/{MetricName.SENSITIVITY}"] = ratio(tp, tp + fn)
             out[f"{region}/{MetricName.PRECISION}"] = ratio(tp, tp + fp)
-        out[MetricName.NUM_EXAMPLES] = float(state.sums[StateKey.NUM_EXAMPLES])
+        out[MetricName.NUM_EXAMPLES] = cases
         return out
