@@ -53,6 +53,13 @@ def finished(
     yield result, base / "audit"
 
 
+def _copy_of_run(result: SimulationResult, tmp_path: Path) -> Path:
+    """A copy of the finished run's folder, without the simulator's workspace."""
+    run = tmp_path / "run"
+    shutil.copytree(result.run_dir, run, ignore=shutil.ignore_patterns("simulator"))
+    return run
+
+
 def test_a_simulated_study_writes_rounds_checkpoints_and_models(
     finished: tuple[SimulationResult, Path],
 ) -> None:
@@ -145,8 +152,7 @@ def test_resume_after_round_one_ends_as_an_uninterrupted_run(
 ) -> None:
     # Prepare: the finished run, cut back to "stopped after round 1"
     result, _ = finished
-    run = tmp_path / "run"
-    shutil.copytree(result.run_dir, run, ignore=shutil.ignore_patterns("simulator"))
+    run = _copy_of_run(result, tmp_path)
     for stale in ("checkpoints/round-2", "rounds/2", "model", "last_model"):
         shutil.rmtree(run / stale)
     (run / "summary.json").unlink()
@@ -169,8 +175,7 @@ def test_a_finished_run_gives_its_result_again_without_starting_the_simulator(
 ) -> None:
     # Prepare: a copy of the finished run (without the simulator's workspace)
     result, _ = finished
-    run = tmp_path / "run"
-    shutil.copytree(result.run_dir, run, ignore=shutil.ignore_patterns("simulator"))
+    run = _copy_of_run(result, tmp_path)
     summary = (run / "summary.json").read_bytes()
 
     # Execute
@@ -195,8 +200,7 @@ def test_a_finished_run_killed_while_its_last_round_was_checkpointed_again_is_fi
     # Prepare: a copy of the finished run whose last checkpoint is as a kill leaves it between
     # atomic_folder's two renames (the validated round written again)
     result, _ = finished
-    run = tmp_path / "run"
-    shutil.copytree(result.run_dir, run, ignore=shutil.ignore_patterns("simulator"))
+    run = _copy_of_run(result, tmp_path)
     last = run / "checkpoints"
     (last / "round-2").rename(last / ".round-2.previous.tmp")
     shutil.copytree(last / ".round-2.previous.tmp", last / ".round-2.tmp")
