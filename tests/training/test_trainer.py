@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from neurofed.training import (
     TrainingCase,
     steps_per_epoch,
 )
+from neurofed.training.sampling import epoch_batches
 from tests.training.tiny import tiny_config
 
 
@@ -208,3 +210,35 @@ def test_batch_norm_model_trains_when_the_last_batch_would_hold_one_sample(
     assert steps == (num_cases + 1) // 2
     assert records[0].steps == steps and trainer.step == steps
     assert np.isfinite(records[0].train_loss)
+
+
+def test_after_an_epoch_batch_norm_holds_its_batches_statistics_at_the_final_weights() -> None:
+    # Prepare: a tiny SFCN whose weights move a lot in one epoch of 4 steps
+    config = tiny_config(
+        "brain-age",
+        model_config={"width": 0.0625, "dropout": 0.0},
+        batch_size=2,
+        samples_per_epoch=8,
+        learning_rate=0.1,
+    )
+    trainer = LocalTrainer(config, _brain_age_cases(6))
+    # Execute
+    trainer.fit(epochs=1)
+    # Assert: the first batch norm's running statistics are the plain average, over the epoch's
+    # own batches, of what the final weights feed it (an exponential average of the steps'
+    # statistics, momentum 0.1 from zero, would hold about a third of the mean)
+    bn = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm3d))
+    replay = copy.deepcopy(trainer.model).eval()
+    inputs: list[torch.Tensor] = []
+    layer = next(m for m in replay.modules() if isinstance(m, torch.nn.BatchNorm3d))
+    layer.register_forward_hook(lambda _m, args, _out: inputs.append(args[0]))
+    with torch.no_grad():
+        for batch in epoch_batches(trainer.train_data, config, 1, fill_single=True):
+            replay(batch.image)
+    assert len(inputs) == 4
+    means = torch.stack([x.mean(dim=(0, 2, 3, 4)) for x in inputs]).mean(dim=0)
+    variances = torch.stack([x.transpose(0, 1).flatten(1).var(dim=1) for x in inputs]).mean(0)
+    assert means.abs().max() > 1e-3
+    assert torch.allclose(bn.running_mean, means, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(bn.running_var, variances, rtol=1e-4, atol=1e-6)
+    assert bn.momentum == 0.1

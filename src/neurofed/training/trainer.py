@@ -49,6 +49,7 @@ from neurofed.keys import Split
 from neurofed.models import prepare_transfer
 from neurofed.tasks import MetricState
 from neurofed.tasks.batch import Batch
+from neurofed.training.batch_norm import refresh_batch_norm
 from neurofed.training.checkpoint import (
     CheckpointError,
     checkpoint_epoch,
@@ -329,6 +330,8 @@ class LocalTrainer:
         self.model.train()
         losses: list[torch.Tensor] = []
         steps = self._steps(epoch, losses, progress, offset, total, f"epoch {epoch}/{target}")
+        if steps and self.private is None:
+            self._refresh_batch_norm(epoch)
         validation: dict[str, float] = {}
         every = self.config.validate_every
         if self.validation_data is not None and every and (epoch % every == 0 or epoch == target):
@@ -357,6 +360,15 @@ class LocalTrainer:
         objective.backward()
         self.optimizer.step()
         return loss.detach()
+
+    def _refresh_batch_norm(self, epoch: int) -> None:
+        """Batch-norm statistics of the epoch's own batches, replayed at its final weights
+        (:mod:`~neurofed.training.batch_norm`): what the running average would hold if the
+        weights had not moved during the epoch. Nothing is drawn for a model without one."""
+        batches = epoch_batches(
+            self.train_data, self.config, epoch, task=self.task, fill_single=True
+        )
+        refresh_batch_norm(self.model, (batch.image.to(self.device) for batch in batches))
 
     def _steps(
         self,
