@@ -60,6 +60,7 @@ from neurofed.phantom.oracle import auc_with_ci
 from neurofed.tasks.glioma_multitask import marker_scores
 from neurofed.training import train_local, train_pooled
 from neurofed.training.baselines import train_transfer
+from neurofed.training.defaults import default_train_config
 from neurofed.training.records import finalize_metrics
 from phantoms import checked_sites
 
@@ -272,13 +273,17 @@ def ms(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
 def age(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
     """FedAvg vs centralised brain age; then SDMT transfer, deep vs shallow and federated."""
     sites = _sites(work, "age", budget, seed, preset="brain-age", sites=3, cases=budget.cases)
+    # trained as `neurofed train` trains brain age: one field of view for every case, without
+    # augmentation or dropout (with them, 480 steps did not fit even the training cases)
+    view = default_train_config("brain-age", spacing=budget.spacing).preprocess.spatial_shape
     train = {
         "batch_size": 4,
         "learning_rate": budget.learning_rate,
         "samples_per_epoch": budget.samples,
-        "preprocess": {"spacing": [budget.spacing] * 3},
+        "augment": False,
+        "preprocess": {"spacing": [budget.spacing] * 3, "spatial_shape": list(view or ())},
     }
-    model = {"width": 0.125}
+    model = {"width": 0.125, "dropout": 0.0}
     select = {"metric": "mae", "direction": "min"}
     study = _study(
         "age-fedavg",
