@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from neurofed.keys import TaskId
-from neurofed.tasks import MetricState, get_task, merge_states
+from neurofed.tasks import MetricState, Task, get_task, merge_states
 from neurofed.tasks.classification_metrics import auc_or_nan
 from neurofed.tasks.sharing import (
     BINS,
@@ -104,14 +104,19 @@ def test_auc_from_histograms_by_hand() -> None:
     )
 
 
+def _real_state(task_id: TaskId, cases: int) -> tuple[Task, MetricState]:
+    """The task and its metric state of a tiny untrained model on a batch of ``cases``."""
+    task = get_task(task_id)
+    batch = tiny_batch(task, batch_size=cases)
+    model = task.build_model(TINY_MODELS[task_id]).eval()
+    with torch.no_grad():
+        return task, task.metric_state(model(batch.image), batch)
+
+
 @pytest.mark.parametrize("task_id", list(TaskId))
 def test_every_task_finalises_the_shared_state_as_it_would_the_cases(task_id: TaskId) -> None:
     # Prepare: a real metric state of the task on a small batch
-    task = get_task(task_id)
-    batch = tiny_batch(task, batch_size=6)
-    model = task.build_model(TINY_MODELS[task_id]).eval()
-    with torch.no_grad():
-        state = task.metric_state(model(batch.image), batch)
+    task, state = _real_state(task_id, 6)
     # Execute
     shared, _ = share_state(state, min_cases=1)
     # Assert: the same metrics as from the cases with scores put on the bins' grid (an AUC
@@ -130,11 +135,7 @@ def test_every_task_finalises_the_shared_state_as_it_would_the_cases(task_id: Ta
 def test_a_state_withheld_entirely_claims_no_metric(task_id: TaskId) -> None:
     # Prepare: a real metric state of 3 cases (fewer where a target is unknown), at a site
     # whose minimum is 5
-    task = get_task(task_id)
-    batch = tiny_batch(task, batch_size=3)
-    model = task.build_model(TINY_MODELS[task_id]).eval()
-    with torch.no_grad():
-        state = task.metric_state(model(batch.image), batch)
+    task, state = _real_state(task_id, 3)
     # Execute
     shared, withheld = share_state(state, min_cases=5)
     metrics = task.finalize(shared)
