@@ -8,9 +8,15 @@ cases, collation, progress bookkeeping, its own RNG handling) with no validation
 folder. Runs alternate (engine, bare, engine, bare, ...) so that a busy machine slows both alike;
 the first epoch of each is a warm-up. The time to write one checkpoint is reported separately.
 
+Each timed engine run is one ``fit`` of ``--epochs-per-fit`` epochs (default 1, a federated
+round's shape). A model with batch norm replays the last epoch's batches once per ``fit``
+(``neurofed.training.batch_norm``), so its engine time includes that replay: more epochs per
+fit spread it over more steps, as local and pooled training do.
+
 Usage::
 
-    python bench/training_throughput.py [--threads N] [--repeats R] [--steps S] [--out FILE]
+    python bench/training_throughput.py [--threads N] [--repeats R] [--steps S]
+                                        [--epochs-per-fit E] [--out FILE]
 
 Prints a table and writes JSON (default ``bench/results/training_throughput.json``).
 """
@@ -104,7 +110,7 @@ def _bare_epoch(
     return time.perf_counter() - began
 
 
-def run_setup(setup: Setup, *, steps: int, repeats: int) -> dict[str, Any]:
+def run_setup(setup: Setup, *, steps: int, repeats: int, epochs: int = 1) -> dict[str, Any]:
     config = setup.config(steps)
     task = config.build_task()
     dataset = _cases(task, setup.input_shape, count=max(4, setup.batch_size * 2))
@@ -116,9 +122,12 @@ def run_setup(setup: Setup, *, steps: int, repeats: int) -> dict[str, Any]:
     engine_times, bare_times = [], []
     for _ in range(repeats):
         began = time.perf_counter()
-        engine.fit(1)
-        engine_times.append(time.perf_counter() - began)
-        bare_times.append(_bare_epoch(bare.model, bare.optimizer, task, batches))
+        engine.fit(epochs)
+        engine_times.append((time.perf_counter() - began) / epochs)
+        bare_times.append(
+            sum(_bare_epoch(bare.model, bare.optimizer, task, batches) for _ in range(epochs))
+            / epochs
+        )
     with tempfile.TemporaryDirectory() as folder:
         engine.run_dir = Path(folder)
         began = time.perf_counter()
@@ -136,6 +145,7 @@ def run_setup(setup: Setup, *, steps: int, repeats: int) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in engine.model.parameters()),
         "steps_per_epoch": steps,
         "repeats": repeats,
+        "epochs_per_fit": epochs,
         "engine_steps_per_s": statistics.median(engine_rate),
         "bare_steps_per_s": statistics.median(bare_rate),
         "ratio": statistics.median(engine_rate) / statistics.median(bare_rate),
@@ -149,7 +159,8 @@ def run_setup(setup: Setup, *, steps: int, repeats: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed epochs per loop")
+    parser.add_argument("--repeats", type=int, default=5, help="timed fits per loop")
+    parser.add_argument("--epochs-per-fit", type=int, default=1, help="epochs of each timed fit")
     parser.add_argument("--steps", type=int, default=8, help="optimiser steps per epoch")
     parser.add_argument("--only", nargs="*", default=None, help="task ids to run")
     parser.add_argument(
@@ -166,7 +177,7 @@ def main() -> None:
     for setup in SETUPS:
         if args.only and setup.task.value not in args.only:
             continue
-        row = run_setup(setup, steps=args.steps, repeats=args.repeats)
+        row = run_setup(setup, steps=args.steps, repeats=args.repeats, epochs=args.epochs_per_fit)
         rows.append(row)
         shape = "x".join(map(str, row["input_shape"]))
         print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from neurofed.training import (
     TrainingCase,
     steps_per_epoch,
 )
+from neurofed.training import trainer as trainer_module
 from neurofed.training.sampling import epoch_batches
 from tests.training.tiny import tiny_config
 
@@ -212,8 +214,8 @@ def test_batch_norm_model_trains_when_the_last_batch_would_hold_one_sample(
     assert np.isfinite(records[0].train_loss)
 
 
-def test_after_an_epoch_batch_norm_holds_its_batches_statistics_at_the_final_weights() -> None:
-    # Prepare: a tiny SFCN whose weights move a lot in one epoch of 4 steps
+def test_after_fit_batch_norm_holds_the_last_epochs_statistics_at_the_final_weights() -> None:
+    # Prepare: a tiny SFCN whose weights move a lot in each epoch of 4 steps
     config = tiny_config(
         "brain-age",
         model_config={"width": 0.0625, "dropout": 0.0},
@@ -223,9 +225,9 @@ def test_after_an_epoch_batch_norm_holds_its_batches_statistics_at_the_final_wei
     )
     trainer = LocalTrainer(config, _brain_age_cases(6))
     # Execute
-    trainer.fit(epochs=1)
-    # Assert: the first batch norm's running statistics are the plain average, over the epoch's
-    # own batches, of what the final weights feed it (an exponential average of the steps'
+    trainer.fit(epochs=2)
+    # Assert: the first batch norm's running statistics are the plain average, over the last
+    # epoch's own batches, of what the final weights feed it (an exponential average of the steps'
     # statistics, momentum 0.1 from zero, would hold about a third of the mean)
     bn = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm3d))
     replay = copy.deepcopy(trainer.model).eval()
@@ -233,7 +235,7 @@ def test_after_an_epoch_batch_norm_holds_its_batches_statistics_at_the_final_wei
     layer = next(m for m in replay.modules() if isinstance(m, torch.nn.BatchNorm3d))
     layer.register_forward_hook(lambda _m, args, _out: inputs.append(args[0]))
     with torch.no_grad():
-        for batch in epoch_batches(trainer.train_data, config, 1, fill_single=True):
+        for batch in epoch_batches(trainer.train_data, config, 2, fill_single=True):
             replay(batch.image)
     assert len(inputs) == 4
     means = torch.stack([x.mean(dim=(0, 2, 3, 4)) for x in inputs]).mean(dim=0)
@@ -242,3 +244,30 @@ def test_after_an_epoch_batch_norm_holds_its_batches_statistics_at_the_final_wei
     assert torch.allclose(bn.running_mean, means, rtol=1e-4, atol=1e-6)
     assert torch.allclose(bn.running_var, variances, rtol=1e-4, atol=1e-6)
     assert bn.momentum == 0.1
+
+
+def test_batch_norm_is_replayed_only_where_the_model_is_validated_or_handed_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare: 5 epochs validated every 2nd; count the replays
+    config = tiny_config(
+        "brain-age",
+        model_config={"width": 0.0625, "dropout": 0.0},
+        batch_size=2,
+        samples_per_epoch=4,
+        validate_every=2,
+    )
+    trainer = LocalTrainer(config, _brain_age_cases(4), _brain_age_cases(2))
+    replayed: list[int] = []
+    refresh = trainer_module.refresh_batch_norm
+
+    def counting(model: torch.nn.Module, images: Any) -> bool:
+        replayed.append(trainer.epoch + 1)
+        return refresh(model, images)
+
+    monkeypatch.setattr(trainer_module, "refresh_batch_norm", counting)
+    # Execute
+    records = trainer.fit(epochs=5)
+    # Assert: epochs 2 and 4 (validated) and 5 (the last)
+    assert replayed == [2, 4, 5]
+    assert [r.epoch for r in records if r.validation] == [2, 4, 5]

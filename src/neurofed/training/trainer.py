@@ -330,11 +330,16 @@ class LocalTrainer:
         self.model.train()
         losses: list[torch.Tensor] = []
         steps = self._steps(epoch, losses, progress, offset, total, f"epoch {epoch}/{target}")
-        if steps and self.private is None:
+        every = self.config.validate_every
+        validate = bool(
+            self.validation_data is not None and every and (epoch % every == 0 or epoch == target)
+        )
+        if steps and self.private is None and (validate or epoch == target):
+            # only where the model is used (validated, or handed back by fit): the replay
+            # resets the statistics, so the result is the same as refreshing every epoch
             self._refresh_batch_norm(epoch)
         validation: dict[str, float] = {}
-        every = self.config.validate_every
-        if self.validation_data is not None and every and (epoch % every == 0 or epoch == target):
+        if validate:
             validation = finalize_metrics(self.task, self.evaluate())
         record = EpochRecord(
             epoch=epoch,
