@@ -16,6 +16,7 @@ from neurofed.training import (
     CaseDataset,
     LocalTrainer,
     ParameterError,
+    TrainConfig,
     TrainingCase,
     steps_per_epoch,
 )
@@ -214,15 +215,15 @@ def test_batch_norm_model_trains_when_the_last_batch_would_hold_one_sample(
     assert np.isfinite(records[0].train_loss)
 
 
+def _tiny_sfcn(**changes: Any) -> TrainConfig:
+    """A tiny brain-age SFCN (with batch norm, without dropout) in batches of 2."""
+    model = {"width": 0.0625, "dropout": 0.0}
+    return tiny_config("brain-age", model_config=model, batch_size=2, **changes)
+
+
 def test_after_fit_batch_norm_holds_the_last_epochs_statistics_at_the_final_weights() -> None:
     # Prepare: a tiny SFCN whose weights move a lot in each epoch of 4 steps
-    config = tiny_config(
-        "brain-age",
-        model_config={"width": 0.0625, "dropout": 0.0},
-        batch_size=2,
-        samples_per_epoch=8,
-        learning_rate=0.1,
-    )
+    config = _tiny_sfcn(samples_per_epoch=8, learning_rate=0.1)
     trainer = LocalTrainer(config, _brain_age_cases(6))
     # Execute
     trainer.fit(epochs=2)
@@ -250,13 +251,7 @@ def test_batch_norm_is_replayed_only_where_the_model_is_validated_or_handed_back
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Prepare: 5 epochs validated every 2nd; count the replays
-    config = tiny_config(
-        "brain-age",
-        model_config={"width": 0.0625, "dropout": 0.0},
-        batch_size=2,
-        samples_per_epoch=4,
-        validate_every=2,
-    )
+    config = _tiny_sfcn(samples_per_epoch=4, validate_every=2)
     trainer = LocalTrainer(config, _brain_age_cases(4), _brain_age_cases(2))
     replayed: list[int] = []
     refresh = trainer_module.refresh_batch_norm
