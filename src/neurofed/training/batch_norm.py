@@ -20,11 +20,12 @@ Examples
 --------
 >>> import torch
 >>> from torch import nn
+>>> _ = torch.manual_seed(0)
 >>> net = nn.Sequential(nn.Conv1d(1, 2, 1), nn.BatchNorm1d(2))
 >>> _ = net.eval()
 >>> refresh_batch_norm(net, [torch.full((4, 1, 3), 5.0)])
 True
->>> torch.equal(net[1].running_mean, net[0](torch.full((1, 1, 1), 5.0)).flatten().detach())
+>>> torch.allclose(net[1].running_mean, net[0](torch.full((1, 1, 1), 5.0)).flatten())
 True
 >>> net.training, net[1].momentum
 (False, 0.1)
