@@ -43,10 +43,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from neurofed.models import FrozenBatchNorm
 
-__all__ = ["refresh_batch_norm", "trainable_batch_norms"]
+__all__ = ["refresh_batch_norm"]
 
 
-def trainable_batch_norms(model: nn.Module) -> list[_BatchNorm]:
+def _trainable_batch_norms(model: nn.Module) -> list[_BatchNorm]:
     """The batch norms of ``model`` that keep running statistics and are not frozen."""
     return [
         m
@@ -65,7 +65,7 @@ def refresh_batch_norm(model: nn.Module, images: Iterable[torch.Tensor]) -> bool
     draws nothing from ``images``) when the model has no such batch norm. Without any batch
     the statistics are left as they were.
     """
-    layers = trainable_batch_norms(model)
+    layers = _trainable_batch_norms(model)
     if not layers:
         return False
     saved = {m: {k: v.clone() for k, v in m.state_dict().items()} for m in layers}
