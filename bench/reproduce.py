@@ -28,6 +28,12 @@ Usage::
 
 Prints one table per study and writes JSON (default ``bench/results/reproduce.json``).
 ``quick`` (minutes on two cores) checks that everything runs; its numbers are not evidence.
+
+Nothing is lost when a run stops: the work folder (default
+``bench/results/reproduce-<budget>-seed<seed>/``) keeps every phantom, checkpoint and model, so
+the same command resumes each study's runs where they stopped (finished ones are only scored
+again), and the JSON is rewritten after every study. Results of studies a command does not run
+are kept in the JSON when it was written at the same budget and seed.
 """
 
 from __future__ import annotations
@@ -35,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -497,7 +502,13 @@ def main() -> None:
     parser.add_argument(
         "--device", default="cpu", help="where every model trains: cpu, cuda or cuda:<n>"
     )
-    parser.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="work folder, resumed when it exists "
+        "(default: bench/results/reproduce-<budget>-seed<N>)",
+    )
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "reproduce.json"
     )
@@ -509,20 +520,11 @@ def main() -> None:
             _print(name, result, float(result.get("seconds", 0.0)))
         return
     budget = BUDGETS[args.budget]
-    work = args.work or Path(tempfile.mkdtemp(prefix="neurofed-reproduce-"))
+    work = args.work or args.out.parent / f"reproduce-{args.budget}-seed{args.seed}"
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(STUDIES))
     if unknown:
         parser.error(f"unknown studies {unknown}; choose from {', '.join(STUDIES)}")
-    results: dict[str, Any] = {}
-    for name in chosen:
-        began = time.perf_counter()
-        try:
-            results[name] = STUDIES[name](work, budget, args.seed, args.device)
-        except Exception as error:  # one study failing must not hide the others' results
-            results[name] = {"published": PUBLISHED[name], "error": repr(error), "claims": {}}
-        results[name]["seconds"] = round(time.perf_counter() - began, 1)
-        _print(name, results[name], results[name]["seconds"])
     payload = {
         "benchmark": "reproduce",
         "neurofed": __version__,
@@ -531,11 +533,39 @@ def main() -> None:
         "budget": {"name": args.budget} | asdict(budget),
         "seed": args.seed,
         "work": str(work),
-        "studies": results,
+        "studies": _kept_studies(args.out, args.budget, args.seed),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"work folder {work} (run the same command again to resume)")
+    for name in chosen:
+        began = time.perf_counter()
+        try:
+            result = STUDIES[name](work, budget, args.seed, args.device)
+        except Exception as error:  # one study failing must not hide the others' results
+            result = {"published": PUBLISHED[name], "error": repr(error), "claims": {}}
+        result["seconds"] = round(time.perf_counter() - began, 1)
+        result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        _print(name, result, result["seconds"])
+        payload["studies"][name] = result
+        _write(args.out, payload)
     print(f"\nwrote {args.out}")
+
+
+def _kept_studies(out: Path, budget: str, seed: int) -> dict[str, Any]:
+    """The studies of an earlier JSON at ``out`` written at the same budget and seed."""
+    try:
+        earlier = json.loads(out.read_text(encoding="utf-8"))
+        same = earlier["budget"]["name"] == budget and earlier["seed"] == seed
+        return dict(earlier["studies"]) if same else {}
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or not one of ours
+        return {}
+
+
+def _write(out: Path, payload: Mapping[str, Any]) -> None:
+    """Write the JSON whole or not at all (a stop mid-write keeps the previous one)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    part.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    part.replace(out)
 
 
 if __name__ == "__main__":
