@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from neurofed.config import is_local
 from neurofed.data.manifest import load_manifest
 from neurofed.federated.protocol import MetaField
 from neurofed.federated.server.run import FederatedRun
@@ -222,6 +223,38 @@ def test_a_ditto_validation_answer_carries_both_metric_states_and_nothing_else(
     state = loaded.model.state_dict()
     assert all(np.array_equal(state[k].numpy(), v) for k, v in personalised.items())
     assert loaded.epoch == 1 and str(folder) in caplog.text
+
+
+def test_a_fedbn_site_saves_the_final_model_it_validated_with_its_own_norm_layers(
+    tmp_path: Path, age_sites: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: two rounds; the server's model after round 2 differs from every site's weights
+    study = tiny_study(strategy="fedbn", rounds=2)
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1"])
+    state_root = tmp_path / "state"
+    config = SiteConfig(age_sites[0], device="cpu", state_dir=state_root, min_cases_per_metric=1)
+    worker = SiteWorker("site-1", config)
+    folder = state_root / study.content_hash[:16] / "site-model"
+    # Execute: round 1 (not the last), then round 2
+    worker.handle("train", run.params, _meta(run, 1))
+    worker.handle("validate", run.params, _meta(run, 1))
+    saved_early = folder.exists()
+    trained = worker.handle("train", run.params, _meta(run, 2))
+    final = {k: v + np.asarray(0.5, v.dtype) for k, v in trained.params.items()}
+    with caplog.at_level(logging.INFO, logger="neurofed.federated.site"):
+        validated = worker.handle("validate", final, _meta(run, 2))
+    # Assert: only the last round's model is saved, and it is what the site scored: the global
+    # entries as sent, the norm layers the site kept (which never left it)
+    assert validated.error is None and not saved_early
+    local = _training(worker).trainer.get_parameters(include_local=True)
+    norms = set(local) - set(trained.params)
+    assert norms and all(is_local(k, study.train.local_parameters) for k in norms)
+    state = load_model(folder).model.state_dict()
+    assert all(np.array_equal(state[k].numpy(), v) for k, v in final.items())
+    assert all(np.array_equal(state[k].numpy(), local[k]) for k in norms)
+    assert load_model(folder).epoch == 2 and str(folder) in caplog.text
+    assert str(folder) not in str(validated.meta)  # its path stays in the site's log
 
 
 def test_answers_of_other_strategies_are_unchanged_and_keep_no_state(

@@ -13,23 +13,21 @@ only.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from neurofed.federated.site.state import save_site_model
 from neurofed.federated.study import Study
 from neurofed.federated.update import Parameters
 from neurofed.preprocess.plan import Plan
 from neurofed.tasks import MetricState
-from neurofed.training import LocalTrainer, save_model
+from neurofed.training import LocalTrainer
 from neurofed.training.parameters import check_arrays, load_arrays
 
 __all__ = ["PersonalisedModel"]
-
-logger = logging.getLogger(__name__)
 
 
 class PersonalisedModel:
@@ -98,32 +96,13 @@ class PersonalisedModel:
         """Save ``v`` as a model folder (a failure is logged: training went well)."""
         if not self.ready:
             return None
-        try:
-            saved = save_model(
-                folder,
-                self.trainer.model,
-                study.train_config(plan=plan),
-                epoch=round_number,
-                provenance={
-                    "run": "federated-personalised",
-                    "study": study.name,
-                    "study_hash": study.content_hash,
-                    "strategy": study.strategy.value,
-                    "ditto_lambda": self.ditto_lambda,
-                    "round": round_number,
-                    "site": site_id,
-                },
-            )
-        except OSError:
-            logger.exception(
-                "site %s: could not save its personalised model to %s", site_id, folder
-            )
-            return None
-        logger.info(
-            "site %s: personalised model of study %s (round %d) saved to %s",
-            site_id,
-            study.name,
-            round_number,
+        return save_site_model(
             folder,
+            self.trainer.model,
+            study,
+            plan,
+            round_number,
+            site_id,
+            run="federated-personalised",
+            ditto_lambda=self.ditto_lambda,
         )
-        return saved

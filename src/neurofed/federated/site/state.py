@@ -10,6 +10,9 @@ exactly the update an uninterrupted site would::
     <state>/round-<k>/personalised.safetensors  Ditto's personalised model (every entry)
     <state>/round-<k>/state.json                study hash, site, round, SHA-256 of each file
     <state>/personalised-model/                 the final personalised model (a model folder)
+    <state>/site-model/                         a study with local parameters (FedBN): the
+                                                final global model with this site's own
+                                                local layers, as the site validated it
     <state>/plan.json                           a planned study: the plan its tasks carry
                                                 (``neurofed site preprocess --study --plan``)
     <state>/audit-heads.jsonl                   the audit log's head after each task (seq,
@@ -43,6 +46,7 @@ Examples
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from collections.abc import Mapping
@@ -52,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from neurofed.artifacts import (
     atomic_folder,
@@ -60,12 +65,16 @@ from neurofed.artifacts import (
     write_json_atomically,
 )
 from neurofed.federated.site.audit import AuditHead
+from neurofed.federated.study import Study
 from neurofed.federated.update import Parameters
+from neurofed.preprocess.plan import Plan
+from neurofed.training import save_model
 
 __all__ = [
     "AUDIT_HEADS",
     "KEEP_ROUNDS",
     "PERSONALISED_MODEL",
+    "SITE_MODEL",
     "STATE_JSON",
     "SiteState",
     "SiteStateError",
@@ -74,9 +83,12 @@ __all__ = [
     "kept_audit_heads",
     "latest_state_round",
     "load_site_state",
+    "save_site_model",
     "save_site_state",
     "state_rounds",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Newest round folders kept on disk.
 KEEP_ROUNDS = 2
@@ -86,6 +98,9 @@ STATE_JSON = "state.json"
 AUDIT_HEADS = "audit-heads.jsonl"
 #: The final personalised model (a model folder ``neurofed evaluate --model`` reads).
 PERSONALISED_MODEL = "personalised-model"
+#: A study with local parameters (FedBN): the final global model with the site's own local
+#: layers (a model folder ``neurofed predict`` and ``evaluate --model`` read).
+SITE_MODEL = "site-model"
 _FORMAT = 1
 _ROUND_DIR = re.compile(r"^round-(\d+)$")
 
@@ -261,3 +276,43 @@ def case_order_seed(folder: Path) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomically(path, key)
     return int.from_bytes(key, "big")
+
+
+def save_site_model(
+    folder: Path,
+    model: nn.Module,
+    study: Study,
+    plan: Plan | None,
+    round_number: int,
+    site_id: str,
+    **provenance: Any,
+) -> Path | None:
+    """Save a model only this site has (Ditto's personalised model, the global model with its
+    FedBN layers) as a model folder; its path goes to the site's log only. A failure is logged
+    and gives ``None``: the study itself went well."""
+    try:
+        saved = save_model(
+            folder,
+            model,
+            study.train_config(plan=plan),
+            epoch=round_number,
+            provenance={
+                "study": study.name,
+                "study_hash": study.content_hash,
+                "strategy": study.strategy.value,
+                "round": round_number,
+                "site": site_id,
+            }
+            | provenance,
+        )
+    except OSError:
+        logger.exception("site %s: could not save its model to %s", site_id, folder)
+        return None
+    logger.info(
+        "site %s: its model of study %s (round %d) saved to %s",
+        site_id,
+        study.name,
+        round_number,
+        folder,
+    )
+    return saved

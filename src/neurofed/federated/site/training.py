@@ -50,7 +50,12 @@ from neurofed.federated.site.distill import (
 from neurofed.federated.site.keeper import StateKeeper
 from neurofed.federated.site.personalised import PersonalisedModel
 from neurofed.federated.site.privacy import PrivacyLedger, PrivateRound, fresh_seed, plan_round
-from neurofed.federated.site.state import PERSONALISED_MODEL, case_order_seed
+from neurofed.federated.site.state import (
+    PERSONALISED_MODEL,
+    SITE_MODEL,
+    case_order_seed,
+    save_site_model,
+)
 from neurofed.federated.strategies.distill import DistillParams
 from neurofed.federated.study import Study, StudyKind
 from neurofed.federated.study.plan import PLAN_FILE, check_plan
@@ -377,7 +382,10 @@ class StudyTraining:
         histograms only (:func:`~neurofed.tasks.sharing.share_state`: per-case values only for a
         dataset the custodian allows, nothing derived from fewer cases than its minimum).
 
-        A Ditto site adds the metric state of its personalised model.
+        A Ditto site adds the metric state of its personalised model. With local parameters
+        (FedBN) the site scores the global model with its own local layers, and saves the last
+        round's as a model folder (:data:`~neurofed.federated.site.state.SITE_MODEL`): the
+        model it validated, which it alone has.
         """
         began = time.perf_counter()
         trainer = self.trainer
@@ -392,6 +400,17 @@ class StudyTraining:
             cases = trainer.source.split(self.study.evaluation_split)
         try:
             state = trainer.evaluate(cases)
+            if self._keeps_local_layers(round_number):
+                save_site_model(
+                    self.state_dir / SITE_MODEL,
+                    trainer.model,
+                    self.study,
+                    self.plan,
+                    round_number,
+                    self.site_id,
+                    run="federated-site",
+                    local_parameters=list(trainer.config.local_parameters),
+                )
         finally:
             trainer.set_parameters(kept)  # training continues from the site's own weights
         self.own_metrics = self._own_metrics(state)
@@ -428,6 +447,14 @@ class StudyTraining:
             personalised_metric_state=own,
             seconds=time.perf_counter() - began,
             withheld=tuple(withheld),
+        )
+
+    def _keeps_local_layers(self, round_number: int) -> bool:
+        """Whether this validation scores the final model of a study with local parameters."""
+        return (
+            bool(self.study.train.local_parameters)
+            and self.study.kind is not StudyKind.EVALUATE
+            and round_number >= self.study.rounds
         )
 
     def _own_metrics(self, state: MetricState) -> dict[str, float]:
