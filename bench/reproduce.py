@@ -11,8 +11,10 @@ paper reported, then says which claims hold on the phantom and which do not (wha
   site's local model on that site's validation cases (Dice, sensitivity, precision) and the
   one-sided Wilcoxon test "local > federated" at site A.
 - **Brain age** (FLightcase): FedAvg against centralised (pooled) training, MAE and Pearson r
-  per site; then transfer to SDMT: centralised deep (``full``) against shallow (``head``)
-  transfer, and federated deep transfer (``[initial_model]`` + ``target = "sdmt"``).
+  per site, and beside them FedBN (each site scored with its own ``site-model/``); absolute
+  errors paired case by case against centralised over every site's validation cases; then
+  transfer to SDMT: centralised deep (``full``) against shallow (``head``) transfer, paired
+  likewise, and federated deep transfer (``[initial_model]`` + ``target = "sdmt"``).
 - **Multi-task glioma**: FedAvg multi-task against local-only and pooled, AUC per marker (IDH,
   1p/19q, MGMT, grade) and whole-tumour Dice on a held-out site.
 
@@ -58,6 +60,8 @@ from neurofed.evaluate.statistics import mean_with_ci, paired_comparison
 from neurofed.federated.engine import run_simulation
 from neurofed.federated.server.planning import read_run_plan
 from neurofed.federated.server.run_folder import LAST_MODEL
+from neurofed.federated.site import SiteConfig
+from neurofed.federated.site.state import SITE_MODEL
 from neurofed.federated.study import Study
 from neurofed.keys import Marker, Split
 from neurofed.phantom import PhantomConfig
@@ -141,6 +145,11 @@ def _cases(model: Path, site: Path, split: Split | None) -> tuple[dict[str, np.n
     """Per-case arrays and the finalised metrics of ``model`` on ``split`` of ``site``."""
     state, _, trained = evaluate_model(model, site, split)
     return {k: np.asarray(v) for k, v in state.cases.items()}, finalize_metrics(trained.task, state)
+
+
+def _abs_errors(cases: Mapping[str, np.ndarray], target: str) -> dict[str, np.ndarray]:
+    """``{target: |prediction - target|}`` per case of a regression model's cases."""
+    return {target: np.abs(cases[f"{target}/prediction"] - cases[f"{target}/target"])}
 
 
 def _joined(parts: Sequence[Mapping[str, np.ndarray]], key: str) -> np.ndarray:
@@ -302,13 +311,37 @@ def age(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
     run = run_simulation(study, sites, work / "age" / "federated", device=device)
     pooled = work / "age" / "pooled"
     train_pooled(_baseline(study, len(sites), device), sites, pooled)
-    models = {"federated": run.run_dir / LAST_MODEL, "centralised": pooled / "model"}
-    out: dict[str, Any] = {"published": PUBLISHED["age"], "age": {}, "sdmt": {}}
-    for name, folder in models.items():
-        per_site = {s.name: _cases(folder, s, Split.VALIDATION)[1] for s in sites}
+    # FedBN beside the paper's FedAvg: each site keeps its norm layers, and is scored with the
+    # model it validated (the global weights with its own layers, its `site-model/`)
+    fedbn = _study(
+        "age-fedbn",
+        budget,
+        seed,
+        task={"id": "brain-age"},
+        model=model,
+        train=train,
+        selection=select,
+        strategy={"name": "fedbn"},
+    )
+    run_simulation(fedbn, sites, work / "age" / "fedbn", device=device)
+    own = {s: SiteConfig(s).study_state_dir(fedbn.content_hash) / SITE_MODEL for s in sites}
+    models = {
+        "federated": dict.fromkeys(sites, run.run_dir / LAST_MODEL),
+        "centralised": dict.fromkeys(sites, pooled / "model"),
+        "FedBN": own,
+    }
+    out: dict[str, Any] = {"published": PUBLISHED["age"], "age": {}, "sdmt": {}, "paired": {}}
+    errors: dict[str, np.ndarray] = {}
+    for name, folders in models.items():
+        scored = {s: _cases(folders[s], s, Split.VALIDATION) for s in sites}
         out["age"][name] = {
-            site: {"mae": m.get("mae"), "r": m.get("pearson_r")} for site, m in per_site.items()
+            s.name: {"mae": m.get("mae"), "r": m.get("pearson_r")} for s, (_, m) in scored.items()
         }
+        errors[name] = _joined([_abs_errors(c, "age") for c, _ in scored.values()], "age")
+    for name in ("federated", "FedBN"):  # absolute errors, case by case
+        out["paired"][f"age: {name} vs centralised"] = _compare(
+            errors[name], errors["centralised"], seed
+        )
     changes = {
         "epochs": budget.rounds,
         "learning_rate": budget.learning_rate,
@@ -318,9 +351,12 @@ def age(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
     for mode in ("full", "head"):
         folder = work / "age" / f"sdmt-{mode}"
         train_transfer(pooled / "model", sites, folder, mode=mode, changes=changes)
-        out["sdmt"][f"centralised {mode}"] = {
-            s.name: _cases(folder / "model", s, Split.VALIDATION)[1].get("mae") for s in sites
-        }
+        scored = {s: _cases(folder / "model", s, Split.VALIDATION) for s in sites}
+        out["sdmt"][f"centralised {mode}"] = {s.name: m.get("mae") for s, (_, m) in scored.items()}
+        errors[mode] = _joined([_abs_errors(c, "sdmt") for c, _ in scored.values()], "sdmt")
+    out["paired"]["sdmt: deep (full) vs shallow (head)"] = _compare(
+        errors["full"], errors["head"], seed
+    )
     source = run.run_dir / LAST_MODEL
     initial = {"path": str(source), "sha256": sha256_file(source / "weights.safetensors")}
     sdmt_task = {"id": "brain-age", "target": "sdmt", "target_mean": 45.0, "target_std": 10.0}
@@ -468,6 +504,13 @@ def _table(name: str, result: Mapping[str, Any]) -> list[str]:
         for model, sites in result["sdmt"].items():
             shown = ", ".join(f"{s} MAE {_n(v, 2)}" for s, v in sites.items())
             lines.append(f"sdmt {model:<17} {shown}")
+        for pair, row in result.get("paired", {}).items():  # mean absolute error, all sites
+            low, high = row["ci"]
+            lines.append(
+                f"{pair}: {_n(row['a']['mean'], 2)} vs {_n(row['b']['mean'], 2)}, difference "
+                f"{_n(row['difference'], 2)} [{_n(low, 2)}, {_n(high, 2)}], p {_n(row['p'], 4)}"
+                f" (n {row['n']})"
+            )
     elif name == "glioma":
         header = "".join(f"{m + ' AUC':>20}" for m in MARKERS)
         lines.append(f"{'model':<15}{'WT Dice':>8}{header}")
