@@ -73,6 +73,8 @@ from neurofed.training.defaults import default_train_config
 from neurofed.training.records import finalize_metrics
 from phantoms import checked_sites
 
+#: Where results and (by default) work folders go.
+RESULTS = Path(__file__).parent / "results"
 REGIONS = ("ET", "TC", "WT")
 MARKERS = ("idh", "codel_1p19q", "mgmt", "grade")
 
@@ -299,30 +301,14 @@ def age(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
     }
     model = {"width": 0.125, "dropout": 0.0}
     select = {"metric": "mae", "direction": "min"}
-    study = _study(
-        "age-fedavg",
-        budget,
-        seed,
-        task={"id": "brain-age"},
-        model=model,
-        train=train,
-        selection=select,
-    )
+    tables = {"task": {"id": "brain-age"}, "model": model, "train": train, "selection": select}
+    study = _study("age-fedavg", budget, seed, **tables)
     run = run_simulation(study, sites, work / "age" / "federated", device=device)
     pooled = work / "age" / "pooled"
     train_pooled(_baseline(study, len(sites), device), sites, pooled)
     # FedBN beside the paper's FedAvg: each site keeps its norm layers, and is scored with the
     # model it validated (the global weights with its own layers, its `site-model/`)
-    fedbn = _study(
-        "age-fedbn",
-        budget,
-        seed,
-        task={"id": "brain-age"},
-        model=model,
-        train=train,
-        selection=select,
-        strategy={"name": "fedbn"},
-    )
+    fedbn = _study("age-fedbn", budget, seed, **tables, strategy={"name": "fedbn"})
     run_simulation(fedbn, sites, work / "age" / "fedbn", device=device)
     own = {s: SiteConfig(s).study_state_dir(fedbn.content_hash) / SITE_MODEL for s in sites}
     models = {
@@ -361,14 +347,7 @@ def age(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
     initial = {"path": str(source), "sha256": sha256_file(source / "weights.safetensors")}
     sdmt_task = {"id": "brain-age", "target": "sdmt", "target_mean": 45.0, "target_std": 10.0}
     transfer = _study(
-        "sdmt-federated",
-        budget,
-        seed,
-        task=sdmt_task,
-        model=model,
-        train=train,
-        selection=select,
-        initial_model=initial,
+        "sdmt-federated", budget, seed, **tables | {"task": sdmt_task}, initial_model=initial
     )
     moved = run_simulation(transfer, sites, work / "age" / "sdmt-federated", device=device)
     out["sdmt"]["federated full"] = {
@@ -552,9 +531,7 @@ def main() -> None:
         help="work folder, resumed when it exists "
         "(default: bench/results/reproduce-<budget>-seed<N>)",
     )
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results" / "reproduce.json"
-    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "reproduce.json")
     parser.add_argument("--show", type=Path, default=None, help="print a results JSON again")
     args = parser.parse_args()
     if args.show is not None:
@@ -563,7 +540,7 @@ def main() -> None:
             _print(name, result, float(result.get("seconds", 0.0)))
         return
     budget = BUDGETS[args.budget]
-    work = args.work or args.out.parent / f"reproduce-{args.budget}-seed{args.seed}"
+    work = args.work or RESULTS / f"reproduce-{args.budget}-seed{args.seed}"
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(STUDIES))
     if unknown:
