@@ -14,7 +14,7 @@ from neurofed.cli.main import app
 from neurofed.phantom import PhantomConfig, generate_federation
 from neurofed.training import LocalTrainer
 from neurofed.training.baselines import RUN_CONFIG, RUN_METRICS
-from neurofed.training.model_folder import MODEL_WEIGHTS
+from neurofed.training.model_folder import MODEL_WEIGHTS, load_model, save_model
 from tests.training.sites import prepare_site, write_bids_site, write_glioma_site
 from tests.training.test_checkpoint import assert_no_pickle
 
@@ -99,6 +99,31 @@ def test_evaluate_prints_and_writes_the_metrics(
     assert payload["num_cases"] == 8 and payload["split"] == "all"
     assert 0.0 <= payload["metrics"]["WT/dice"] <= 1.0
     assert json.loads(out.read_text()) == payload
+
+
+def test_evaluating_a_fedbn_global_model_warns_that_its_norm_layers_stayed_at_the_sites(
+    trained_run: Path, sites: list[Path], tmp_path: Path
+) -> None:
+    # Prepare: the same weights saved as a federated study's global model whose sites kept
+    # their norm layers (FedBN), and as a plain federated model
+    trained = load_model(trained_run / "model")
+    provenance = {"run": "federated", "study": "gbm-fedbn", "study_hash": "cd" * 32}
+    folders = {}
+    for name, patterns in (("fedbn", ("*norm*",)), ("fedavg", ())):
+        config = trained.config.with_changes(local_parameters=patterns)
+        folders[name] = save_model(
+            tmp_path / name, trained.model, config, epoch=1, provenance=provenance
+        )
+    # Execute
+    fedbn, fedavg = (
+        runner.invoke(app, ["evaluate", "--model", str(folders[n]), "--site", str(sites[1])])
+        for n in ("fedbn", "fedavg")
+    )
+    # Assert: scored either way; only the FedBN model names the site's own model to use
+    assert fedbn.exit_code == 0 and fedavg.exit_code == 0, fedbn.output + fedavg.output
+    assert "warning:" in fedbn.output and "['*norm*']" in fedbn.output
+    assert "neurofed/federated/cdcdcdcdcdcdcdcd/site-model/" in fedbn.output
+    assert "warning:" not in fedavg.output and "WT/dice" in fedavg.output
 
 
 def test_rerun_with_the_same_out_resumes_instead_of_retraining(

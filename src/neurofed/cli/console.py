@@ -6,13 +6,21 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from neurofed.types import ProgressCallback
 
-__all__ = ["console", "err_console", "print_error", "progress_bar", "quiet"]
+__all__ = [
+    "console",
+    "err_console",
+    "print_error",
+    "print_kept_layers_caveat",
+    "progress_bar",
+    "quiet",
+]
 
 # soft_wrap: a line is never broken by rich (the terminal wraps it), so a path or a command in
 # a log file or a pipe stays whole and can be copied
@@ -26,6 +34,18 @@ def print_error(message: object) -> None:
     from rich.markup import escape
 
     err_console.print(f"[red]error:[/red] {escape(str(message))}")
+
+
+def print_kept_layers_caveat(model: Path) -> None:
+    """``warning: …`` on stderr when ``model`` is the global model of a study whose sites kept
+    layers of their own (:func:`~neurofed.training.model_folder.kept_layers_caveat`)."""
+    from rich.markup import escape
+
+    from neurofed.training.model_folder import kept_layers_caveat
+
+    caveat = kept_layers_caveat(model)
+    if caveat is not None:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(caveat)}")
 
 
 def quiet() -> bool:

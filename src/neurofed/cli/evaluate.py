@@ -12,7 +12,13 @@ import typer
 from rich.markup import escape
 
 from neurofed.artifacts import write_json_atomically
-from neurofed.cli.console import console, err_console, print_error, progress_bar
+from neurofed.cli.console import (
+    console,
+    err_console,
+    print_error,
+    print_kept_layers_caveat,
+    progress_bar,
+)
 from neurofed.keys import Split
 
 __all__ = ["SplitChoice", "evaluate"]
@@ -61,6 +67,7 @@ def evaluate(
     except (SiteDataError, ModelFolderError) as exc:
         print_error(exc)
         raise typer.Exit(2) from exc
+    print_kept_layers_caveat(model)
     task_id = trained.task.task_id
     if len(dataset) == 0:
         print_error(

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from neurofed.cli.console import console, print_error
+from neurofed.cli.console import console, print_error, print_kept_layers_caveat
 
 __all__ = ["FormatChoice", "export"]
 
@@ -65,6 +65,7 @@ def export(
     except (ModelFolderError, SiteDataError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
+    print_kept_layers_caveat(model)
     worst = max(result.parity["max_relative_diff"].values())
     console.print(
         f"exported {model} as {result.format.value} {result.precision.value} into {result.folder} "

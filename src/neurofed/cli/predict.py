@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from neurofed.cli.console import console, print_error, progress_bar
+from neurofed.cli.console import console, print_error, print_kept_layers_caveat, progress_bar
 
 if TYPE_CHECKING:
     from neurofed.export.runtime import ExportedModel
@@ -91,9 +91,11 @@ def _load(model: Path, device: str, task: str | None) -> TrainedModel | Exported
         from neurofed.training import ModelFolderError, load_model
 
         try:
-            return load_model(model, device=device, task=task)
+            trained = load_model(model, device=device, task=task)
         except ModelFolderError as exc:
             raise ExportError(str(exc)) from None
+        print_kept_layers_caveat(model)
+        return trained
     except (ExportError, ValueError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
