@@ -101,7 +101,7 @@ def test_evaluate_prints_and_writes_the_metrics(
     assert json.loads(out.read_text()) == payload
 
 
-def test_evaluating_a_fedbn_global_model_warns_that_its_norm_layers_stayed_at_the_sites(
+def test_evaluate_predict_and_export_warn_that_a_fedbn_global_models_norm_layers_stayed_home(
     trained_run: Path, sites: list[Path], tmp_path: Path
 ) -> None:
     # Prepare: the same weights saved as a federated study's global model whose sites kept
@@ -114,15 +114,22 @@ def test_evaluating_a_fedbn_global_model_warns_that_its_norm_layers_stayed_at_th
         folders[name] = save_model(
             tmp_path / name, trained.model, config, epoch=1, provenance=provenance
         )
-    # Execute
+    # Execute: evaluate either model; predict with and export the FedBN one
     fedbn, fedavg = (
         runner.invoke(app, ["evaluate", "--model", str(folders[n]), "--site", str(sites[1])])
         for n in ("fedbn", "fedavg")
     )
-    # Assert: scored either way; only the FedBN model names the site's own model to use
-    assert fedbn.exit_code == 0 and fedavg.exit_code == 0, fedbn.output + fedavg.output
-    assert "warning:" in fedbn.output and "['*norm*']" in fedbn.output
-    assert "neurofed/federated/cdcdcdcdcdcdcdcd/site-model/" in fedbn.output
+    model = str(folders["fedbn"])
+    predicted = runner.invoke(
+        app, ["predict", "--model", model, "--input", str(sites[1]), "--out", str(tmp_path / "p")]
+    )
+    exported = runner.invoke(app, ["export", model, "--out", str(tmp_path / "onnx")])
+    # Assert: each command works; only the FedBN model is flagged, naming the site's own model
+    for result in (fedbn, fedavg, predicted, exported):
+        assert result.exit_code == 0, result.output
+    for result in (fedbn, predicted, exported):
+        assert "warning:" in result.output and "['*norm*']" in result.output
+        assert "neurofed/federated/cdcdcdcdcdcdcdcd/site-model/" in result.output
     assert "warning:" not in fedavg.output and "WT/dice" in fedavg.output
 
 

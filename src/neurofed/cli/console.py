@@ -6,12 +6,15 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from neurofed.types import ProgressCallback
+
+if TYPE_CHECKING:
+    from neurofed.training import TrainedModel
 
 __all__ = [
     "console",
@@ -36,14 +39,14 @@ def print_error(message: object) -> None:
     err_console.print(f"[red]error:[/red] {escape(str(message))}")
 
 
-def print_kept_layers_caveat(model: Path) -> None:
-    """``warning: …`` on stderr when ``model`` is the global model of a study whose sites kept
-    layers of their own (:func:`~neurofed.training.model_folder.kept_layers_caveat`)."""
+def print_kept_layers_caveat(trained: TrainedModel) -> None:
+    """``warning: …`` on stderr when ``trained`` is the global model of a study whose sites
+    kept layers of their own (:func:`~neurofed.federated.site.state.kept_layers_caveat`)."""
     from rich.markup import escape
 
-    from neurofed.training.model_folder import kept_layers_caveat
+    from neurofed.federated.site.state import kept_layers_caveat
 
-    caveat = kept_layers_caveat(model)
+    caveat = kept_layers_caveat(trained)
     if caveat is not None:
         err_console.print(f"[yellow]warning:[/yellow] {escape(caveat)}")
 

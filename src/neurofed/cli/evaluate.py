@@ -67,7 +67,7 @@ def evaluate(
     except (SiteDataError, ModelFolderError) as exc:
         print_error(exc)
         raise typer.Exit(2) from exc
-    print_kept_layers_caveat(model)
+    print_kept_layers_caveat(trained)
     task_id = trained.task.task_id
     if len(dataset) == 0:
         print_error(

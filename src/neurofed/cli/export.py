@@ -65,7 +65,7 @@ def export(
     except (ModelFolderError, SiteDataError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
-    print_kept_layers_caveat(model)
+    print_kept_layers_caveat(result.source)
     worst = max(result.parity["max_relative_diff"].values())
     console.print(
         f"exported {model} as {result.format.value} {result.precision.value} into {result.folder} "

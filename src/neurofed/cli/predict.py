@@ -94,7 +94,7 @@ def _load(model: Path, device: str, task: str | None) -> TrainedModel | Exported
             trained = load_model(model, device=device, task=task)
         except ModelFolderError as exc:
             raise ExportError(str(exc)) from None
-        print_kept_layers_caveat(model)
+        print_kept_layers_caveat(trained)
         return trained
     except (ExportError, ValueError) as exc:
         print_error(str(exc))

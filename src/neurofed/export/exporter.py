@@ -75,6 +75,8 @@ class ExportResult:
     precision: Precision
     seal: str
     parity: dict[str, Any]
+    #: The PyTorch model that was exported (its provenance names the run that made it).
+    source: TrainedModel
     int8: dict[str, Any] | None = None
 
 
@@ -308,4 +310,4 @@ def export_model(
             parity["note"] = "INT8 differs from FP32 by design; it is gated by its metric drop"
         export["parity"] = parity
         seal = _write(folder, record)
-    return ExportResult(out, chosen, precision, seal, parity, int8_record)
+    return ExportResult(out, chosen, precision, seal, parity, trained, int8_record)

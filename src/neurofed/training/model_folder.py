@@ -60,7 +60,6 @@ __all__ = [
     "SEALED_COMPANIONS",
     "ModelFolderError",
     "TrainedModel",
-    "kept_layers_caveat",
     "load_model",
     "save_model",
     "seal_model",
@@ -187,6 +186,8 @@ class TrainedModel:
     metrics: dict[str, float] = field(default_factory=dict)
     epoch: int | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    #: What made the model (``run``, ``study``, ``study_hash``, ...), as model.json records it.
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def raw_outputs(self, image: npt.ArrayLike | torch.Tensor) -> ModelOutput:
         """Raw model outputs for one image ``(C, X, Y, Z)`` (or a batch ``(B, C, X, Y, Z)``)."""
@@ -223,41 +224,6 @@ class TrainedModel:
             device=self.device,
             progress=progress,
         )
-
-
-def kept_layers_caveat(folder: Path) -> str | None:
-    """What to know before using the model in ``folder``: ``None`` for most models.
-
-    The global model of a study whose sites kept layers of their own (FedBN's normalisation
-    layers, ``local_parameters``) holds those layers at their initial values, since no site
-    sent them, and the metrics it records are the sites' with their own layers. Each site has
-    the model it validated as a model folder (``site-model/`` in its study state folder).
-
-    >>> import tempfile
-    >>> folder = Path(tempfile.mkdtemp())
-    >>> record = {"provenance": {"run": "federated", "study": "age", "study_hash": "ab" * 32},
-    ...           "train_config": {"local_parameters": ["*norm*"]}}
-    >>> _ = (folder / MODEL_JSON).write_text(json.dumps(record))
-    >>> print(kept_layers_caveat(folder))  # doctest: +ELLIPSIS
-    this is the global model of study 'age', whose sites kept ... .../abababababababab/site-model/
-    >>> kept_layers_caveat(Path(tempfile.mkdtemp())) is None
-    True
-    """
-    try:
-        record = json.loads((Path(folder) / MODEL_JSON).read_text(encoding="utf-8"))
-        provenance = record.get("provenance") or {}
-        patterns = list((record.get("train_config") or {}).get("local_parameters") or [])
-    except (OSError, ValueError, AttributeError):  # no model folder of ours: load_model says why
-        return None
-    if provenance.get("run") != "federated" or not patterns:
-        return None
-    state = str(provenance.get("study_hash", ""))[:16] or "<study hash>"
-    return (
-        f"this is the global model of study {provenance.get('study')!r}, whose sites kept their "
-        f"own layers matching {patterns}: here those layers hold their initial values, and its "
-        "recorded metrics are the sites' with their own layers, not this folder's. At a site, "
-        f"use the model it validated: <site data>/neurofed/federated/{state}/site-model/"
-    )
 
 
 def load_model(
@@ -319,4 +285,5 @@ def load_model(
         metrics={k: number(v) for k, v in record.get("metrics", {}).items()},
         epoch=record.get("epoch"),
         device=target,
+        provenance=dict(given) if isinstance(given := record.get("provenance"), Mapping) else {},
     )

@@ -65,10 +65,12 @@ from neurofed.artifacts import (
     write_json_atomically,
 )
 from neurofed.federated.site.audit import AuditHead
+from neurofed.federated.site.config import STATE_FOLDER, STUDY_FOLDER_DIGITS
 from neurofed.federated.study import Study
 from neurofed.federated.update import Parameters
+from neurofed.keys import SiteFile
 from neurofed.preprocess.plan import Plan
-from neurofed.training import save_model
+from neurofed.training import TrainedModel, save_model
 
 __all__ = [
     "AUDIT_HEADS",
@@ -81,6 +83,7 @@ __all__ = [
     "StatePart",
     "keep_audit_head",
     "kept_audit_heads",
+    "kept_layers_caveat",
     "latest_state_round",
     "load_site_state",
     "save_site_model",
@@ -316,3 +319,35 @@ def save_site_model(
         folder,
     )
     return saved
+
+
+def kept_layers_caveat(trained: TrainedModel) -> str | None:
+    """What to know before using ``trained``: ``None`` for most models.
+
+    The global model of a study whose sites kept layers of their own (FedBN's normalisation
+    layers, ``local_parameters``) holds those layers at their initial values, since no site
+    sent them, and the metrics it records are the sites' with their own layers. Each site has
+    the model it validated as a model folder (:data:`SITE_MODEL` in its study state folder).
+
+    >>> from types import SimpleNamespace
+    >>> trained = SimpleNamespace(
+    ...     provenance={"run": "federated", "study": "age", "study_hash": "ab" * 32},
+    ...     config=SimpleNamespace(local_parameters=("*norm*",)),
+    ... )
+    >>> print(kept_layers_caveat(trained))  # doctest: +ELLIPSIS
+    this is the global model of study 'age', whose sites kept ... .../abababababababab/site-model/
+    >>> trained.config.local_parameters = ()
+    >>> kept_layers_caveat(trained) is None
+    True
+    """
+    provenance, patterns = trained.provenance, list(trained.config.local_parameters)
+    if provenance.get("run") != "federated" or not patterns:
+        return None
+    state = str(provenance.get("study_hash", ""))[:STUDY_FOLDER_DIGITS] or "<study hash>"
+    return (
+        f"this is the global model of study {provenance.get('study')!r}, whose sites kept their "
+        f"own layers matching {patterns}: here those layers hold their initial values, and its "
+        "recorded metrics are the sites' with their own layers, not this folder's. At a site, "
+        "use the model it validated: "
+        f"<site data>/{SiteFile.FOLDER.value}/{STATE_FOLDER}/{state}/{SITE_MODEL}/"
+    )
