@@ -54,7 +54,7 @@ import torch
 from scipy import stats
 
 from neurofed import __version__
-from neurofed.artifacts import sha256_file
+from neurofed.artifacts import sha256_file, write_text_atomically
 from neurofed.evaluate import evaluate_model
 from neurofed.evaluate.statistics import mean_with_ci, paired_comparison
 from neurofed.federated.engine import run_simulation
@@ -583,9 +583,7 @@ def _kept_studies(out: Path, budget: str, seed: int) -> dict[str, Any]:
 def _write(out: Path, payload: Mapping[str, Any]) -> None:
     """Write the JSON whole or not at all (a stop mid-write keeps the previous one)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
-    part.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    part.replace(out)
+    write_text_atomically(out, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":
