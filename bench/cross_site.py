@@ -5,7 +5,7 @@ scored on every training site's validation split and on every case of the held-o
 
 - **direct** — one process reads every site's cases (:func:`neurofed.evaluate.cross_site_table`):
   what a lead holding all the data could do, and the reference for the numbers;
-- **evaluation studies** — two studies of ``kind = "evaluate"`` in NVFlare's simulator, each
+- **evaluation study** — one study of ``kind = "evaluate"`` in NVFlare's simulator, each
   site scoring each model itself and sending aggregates (:mod:`neurofed.demo.cross_site`):
   what a federation does.
 
@@ -95,7 +95,7 @@ def main() -> None:
     cells = len(models) * (len(training) + 1)
     print(f"\n{len(models)} models × {len(training) + 1} sites ({cells} cells)")
     print(f"{'way':<22}{'seconds':>10}{'s per cell':>12}")
-    for name, seconds in (("direct (one process)", direct_s), ("evaluation studies", federated_s)):
+    for name, seconds in (("direct (one process)", direct_s), ("evaluation study", federated_s)):
         print(f"{name:<22}{seconds:>10.1f}{seconds / cells:>12.2f}")
     print(f"largest metric difference over {compared} values: {worst:.2e}")
     payload = {
@@ -106,7 +106,7 @@ def main() -> None:
         "run": str(run),
         "models": len(models),
         "sites": len(training) + 1,
-        "seconds": {"direct": round(direct_s, 2), "evaluation_studies": round(federated_s, 2)},
+        "seconds": {"direct": round(direct_s, 2), "evaluation_study": round(federated_s, 2)},
         "overhead_ratio": round(federated_s / direct_s, 2),
         "largest_metric_difference": worst,
         "values_compared": compared,

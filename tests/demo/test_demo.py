@@ -187,11 +187,17 @@ def test_every_model_was_scored_by_the_sites_themselves_in_evaluation_studies(
             mine = summary["evaluation"][model]["site-4"]["per_case"][f"{region}/dice"]
             direct_values = direct[model]["site-4"]["per_case"][f"{region}/dice"]
             assert mine == pytest.approx([direct_values[k] for k in order], abs=1e-6, nan_ok=True)
-    for run, per_case in (("training-sites", False), ("held-out", True)):
-        results = json.loads((out / "evaluation" / run / "evaluation.json").read_text())
-        assert [m["name"] for m in results["models"]] == list(summary["models"])
-        assert all(bool(m["cases_per_site"]) is per_case for m in results["models"]), run
-        for k in range(1, len(results["models"]) + 1):
-            record = json.loads((out / "evaluation" / run / f"rounds/{k}/metrics.json").read_text())
-            assert record["train"] == {} and record["aggregated"] is False
-    assert "two evaluation studies" in (out / "summary.md").read_text()
+    run = out / "evaluation" / "cross-site"
+    results = json.loads((run / "evaluation.json").read_text())
+    assert [m["name"] for m in results["models"]] == list(summary["models"])
+    assert results["site_splits"] == {
+        "site-1": "validation",
+        "site-2": "validation",
+        "site-3": "validation",
+        "site-4": "all",
+    }
+    assert all(set(m["cases_per_site"]) == {"site-4"} for m in results["models"])
+    for k in range(1, len(results["models"]) + 1):
+        record = json.loads((run / f"rounds/{k}/metrics.json").read_text())
+        assert record["train"] == {} and record["aggregated"] is False
+    assert "one evaluation study" in (out / "summary.md").read_text()

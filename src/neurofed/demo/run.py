@@ -10,7 +10,7 @@ Stages (each resumes when the demo is run again with the same run folder):
 4. **local-only** — one model per training site, same budget and plan;
 5. **pooled** — one model on the training sites' cases together, same budget and plan;
 6. **evaluate** — every model on every training site's validation split and on all cases of
-   the held-out site, by two evaluation studies in the simulator
+   the held-out site, by one evaluation study in the simulator
    (:mod:`neurofed.demo.cross_site`); the training sites' validation is also merged (sums and
    counts, exactly).
 
@@ -20,7 +20,7 @@ The run folder::
     <out>/federated/        the simulated run (plan.json, rounds/, checkpoints/, model/)
     <out>/local/site-<k>/   each local-only run (metrics.json, model/)
     <out>/pooled/           the pooled run
-    <out>/evaluation/       the two evaluation studies' runs (training-sites/, held-out/), each
+    <out>/evaluation/       the evaluation study's run (cross-site/), with
                             with evaluation.json: every model's metrics per site
     <out>/summary.json      everything below, machine-readable
     <out>/summary.md        the tables a person reads
@@ -85,7 +85,7 @@ STAGE_SECONDS = "stage_seconds.json"
 COMPARED = "every model as it ended: the federated model after its last round, each baseline "
 COMPARED += "after its last epoch; none is selected on validation data"
 #: How the table of every model on every site was made.
-SCORED = "by two evaluation studies in the simulator (evaluation/): every site scored each model "
+SCORED = "by one evaluation study in the simulator (evaluation/): every site scored each model "
 SCORED += "itself and sent aggregate metrics; the held-out site also sent per-case values, "
 SCORED += "without identifiers, for the paired comparison"
 
@@ -254,7 +254,7 @@ def run_demo(config: DemoConfig, stage: StageProgress | None = None) -> DemoResu
     models |= {f"local {s.name}": out / LOCAL / s.name / "model" for s in training}
     _copy_plan(out / FEDERATED, models.values())
     began = time.perf_counter()
-    scoring = stage("evaluating every model on every site (two evaluation studies)")
+    scoring = stage("evaluating every model on every site (an evaluation study)")
     with scoring as progress, _one_thread_per_site():
         evaluation = federated_cross_site(
             models,

@@ -1,6 +1,6 @@
 """An evaluation-only study (``kind = "evaluate"``) in NVFlare's simulator: the given model is
 scored on every case of every site and nothing is trained; several models are scored one per round
-on the split the study names (each ~20 s simulation)."""
+on the split the study names, or a named site's own (each ~20 s simulation)."""
 
 from __future__ import annotations
 
@@ -84,37 +84,65 @@ def test_a_model_trained_with_other_preprocessing_is_refused_before_any_site_run
     assert "give the study's [train.preprocess] the model's values" in output
 
 
+def _several_models(lead: Path, sites: str = 'site-2 = "all"') -> dict[str, tuple[Path, str]]:
+    """Two models in ``lead``, scored on each site's validation split except those ``sites``
+    names (``[evaluate.site_splits]``)."""
+    models = {name: _model_for(lead / name, seed) for name, seed in (("a", 5), ("b", 6))}
+    study = tiny_study(rounds=2, min_sites=2)
+    text = f'kind = "evaluate"\n{study.to_toml()}\n[evaluate]\nsplit = "validation"\n'
+    text += f"[evaluate.site_splits]\n{sites}\n"
+    for name, (_, sha) in models.items():
+        text += f'[[evaluate.models]]\nname = "{name}"\npath = "{name}"\nsha256 = "{sha}"\n'
+    (lead / "study.toml").write_text(text, encoding="utf-8")
+    return models
+
+
 @pytest.mark.slow
 def test_an_evaluation_of_several_models_scores_each_in_its_round_on_the_named_split(
     tmp_path: Path, age_sites: list[Path]
 ) -> None:
-    # Prepare: two models, scored on each site's validation split
+    # Prepare: two models, scored on site-1's validation split and on every case of site-2
     lead = tmp_path / "lead"
-    models = {name: _model_for(lead / name, seed) for name, seed in (("a", 5), ("b", 6))}
-    study = tiny_study(rounds=2, min_sites=2)
-    text = f'kind = "evaluate"\n{study.to_toml()}\n[evaluate]\nsplit = "validation"\n'
-    for name, (_, sha) in models.items():
-        text += f'[[evaluate.models]]\nname = "{name}"\npath = "{name}"\nsha256 = "{sha}"\n'
-    (lead / "study.toml").write_text(text, encoding="utf-8")
+    models = _several_models(lead)
 
     # Execute
     code, output = _simulate(lead / "study.toml", age_sites, tmp_path / "run", *SCORES_LEAVE)
 
-    # Assert: evaluation.json has each model's metrics from its own round, as scored locally
+    # Assert: evaluation.json has each model's metrics from its own round, as scored locally,
+    # and the sites merged by the split they scored
     assert code == 0, output
     results = json.loads((tmp_path / "run/evaluation.json").read_text())
     assert results["split"] == "validation"
+    assert results["site_splits"] == {"site-1": "validation", "site-2": "all"}
     assert [(m["name"], m["round"]) for m in results["models"]] == [("a", 1), ("b", 2)]
+    splits = {"site-1": Split.VALIDATION, "site-2": None}
     for row in results["models"]:
         folder = models[row["name"]][0]
         assert row["validation_per_site"]
         for k, site in enumerate(age_sites, start=1):
-            state, cases, trained = evaluate_model(folder, site, Split.VALIDATION)
+            state, cases, trained = evaluate_model(folder, site, splits[f"site-{k}"])
             scored = row["validation_per_site"].get(f"site-{k}")
             if not cases:  # a site with no usable validation case sends nothing to merge
                 assert scored is None
                 continue
             assert scored is not None and scored["num_examples"] == len(cases)
             assert scored["mae"] == pytest.approx(finalize_metrics(trained.task, state)["mae"])
+            label = "all" if splits[f"site-{k}"] is None else "validation"
+            assert row["validation_per_split"][label] == pytest.approx(scored)  # one site each
     a, b = (r["validation"]["mae"] for r in results["models"])
     assert a != pytest.approx(b)  # two different models, not one scored twice
+
+
+def test_a_site_split_for_a_site_not_in_the_federation_stops_the_run_naming_it(
+    tmp_path: Path, age_sites: list[Path]
+) -> None:
+    # Prepare: a misspelt site name would silently score the wrong cases
+    _several_models(tmp_path / "lead", sites='site2 = "all"')
+
+    # Execute
+    code, output = _simulate(tmp_path / "lead/study.toml", age_sites, tmp_path / "run")
+
+    # Assert
+    assert code != 0
+    assert "names site2, not a site of this federation (its sites: site-1, site-2)" in output
+    assert not (tmp_path / "run/rounds").exists()

@@ -16,9 +16,11 @@ from neurofed.federated.server import (
     latest_round_checkpoint,
     load_round_checkpoint,
 )
+from neurofed.federated.study import Study, StudyError
 from neurofed.tasks import MetricState
 from neurofed.training import RunFolderError
 from tests.federated.conftest import tiny_study, train_reply
+from tests.federated.engine.test_simulation_evaluate import _model_for
 
 
 def _answer(
@@ -226,3 +228,47 @@ def test_a_run_in_which_no_round_was_aggregated_writes_no_model(tmp_path: Path) 
     assert not (tmp_path / "run" / "last_model").exists()
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written["model"] is None and written["rounds_done"] == 2
+
+
+def _cross_site_study(folder: Path) -> Study:
+    """An evaluation of one tiny model: validation splits, every case at site-3."""
+    model, sha = _model_for(folder / "model")
+    text = (
+        f'kind = "evaluate"\n{tiny_study(rounds=1).to_toml()}\n[evaluate]\nsplit = "validation"\n'
+    )
+    text += '[evaluate.site_splits]\nsite-3 = "all"\n'
+    text += f'[[evaluate.models]]\nname = "a"\npath = "{model}"\nsha256 = "{sha}"\n'
+    return Study.from_toml(text)
+
+
+def test_sites_scoring_different_splits_are_also_merged_by_split(tmp_path: Path) -> None:
+    # Prepare: two sites score their validation split, site-3 (which trained nothing) every case
+    study = _cross_site_study(tmp_path)
+    with pytest.raises(StudyError, match="names site-3, not a site of this federation"):
+        FederatedRun(study, tmp_path / "wrong").start(["site-1", "site-2"])
+    run = FederatedRun(study, tmp_path / "run")
+    run.start(["site-1", "site-2", "site-3"])
+    replies = [
+        _answer(TaskName.VALIDATE, site, metric_state=_metric_arrays(n, error))
+        for site, n, error in (("site-1", 1, 9.0), ("site-2", 2, 8.0), ("site-3", 4, 2.0))
+    ]
+    record = RoundRecord(round=1)
+
+    # Execute
+    run.record_validation(record, ["site-1", "site-2", "site-3"], replies)
+    run.end_round(record)
+    run.finish()
+
+    # Assert: the merge over all sites, and by split: sums first, then divided
+    assert record.validation["mae"] == pytest.approx(19.0 / 7)
+    assert record.validation_per_split["validation"]["mae"] == pytest.approx(17.0 / 3)
+    assert record.validation_per_split["all"]["mae"] == pytest.approx(2.0 / 4)
+    written = json.loads((tmp_path / "run/rounds/1/metrics.json").read_text())
+    assert RoundRecord.from_json(written).validation_per_split == record.validation_per_split
+    results = json.loads((tmp_path / "run/evaluation.json").read_text())
+    assert results["site_splits"] == {
+        "site-1": "validation",
+        "site-2": "validation",
+        "site-3": "all",
+    }
+    assert results["models"][0]["validation_per_split"] == written["validation_per_split"]

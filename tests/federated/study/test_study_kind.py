@@ -54,8 +54,11 @@ def test_an_evaluation_study_without_what_it_needs_is_refused_with_the_fix(
         Study.from_toml(text)
 
 
-def _models(*names: str, split: str | None = "validation", base: str = "models") -> str:
+def _models(
+    *names: str, split: str | None = "validation", base: str = "models", sites: str = ""
+) -> str:
     text = "\n[evaluate]\n" + (f'split = "{split}"\n' if split else "")
+    text += f"[evaluate.site_splits]\n{sites}\n" if sites else ""
     for k, name in enumerate(names):
         sha = f"{k:x}" * 64
         text += f'[[evaluate.models]]\nname = "{name}"\npath = "{base}/{k}"\nsha256 = "{sha}"\n'
@@ -85,6 +88,25 @@ def test_an_evaluation_of_several_models_scores_one_per_round_on_the_split_it_na
     assert "'pooled': weights.safetensors sha256:" + "1" * 64 in described
 
 
+def test_named_sites_score_their_own_split_and_the_names_are_in_the_hash(tmp_path: Path) -> None:
+    # Prepare: the training sites score validation, a site that trained nothing every case
+    base = _text("evaluate", rounds=2, initial=False)
+    plain = Study.from_toml(base + _models("a", "b"), base_dir=tmp_path)
+
+    # Execute
+    study = Study.from_toml(base + _models("a", "b", sites='site-4 = "all"'), base_dir=tmp_path)
+
+    # Assert
+    assert study.evaluation_split_for("site-4") is None
+    assert str(study.evaluation_split_for("site-1")) == "validation"
+    assert study.content_hash != plain.content_hash  # which cases a site scores is approved
+    assert Study.from_toml(study.to_toml()).content_hash == study.content_hash
+    assert "site-4     scores every case instead" in study.describe()
+    study.check_evaluated_sites(["site-1", "site-4"])
+    with pytest.raises(StudyError, match="names site-4, not a site of this federation"):
+        study.check_evaluated_sites(["site-1", "site-2"])
+
+
 def test_the_single_model_form_names_the_folder_and_scores_every_case(tmp_path: Path) -> None:
     study = Study.from_toml(_text("evaluate"), base_dir=tmp_path)
     assert [m.name for m in study.evaluated_models()] == ["public"]
@@ -100,6 +122,19 @@ def test_the_single_model_form_names_the_folder_and_scores_every_case(tmp_path: 
         (_text("evaluate", rounds=1, initial=False) + _models("a", split="holdout"), "holdout"),
         (_text("evaluate", rounds=1, initial=False) + _models("../x"), "name = '../x'"),
         (_text("train") + _models("a"), r"\[evaluate\] belongs to an evaluation study"),
+        (
+            _text("evaluate", rounds=1, initial=False) + _models("a", sites='site-2 = "most"'),
+            r"site_splits: site-2 = 'most' is invalid: use \"all\"",
+        ),
+        (
+            _text("evaluate", rounds=1, initial=False) + _models("a", sites='"../x" = "all"'),
+            "'../x' is not a site name",
+        ),
+        (
+            _text("evaluate", rounds=1, initial=False)
+            + _models("a").replace("[evaluate]\n", '[evaluate]\nsite_splits = "all"\n'),
+            "site_splits must be a table of site = split",
+        ),
     ],
 )
 def test_a_malformed_evaluate_table_is_refused_naming_the_key_and_the_fix(

@@ -73,7 +73,7 @@ from neurofed.federated.protocol import (
 from neurofed.federated.server.planning import PlanningError
 from neurofed.federated.server.run import FederatedRun
 from neurofed.federated.server.run_folder import RoundRecord
-from neurofed.federated.study import Study, StudyKind
+from neurofed.federated.study import Study, StudyError, StudyKind
 from neurofed.federated.study.initial_model import InitialModelError
 from neurofed.training import RunFolderError
 
@@ -304,7 +304,7 @@ class StudyController(ModelController):  # type: ignore[misc]
         run = FederatedRun(study, run_dir)
         try:
             first = run.start(self._sites(self.sample_clients()))
-        except (InitialModelError, RunFolderError) as error:  # the lead's to fix; no traceback
+        except (InitialModelError, RunFolderError, StudyError) as error:  # the lead's to fix
             self._stop(progress, f"the run cannot start: {error}")
             return
         if self.clock_seed >= 0:

@@ -47,7 +47,7 @@ from neurofed.federated.server.run_folder import (
     settle_round_checkpoints,
 )
 from neurofed.federated.site.config import SiteConfig
-from neurofed.federated.study import Study, StudyKind
+from neurofed.federated.study import Study, StudyError, StudyKind
 from neurofed.federated.study.initial_model import InitialModelError
 from neurofed.keys import SiteFile
 from neurofed.types import ProgressCallback
@@ -376,8 +376,12 @@ def run_simulation(
             study.load_initial_model()
         except InitialModelError as error:
             raise SimulationError(str(error)) from None
-    run_dir.mkdir(parents=True, exist_ok=True)
     names = site_names(len(roots))
+    try:
+        study.check_evaluated_sites(names)
+    except StudyError as error:
+        raise SimulationError(str(error)) from None
+    run_dir.mkdir(parents=True, exist_ok=True)
     configs = []
     unknown = sorted(set(site_settings or {}) - set(names))
     if unknown:

@@ -97,10 +97,11 @@ from neurofed.federated.server.timing import validation_cases
 from neurofed.federated.state import StrategyState
 from neurofed.federated.strategies import StrategyName
 from neurofed.federated.study import Study, StudyKind
+from neurofed.federated.study.evaluation import split_label
 from neurofed.federated.study.initial_model import InitialModelError
 from neurofed.federated.update import Parameters
 from neurofed.preprocess.plan import Plan
-from neurofed.tasks import merge_states
+from neurofed.tasks import MetricState, merge_states
 from neurofed.training import LocalTrainer, RunFolderError, save_model
 from neurofed.training.config import TrainConfig
 from neurofed.training.model_folder import TrainedModel
@@ -163,7 +164,11 @@ class FederatedRun:
         InitialModelError
             A new run of a study with ``[initial_model]`` whose folder is missing or damaged,
             whose weights are not the study's (SHA-256), or of another task or network.
+
+        StudyError
+            ``[evaluate.site_splits]`` names a site that is not one of ``sites``.
         """
+        self.study.check_evaluated_sites(sites)
         settle_round_checkpoints(self.run_dir)
         latest = latest_round_checkpoint(self.run_dir)
         if latest is None:
@@ -560,6 +565,7 @@ class FederatedRun:
         sites, of their personalised models)."""
         self._drop(record, targets, answers)
         states = []
+        by_split: dict[str, list[MetricState]] = {}  # with [evaluate.site_splits]
         personalised = []
         for answer in sorted(answers, key=lambda a: a.site_id):
             site = answer.site_id
@@ -586,9 +592,23 @@ class FederatedRun:
                 continue
             states.append(state)
             record.validation_per_site[site] = finalize_metrics(self.task, state)
+            if self._splits_differ:
+                by_split.setdefault(self._split_label(site), []).append(state)
         record.validation = finalize_metrics(self.task, merge_states(mergeable(states)))
+        record.validation_per_split = {
+            label: finalize_metrics(self.task, merge_states(mergeable(group)))
+            for label, group in sorted(by_split.items())
+        }
         if personalised:
             record.personalised = finalize_metrics(self.task, merge_states(mergeable(personalised)))
+
+    @property
+    def _splits_differ(self) -> bool:
+        """An evaluation whose sites score different splits (``[evaluate.site_splits]``)."""
+        return self.study.evaluation is not None and bool(self.study.evaluation.site_splits)
+
+    def _split_label(self, site: str) -> str:
+        return split_label(self.study.evaluation_split_for(site))
 
     @property
     def validates_incoming(self) -> bool:
@@ -723,17 +743,22 @@ class FederatedRun:
             row: dict[str, Any] = {"name": entry.name, "sha256": entry.model.sha256, "round": k}
             if record is not None:
                 written = record.to_json()
-                keys = ("validation", "validation_per_site", "cases_per_site", "failed")
+                keys = ["validation", "validation_per_site", "cases_per_site", "failed"]
+                if self._splits_differ:
+                    keys.append("validation_per_split")
                 row |= {key: written.get(key, {}) for key in keys}
                 row |= {"refused": written["refused"], "dropped": written["dropped"]}
             models.append(row)
-        split = self.study.evaluation_split
-        return {
+        out: dict[str, Any] = {
             "study": self.study.name,
             "study_hash": self.study.content_hash,
-            "split": "all" if split is None else split.value,
+            "split": split_label(self.study.evaluation_split),
             "models": models,
         }
+        if self._splits_differ:
+            sites = {s for r in self.history for s in r.targets} | set(self.live)
+            out["site_splits"] = {site: self._split_label(site) for site in sorted(sites)}
+        return out
 
     def _write_summary(self, selected: SelectedRound | None, *, has_model: bool) -> RunSummary:
         personalised = None

@@ -120,6 +120,10 @@ class RoundRecord:
         The federated validation of the new global model (merged over sites).
     validation_per_site
         The same, per site.
+    validation_per_split
+        An evaluation whose sites score different splits (``[evaluate.site_splits]``): the
+        sites' metrics merged by the split they scored (``"validation"``, ``"all"`` …); empty
+        (and left out of the JSON) otherwise.
     personalised
         Ditto: the validation of the sites' personalised models, each on its own site's
         validation split (merged over sites); empty (and left out of the JSON) otherwise.
@@ -153,6 +157,7 @@ class RoundRecord:
     train: dict[str, dict[str, float]] = field(default_factory=dict)
     validation: dict[str, float] = field(default_factory=dict)
     validation_per_site: dict[str, dict[str, float]] = field(default_factory=dict)
+    validation_per_split: dict[str, dict[str, float]] = field(default_factory=dict)
     personalised: dict[str, float] = field(default_factory=dict)
     personalised_per_site: dict[str, dict[str, float]] = field(default_factory=dict)
     validation_seconds: dict[str, float] = field(default_factory=dict)
@@ -196,6 +201,10 @@ class RoundRecord:
             out["audit_heads"] = {s: dict(v) for s, v in self.audit_heads.items()}
         if self.withheld:
             out["withheld"] = {s: list(v) for s, v in self.withheld.items()}
+        if self.validation_per_split:
+            out["validation_per_split"] = {
+                k: _metrics_json(v) for k, v in self.validation_per_split.items()
+            }
         if self.personalised_per_site:
             out["personalised"] = _metrics_json(self.personalised)
             out["personalised_per_site"] = {
@@ -222,6 +231,9 @@ class RoundRecord:
             validation=_metrics_read(data.get("validation", {})),
             validation_per_site={
                 s: _metrics_read(v) for s, v in data.get("validation_per_site", {}).items()
+            },
+            validation_per_split={
+                str(k): _metrics_read(v) for k, v in data.get("validation_per_split", {}).items()
             },
             personalised=_metrics_read(data.get("personalised", {})),
             personalised_per_site={

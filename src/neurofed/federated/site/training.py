@@ -393,11 +393,12 @@ class StudyTraining:
         self.keeper.restore(round_number, trainer, personal)
         kept = trainer.get_parameters()
         trainer.set_parameters(params)
-        # an evaluation-only study scores the given model on the cases it names (default: all)
+        # an evaluation-only study scores the given model on the cases it names for this site
+        # (default: all)
         cases = None
         if self.study.kind is StudyKind.EVALUATE:
             assert trainer.source is not None  # from_sites
-            cases = trainer.source.split(self.study.evaluation_split)
+            cases = trainer.source.split(self.study.evaluation_split_for(self.site_id))
         try:
             state = trainer.evaluate(cases)
             if self._keeps_local_layers(round_number):

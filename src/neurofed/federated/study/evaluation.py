@@ -13,6 +13,8 @@ the federated and the pooled one, on every site):
     [evaluate]
     split = "validation"              # which cases each site scores: "all" (the default),
                                       # "train", "validation" or "test" (the site's fixed splits)
+    [evaluate.site_splits]            # optional: a split for a named site instead
+    site-4 = "all"                    # e.g. a site that trained nothing scores every case
     [[evaluate.models]]
     name = "federated"                # how the results name it (letters, digits, . _ - space)
     path = "runs/fed/last_model"      # a model folder; relative to the study file's folder
@@ -24,7 +26,10 @@ the federated and the pooled one, on every site):
 
 As with ``[initial_model]`` the study's hash covers each model's name and ``sha256`` but not its
 ``path``, and the server reads the folders (sites receive the weights). ``split = "all"`` suits a
-site that trained nothing (a new hospital); sites that trained score held-back cases.
+site that trained nothing (a new hospital); sites that trained score held-back cases. With
+``site_splits`` one study scores both: the training sites their held-back cases, a new site every
+case. The round then also merges the sites by the split they scored (``validation_per_split``),
+since a merge across splits mixes held-back cases with a new site's.
 
 Examples
 --------
@@ -34,6 +39,10 @@ Examples
 ('test', ['a'])
 >>> evaluation.hashed()["models"] == [{"name": "a", "sha256": "ab" * 32}]  # no path
 True
+>>> table |= {"site_splits": {"site-4": "all"}}
+>>> evaluation = parse_evaluation("study.toml", table, None)
+>>> evaluation.split_for("site-4"), evaluation.split_for("site-1").value
+(None, 'test')
 """
 
 from __future__ import annotations
@@ -53,14 +62,22 @@ from neurofed.federated.study.initial_model import (
 )
 from neurofed.keys import Split
 
-__all__ = ["ALL_CASES", "EVALUATE_KEYS", "EvaluatedModel", "Evaluation", "parse_evaluation"]
+__all__ = [
+    "ALL_CASES",
+    "EVALUATE_KEYS",
+    "EvaluatedModel",
+    "Evaluation",
+    "parse_evaluation",
+    "split_label",
+]
 
 #: Keys of the ``[evaluate]`` table.
-EVALUATE_KEYS: tuple[str, ...] = ("split", "models")
+EVALUATE_KEYS: tuple[str, ...] = ("split", "site_splits", "models")
 #: ``split`` value for every case of a site (the default).
 ALL_CASES = "all"
 _MODEL_KEYS = ("name", *INITIAL_MODEL_KEYS)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,63}$")
+_SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class EvaluationError(ValueError):
@@ -83,14 +100,22 @@ class EvaluatedModel:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The ``[evaluate]`` table: ``split`` (``None``: every case) and the models, one per round
+    """The ``[evaluate]`` table: ``split`` (``None``: every case), the sites that score another
+    split (``site_splits``, site name → split, sorted by name) and the models, one per round
     (empty: the study's ``[initial_model]`` is the one model)."""
 
     split: Split | None = None
     models: tuple[EvaluatedModel, ...] = ()
+    site_splits: tuple[tuple[str, Split | None], ...] = ()
+
+    def split_for(self, site: str) -> Split | None:
+        """The split ``site`` scores (``None``: every case)."""
+        return dict(self.site_splits).get(site, self.split)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"split": ALL_CASES if self.split is None else self.split.value}
+        out: dict[str, Any] = {"split": split_label(self.split)}
+        if self.site_splits:  # left out when empty: the hash of a study without them is kept
+            out["site_splits"] = {site: split_label(split) for site, split in self.site_splits}
         if self.models:
             out["models"] = [m.to_dict() for m in self.models]
         return out
@@ -102,14 +127,19 @@ class Evaluation:
         )
 
 
-def _split(where: str, value: Any) -> Split | None:
+def split_label(split: Split | None) -> str:
+    """A split as the table writes it (``None``: ``"all"``)."""
+    return ALL_CASES if split is None else split.value
+
+
+def _split(where: str, value: Any, key: str = "split") -> Split | None:
     if value == ALL_CASES:
         return None
     try:
         return Split(value)
     except ValueError:
         choices = ", ".join(f'"{s}"' for s in (ALL_CASES, *(s.value for s in Split)))
-        raise EvaluationError(f"{where} split = {shown(value)} is invalid: use {choices}") from None
+        raise EvaluationError(f"{where} {key} = {shown(value)} is invalid: use {choices}") from None
 
 
 def _model(where: str, entry: Any, base_dir: Path | None) -> EvaluatedModel:
@@ -154,6 +184,7 @@ def parse_evaluation(source: str, table: Any, base_dir: Path | None) -> Evaluati
     if unknown:
         raise EvaluationError(f"{where}: unknown key(s) {unknown}; it takes {list(EVALUATE_KEYS)}")
     split = _split(where, table.get("split", ALL_CASES))
+    site_splits = _site_splits(where, table.get("site_splits", {}))
     entries = table.get("models", [])
     if not isinstance(entries, list):
         raise EvaluationError(f"{where} models: give a list of tables ([[evaluate.models]])")
@@ -162,4 +193,21 @@ def parse_evaluation(source: str, table: Any, base_dir: Path | None) -> Evaluati
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise EvaluationError(f"{where} models: the names {repeated} repeat; name each once")
-    return Evaluation(split=split, models=models)
+    return Evaluation(split=split, models=models, site_splits=site_splits)
+
+
+def _site_splits(where: str, table: Any) -> tuple[tuple[str, Split | None], ...]:
+    """``[evaluate.site_splits]``: site name → split, sorted by name."""
+    if not isinstance(table, Mapping):
+        raise EvaluationError(
+            f'{where} site_splits must be a table of site = split, e.g. site-4 = "all"'
+        )
+    out = []
+    for site, value in sorted(table.items()):
+        if not isinstance(site, str) or not _SITE.match(site):
+            raise EvaluationError(
+                f"{where} site_splits: {shown(site)} is not a site name (up to 64 letters, "
+                "digits, '.', '_' or '-', as the federation names its sites)"
+            )
+        out.append((site, _split(f"{where} site_splits:", value, key=site)))
+    return tuple(out)

@@ -15,7 +15,7 @@ from typing import Any
 
 from neurofed.artifacts import sha256_file
 from neurofed.federated.selection import Selection
-from neurofed.federated.study.evaluation import ALL_CASES
+from neurofed.federated.study.evaluation import split_label
 from neurofed.federated.study.parse import SETTABLE_TRAIN_FIELDS
 from neurofed.federated.study.study import Study, StudyError
 from neurofed.keys import Split
@@ -46,13 +46,15 @@ def evaluation_study(
     name: str,
     selection: Selection,
     split: Split | None = None,
+    site_splits: Mapping[str, Split | None] | None = None,
     seed: int = 0,
     dataset: str | None = None,
     min_sites: int = 1,
     round_timeout_s: float = 3600.0,
 ) -> Study:
     """A study of ``kind = "evaluate"`` scoring ``models`` (name → model folder), one per round,
-    on each site's ``split`` (``None``: every case); the weights are named by their SHA-256.
+    on each site's ``split`` (``None``: every case) or, for a site ``site_splits`` names, on the
+    split given there; the weights are named by their SHA-256.
 
     Raises
     ------
@@ -87,13 +89,15 @@ def evaluation_study(
         "strategy": {"name": "fedavg"},
         "selection": {"metric": selection.metric, "direction": selection.direction.value},
         "evaluate": {
-            "split": ALL_CASES if split is None else split.value,
+            "split": split_label(split),
             "models": [
                 {"name": k, "path": str(v), "sha256": sha256_file(v / MODEL_WEIGHTS)}
                 for k, v in folders.items()
             ],
         },
     }
+    if site_splits:
+        data["evaluate"]["site_splits"] = {k: split_label(v) for k, v in site_splits.items()}
     if dataset is not None:
         data["dataset"] = dataset
     return Study.from_dict(data, source=f"evaluation study {name!r}")

@@ -73,7 +73,7 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -447,8 +447,30 @@ class Study:
 
     @property
     def evaluation_split(self) -> Split | None:
-        """Which cases an evaluation's sites score (``None``: every case)."""
+        """Which cases an evaluation's sites score (``None``: every case), unless
+        ``[evaluate.site_splits]`` names the site (:meth:`evaluation_split_for`)."""
         return None if self.evaluation is None else self.evaluation.split
+
+    def evaluation_split_for(self, site: str) -> Split | None:
+        """Which cases ``site`` scores in an evaluation (``None``: every case)."""
+        return None if self.evaluation is None else self.evaluation.split_for(site)
+
+    def check_evaluated_sites(self, sites: Sequence[str]) -> None:
+        """Every site ``[evaluate.site_splits]`` names is one of the federation's ``sites``.
+
+        Raises
+        ------
+        StudyError
+            Naming the unknown site, the federation's sites and the fix.
+        """
+        named = () if self.evaluation is None else self.evaluation.site_splits
+        unknown = [site for site, _ in named if site not in sites]
+        if unknown:
+            raise StudyError(
+                f"{self.name}: [evaluate.site_splits] names {', '.join(unknown)}, not a site of "
+                f"this federation (its sites: {', '.join(sorted(sites))}); correct the name or "
+                "remove the entry"
+            )
 
     def load_evaluated(self, index: int) -> tuple[TrainedModel, Parameters]:
         """The ``index``-th model of an evaluation study and the weights a round sends, checked
@@ -497,6 +519,9 @@ class Study:
         lines = [
             f"  kind       evaluation only: each model is scored on {cases}; nothing is trained"
         ]
+        for site, own in () if self.evaluation is None else self.evaluation.site_splits:
+            cases = "every case" if own is None else f"its {own.value} split"
+            lines.append(f"  {site:<10} scores {cases} instead")
         if self.evaluation is not None and self.evaluation.models:
             lines += [
                 f"  model {k}    {m.name!r}: {MODEL_WEIGHTS} sha256:{m.model.sha256} "
