@@ -406,14 +406,21 @@ def glioma(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]
         folder = work / "glioma" / f"local-{k}"
         train_local(_baseline(study, 1, device), site, folder)
         models[f"local site-{k}"] = folder / "model"
-    out: dict[str, Any] = {"published": PUBLISHED["glioma"], "models": {}}
+    out: dict[str, Any] = {"published": PUBLISHED["glioma"], "models": {}, "paired": {}}
+    dice: dict[str, np.ndarray] = {}
     for name, folder in models.items():
         cases, metrics = _cases(folder, held_out, None)
+        dice[name] = np.asarray(cases["WT/dice"], dtype=np.float64)  # same case order for all
         row: dict[str, Any] = {"WT/dice": metrics.get("WT/dice")}
         scored = marker_scores(cases)  # grade: IV against II and III, as grade/IV/auc
         for marker in MARKERS:
             row[f"{marker}/auc"] = auc_with_ci(*scored[Marker(marker)], seed=seed).to_json()
         out["models"][name] = row
+    for name in models:  # WT Dice case by case on the held-out site (no paper to compare with)
+        if name != "federated":
+            out["paired"][f"WT Dice: federated vs {name}"] = _compare(
+                dice["federated"], dice[name], seed
+            )
     out["claims"] = {
         "federated AUC >= mean local-only AUC, " + marker: bool(
             (out["models"]["federated"][f"{marker}/auc"]["auc"] or 0.0)
@@ -483,19 +490,27 @@ def _table(name: str, result: Mapping[str, Any]) -> list[str]:
         for model, sites in result["sdmt"].items():
             shown = ", ".join(f"{s} MAE {_n(v, 2)}" for s, v in sites.items())
             lines.append(f"sdmt {model:<17} {shown}")
-        for pair, row in result.get("paired", {}).items():  # mean absolute error, all sites
-            low, high = row["ci"]
-            lines.append(
-                f"{pair}: {_n(row['a']['mean'], 2)} vs {_n(row['b']['mean'], 2)}, difference "
-                f"{_n(row['difference'], 2)} [{_n(low, 2)}, {_n(high, 2)}], p {_n(row['p'], 4)}"
-                f" (n {row['n']})"
-            )
+        lines += _paired(result, digits=2)  # mean absolute error, all sites
     elif name == "glioma":
         header = "".join(f"{m + ' AUC':>20}" for m in MARKERS)
         lines.append(f"{'model':<15}{'WT Dice':>8}{header}")
         for model, row in result["models"].items():
             cells = "".join(f"{_auc_cell(row[f'{m}/auc']):>20}" for m in MARKERS)
             lines.append(f"{model:<15}{_n(row['WT/dice']):>8}{cells}")
+        lines += _paired(result, digits=3)
+    return lines
+
+
+def _paired(result: Mapping[str, Any], digits: int) -> list[str]:
+    """One line per paired comparison: both means, the difference, its 95 % CI and p."""
+    lines = []
+    for pair, row in result.get("paired", {}).items():
+        low, high = row["ci"]
+        lines.append(
+            f"{pair}: {_n(row['a']['mean'], digits)} vs {_n(row['b']['mean'], digits)}, "
+            f"difference {_n(row['difference'], digits)} [{_n(low, digits)}, "
+            f"{_n(high, digits)}], p {_n(row['p'], 4)} (n {row['n']})"
+        )
     return lines
 
 
