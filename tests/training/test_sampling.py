@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from neurofed.data.subject import Clinical
@@ -96,3 +97,46 @@ def test_fill_single_samples_a_single_case_twice() -> None:
     assert tuple(batch.image.shape) == (2, 4, 16, 16, 16)
     assert not np.array_equal(batch.image[0].numpy(), batch.image[1].numpy())  # own patches
     assert steps_per_epoch(config, dataset) == 1
+
+
+def _two_sites() -> CaseDataset:
+    """Three cases of site-a (images of 1s) and three of site-b (2s), interleaved."""
+    cases = []
+    for i in range(6):
+        site, value = ("site-a", 1.0) if i % 2 == 0 else ("site-b", 2.0)
+        image = np.full((4, 20, 20, 20), value, np.float32)
+        cases.append(TrainingCase(f"c{i}", site, image, None, Clinical()))
+    return CaseDataset(cases)
+
+
+def _sites_per_batch(dataset: CaseDataset, config: object, epochs: int) -> list[set[float]]:
+    return [
+        set(np.unique(b.image.numpy()).tolist())
+        for epoch in range(1, epochs + 1)
+        for b in epoch_batches(dataset, config, epoch=epoch)  # type: ignore[arg-type]
+    ]
+
+
+def test_batches_by_site_draw_every_batch_from_one_site_in_turn() -> None:
+    # Prepare
+    dataset = _two_sites()
+    mixed = tiny_config("tumor-regions", augment=None, samples_per_epoch=8, batch_size=2)
+    by_site = mixed.with_changes(batches_by_site=True)
+
+    # Execute
+    default_batches = _sites_per_batch(dataset, mixed, epochs=5)
+    site_batches = _sites_per_batch(dataset, by_site, epochs=5)
+
+    # Assert: one site per batch, the sites taking turns; mixing is the default
+    assert site_batches == [{1.0}, {2.0}, {1.0}, {2.0}] * 5
+    assert any(len(values) == 2 for values in default_batches)
+
+
+def test_batches_by_site_is_written_only_when_on_and_checked() -> None:
+    config = tiny_config("tumor-regions")
+    assert "batches_by_site" not in config.to_json()  # configs written before it stay equal
+    on = config.with_changes(batches_by_site=True)
+    assert on.to_json()["batches_by_site"] is True
+    assert type(config).from_json(on.to_json()) == on
+    with pytest.raises(ValueError, match="batches_by_site"):
+        config.with_changes(batches_by_site="yes")

@@ -161,6 +161,11 @@ class TrainConfig:
         ``None`` for ordinary training; a :class:`~neurofed.models.TransferMode` when the model
         is moved to a new target from given initial weights: ``head`` trains only its last layer
         (the rest frozen, batch norm in evaluation behaviour), ``full`` trains everything.
+    batches_by_site
+        Draw every batch from one site's cases, the sites in turn, as each federated site's
+        batches are (:func:`~neurofed.training.sampling.epoch_order_by_site`). A control for
+        pooled training: batch norm then normalises within a site, as under FedAvg. Off (the
+        default) mixes the sites in every batch; with one site it changes nothing.
     """
 
     task: TaskId
@@ -185,6 +190,7 @@ class TrainConfig:
     validate_every: int = 1
     device: str = "auto"
     transfer: TransferMode | None = None
+    batches_by_site: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -274,6 +280,12 @@ class TrainConfig:
             fix = f"use one of {names}, or null for ordinary training"
             require(str(self.transfer) in names, self, "transfer", fix)
             set_(self, "transfer", TransferMode(str(self.transfer)))
+        require(
+            isinstance(self.batches_by_site, bool),
+            self,
+            "batches_by_site",
+            "use true (every batch from one site) or false (sites mixed)",
+        )
         self._check_patch(task)
 
     def _check_patch(self, task: Task) -> None:
@@ -321,6 +333,8 @@ class TrainConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "batches_by_site" and not value:
+                continue  # written only when on: configs written before it stay equal
             if isinstance(value, ConfigBase | PreprocessParams | AugmentConfig):
                 value = value.to_json()
             elif isinstance(value, StrEnum):

@@ -13,6 +13,11 @@ draws (the first case of the next permutation, with its own ``default_rng([seed,
 The epoch's first samples and the number of steps are unchanged, and a single training case with
 ``batch_size`` >= 2 is simply sampled twice.
 
+With ``TrainConfig.batches_by_site`` pooled training draws every batch from one site, the sites
+in turn (:func:`epoch_order_by_site`), as a federated site's batches are: batch norm then sees one
+site at a time, which is what costs FedAvg the between-site differences of a target such as age
+(docs/reproduce.md).
+
 Examples
 --------
 >>> import numpy as np
@@ -33,7 +38,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -45,6 +50,7 @@ from neurofed.training.dataset import CaseDataset, Sample, TrainingCase, collate
 __all__ = [
     "epoch_batches",
     "epoch_order",
+    "epoch_order_by_site",
     "filled_epoch_length",
     "steps_per_epoch",
     "training_sample",
@@ -60,6 +66,32 @@ def epoch_order(num_cases: int, num_samples: int, rng: np.random.Generator) -> l
     order: list[int] = []
     while len(order) < num_samples:
         order.extend(int(i) for i in rng.permutation(num_cases))
+    return order[:num_samples]
+
+
+def epoch_order_by_site(
+    sites: Sequence[str], num_samples: int, batch_size: int, rng: np.random.Generator
+) -> list[int]:
+    """Case indices for ``num_samples`` samples whose every batch of ``batch_size`` comes from
+    one site (``sites[i]`` is case ``i``'s): the sites take turns, in order of first appearance,
+    each drawing whole permutations of its own cases, the last batch cut short.
+
+    >>> epoch_order_by_site(["a", "a", "b", "b", "b"], 7, 2, np.random.default_rng(0))
+    [0, 1, 4, 2, 1, 0, 3]
+    """
+    names = list(dict.fromkeys(sites))
+    pools = {n: [i for i, s in enumerate(sites) if s == n] for n in names}
+    queues: dict[str, list[int]] = {n: [] for n in names}
+    order: list[int] = []
+    turn = 0
+    while len(order) < num_samples:
+        name = names[turn % len(names)]
+        queue = queues[name]
+        while len(queue) < batch_size:
+            queue.extend(int(i) for i in rng.permutation(pools[name]))
+        order.extend(queue[:batch_size])
+        del queue[:batch_size]
+        turn += 1
     return order[:num_samples]
 
 
@@ -133,7 +165,12 @@ def epoch_batches(
     total = filled_epoch_length(
         samples_per_epoch(config, dataset), config.batch_size, fill_single=fill_single
     )
-    order = epoch_order(len(dataset), total, np.random.default_rng([config.seed, epoch]))
+    rng = np.random.default_rng([config.seed, epoch])
+    if config.batches_by_site:
+        sites = [case.site_id for case in dataset]
+        order = epoch_order_by_site(sites, total, config.batch_size, rng)
+    else:
+        order = epoch_order(len(dataset), total, rng)
     for start in range(0, total, config.batch_size):
         samples = [
             training_sample(

@@ -102,6 +102,8 @@ _TRAIN_OWNED = frozenset(
         # a transfer's frozen layers are not federated: a study starts from given weights with
         # [initial_model] and trains every parameter (a full fine-tune)
         "transfer",
+        # a pooled-training control: a site's batches come from its own cases anyway
+        "batches_by_site",
     }
 )
 
