@@ -154,6 +154,11 @@ def _abs_errors(cases: Mapping[str, np.ndarray], target: str) -> dict[str, np.nd
     return {target: np.abs(cases[f"{target}/prediction"] - cases[f"{target}/target"])}
 
 
+def _bias(cases: Mapping[str, np.ndarray], target: str) -> float:
+    """Mean of prediction - target over a regression model's cases."""
+    return float(np.mean(cases[f"{target}/prediction"] - cases[f"{target}/target"]))
+
+
 def _joined(parts: Sequence[Mapping[str, np.ndarray]], key: str) -> np.ndarray:
     return np.concatenate([np.asarray(p[key], dtype=np.float64) for p in parts])
 
@@ -306,6 +311,10 @@ def age(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
     run = run_simulation(study, sites, work / "age" / "federated", device=device)
     pooled = work / "age" / "pooled"
     train_pooled(_baseline(study, len(sites), device), sites, pooled)
+    # the mechanism (docs/reproduce.md): centralised, but each batch from one site, as FedAvg's
+    by_site = work / "age" / "pooled-by-site"
+    config = _baseline(study, len(sites), device).with_changes(batches_by_site=True)
+    train_pooled(config, sites, by_site)
     # FedBN beside the paper's FedAvg: each site keeps its norm layers, and is scored with the
     # model it validated (the global weights with its own layers, its `site-model/`)
     fedbn = _study("age-fedbn", budget, seed, **tables, strategy={"name": "fedbn"})
@@ -314,6 +323,7 @@ def age(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
     models = {
         "federated": dict.fromkeys(sites, run.run_dir / LAST_MODEL),
         "centralised": dict.fromkeys(sites, pooled / "model"),
+        "central, batches by site": dict.fromkeys(sites, by_site / "model"),
         "FedBN": own,
     }
     out: dict[str, Any] = {"published": PUBLISHED["age"], "age": {}, "sdmt": {}, "paired": {}}
@@ -321,10 +331,11 @@ def age(work: Path, budget: Budget, seed: int, device: str) -> dict[str, Any]:
     for name, folders in models.items():
         scored = {s: _cases(folders[s], s, Split.VALIDATION) for s in sites}
         out["age"][name] = {
-            s.name: {"mae": m.get("mae"), "r": m.get("pearson_r")} for s, (_, m) in scored.items()
+            s.name: {"mae": m.get("mae"), "r": m.get("pearson_r"), "bias": _bias(c, "age")}
+            for s, (c, m) in scored.items()
         }
         errors[name] = _joined([_abs_errors(c, "age") for c, _ in scored.values()], "age")
-    for name in ("federated", "FedBN"):  # absolute errors, case by case
+    for name in ("federated", "central, batches by site", "FedBN"):  # |error|, case by case
         out["paired"][f"age: {name} vs centralised"] = _compare(
             errors[name], errors["centralised"], seed
         )
@@ -484,9 +495,10 @@ def _table(name: str, result: Mapping[str, Any]) -> list[str]:
     elif name == "age":
         for model, sites in result["age"].items():
             shown = ", ".join(
-                f"{s} MAE {_n(v['mae'], 2)} r {_n(v['r'], 2)}" for s, v in sites.items()
+                f"{s} MAE {_n(v['mae'], 2)} r {_n(v['r'], 2)} bias {_n(v.get('bias'), 1)}"
+                for s, v in sites.items()
             )
-            lines.append(f"age  {model:<12} {shown}")
+            lines.append(f"age  {model:<24} {shown}")
         for model, sites in result["sdmt"].items():
             shown = ", ".join(f"{s} MAE {_n(v, 2)}" for s, v in sites.items())
             lines.append(f"sdmt {model:<17} {shown}")
