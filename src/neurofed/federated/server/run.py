@@ -164,7 +164,6 @@ class FederatedRun:
         InitialModelError
             A new run of a study with ``[initial_model]`` whose folder is missing or damaged,
             whose weights are not the study's (SHA-256), or of another task or network.
-
         StudyError
             ``[evaluate.site_splits]`` names a site that is not one of ``sites``.
         """
