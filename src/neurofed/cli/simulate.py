@@ -99,11 +99,12 @@ def simulate(
     except StudyError as exc:
         print_error(exc)
         raise typer.Exit(2) from None
-    doing = (
-        "evaluation of its initial model"
-        if study.kind is StudyKind.EVALUATE
-        else f"{study.rounds} round(s) of {study.strategy.value}"
-    )
+    if study.kind is not StudyKind.EVALUATE:
+        doing = f"{study.rounds} round(s) of {study.strategy.value}"
+    elif study.evaluation is not None and study.evaluation.models:
+        doing = f"evaluation of {len(study.evaluation.models)} model(s), one per round"
+    else:
+        doing = "evaluation of its initial model"
     console.print(
         f"study {study.name!r} sha256:{study.content_hash[:12]}: {doing} over {len(site)} "
         f"site(s) → {out}"

@@ -111,6 +111,7 @@ def test_an_evaluation_of_several_models_scores_each_in_its_round_on_the_named_s
     # Assert: evaluation.json has each model's metrics from its own round, as scored locally,
     # and the sites merged by the split they scored
     assert code == 0, output
+    assert "evaluation of 2 model(s), one per round over 2 site(s)" in output
     results = json.loads((tmp_path / "run/evaluation.json").read_text())
     assert results["split"] == "validation"
     assert results["site_splits"] == {"site-1": "validation", "site-2": "all"}
