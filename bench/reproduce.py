@@ -149,14 +149,19 @@ def _cases(model: Path, site: Path, split: Split | None) -> tuple[dict[str, np.n
     return {k: np.asarray(v) for k, v in state.cases.items()}, finalize_metrics(trained.task, state)
 
 
+def _errors(cases: Mapping[str, np.ndarray], target: str) -> np.ndarray:
+    """``prediction - target`` per case of a regression model's cases."""
+    return np.asarray(cases[f"{target}/prediction"] - cases[f"{target}/target"])
+
+
 def _abs_errors(cases: Mapping[str, np.ndarray], target: str) -> dict[str, np.ndarray]:
     """``{target: |prediction - target|}`` per case of a regression model's cases."""
-    return {target: np.abs(cases[f"{target}/prediction"] - cases[f"{target}/target"])}
+    return {target: np.abs(_errors(cases, target))}
 
 
 def _bias(cases: Mapping[str, np.ndarray], target: str) -> float:
     """Mean of prediction - target over a regression model's cases."""
-    return float(np.mean(cases[f"{target}/prediction"] - cases[f"{target}/target"]))
+    return float(np.mean(_errors(cases, target)))
 
 
 def _joined(parts: Sequence[Mapping[str, np.ndarray]], key: str) -> np.ndarray:

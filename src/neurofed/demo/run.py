@@ -21,7 +21,7 @@ The run folder::
     <out>/local/site-<k>/   each local-only run (metrics.json, model/)
     <out>/pooled/           the pooled run
     <out>/evaluation/       the evaluation study's run (cross-site/), with
-                            with evaluation.json: every model's metrics per site
+                            evaluation.json: every model's metrics per site
     <out>/summary.json      everything below, machine-readable
     <out>/summary.md        the tables a person reads
     <out>/report.html       the federated run's report with figures, the held-out comparison
