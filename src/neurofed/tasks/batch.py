@@ -70,10 +70,14 @@ class ClinicalTarget:
         >>> t = ClinicalTarget.from_values([65.0, None])
         >>> t.values.tolist()[0], t.known.tolist()
         (65.0, [True, False])
+        >>> ClinicalTarget.from_values([]).known.dtype  # no case: still a bool mask
+        torch.bool
         """
         known = [v is not None for v in values]
         numbers = [math.nan if v is None else float(v) for v in values]
-        return cls(torch.tensor(numbers, dtype=torch.float32), torch.tensor(known))
+        return cls(
+            torch.tensor(numbers, dtype=torch.float32), torch.tensor(known, dtype=torch.bool)
+        )
 
     @classmethod
     def unknown(cls, batch_size: int) -> ClinicalTarget:
