@@ -21,7 +21,16 @@ Per marker of ``glioma-multitask`` (IDH, 1p/19q, MGMT, and grade as WHO IV vs II
   default network and schedule at ``--train-spacing`` mm, ``E`` epochs), one run folder per
   budget under ``--work`` (an interrupted sweep resumes), scored on every case of the held-out
   site. The summary names the smallest budget whose AUC reaches 0.9× the population oracle on
-  each marker.
+  each marker;
+- **FedAvg, E epochs** (with ``--federated``): the same training as a federated study over the
+  same sites (NVFlare's simulator, one local epoch a round, ``E`` rounds, its last model as the
+  pooled model is its last epoch), scored alike;
+- **… LA** (with ``--logit-adjustment``): each of those trained with the marker and grade heads'
+  logit-adjusted loss (``[task] logit_adjustment``: each site shifts the logits by the log class
+  priors of its own cases in the loss, so sites with different grade mixes fit the same heads).
+
+Every trained variant is compared with the pooled model of the same budget on the same held-out
+cases (DeLong's test on each marker's AUC).
 
 A phantom of ``--sites`` sites of ``--cases`` cases is generated under ``--work`` (or an existing
 one is read with ``--phantom``, e.g. the sites a deep model was trained on); the held-out site is
@@ -36,6 +45,7 @@ Usage::
                             [--draws 20000] [--resamples 1000] [--workers 2] [--work DIR]
                             [--phantom DIR] [--deep RUN_OR_MODEL] [--out FILE]
                             [--train-epochs 10,30] [--train-spacing 4] [--threads N]
+                            [--federated] [--logit-adjustment]
 
 Prints a table and writes JSON (default ``bench/results/markers.json``).
 """
@@ -61,6 +71,11 @@ import torch
 from neurofed import __version__
 from neurofed.data.manifest import check_site
 from neurofed.data.subject import Clinical
+from neurofed.evaluate.roc import delong_test
+from neurofed.federated.engine import run_simulation
+from neurofed.federated.server.run_folder import LAST_MODEL
+from neurofed.federated.study import Study
+from neurofed.federated.study.parse import SETTABLE_TRAIN_FIELDS
 from neurofed.keys import ClinicalField, Marker, TaskId
 from neurofed.phantom import (
     MANIFEST,
@@ -81,11 +96,15 @@ from neurofed.phantom.oracle import (
     population_draws,
 )
 from neurofed.phantom.shallow import SHALLOW_FEATURES, read_case_features, shallow_scores
-from neurofed.training import train_pooled
+from neurofed.training import TrainConfig, train_pooled
 from neurofed.training.defaults import default_train_config
 from neurofed.training.records import EpochRecord
 
 F64 = npt.NDArray[np.float64]
+
+#: The trained variants of each budget (``--federated``, ``--logit-adjustment``).
+POOLED, POOLED_ADJUSTED = "pooled", "pooled LA"
+FEDAVG, FEDAVG_ADJUSTED = "FedAvg", "FedAvg LA"
 
 #: The clinical field that records each target at a site (grade IV vs II–III comes from grade).
 _FIELD = {m: ClinicalField(m.value) for m in ORACLE_TARGETS}
@@ -224,8 +243,18 @@ def _model_folder(path: Path) -> Path:
     )
 
 
+Scored = dict[Marker, tuple[npt.NDArray[np.int64], F64]]
+
+
 def _deep(model: Path, site_dir: Path, seed: int, resamples: int) -> dict[Marker, AucEstimate]:
     """Every case of ``site_dir`` scored by the model; AUCs from its per-case scores."""
+    scored = _scored(model, site_dir)
+    return {m: auc_with_ci(*scored[m], seed=seed, resamples=resamples) for m in ORACLE_TARGETS}
+
+
+def _scored(model: Path, site_dir: Path) -> Scored:
+    """Per marker, the true classes and the model's scores of every case of ``site_dir``
+    (the same case order for every model)."""
     from neurofed.data.manifest import check_site
     from neurofed.data.splits import site_splits
     from neurofed.evaluate import evaluate_model
@@ -237,15 +266,11 @@ def _deep(model: Path, site_dir: Path, seed: int, resamples: int) -> dict[Marker
     site_splits(site_dir, report.manifest.subjects)
     state, dataset, _ = evaluate_model(trained, site_dir, split=None)
     print(f"  deep model scored {len(dataset)} cases of {site_dir.name}", flush=True)
-    scored = marker_scores(state.cases)  # grade: IV against II and III, as grade/IV/auc
-    return {m: auc_with_ci(*scored[m], seed=seed, resamples=resamples) for m in ORACLE_TARGETS}
+    return marker_scores(state.cases)  # grade: IV against II and III, as grade/IV/auc
 
 
-def _train_deep(
-    root: Path, manifest: dict[str, Any], test_site: int, epochs: int, args: argparse.Namespace
-) -> Path:
-    """A pooled ``glioma-multitask`` model of ``epochs`` epochs on every usable site but
-    ``test_site`` (checked first); its run folder resumes if interrupted."""
+def _training_sites(root: Path, manifest: dict[str, Any], test_site: int) -> list[Path]:
+    """Every usable site but ``test_site``, checked."""
     sites = [
         root / str(s["dir"])
         for s in manifest["sites"]
@@ -253,15 +278,55 @@ def _train_deep(
     ]
     for site in sites:
         check_site(site)
-    config = default_train_config(
+    return sites
+
+
+def _config(epochs: int, adjusted: bool, args: argparse.Namespace) -> TrainConfig:
+    """The task's default training at ``--train-spacing`` for ``epochs`` epochs."""
+    return default_train_config(
         TaskId.GLIOMA_MULTITASK,
         spacing=args.train_spacing,
         device="cpu",
         epochs=epochs,
         validate_every=epochs,
         seed=args.seed,
+        task_config={"logit_adjustment": adjusted},
     )
-    run = Path(args.work) / f"deep-{args.train_spacing:g}mm-{epochs}ep"
+
+
+def _train_federated(
+    sites: list[Path], epochs: int, adjusted: bool, args: argparse.Namespace
+) -> Path:
+    """FedAvg over ``sites`` for ``epochs`` rounds of one local epoch (NVFlare's simulator),
+    with the pooled model's settings; its last model (as the pooled model is its last epoch)."""
+    config = _config(epochs, adjusted, args).to_json()
+    train = {k: config[k] for k in SETTABLE_TRAIN_FIELDS if config[k] is not None}
+    study = Study.from_dict(
+        {
+            "name": "markers",
+            "rounds": epochs,
+            "local_epochs": 1,
+            "min_sites": len(sites),
+            "round_timeout_s": 3600.0,
+            "seed": args.seed,
+            "strategy": {"name": "fedavg"},
+            "selection": {"metric": "WT/dice_pooled", "direction": "max"},
+            "task": {"id": TaskId.GLIOMA_MULTITASK.value, **config["task_config"]},
+            "model": config["model_config"],
+            "train": train | {"validate_every": epochs},
+        },
+        source="bench/markers.py",
+    )
+    run = Path(args.work) / f"fedavg-{args.train_spacing:g}mm-{epochs}r{'-la' * adjusted}"
+    print(f"FedAvg over {len(sites)} sites for {epochs} rounds → {run}", flush=True)
+    return run_simulation(study, sites, run, device="cpu").run_dir / LAST_MODEL
+
+
+def _train_deep(sites: list[Path], epochs: int, adjusted: bool, args: argparse.Namespace) -> Path:
+    """A pooled ``glioma-multitask`` model of ``epochs`` epochs on ``sites``; its run folder
+    resumes if interrupted."""
+    config = _config(epochs, adjusted, args)
+    run = Path(args.work) / f"deep-{args.train_spacing:g}mm-{epochs}ep{'-la' * adjusted}"
     print(
         f"training a pooled model on {len(sites)} sites for {epochs} epochs at "
         f"{args.train_spacing:g} mm → {run}",
@@ -306,6 +371,16 @@ def main() -> None:
     )
     parser.add_argument("--train-spacing", type=float, default=4.0, help="training grid, mm")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    parser.add_argument(
+        "--federated",
+        action="store_true",
+        help="also train FedAvg over the same sites, one local epoch a round, per budget",
+    )
+    parser.add_argument(
+        "--logit-adjustment",
+        action="store_true",
+        help="also train each model with the marker heads' logit-adjusted loss",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/markers.json"))
     args = parser.parse_args()
     budgets = sorted({int(e) for e in args.train_epochs.split(",") if e.strip()})
@@ -340,22 +415,48 @@ def main() -> None:
         site_dir = root / f"site-{test_site}"
         deep = _deep(args.deep, site_dir, args.seed, args.resamples)
         seconds["deep"] = time.perf_counter() - start
-    swept: dict[int, dict[Marker, AucEstimate]] = {}
+    variants = [(POOLED, False)] + [(POOLED_ADJUSTED, True)] * args.logit_adjustment
+    variants += [(FEDAVG, False)] * args.federated
+    variants += [(FEDAVG_ADJUSTED, True)] * (args.federated and args.logit_adjustment)
+    scored: dict[int, dict[str, Scored]] = {}  # budget → variant → per-marker scores
+    training = _training_sites(root, manifest, test_site) if budgets else []
     for epochs in budgets:
-        start = time.perf_counter()
-        model = _train_deep(root, manifest, test_site, epochs, args)
-        swept[epochs] = _deep(model, root / f"site-{test_site}", args.seed, args.resamples)
-        seconds[f"deep {epochs} epochs"] = time.perf_counter() - start
+        scored[epochs] = {}
+        for label, adjusted in variants:
+            start = time.perf_counter()
+            train_model = _train_federated if label.startswith(FEDAVG) else _train_deep
+            model = train_model(training, epochs, adjusted, args)
+            scored[epochs][label] = _scored(model, root / f"site-{test_site}")
+            seconds[f"{label} {epochs} epochs"] = time.perf_counter() - start
+    trained = {
+        e: {
+            label: {
+                m: auc_with_ci(*by_marker[m], seed=args.seed, resamples=args.resamples)
+                for m in ORACLE_TARGETS
+            }
+            for label, by_marker in by_variant.items()
+        }
+        for e, by_variant in scored.items()
+    }
+    swept = {e: by_variant[POOLED] for e, by_variant in trained.items()}
+    paired = {  # every other variant against the pooled model of the same budget, same cases
+        e: {
+            label: {m: delong_test(s[m][1], by_variant[POOLED][m][1], s[m][0]) for m in s}
+            for label, s in by_variant.items()
+            if label != POOLED
+        }
+        for e, by_variant in scored.items()
+    }
     seconds["total"] = time.perf_counter() - began
 
     columns = ["oracle (population)", f"oracle (site-{test_site})", f"shallow (site-{test_site})"]
     columns += ["shallow (leave-one-site-out)"] + ([f"deep (site-{test_site})"] if deep else [])
-    columns += [f"deep {e} ep (site-{test_site})" for e in budgets]
+    columns += [f"{label} {e} ep (site-{test_site})" for e in budgets for label, _ in variants]
     rows = []
     for m in ORACLE_TARGETS:
         cells = [population[m].estimate, on_cases[m], held_out[m], loso[m]]
         cells += [deep[m]] if deep else []
-        cells += [swept[e][m] for e in budgets]
+        cells += [trained[e][label][m] for e in budgets for label, _ in variants]
         rows.append((m, cells))
     reached = {
         m: next(
@@ -383,6 +484,16 @@ def main() -> None:
                 for m, e in reached.items()
             )
         )
+    for e, by_variant in paired.items():
+        for label, by_marker in by_variant.items():
+            print(
+                f"{label} vs {POOLED}, {e} epochs (DeLong, the same cases): "
+                + "; ".join(
+                    f"{_LABELS[m]} {c.difference:+.3f} [{c.ci[0]:+.3f}, {c.ci[1]:+.3f}] "
+                    f"p {c.p_value:.3g}"
+                    for m, c in by_marker.items()
+                )
+            )
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
 
     report = {
@@ -398,6 +509,7 @@ def main() -> None:
             "seed": args.seed,
             "deep": None if args.deep is None else str(args.deep),
             "train_epochs": budgets,
+            "trained": [label for label, _ in variants] if budgets else [],
             "train_spacing_mm": args.train_spacing,
         },
         "num_cases": len(cases.sites),
@@ -413,6 +525,14 @@ def main() -> None:
                 **(
                     {
                         "deep_by_epochs": {str(e): swept[e][m].to_json() for e in budgets},
+                        "trained_by_epochs": {
+                            str(e): {v: trained[e][v][m].to_json() for v in trained[e]}
+                            for e in budgets
+                        },
+                        "paired_vs_pooled_by_epochs": {
+                            str(e): {v: paired[e][v][m].to_json() for v in paired[e]}
+                            for e in budgets
+                        },
                         "first_epochs_at_0.9_oracle": reached[m],
                     }
                     if budgets
