@@ -24,13 +24,8 @@ Per marker of ``glioma-multitask`` (IDH, 1p/19q, MGMT, and grade as WHO IV vs II
   each marker;
 - **FedAvg, E epochs** (with ``--federated``): the same training as a federated study over the
   same sites (NVFlare's simulator, one local epoch a round, ``E`` rounds, its last model as the
-  pooled model is its last epoch), scored alike;
-- **… LA** (with ``--logit-adjustment``): each of those trained with the marker and grade heads'
-  logit-adjusted loss (``[task] logit_adjustment``: each site shifts the logits by the log class
-  priors of its own cases in the loss, so sites with different grade mixes fit the same heads).
-
-Every trained variant is compared with the pooled model of the same budget on the same held-out
-cases (DeLong's test on each marker's AUC).
+  pooled model is its last epoch), scored alike and compared with the pooled model of the same
+  budget on the same held-out cases (DeLong's test on each marker's AUC).
 
 A phantom of ``--sites`` sites of ``--cases`` cases is generated under ``--work`` (or an existing
 one is read with ``--phantom``, e.g. the sites a deep model was trained on); the held-out site is
@@ -45,7 +40,7 @@ Usage::
                             [--draws 20000] [--resamples 1000] [--workers 2] [--work DIR]
                             [--phantom DIR] [--deep RUN_OR_MODEL] [--out FILE]
                             [--train-epochs 10,30] [--train-spacing 4] [--threads N]
-                            [--federated] [--logit-adjustment]
+                            [--federated]
 
 Prints a table and writes JSON (default ``bench/results/markers.json``).
 """
@@ -102,9 +97,8 @@ from neurofed.training.records import EpochRecord
 
 F64 = npt.NDArray[np.float64]
 
-#: The trained variants of each budget (``--federated``, ``--logit-adjustment``).
-POOLED, POOLED_ADJUSTED = "pooled", "pooled LA"
-FEDAVG, FEDAVG_ADJUSTED = "FedAvg", "FedAvg LA"
+#: The trained variants of each budget (FedAvg with ``--federated``).
+POOLED, FEDAVG = "pooled", "FedAvg"
 
 #: The clinical field that records each target at a site (grade IV vs II–III comes from grade).
 _FIELD = {m: ClinicalField(m.value) for m in ORACLE_TARGETS}
@@ -281,7 +275,7 @@ def _training_sites(root: Path, manifest: dict[str, Any], test_site: int) -> lis
     return sites
 
 
-def _config(epochs: int, adjusted: bool, args: argparse.Namespace) -> TrainConfig:
+def _config(epochs: int, args: argparse.Namespace) -> TrainConfig:
     """The task's default training at ``--train-spacing`` for ``epochs`` epochs."""
     return default_train_config(
         TaskId.GLIOMA_MULTITASK,
@@ -290,16 +284,13 @@ def _config(epochs: int, adjusted: bool, args: argparse.Namespace) -> TrainConfi
         epochs=epochs,
         validate_every=epochs,
         seed=args.seed,
-        task_config={"logit_adjustment": adjusted},
     )
 
 
-def _train_federated(
-    sites: list[Path], epochs: int, adjusted: bool, args: argparse.Namespace
-) -> Path:
+def _train_federated(sites: list[Path], epochs: int, args: argparse.Namespace) -> Path:
     """FedAvg over ``sites`` for ``epochs`` rounds of one local epoch (NVFlare's simulator),
     with the pooled model's settings; its last model (as the pooled model is its last epoch)."""
-    config = _config(epochs, adjusted, args).to_json()
+    config = _config(epochs, args).to_json()
     train = {k: config[k] for k in SETTABLE_TRAIN_FIELDS if config[k] is not None}
     study = Study.from_dict(
         {
@@ -317,16 +308,16 @@ def _train_federated(
         },
         source="bench/markers.py",
     )
-    run = Path(args.work) / f"fedavg-{args.train_spacing:g}mm-{epochs}r{'-la' * adjusted}"
+    run = Path(args.work) / f"fedavg-{args.train_spacing:g}mm-{epochs}r"
     print(f"FedAvg over {len(sites)} sites for {epochs} rounds → {run}", flush=True)
     return run_simulation(study, sites, run, device="cpu").run_dir / LAST_MODEL
 
 
-def _train_deep(sites: list[Path], epochs: int, adjusted: bool, args: argparse.Namespace) -> Path:
+def _train_deep(sites: list[Path], epochs: int, args: argparse.Namespace) -> Path:
     """A pooled ``glioma-multitask`` model of ``epochs`` epochs on ``sites``; its run folder
     resumes if interrupted."""
-    config = _config(epochs, adjusted, args)
-    run = Path(args.work) / f"deep-{args.train_spacing:g}mm-{epochs}ep{'-la' * adjusted}"
+    config = _config(epochs, args)
+    run = Path(args.work) / f"deep-{args.train_spacing:g}mm-{epochs}ep"
     print(
         f"training a pooled model on {len(sites)} sites for {epochs} epochs at "
         f"{args.train_spacing:g} mm → {run}",
@@ -376,11 +367,6 @@ def main() -> None:
         action="store_true",
         help="also train FedAvg over the same sites, one local epoch a round, per budget",
     )
-    parser.add_argument(
-        "--logit-adjustment",
-        action="store_true",
-        help="also train each model with the marker heads' logit-adjusted loss",
-    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/markers.json"))
     args = parser.parse_args()
     budgets = sorted({int(e) for e in args.train_epochs.split(",") if e.strip()})
@@ -415,17 +401,15 @@ def main() -> None:
         site_dir = root / f"site-{test_site}"
         deep = _deep(args.deep, site_dir, args.seed, args.resamples)
         seconds["deep"] = time.perf_counter() - start
-    variants = [(POOLED, False)] + [(POOLED_ADJUSTED, True)] * args.logit_adjustment
-    variants += [(FEDAVG, False)] * args.federated
-    variants += [(FEDAVG_ADJUSTED, True)] * (args.federated and args.logit_adjustment)
+    variants = [POOLED] + [FEDAVG] * args.federated
     scored: dict[int, dict[str, Scored]] = {}  # budget → variant → per-marker scores
     training = _training_sites(root, manifest, test_site) if budgets else []
     for epochs in budgets:
         scored[epochs] = {}
-        for label, adjusted in variants:
+        for label in variants:
             start = time.perf_counter()
-            train_model = _train_federated if label.startswith(FEDAVG) else _train_deep
-            model = train_model(training, epochs, adjusted, args)
+            train_model = _train_federated if label == FEDAVG else _train_deep
+            model = train_model(training, epochs, args)
             scored[epochs][label] = _scored(model, root / f"site-{test_site}")
             seconds[f"{label} {epochs} epochs"] = time.perf_counter() - start
     trained = {
@@ -451,12 +435,12 @@ def main() -> None:
 
     columns = ["oracle (population)", f"oracle (site-{test_site})", f"shallow (site-{test_site})"]
     columns += ["shallow (leave-one-site-out)"] + ([f"deep (site-{test_site})"] if deep else [])
-    columns += [f"{label} {e} ep (site-{test_site})" for e in budgets for label, _ in variants]
+    columns += [f"{label} {e} ep (site-{test_site})" for e in budgets for label in variants]
     rows = []
     for m in ORACLE_TARGETS:
         cells = [population[m].estimate, on_cases[m], held_out[m], loso[m]]
         cells += [deep[m]] if deep else []
-        cells += [trained[e][label][m] for e in budgets for label, _ in variants]
+        cells += [trained[e][label][m] for e in budgets for label in variants]
         rows.append((m, cells))
     reached = {
         m: next(
@@ -509,7 +493,7 @@ def main() -> None:
             "seed": args.seed,
             "deep": None if args.deep is None else str(args.deep),
             "train_epochs": budgets,
-            "trained": [label for label, _ in variants] if budgets else [],
+            "trained": list(variants) if budgets else [],
             "train_spacing_mm": args.train_spacing,
         },
         "num_cases": len(cases.sites),

@@ -10,7 +10,6 @@ import torch
 from monai.metrics import DiceMetric
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
-from neurofed.federated.study import Study
 from neurofed.keys import ClinicalField, Marker
 from neurofed.models import OutputKey
 from neurofed.tasks import (
@@ -20,7 +19,6 @@ from neurofed.tasks import (
     labels_to_regions,
     merge_states,
 )
-from neurofed.tasks.glioma_multitask import GliomaMultitaskConfig, log_priors
 
 NAN = float("nan")
 
@@ -113,82 +111,6 @@ def test_grade_outside_two_to_four_is_an_error() -> None:
         task.loss(
             _outputs(3, (1, 1, 2)), Batch(batch.image, batch.label, batch.has_label, clinical)
         )
-
-
-def _training_cases() -> dict[ClinicalField, ClinicalTarget]:
-    """A site's training cases: 1 of 4 known IDH-mutant, no 1p/19q known, no MGMT-methylated
-    case, grades II, IV, IV, IV."""
-    return {
-        ClinicalField.IDH: ClinicalTarget.from_values([True, False, False, False, None]),
-        ClinicalField.CODEL_1P19Q: ClinicalTarget.from_values([None] * 5),
-        ClinicalField.MGMT: ClinicalTarget.from_values([False, False, False, None, None]),
-        ClinicalField.GRADE: ClinicalTarget.from_values([2, 4, 4, 4, None]),
-    }
-
-
-def test_log_priors_count_known_cases_plus_one_and_stay_finite_for_an_absent_class() -> None:
-    shifts = log_priors(_training_cases())
-    assert float(shifts[Marker.IDH]) == pytest.approx(math.log(2 / 4))  # (1+1)/(4+2) = 1/3
-    assert float(shifts[Marker.CODEL_1P19Q]) == pytest.approx(0.0)  # nothing known: 1/2
-    assert float(shifts[Marker.MGMT]) == pytest.approx(math.log(1 / 4))  # (0+1)/(3+2) = 1/5
-    assert shifts[Marker.GRADE].exp().tolist() == pytest.approx([2 / 7, 1 / 7, 4 / 7])
-    assert log_priors({}) == {}
-
-
-def test_logit_adjusted_loss_is_the_loss_of_logits_shifted_by_the_training_priors() -> None:
-    # Prepare: the same outputs scored by a plain task and by one that learnt a site's priors.
-    batch = _hand_batch()
-    outputs = _outputs(3, (1, 1, 2))
-    outputs[OutputKey.IDH] = torch.tensor([0.5, -1.0, 3.0])
-    outputs[OutputKey.MGMT] = torch.tensor([-7.0, 2.0, 9.0])
-    outputs[OutputKey.GRADE] = torch.tensor([[0.1, 0.2, 0.3], [1.0, 0.0, 0.0], [-1.0, 2.0, 0.5]])
-    adjusted = GliomaMultitaskTask({"logit_adjustment": True})
-    plain = GliomaMultitaskTask()
-    shifts = log_priors(_training_cases())
-    shifted = dict(outputs)
-    for marker in (Marker.IDH, Marker.CODEL_1P19Q, Marker.MGMT, Marker.GRADE):
-        shifted[OutputKey(marker.value)] = outputs[OutputKey(marker.value)] + shifts[marker]
-    # Execute
-    before = adjusted.loss(outputs, batch).item()  # no training cases learnt yet: no shift
-    adjusted.learn_training_cases(_training_cases())
-    plain.learn_training_cases(_training_cases())  # logit_adjustment off: ignored
-    # Assert
-    assert before == pytest.approx(plain.loss(outputs, batch).item(), rel=1e-7)
-    assert adjusted.loss(outputs, batch).item() == pytest.approx(
-        plain.loss(shifted, batch).item(), rel=1e-6
-    )
-    assert adjusted.loss(outputs, batch).item() != pytest.approx(
-        plain.loss(outputs, batch).item(), rel=1e-3
-    )
-    # predictions carry no shift
-    for key, value in adjusted.postprocess(outputs).items():
-        assert torch.equal(value, plain.postprocess(outputs)[key])
-
-
-def test_logit_adjustment_is_written_only_when_on_so_studies_keep_their_hashes() -> None:
-    off, on = GliomaMultitaskConfig(), GliomaMultitaskConfig(logit_adjustment=True)
-    assert "logit_adjustment" not in off.to_json()
-    assert on.to_json()["logit_adjustment"] is True
-    assert GliomaMultitaskConfig.from_json(on.to_json()) == on
-    study = {
-        "name": "markers",
-        "rounds": 2,
-        "strategy": {"name": "fedavg"},
-        "selection": {"metric": "WT/dice", "direction": "max"},
-    }
-    plain = Study.from_dict(study | {"task": {"id": "glioma-multitask"}}, source="s")
-    adjusted = Study.from_dict(
-        study | {"task": {"id": "glioma-multitask", "logit_adjustment": True}}, source="s"
-    )
-    assert "logit_adjustment" not in plain.to_dict()["task"]
-    assert adjusted.content_hash != plain.content_hash
-    assert adjusted.train_config().task_config.logit_adjustment is True
-    assert Study.from_toml(adjusted.to_toml(), source="s").content_hash == adjusted.content_hash
-
-
-def test_logit_adjustment_must_be_a_boolean() -> None:
-    with pytest.raises(ValueError, match=r"logit_adjustment.*use true or false"):
-        GliomaMultitaskTask({"logit_adjustment": "yes"})
 
 
 def _random_batch(seed: int, n: int = 12) -> tuple[Batch, dict[str, torch.Tensor]]:

@@ -16,14 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from neurofed.keys import Marker
 from neurofed.phantom import PhantomConfig, generate_federation
-from neurofed.tasks import get_task
-from neurofed.tasks.glioma_multitask import log_priors
 from neurofed.training import RUN_CONFIG, RUN_METRICS, LocalTrainer, train_local, train_pooled
-from neurofed.training.dataset import clinical_targets
 from neurofed.training.trainer import CHECKPOINTS
-from tests.tasks.tiny import tiny_batch
 from tests.training.sites import prepare_site
 from tests.training.test_checkpoint import assert_no_pickle
 from tests.training.tiny import tiny_config
@@ -75,28 +70,6 @@ def test_glioma_multitask_learns_the_region_and_keeps_marker_metrics(glioma_site
     assert final["WT/dice"] >= untrained["WT/dice"] + 0.3
     assert final["idh/num_examples"] == 3.0 and "grade/accuracy" in final
     assert trainer.history[-1].train_loss < trainer.history[1].train_loss  # type: ignore[operator]
-
-
-def test_a_logit_adjusted_trainer_shifts_by_its_own_training_cases_priors(
-    glioma_site: Path,
-) -> None:
-    # Prepare: the site's training cases' priors, computed apart from the trainer
-    config = tiny_config("glioma-multitask", task_config={"logit_adjustment": True})
-    trainer = LocalTrainer.from_sites(config, glioma_site)
-    plain = get_task("glioma-multitask")
-    clinical = clinical_targets([case.clinical for case in trainer.train_data], plain)
-    shifts = log_priors(clinical)
-    batch = tiny_batch(plain, batch_size=4, seed=1)
-    outputs = {k: v.detach() for k, v in trainer.model.eval()(batch.image).items()}
-    shifted = dict(outputs)
-    for marker, shift in shifts.items():
-        shifted[marker.value] = outputs[marker.value] + shift
-    # Execute
-    loss = trainer.task.loss(outputs, batch)
-    # Assert: the trainer's loss is the plain loss of logits shifted by those priors
-    assert len(trainer.train_data) == 9 and set(shifts) == set(Marker)
-    assert loss.item() == pytest.approx(plain.loss(shifted, batch).item(), rel=1e-6)
-    assert loss.item() != pytest.approx(plain.loss(outputs, batch).item(), rel=1e-4)
 
 
 def test_ms_lesion_learns_the_lesions(lesion_site: Path) -> None:

@@ -32,7 +32,7 @@ from torch import nn
 from neurofed.config import ConfigBase
 from neurofed.keys import ClinicalField, Modality, TaskId
 from neurofed.models import build_model
-from neurofed.tasks.batch import Batch, ClinicalTarget
+from neurofed.tasks.batch import Batch
 from neurofed.tasks.metric_state import MetricState
 
 __all__ = ["ModelOutput", "Task"]
@@ -86,13 +86,6 @@ class Task(ABC):
     def clinical_fields(self) -> tuple[ClinicalField, ...]:
         """Clinical fields the task uses (each batch must carry them, with ``known`` masks)."""
         return ()
-
-    def learn_training_cases(self, clinical: Mapping[ClinicalField, ClinicalTarget]) -> None:
-        """Take what the loss needs from the clinical targets of every training case (one
-        :class:`ClinicalTarget` per field of :attr:`clinical_fields`), before training. Most
-        tasks need nothing; ``glioma-multitask`` takes its class priors for logit adjustment.
-        A trainer calls it with its own cases, so under federation nothing leaves the site."""
-        del clinical  # nothing to learn by default
 
     # -- extension points -------------------------------------------------------------------
 

@@ -13,15 +13,6 @@ by how many are present. Weights default to 1 (:class:`GliomaMultitaskConfig`).
 - IDH, 1p/19q, MGMT: binary cross-entropy on the logits;
 - grade: cross-entropy over II/III/IV (a known grade outside 2–4 is an error).
 
-With ``logit_adjustment = true`` the marker and grade terms are computed on logits shifted by
-the log prior of the cases the model is trained on (``log π/(1-π)`` per binary marker, ``log π_c``
-per grade, each count plus one so that a class a site lacks gets a finite shift): logit-adjusted
-loss (Menon et al., ICLR 2021), which under federation is FedLC's calibration (Zhang et al., ICML
-2022). Each site then fits the same prior-free score instead of its own class mix, so sites whose
-grade mix differs (mostly grade IV at one hospital, mostly lower grade at the next) stop pulling
-the heads apart. The priors come from the trainer's own cases (:meth:`Task.learn_training_cases`)
-and never leave the site; the model predicts without any shift.
-
 Metrics: ``WT/dice`` (mean per-case Dice), ``WT/dice_pooled``, ``WT/num_examples``; per marker
 ``<marker>/auc``, ``accuracy``, ``recall``, ``f1``, ``specificity``, ``num_examples``,
 ``num_positive`` (``score >= threshold`` is positive; AUC NaN when the known cases hold one class);
@@ -41,7 +32,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -60,7 +51,7 @@ from neurofed.keys import (
 )
 from neurofed.models import ModelName, MultitaskUNetConfig, OutputKey
 from neurofed.tasks.base import ModelOutput, Task
-from neurofed.tasks.batch import Batch, ClinicalTarget
+from neurofed.tasks.batch import Batch
 from neurofed.tasks.classification_metrics import (
     binary_counts,
     binary_report_with_auc,
@@ -82,7 +73,6 @@ __all__ = [
     "GliomaMultitaskConfig",
     "GliomaMultitaskTask",
     "Grade",
-    "log_priors",
     "marker_scores",
 ]
 
@@ -133,38 +123,6 @@ def marker_scores(
     return out
 
 
-def log_priors(clinical: Mapping[ClinicalField, ClinicalTarget]) -> dict[Marker, torch.Tensor]:
-    """Per marker, the log prior of the known cases' classes, each count plus one: a scalar
-    ``log π/(1-π)`` for a binary marker, ``(3,)`` ``log π_c`` over grades II/III/IV. Fields
-    missing from ``clinical`` get no entry.
-
-    Examples
-    --------
-    >>> from neurofed.tasks.batch import ClinicalTarget
-    >>> shifts = log_priors({
-    ...     ClinicalField.IDH: ClinicalTarget.from_values([True, False, False, None]),
-    ...     ClinicalField.GRADE: ClinicalTarget.from_values([4, 4, 2, None]),
-    ... })
-    >>> round(float(shifts[Marker.IDH]), 3)  # (1 + 1) / (3 + 2) = 0.4 → log 0.4/0.6
-    -0.405
-    >>> [round(float(v), 3) for v in shifts[Marker.GRADE].exp()]  # (2, 1, 3) / 6
-    [0.333, 0.167, 0.5]
-    """
-    out: dict[Marker, torch.Tensor] = {}
-    for marker in BINARY_MARKERS:
-        target = clinical.get(ClinicalField(marker.value))
-        if target is not None:
-            values = target.values[target.known].double()
-            positive = (float(values.sum()) + 1.0) / (len(values) + 2.0)
-            out[marker] = torch.tensor(math.log(positive / (1.0 - positive)))
-    grade = clinical.get(ClinicalField.GRADE)
-    if grade is not None:
-        known = grade.values[grade.known]
-        counts = torch.tensor([float((known == g.who).sum()) + 1.0 for g in Grade])
-        out[Marker.GRADE] = torch.log(counts / counts.sum())
-    return out
-
-
 @dataclass(frozen=True)
 class GliomaMultitaskConfig(ConfigBase):
     """Configuration of ``glioma-multitask``: term weights, threshold, Dice smoothing."""
@@ -176,7 +134,6 @@ class GliomaMultitaskConfig(ConfigBase):
     grade_weight: float = 1.0
     threshold: float = 0.5
     smooth: float = 1e-5
-    logit_adjustment: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -202,20 +159,6 @@ class GliomaMultitaskConfig(ConfigBase):
             "use a probability in (0, 1), e.g. 0.5",
         )
         object.__setattr__(self, "threshold", float(self.threshold))
-        require(
-            isinstance(self.logit_adjustment, bool),
-            self,
-            "logit_adjustment",
-            "use true or false",
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """As :meth:`ConfigBase.to_json`, with ``logit_adjustment`` written only when on: the
-        studies and models written before it keep their hashes."""
-        out = super().to_json()
-        if not self.logit_adjustment:
-            del out["logit_adjustment"]
-        return out
 
     def weight(self, marker: Marker) -> float:
         """Loss weight of ``marker``'s term."""
@@ -239,16 +182,6 @@ class GliomaMultitaskTask(Task):
     max_label: ClassVar[int] = int(TumorLabel.ET)
     config_type: ClassVar[type[ConfigBase]] = GliomaMultitaskConfig
     config: GliomaMultitaskConfig
-
-    def __init__(self, config: Mapping[str, Any] | ConfigBase | None = None) -> None:
-        super().__init__(config)
-        #: per marker, the log-prior shift of its logits in the loss (logit adjustment only)
-        self._shifts: dict[Marker, torch.Tensor] = {}
-
-    def learn_training_cases(self, clinical: Mapping[ClinicalField, ClinicalTarget]) -> None:
-        """With ``logit_adjustment``, the class priors of the training cases (module docstring)."""
-        if self.config.logit_adjustment:
-            self._shifts = log_priors(clinical)
 
     @property
     def clinical_fields(self) -> tuple[ClinicalField, ...]:
@@ -320,18 +253,11 @@ class GliomaMultitaskTask(Task):
         total = self.config.segmentation_weight * seg_loss
         for marker in BINARY_MARKERS:
             clinical = batch.clinical[ClinicalField(marker.value)]
-            logit = self._shifted(out[marker], marker)
-            term = masked_bce_with_logits(logit, clinical.values, clinical.known)
+            term = masked_bce_with_logits(out[marker], clinical.values, clinical.known)
             total = total + self.config.weight(marker) * term
         classes, known = self._grade_classes(batch)
-        grade = self._shifted(out[OutputKey.GRADE], Marker.GRADE)
-        grade_loss = masked_cross_entropy(grade, classes, known)
+        grade_loss = masked_cross_entropy(out[OutputKey.GRADE], classes, known)
         return total + self.config.grade_weight * grade_loss
-
-    def _shifted(self, logits: torch.Tensor, marker: Marker) -> torch.Tensor:
-        """``logits`` plus the marker's log-prior shift (unchanged without one)."""
-        shift = self._shifts.get(marker)
-        return logits if shift is None else logits + shift.to(logits.device, logits.dtype)
 
     def postprocess(self, outputs: ModelOutput) -> dict[str, torch.Tensor]:
         """Segmentation ``(B, 1, X, Y, Z)`` uint8 mask, marker probabilities ``(B,)``,

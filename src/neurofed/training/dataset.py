@@ -33,14 +33,7 @@ from neurofed.data.subject import Clinical
 from neurofed.keys import ClinicalField
 from neurofed.tasks import Batch, ClinicalTarget, Task
 
-__all__ = [
-    "CaseDataset",
-    "SkippedCase",
-    "TrainingCase",
-    "clinical_targets",
-    "collate",
-    "pad_to_shape",
-]
+__all__ = ["CaseDataset", "SkippedCase", "TrainingCase", "collate", "pad_to_shape"]
 
 FloatImage = npt.NDArray[np.float32]  # (C, X, Y, Z)
 LabelMap = npt.NDArray[np.uint8]  # (X, Y, Z)
@@ -190,16 +183,8 @@ def collate(samples: Sequence[Sample], task: Task, divisor: Sequence[int]) -> Ba
         ]
         label = torch.from_numpy(np.stack(labels)).long()  # (B, X, Y, Z)
         has_label = torch.tensor([s[1] is not None for s in samples])
-    clinical = clinical_targets([s[2] for s in samples], task)
-    return Batch(image=image, label=label, has_label=has_label, clinical=clinical)
-
-
-def clinical_targets(
-    clinical: Sequence[Clinical], task: Task
-) -> dict[ClinicalField, ClinicalTarget]:
-    """``task``'s clinical fields of the given cases, one :class:`ClinicalTarget` each
-    (unknown values stay unknown)."""
-    return {
-        field: ClinicalTarget.from_values([_clinical_value(c, field) for c in clinical])
+    clinical = {
+        field: ClinicalTarget.from_values([_clinical_value(s[2], field) for s in samples])
         for field in task.clinical_fields
     }
+    return Batch(image=image, label=label, has_label=has_label, clinical=clinical)

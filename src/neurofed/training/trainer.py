@@ -58,7 +58,7 @@ from neurofed.training.checkpoint import (
     save_checkpoint,
 )
 from neurofed.training.config import Optimizer, TrainConfig, differing_settings, resolve_device
-from neurofed.training.dataset import CaseDataset, clinical_targets
+from neurofed.training.dataset import CaseDataset
 from neurofed.training.inference import evaluate_dataset
 from neurofed.training.model_folder import TrainedModel
 from neurofed.training.parameters import check_arrays, load_arrays, model_arrays, proximal_term
@@ -122,9 +122,6 @@ class LocalTrainer:
         self.device = torch.device(resolve_device(config.device))
         self.divisor = config.spatial_divisor()
         self.train_data = train_data if train_data is not None else CaseDataset([])
-        # e.g. class priors for a logit-adjusted loss: this trainer's own cases (a site's)
-        clinical = [case.clinical for case in self.train_data]
-        self.task.learn_training_cases(clinical_targets(clinical, self.task))
         self.validation_data = validation_data
         self.source = source
         self.run_dir = None if run_dir is None else Path(run_dir)
