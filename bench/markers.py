@@ -66,7 +66,7 @@ import torch
 from neurofed import __version__
 from neurofed.data.manifest import check_site
 from neurofed.data.subject import Clinical
-from neurofed.evaluate.roc import delong_test
+from neurofed.evaluate.roc import DelongComparison, delong_test
 from neurofed.federated.engine import run_simulation
 from neurofed.federated.server.run_folder import LAST_MODEL
 from neurofed.federated.study import Study
@@ -96,9 +96,6 @@ from neurofed.training.defaults import default_train_config
 from neurofed.training.records import EpochRecord
 
 F64 = npt.NDArray[np.float64]
-
-#: The trained variants of each budget (FedAvg with ``--federated``).
-POOLED, FEDAVG = "pooled", "FedAvg"
 
 #: The clinical field that records each target at a site (grade IV vs II–III comes from grade).
 _FIELD = {m: ClinicalField(m.value) for m in ORACLE_TARGETS}
@@ -242,7 +239,10 @@ Scored = dict[Marker, tuple[npt.NDArray[np.int64], F64]]
 
 def _deep(model: Path, site_dir: Path, seed: int, resamples: int) -> dict[Marker, AucEstimate]:
     """Every case of ``site_dir`` scored by the model; AUCs from its per-case scores."""
-    scored = _scored(model, site_dir)
+    return _aucs(_scored(model, site_dir), seed, resamples)
+
+
+def _aucs(scored: Scored, seed: int, resamples: int) -> dict[Marker, AucEstimate]:
     return {m: auc_with_ci(*scored[m], seed=seed, resamples=resamples) for m in ORACLE_TARGETS}
 
 
@@ -304,7 +304,7 @@ def _train_federated(sites: list[Path], epochs: int, args: argparse.Namespace) -
             "selection": {"metric": "WT/dice_pooled", "direction": "max"},
             "task": {"id": TaskId.GLIOMA_MULTITASK.value, **config["task_config"]},
             "model": config["model_config"],
-            "train": train | {"validate_every": epochs},
+            "train": train,  # validated once, after the last round
         },
         source="bench/markers.py",
     )
@@ -401,46 +401,36 @@ def main() -> None:
         site_dir = root / f"site-{test_site}"
         deep = _deep(args.deep, site_dir, args.seed, args.resamples)
         seconds["deep"] = time.perf_counter() - start
-    variants = [POOLED] + [FEDAVG] * args.federated
-    scored: dict[int, dict[str, Scored]] = {}  # budget → variant → per-marker scores
+    swept: dict[int, dict[Marker, AucEstimate]] = {}
+    federated: dict[int, dict[Marker, AucEstimate]] = {}  # with --federated
+    paired: dict[int, dict[Marker, DelongComparison]] = {}  # FedAvg vs pooled, same cases
     training = _training_sites(root, manifest, test_site) if budgets else []
+    test_dir = root / f"site-{test_site}"
     for epochs in budgets:
-        scored[epochs] = {}
-        for label in variants:
+        start = time.perf_counter()
+        pooled = _scored(_train_deep(training, epochs, args), test_dir)
+        swept[epochs] = _aucs(pooled, args.seed, args.resamples)
+        seconds[f"deep {epochs} epochs"] = time.perf_counter() - start
+        if args.federated:
             start = time.perf_counter()
-            train_model = _train_federated if label == FEDAVG else _train_deep
-            model = train_model(training, epochs, args)
-            scored[epochs][label] = _scored(model, root / f"site-{test_site}")
-            seconds[f"{label} {epochs} epochs"] = time.perf_counter() - start
-    trained = {
-        e: {
-            label: {
-                m: auc_with_ci(*by_marker[m], seed=args.seed, resamples=args.resamples)
-                for m in ORACLE_TARGETS
+            fedavg = _scored(_train_federated(training, epochs, args), test_dir)
+            federated[epochs] = _aucs(fedavg, args.seed, args.resamples)
+            paired[epochs] = {
+                m: delong_test(fedavg[m][1], pooled[m][1], fedavg[m][0]) for m in ORACLE_TARGETS
             }
-            for label, by_marker in by_variant.items()
-        }
-        for e, by_variant in scored.items()
-    }
-    swept = {e: by_variant[POOLED] for e, by_variant in trained.items()}
-    paired = {  # every other variant against the pooled model of the same budget, same cases
-        e: {
-            label: {m: delong_test(s[m][1], by_variant[POOLED][m][1], s[m][0]) for m in s}
-            for label, s in by_variant.items()
-            if label != POOLED
-        }
-        for e, by_variant in scored.items()
-    }
+            seconds[f"FedAvg {epochs} rounds"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - began
 
     columns = ["oracle (population)", f"oracle (site-{test_site})", f"shallow (site-{test_site})"]
     columns += ["shallow (leave-one-site-out)"] + ([f"deep (site-{test_site})"] if deep else [])
-    columns += [f"{label} {e} ep (site-{test_site})" for e in budgets for label in variants]
+    columns += [f"deep {e} ep (site-{test_site})" for e in budgets]
+    columns += [f"FedAvg {e} rounds (site-{test_site})" for e in federated]
     rows = []
     for m in ORACLE_TARGETS:
         cells = [population[m].estimate, on_cases[m], held_out[m], loso[m]]
         cells += [deep[m]] if deep else []
-        cells += [trained[e][label][m] for e in budgets for label in variants]
+        cells += [swept[e][m] for e in budgets]
+        cells += [federated[e][m] for e in federated]
         rows.append((m, cells))
     reached = {
         m: next(
@@ -468,16 +458,15 @@ def main() -> None:
                 for m, e in reached.items()
             )
         )
-    for e, by_variant in paired.items():
-        for label, by_marker in by_variant.items():
-            print(
-                f"{label} vs {POOLED}, {e} epochs (DeLong, the same cases): "
-                + "; ".join(
-                    f"{_LABELS[m]} {c.difference:+.3f} [{c.ci[0]:+.3f}, {c.ci[1]:+.3f}] "
-                    f"p {c.p_value:.3g}"
-                    for m, c in by_marker.items()
-                )
+    for e, by_marker in paired.items():
+        print(
+            f"FedAvg {e} rounds vs pooled {e} epochs (DeLong, the same cases): "
+            + "; ".join(
+                f"{_LABELS[m]} {c.difference:+.3f} [{c.ci[0]:+.3f}, {c.ci[1]:+.3f}] "
+                f"p {c.p_value:.3g}"
+                for m, c in by_marker.items()
             )
+        )
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
 
     report = {
@@ -493,7 +482,7 @@ def main() -> None:
             "seed": args.seed,
             "deep": None if args.deep is None else str(args.deep),
             "train_epochs": budgets,
-            "trained": list(variants) if budgets else [],
+            "federated": args.federated,
             "train_spacing_mm": args.train_spacing,
         },
         "num_cases": len(cases.sites),
@@ -509,13 +498,9 @@ def main() -> None:
                 **(
                     {
                         "deep_by_epochs": {str(e): swept[e][m].to_json() for e in budgets},
-                        "trained_by_epochs": {
-                            str(e): {v: trained[e][v][m].to_json() for v in trained[e]}
-                            for e in budgets
-                        },
-                        "paired_vs_pooled_by_epochs": {
-                            str(e): {v: paired[e][v][m].to_json() for v in paired[e]}
-                            for e in budgets
+                        "fedavg_by_rounds": {str(e): federated[e][m].to_json() for e in federated},
+                        "fedavg_vs_pooled_by_budget": {
+                            str(e): paired[e][m].to_json() for e in paired
                         },
                         "first_epochs_at_0.9_oracle": reached[m],
                     }
