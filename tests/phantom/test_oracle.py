@@ -189,6 +189,34 @@ def test_bench_writes_every_marker(
     assert report["markers"]["grade"]["oracle_population"]["n"] == 120
 
 
+def test_bench_trains_fedavg_beside_the_pooled_model_on_the_same_cases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: 3 sites of 8 cases at 6 mm (site 3 held out), one epoch / round at 8 mm
+    out, work = tmp_path / "markers.json", tmp_path / "work"
+    argv = ["markers.py", "--sites", "3", "--cases", "8", "--spacing", "6", "--work", str(work)]
+    argv += ["--train-epochs", "1", "--train-spacing", "8", "--federated"]
+    argv += ["--draws", "120", "--resamples", "20", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    # Execute
+    runpy.run_path(str(Path(__file__).parents[2] / "bench" / "markers.py"), run_name="__main__")
+    # Assert: a FedAvg run of one round beside the pooled model, paired on the same cases
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["settings"]["federated"] is True
+    assert (work / "fedavg-8mm-1r" / "last_model" / "model.json").is_file()
+    for marker in ORACLE_TARGETS:
+        row = report["markers"][marker.value]
+        pooled, fedavg = row["deep_by_epochs"]["1"], row["fedavg_by_rounds"]["1"]
+        paired = row["fedavg_vs_pooled_by_budget"]["1"]
+        assert paired["n"] == pooled["n"] == fedavg["n"] > 0
+        if paired["auc_a"] is not None:  # both classes among the held-out cases
+            assert paired["auc_a"] == pytest.approx(fedavg["auc"], abs=1e-4)
+            assert paired["auc_b"] == pytest.approx(pooled["auc"], abs=1e-4)
+            assert paired["difference"] == pytest.approx(
+                paired["auc_a"] - paired["auc_b"], abs=1e-5
+            )
+
+
 def _head(draws: LatentDraws, n: int) -> LatentDraws:
     return LatentDraws(
         draws.latents[:n], {m: t[:n] for m, t in draws.targets.items()}, draws.sites[:n]
